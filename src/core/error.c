@@ -21,11 +21,20 @@ int bl_fail_prefix(BlError *err, const char *fmt, ...) {
         char prefix[512];
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(prefix, sizeof prefix, fmt, ap);
+        int n = vsnprintf(prefix, sizeof prefix, fmt, ap);
         va_end(ap);
-        char old[sizeof err->msg];
-        memcpy(old, err->msg, sizeof old);
-        snprintf(err->msg, sizeof err->msg, "%s: %s", prefix, old);
+        if (n < 0) return -1;
+        size_t plen = strlen(prefix), cap = sizeof err->msg;
+        /* shift the old message right to make room for "prefix: " */
+        if (plen + 2 < cap) {
+            size_t keep = strnlen(err->msg, cap - 1);
+            if (plen + 2 + keep > cap - 1) keep = cap - 1 - plen - 2;
+            memmove(err->msg + plen + 2, err->msg, keep);
+            err->msg[plen + 2 + keep] = '\0';
+            memcpy(err->msg, prefix, plen);
+            err->msg[plen] = ':';
+            err->msg[plen + 1] = ' ';
+        }
     }
     return -1;
 }
