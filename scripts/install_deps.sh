@@ -4,7 +4,7 @@
 source "$(dirname "$0")/common.sh"
 
 PACKAGES=(build-essential cmake pkg-config
-          liblua5.4-dev libcjson-dev libncurses-dev libopenblas-dev libpcre2-dev
+          liblua5.4-dev libcjson-dev libncurses-dev libopenblas-dev libpcre2-dev libicu-dev
           python3 python3-venv python3-pip tmux)
 
 missing=()

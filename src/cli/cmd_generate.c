@@ -1,0 +1,131 @@
+/* cmd_generate.c - `bitlab generate`: greedy decoding with a KV cache,
+ * printing text as it decodes. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/backend.h"
+#include "cli/cli.h"
+#include "nn/generate.h"
+#include "tokenizer/chat_template.h"
+#include "tokenizer/tokenizer.h"
+
+static volatile sig_atomic_t interrupted;
+static void on_sigint(int sig) { (void)sig; interrupted = 1; }
+
+/* Streaming state: the produced ids and how many bytes of their decoding
+ * were already printed. Decoding the whole list each time keeps multi-token
+ * characters (byte-fallback pieces, split UTF-8) intact. */
+typedef struct {
+    const BlTokenizer *tok;
+    int *ids;
+    int n, cap;
+    size_t printed;
+} Stream;
+
+static int ends_with_partial_char(const char *s, size_t n) {
+    /* U+FFFD as the last char means the next token may complete it */
+    return n >= 3 && (unsigned char)s[n - 3] == 0xEF && (unsigned char)s[n - 2] == 0xBF &&
+           (unsigned char)s[n - 1] == 0xBD;
+}
+
+static int on_token(int token, void *user) {
+    Stream *st = user;
+    if (st->n == st->cap) {
+        int cap = st->cap ? st->cap * 2 : 64;
+        int *ids = realloc(st->ids, (size_t)cap * sizeof *ids);
+        if (!ids) return 1;
+        st->ids = ids;
+        st->cap = cap;
+    }
+    st->ids[st->n++] = token;
+    char *text = NULL;
+    BlError err;
+    if (bl_tokenizer_decode(st->tok, st->ids, st->n, true, &text, &err) != 0) return 1;
+    size_t len = strlen(text);
+    if (len > st->printed && !ends_with_partial_char(text, len)) {
+        fwrite(text + st->printed, 1, len - st->printed, stdout);
+        fflush(stdout);
+        st->printed = len;
+    }
+    free(text);
+    return interrupted;
+}
+
+/* The prompt text: raw, or wrapped in the chat template (--template NAME
+ * overrides the model's own). */
+static char *build_prompt(const CliArgs *a, const BlModel *m, BlError *err) {
+    const char *prompt = cli_str(a, "--prompt", NULL);
+    if (!cli_flag(a, "--chat")) {
+        char *s = strdup(prompt);
+        if (!s) bl_fail(err, "out of memory");
+        return s;
+    }
+    const char *bos = bl_tokenizer_bos_text(m->tokenizer), *eos = bl_tokenizer_eos_text(m->tokenizer);
+    const char *name = cli_str(a, "--template", NULL);
+    BlChatTemplate tpl;
+    int rc;
+    if (name)
+        rc = bl_chat_template_by_name(&tpl, name, bos, eos, err);
+    else if (m->chat_template)
+        rc = bl_chat_template_detect(&tpl, m->chat_template, bos, eos, err);
+    else
+        rc = bl_fail(err, "%s has no chat template in its metadata; pass --template NAME", m->path);
+    if (rc != 0) return NULL;
+    BlChatMessage msgs[2];
+    int n = 0;
+    const char *system = cli_str(a, "--system", NULL);
+    if (system) msgs[n++] = (BlChatMessage){"system", system};
+    msgs[n++] = (BlChatMessage){"user", prompt};
+    char *out = NULL;
+    bl_chat_render(&tpl, msgs, n, true, &out, err);
+    bl_chat_template_free(&tpl);
+    return out;
+}
+
+int cmd_generate(const CliArgs *a) {
+    static const char *const known[] = {"--model", "--prompt", "--chat", "--system", "--template",
+                                        "--max-tokens", NULL};
+    if (cli_check_known(a, known) != 0) return 2;
+    int max_tokens;
+    if (cli_int(a, "--max-tokens", 256, &max_tokens) != 0) return 2;
+    if (!cli_str(a, "--prompt", NULL)) {
+        fprintf(stderr, "bitlab generate: --prompt TEXT is required\n");
+        return 2;
+    }
+    if (max_tokens < 1) {
+        fprintf(stderr, "bitlab generate: --max-tokens must be at least 1\n");
+        return 2;
+    }
+    BlModel *m = cli_load_model(a);
+    if (!m) return 1;
+
+    BlError err = {{0}};
+    Stream st = {.tok = m->tokenizer};
+    int *prompt_ids = NULL, n_prompt = 0, rc = 1;
+    char *prompt = build_prompt(a, m, &err);
+    if (!prompt) goto done;
+    /* chat templates already contain their special tokens, as in HF's apply_chat_template */
+    if (bl_tokenizer_encode(m->tokenizer, prompt, strlen(prompt), !cli_flag(a, "--chat"),
+                            &prompt_ids, &n_prompt, &err) != 0)
+        goto done;
+    if (n_prompt + max_tokens > m->cfg.max_seq_len) {
+        bl_fail(&err, "prompt (%d tokens) + --max-tokens %d exceeds the model's context of %d",
+                n_prompt, max_tokens, m->cfg.max_seq_len);
+        goto done;
+    }
+    signal(SIGINT, on_sigint);
+    if (bl_generate_greedy(m, bl_backend_cpu(), prompt_ids, n_prompt, max_tokens, on_token, &st,
+                           NULL, NULL, &err) != 0)
+        goto done;
+    printf("\n");
+    rc = 0;
+done:
+    if (rc) fprintf(stderr, "bitlab generate: %s\n", err.msg);
+    free(prompt);
+    free(prompt_ids);
+    free(st.ids);
+    bl_model_free(m);
+    return rc;
+}

@@ -1,0 +1,273 @@
+/* load_hf.c - loads a Hugging Face folder: config.json, model.safetensors
+ * (or its sharded index), tokenizer.json / tokenizer_config.json and
+ * generation_config.json. HF checkpoints rotate halves in RoPE, so
+ * cfg.rope_interleaved is false. */
+#include <limits.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "io/safetensors.h"
+#include "io/textfile.h"
+#include "model/load_internal.h"
+#include "tokenizer/tokenizer.h"
+
+typedef struct {
+    const char *dir;
+    char path[4096]; /* scratch: dir + "/" + file */
+} Folder;
+
+static const char *file_in(Folder *f, const char *name) {
+    snprintf(f->path, sizeof f->path, "%s/%s", f->dir, name);
+    return f->path;
+}
+
+static bool exists(const char *path) {
+    return access(path, F_OK) == 0;
+}
+
+// ----------------------------------------------------------------------------
+// config.json
+
+/* An integer field; absent or null gives dflt when dflt >= 0, else an error. */
+static int json_int(const cJSON *root, const char *path, const char *field, int dflt, int *out,
+                    BlError *err) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, field);
+    if (!v || cJSON_IsNull(v)) {
+        if (dflt < 0) return bl_fail(err, "%s: required field \"%s\" is missing", path, field);
+        *out = dflt;
+        return 0;
+    }
+    double d = cJSON_IsNumber(v) ? v->valuedouble : -1.0;
+    if (d != floor(d) || d < 0 || d > INT_MAX)
+        return bl_fail(err, "%s: field \"%s\" must be a non-negative integer", path, field);
+    *out = (int)d;
+    return 0;
+}
+
+static int json_float(const cJSON *root, const char *path, const char *field, bool required,
+                      float dflt, float *out, BlError *err) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, field);
+    if (!v || cJSON_IsNull(v)) {
+        if (required) return bl_fail(err, "%s: required field \"%s\" is missing", path, field);
+        *out = dflt;
+        return 0;
+    }
+    if (!cJSON_IsNumber(v)) return bl_fail(err, "%s: field \"%s\" must be a number", path, field);
+    *out = (float)v->valuedouble;
+    return 0;
+}
+
+static int json_bool(const cJSON *root, const char *path, const char *field, bool *out,
+                     BlError *err) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, field);
+    if (!v || cJSON_IsNull(v)) return 0;
+    if (!cJSON_IsBool(v)) return bl_fail(err, "%s: field \"%s\" must be true or false", path, field);
+    *out = cJSON_IsTrue(v);
+    return 0;
+}
+
+/* model_type, or failing that the architectures[0] class name. */
+static int config_arch(const cJSON *root, const char *path, BlArch *arch, BlError *err) {
+    static const struct { const char *cls, *type; } classes[] = {
+        {"LlamaForCausalLM", "llama"}, {"MistralForCausalLM", "mistral"},
+        {"Qwen2ForCausalLM", "qwen2"}, {"Phi3ForCausalLM", "phi3"},
+    };
+    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "model_type");
+    const char *name = cJSON_IsString(mt) ? mt->valuestring : NULL;
+    const cJSON *archs = cJSON_GetObjectItemCaseSensitive(root, "architectures");
+    const cJSON *cls = cJSON_IsArray(archs) ? cJSON_GetArrayItem(archs, 0) : NULL;
+    if (mt && !name) return bl_fail(err, "%s: field \"model_type\" must be a string", path);
+    for (size_t i = 0; !name && cJSON_IsString(cls) && i < sizeof classes / sizeof classes[0]; i++)
+        if (strcmp(cls->valuestring, classes[i].cls) == 0) name = classes[i].type;
+    if (!name)
+        return bl_fail(err, "%s: required field \"model_type\" is missing (and \"architectures\" "
+                       "names no known class)", path);
+    if (bl_arch_from_name(name, arch) != 0)
+        return bl_fail(err, "%s: model_type \"%.64s\" is not supported (llama, mistral, qwen2, phi3)",
+                       path, name);
+    return 0;
+}
+
+/* Options that would change the function computed: refuse rather than ignore. */
+static int config_unsupported(const cJSON *root, const char *path, BlError *err) {
+    static const char *const must_be_false[] = {"attention_bias", "mlp_bias"};
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "rope_scaling");
+    if (v && !cJSON_IsNull(v))
+        return bl_fail(err, "%s: field \"rope_scaling\" is not supported (only null)", path);
+    v = cJSON_GetObjectItemCaseSensitive(root, "hidden_act");
+    if (v && !(cJSON_IsString(v) && strcmp(v->valuestring, "silu") == 0))
+        return bl_fail(err, "%s: field \"hidden_act\" is not supported (only \"silu\")", path);
+    for (size_t i = 0; i < sizeof must_be_false / sizeof must_be_false[0]; i++) {
+        v = cJSON_GetObjectItemCaseSensitive(root, must_be_false[i]);
+        if (cJSON_IsTrue(v))
+            return bl_fail(err, "%s: field \"%s\" = true is not supported", path, must_be_false[i]);
+    }
+    return 0;
+}
+
+static int parse_config(BlConfig *c, const cJSON *root, const char *path, BlError *err) {
+    if (!cJSON_IsObject(root)) return bl_fail(err, "%s: not a JSON object", path);
+    if (config_arch(root, path, &c->arch, err) || config_unsupported(root, path, err) ||
+        json_int(root, path, "hidden_size", -1, &c->dim, err) ||
+        json_int(root, path, "num_hidden_layers", -1, &c->n_layers, err) ||
+        json_int(root, path, "num_attention_heads", -1, &c->n_heads, err) ||
+        json_int(root, path, "num_key_value_heads", c->n_heads, &c->n_kv_heads, err) ||
+        json_int(root, path, "intermediate_size", -1, &c->hidden_dim, err) ||
+        json_int(root, path, "vocab_size", -1, &c->vocab_size, err) ||
+        json_int(root, path, "max_position_embeddings", -1, &c->max_seq_len, err) ||
+        json_float(root, path, "rope_theta", false, 10000.0f, &c->rope_theta, err) ||
+        json_float(root, path, "rms_norm_eps", true, 0.0f, &c->norm_eps, err) ||
+        json_bool(root, path, "tie_word_embeddings", &c->tied_embeddings, err))
+        return -1;
+    if (c->n_heads == 0) return bl_fail(err, "%s: field \"num_attention_heads\" is 0", path);
+    if (json_int(root, path, "head_dim", c->dim / c->n_heads, &c->head_dim, err)) return -1;
+    c->rope_interleaved = false;
+    return 0;
+}
+
+// ----------------------------------------------------------------------------
+// weights
+
+static int open_weights(BlSafetensors **st, Folder *f, BlError *err) {
+    if (exists(file_in(f, "model.safetensors.index.json"))) return bl_st_open_index(st, f->path, err);
+    if (exists(file_in(f, "model.safetensors"))) return bl_st_open(st, f->path, err);
+    return bl_fail(err, "%s: neither model.safetensors nor model.safetensors.index.json found",
+                   f->dir);
+}
+
+static int load_slot(const BlSafetensors *st, const BlWeightSlot *s, const char *where,
+                     BlError *err) {
+    const BlStTensor *t = bl_st_tensor(st, s->hf_name);
+    if (!t) return bl_fail(err, "%s: missing tensor %s", where, s->hf_name);
+    const char *path = bl_st_tensor_path(st, t);
+    unsigned long long want[2] = {(unsigned long long)s->rows, (unsigned long long)s->cols};
+    int want_dims = s->cols ? 2 : 1;
+    bool ok = t->n_dims == want_dims;
+    for (int i = 0; ok && i < want_dims; i++) ok = t->shape[i] == want[i];
+    if (!ok) {
+        unsigned long long got[BL_ST_MAX_DIMS];
+        for (int i = 0; i < t->n_dims; i++) got[i] = t->shape[i];
+        char ws[64], gs[160];
+        bl_shape_str(ws, sizeof ws, want, want_dims);
+        bl_shape_str(gs, sizeof gs, got, t->n_dims);
+        return bl_fail(err, "%s: tensor %s: expected shape %s, got %s", path, s->hf_name, ws, gs);
+    }
+    return bl_st_to_f32(st, t, s->dst, err);
+}
+
+static int load_weights(BlModel *m, Folder *f, BlError *err) {
+    BlSafetensors *st = NULL;
+    if (open_weights(&st, f, err) != 0) return -1;
+    /* where a missing tensor was looked for */
+    char where[sizeof f->path];
+    snprintf(where, sizeof where, "%s",
+             st->n_files == 1 ? st->files[0].path : file_in(f, "model.safetensors.index.json"));
+    BlWeightPlan plan;
+    int rc = bl_model_plan(m, &plan, err);
+    if (rc != 0) bl_fail_prefix(err, "%s", file_in(f, "config.json"));
+    for (int i = 0; rc == 0 && i < plan.n; i++) rc = load_slot(st, &plan.slots[i], where, err);
+    bl_weight_plan_free(&plan);
+    bl_st_close(st);
+    return rc;
+}
+
+// ----------------------------------------------------------------------------
+// tokenizer, chat template, stop tokens
+
+/* tokenizer_config.json "chat_template": a string, or a list of
+ * {name, template} of which the "default" one (else the first) is used. */
+static const char *pick_template(const cJSON *tc) {
+    const cJSON *ct = cJSON_GetObjectItemCaseSensitive(tc, "chat_template");
+    if (cJSON_IsString(ct)) return ct->valuestring;
+    if (!cJSON_IsArray(ct)) return NULL;
+    const cJSON *e, *first = NULL;
+    cJSON_ArrayForEach(e, ct) {
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(e, "name");
+        const cJSON *tmpl = cJSON_GetObjectItemCaseSensitive(e, "template");
+        if (!cJSON_IsString(tmpl)) continue;
+        if (!first) first = tmpl;
+        if (cJSON_IsString(name) && strcmp(name->valuestring, "default") == 0) return tmpl->valuestring;
+    }
+    return first ? first->valuestring : NULL;
+}
+
+static int load_template(BlModel *m, Folder *f, BlError *err) {
+    const char *tc_path = file_in(f, "tokenizer_config.json");
+    if (exists(tc_path)) {
+        cJSON *tc = bl_json_read_file(tc_path, err);
+        if (!tc) return -1;
+        const char *text = pick_template(tc);
+        if (text && !(m->chat_template = strdup(text))) {
+            cJSON_Delete(tc);
+            return bl_fail(err, "%s: out of memory", tc_path);
+        }
+        cJSON_Delete(tc);
+        if (m->chat_template) return 0;
+    }
+    /* newer folders keep the template in its own file */
+    const char *jinja = file_in(f, "chat_template.jinja");
+    if (exists(jinja) && !(m->chat_template = bl_read_text_file(jinja, NULL, err))) return -1;
+    return 0;
+}
+
+static int load_generation_config(BlModel *m, Folder *f, BlError *err) {
+    const char *path = file_in(f, "generation_config.json");
+    if (!exists(path)) return 0;
+    cJSON *gc = bl_json_read_file(path, err);
+    if (!gc) return -1;
+    const cJSON *eos = cJSON_GetObjectItemCaseSensitive(gc, "eos_token_id");
+    int rc = 0;
+    if (cJSON_IsNumber(eos)) {
+        bl_model_add_stop_token(m, eos->valueint);
+    } else if (cJSON_IsArray(eos)) {
+        const cJSON *e;
+        cJSON_ArrayForEach(e, eos) {
+            if (!cJSON_IsNumber(e)) {
+                rc = bl_fail(err, "%s: field \"eos_token_id\" must hold integers", path);
+                break;
+            }
+            bl_model_add_stop_token(m, e->valueint);
+        }
+    } else if (eos && !cJSON_IsNull(eos)) {
+        rc = bl_fail(err, "%s: field \"eos_token_id\" must be an integer or a list", path);
+    }
+    cJSON_Delete(gc);
+    return rc;
+}
+
+static int load_tokenizer(BlModel *m, Folder *f, BlError *err) {
+    char tok_json[sizeof f->path];
+    snprintf(tok_json, sizeof tok_json, "%s", file_in(f, "tokenizer.json"));
+    const char *tc = file_in(f, "tokenizer_config.json");
+    if (bl_tokenizer_from_json(&m->tokenizer, tok_json, exists(tc) ? tc : NULL, err) != 0) return -1;
+    bl_model_add_stop_token(m, bl_tokenizer_eos_id(m->tokenizer));
+    if (load_generation_config(m, f, err) != 0) return -1;
+    bl_model_add_default_stop_tokens(m);
+    return load_template(m, f, err);
+}
+
+static int set_name(BlModel *m, const char *dir, BlError *err) {
+    size_t n = strlen(dir);
+    while (n > 1 && dir[n - 1] == '/') n--;
+    size_t start = n;
+    while (start > 0 && dir[start - 1] != '/') start--;
+    m->name = strndup(dir + start, n - start);
+    return m->name ? 0 : bl_fail(err, "out of memory");
+}
+
+int bl_load_hf(BlModel *m, const char *dir, BlError *err) {
+    Folder f = {.dir = dir};
+    const char *cfg_path = file_in(&f, "config.json");
+    cJSON *root = bl_json_read_file(cfg_path, err);
+    if (!root) return -1;
+    int rc = parse_config(&m->cfg, root, cfg_path, err);
+    cJSON_Delete(root);
+    if (rc != 0 || load_weights(m, &f, err) != 0 || load_tokenizer(m, &f, err) != 0) return -1;
+    return set_name(m, dir, err);
+}

@@ -1,0 +1,40 @@
+/* load_internal.h - what the format loaders (load_gguf.c, load_hf.c) share
+ * with model.c: the table of weights an architecture needs, with canonical
+ * (GGUF-style) and Hugging Face names, each pointing at its slot in the
+ * model's fp32 arena. Private to src/model/. */
+#ifndef BITLAB_MODEL_LOAD_INTERNAL_H
+#define BITLAB_MODEL_LOAD_INTERNAL_H
+
+#include "model/model.h"
+
+typedef struct {
+    char name[64];     /* canonical: "blk.3.attn_q.weight" */
+    char hf_name[96];  /* "model.layers.3.self_attn.q_proj.weight" */
+    float *dst;        /* slot in m->arena */
+    int rows, cols;    /* row-major [rows, cols]; cols == 0 for a vector */
+} BlWeightSlot;
+
+typedef struct {
+    BlWeightSlot *slots;
+    int n;
+} BlWeightPlan;
+
+/* Checks m->cfg (arch flags are set from cfg.arch here), then allocates
+ * m->arena and m->layers and lists every weight the architecture needs. */
+int bl_model_plan(BlModel *m, BlWeightPlan *plan, BlError *err);
+void bl_weight_plan_free(BlWeightPlan *plan);
+
+/* Formats "[a, b]" / "[a]" for shape errors. */
+void bl_shape_str(char *buf, size_t n, const unsigned long long *dims, int n_dims);
+
+/* Stop tokens: adds id once (ids outside the vocabulary are skipped), and
+ * adds the tokenizer's eos plus the known end-of-turn specials it has. */
+void bl_model_add_stop_token(BlModel *m, int id);
+void bl_model_add_default_stop_tokens(BlModel *m);
+
+/* Format loaders: fill cfg, weights, tokenizer, template, name of a zeroed
+ * model; on failure the caller frees what was set. */
+int bl_load_gguf(BlModel *m, const char *path, BlError *err);
+int bl_load_hf(BlModel *m, const char *dir, BlError *err);
+
+#endif

@@ -1,0 +1,88 @@
+/* forward.h - the teacher forward of a Llama-family model for a right-padded
+ * batch: y = x·Wᵀ with the frozen weights, every op through a BlBackend.
+ *
+ * The block is split in two halves around attention so that the batch
+ * forward (nn/forward.c) and the KV-cache decoder (nn/generate.c) share every
+ * line but the attention call:
+ *   attn_inputs: xn = rmsnorm(x); q,k,v = linears(xn); rope(q, k)
+ *   attention:   ao = attn(q, k, v)         (batch: bl_attention, decode: KV cache)
+ *   tail:        x += O(ao); xn = rmsnorm(x); x += down(swiglu(gate_up(xn)))
+ * Every block linear goes through bl_linear_apply, the one place student mode
+ * will substitute quantised weights + LoRA. */
+#ifndef BITLAB_FORWARD_H
+#define BITLAB_FORWARD_H
+
+#include <stdbool.h>
+
+#include "backend/backend.h"
+#include "core/error.h"
+#include "model/model.h"
+
+/* Scratch for up to B sequences of T tokens (M = B·T rows), in backend
+ * memory. Plain struct: the buffers are the activations of the block being
+ * computed, overwritten layer after layer. */
+typedef struct BlForwardState {
+    const BlModel *model;
+    const BlBackend *be;
+    int B, T;      /* capacity */
+    int *ids;      /* [M] token ids, padding replaced by 0 */
+    int *pos;      /* [M] positions */
+    int *lens;     /* [B] */
+    float *x;      /* [M, dim] residual stream */
+    float *xn;     /* [M, dim] normed input of the current half-block */
+    float *qkv;    /* [M, qd + 2·kvd] fused projection (Phi-3 only, else NULL) */
+    float *q;      /* [M, qd] */
+    float *k, *v;  /* [M, kvd] */
+    float *ao;     /* [M, qd] attention output */
+    float *h;      /* [M, dim] projection output before a residual add */
+    float *gu;     /* [M, 2H]: gate then up (fused: per row; separate: per block) */
+    float *act;    /* [M, H] swiglu output */
+    float *att;    /* [B, nh, T, T] probabilities, or NULL (see keep_att) */
+    float *logits; /* [M, vocab] */
+    int *host_ids; /* [M] host staging for ids/pos */
+} BlForwardState;
+
+/* keep_att allocates the attention probabilities [B, nh, T, T]: the batch
+ * attention then runs as whole-sequence GEMMs (and a trainer can keep them).
+ * Without it attention works in blocks on the stack. */
+int bl_build_forward_state(BlForwardState *s, const BlModel *m, const BlBackend *be, int B, int T,
+                           bool keep_att, BlError *err);
+void bl_free_forward_state(BlForwardState *s);
+
+/* tokens[B·T] (host; padded entries ignored), lens[B] (host, 0..T). Writes
+ * logits [B·T, vocab] and, for each layer l with hidden[l] != NULL, the
+ * block's output hidden state [B·T, dim] (after the MLP residual add) into
+ * host memory; either may be NULL. Values at padded rows are unspecified. */
+int bl_forward(BlForwardState *s, const int *tokens, const int *lens, int B, int T,
+               float *logits, float **hidden, BlError *err);
+
+/* ---- the pieces, for the decoder and the trainer ----------------------- */
+
+/* y[M, out] = x[M, in]·Wᵀ (+ b) for layer l's linear `kind` */
+void bl_linear_apply(const BlForwardState *s, int l, BlLinearKind kind, const float *x, float *y,
+                     int M);
+/* From s->x: s->q, and k/v written to the given [M, kvd] rows (s->k/s->v, or
+ * KV-cache rows); q and k rotated at positions s->pos. */
+void bl_block_attn_inputs(const BlForwardState *s, int l, int M, float *k, float *v);
+/* From s->ao: the O projection, residual add and the MLP half, into s->x. */
+void bl_block_tail(const BlForwardState *s, int l, int M);
+/* s->logits[0..M) = lm_head(rmsnorm(s->x rows row0..row0+M)) */
+void bl_forward_logits(const BlForwardState *s, int row0, int M);
+
+/* 2·M·N·K summed over every matmul of a forward of M tokens, lm head
+ * included (the GEMM work a benchmark divides by time). */
+double bl_forward_matmul_flops(const BlConfig *c, long long M);
+
+typedef struct {
+    int B, T, reps;
+    double seconds;        /* per forward (logits included), best of reps */
+    double tokens_per_s;   /* B·T / seconds */
+    double gemm_gflops;    /* bl_forward_matmul_flops / seconds / 1e9 */
+} BlForwardBench;
+
+/* Times reps forwards (after one warm-up) of B full sequences of T
+ * pseudo-random tokens. For `bitlab bench forward` and bench/. */
+int bl_bench_forward(const BlModel *m, const BlBackend *be, int B, int T, int reps,
+                     BlForwardBench *out, BlError *err);
+
+#endif

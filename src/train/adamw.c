@@ -1,0 +1,68 @@
+/* adamw.c - AdamW and the gradient guards (see adamw.h). */
+#include "train/adamw.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+int bl_adamw_init(BlAdamWState *s, size_t n, BlError *err) {
+    memset(s, 0, sizeof *s);
+    s->m = bl_calloc(n, sizeof(float), err);
+    s->v = s->m ? bl_calloc(n, sizeof(float), err) : NULL;
+    if (!s->v) {
+        free(s->m);
+        s->m = NULL;
+        return -1;
+    }
+    s->n = n;
+    return 0;
+}
+
+void bl_adamw_free(BlAdamWState *s) {
+    free(s->m);
+    free(s->v);
+    memset(s, 0, sizeof *s);
+}
+
+void bl_adamw_reset(BlAdamWState *s) {
+    memset(s->m, 0, sizeof(float) * s->n);
+    memset(s->v, 0, sizeof(float) * s->n);
+    s->t = 0;
+}
+
+void bl_adamw_step(float *p, const float *g, BlAdamWState *s, const BlAdamWConfig *c) {
+    s->t++;
+    double bc1 = 1.0 - pow(c->beta1, (double)s->t), bc2 = 1.0 - pow(c->beta2, (double)s->t);
+    float step = (float)(c->lr / bc1), rbc2 = (float)(1.0 / sqrt(bc2));
+    float decay = 1.0f - c->lr * c->weight_decay;
+    for (size_t i = 0; i < s->n; i++) {
+        float m = s->m[i] = c->beta1 * s->m[i] + (1.0f - c->beta1) * g[i];
+        float v = s->v[i] = c->beta2 * s->v[i] + (1.0f - c->beta2) * g[i] * g[i];
+        p[i] = p[i] * decay - step * m / (sqrtf(v) * rbc2 + c->eps);
+    }
+}
+
+double bl_grad_norm(const BlParamRef *ps, int n) {
+    double ss = 0.0;
+    for (int k = 0; k < n; k++)
+        for (size_t i = 0; i < ps[k].n; i++) ss += (double)ps[k].g[i] * ps[k].g[i];
+    return sqrt(ss);
+}
+
+double bl_grad_clip(const BlParamRef *ps, int n, float max_norm) {
+    double norm = bl_grad_norm(ps, n);
+    double c = max_norm / (norm + 1e-6);
+    if (max_norm > 0.0f && c < 1.0) {
+        float f = (float)c;
+        for (int k = 0; k < n; k++)
+            for (size_t i = 0; i < ps[k].n; i++) ps[k].g[i] *= f;
+    }
+    return norm;
+}
+
+bool bl_grad_nonfinite(const BlParamRef *ps, int n) {
+    for (int k = 0; k < n; k++)
+        for (size_t i = 0; i < ps[k].n; i++)
+            if (!isfinite(ps[k].g[i])) return true;
+    return false;
+}

@@ -1,0 +1,46 @@
+/* quant.h - the BitNet b1.58 quantisers of the student: absmean ternary
+ * weights (wq) and per-token absmax activations (actq), the λ-mix that
+ * anneals from full precision to ternary, and the integer form of wq for
+ * packed export.
+ *
+ * Rounding is C roundf: half away from zero (2.5 → 3, −2.5 → −3). Note that
+ * torch.round / numpy.round are half-to-even, so a reference must implement
+ * the tie rule explicitly.
+ *
+ * Both quantisers use the straight-through estimator: their backward is the
+ * identity, so no backward function exists here; callers pass the gradient
+ * through unchanged. */
+#ifndef BITLAB_QUANT_H
+#define BITLAB_QUANT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/error.h"
+
+#define BL_QUANT_EPS 1e-5f /* floor of mean|W| and of max|x| (all-zero input) */
+
+/* s = 1 / max(mean|w|, eps), mean accumulated in double. */
+float bl_wq_scale(const float *w, size_t n);
+
+/* wq[i] = clamp(round(w[i]·s), −1, 1) / s; returns s. wq may alias w. */
+float bl_wq(float *wq, const float *w, size_t n);
+
+/* weff = (1−λ)·w + λ·wq(w), elementwise, no allocation; weff may alias w.
+ * λ = 0 copies w, λ = 1 is pure ternary. */
+void bl_weff(float *weff, const float *w, size_t n, float lambda);
+
+/* Integer form: q[i] ∈ {−1, 0, 1} with w ≈ q/s; returns s. */
+float bl_wq_int8(int8_t *q, const float *w, size_t n);
+
+/* Largest positive level Q of an activation width: 127 for 8 bits, 7 for 4
+ * bits, 0 for 16 (quantisation off); −1 for any other width. */
+int bl_actq_levels(int bits);
+
+/* Per-row absmax quantisation of x[M, D]: s = Q / max(max|x_row|, eps),
+ * xq = clamp(round(x·s), −Q−1, Q) / s. bits 16 copies x. xq may alias x;
+ * scale[M] (may be NULL) receives s (1 when off). Fails only for a width
+ * other than 4, 8 or 16. */
+int bl_actq(float *xq, float *scale, const float *x, int M, int D, int bits, BlError *err);
+
+#endif
