@@ -26,6 +26,10 @@ int cli_check_known(const CliArgs *a, const char *const *known);
 /* Loads --model (required), printing any error. NULL on failure. */
 BlModel *cli_load_model(const CliArgs *a);
 
+/* Re-executes bitlab with OPENBLAS_CORETYPE set when OpenBLAS fell back to
+ * its generic kernels on a CPU with AVX2/AVX-512 (returns only if it did not). */
+void cli_fix_blas_core(char **argv);
+
 int cmd_info(const CliArgs *a);
 int cmd_tokenize(const CliArgs *a);
 int cmd_generate(const CliArgs *a);

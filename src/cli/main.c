@@ -38,6 +38,7 @@ static const Command COMMANDS[] = {
 };
 
 int main(int argc, char **argv) {
+    cli_fix_blas_core(argv);
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
         strcmp(argv[1], "help") == 0) {
         fputs(USAGE, argc < 2 ? stderr : stdout);
