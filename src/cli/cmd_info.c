@@ -2,6 +2,7 @@
 #include <stdio.h>
 
 #include "cli/cli.h"
+#include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
 
 static void print_linear_shapes(const BlLayer *l) {
@@ -11,6 +12,25 @@ static void print_linear_shapes(const BlLayer *l) {
         printf("    %-8s [%d, %d]%s\n", bl_linear_kind_name((BlLinearKind)k), lin->out, lin->in,
                lin->b ? " + bias" : "");
     }
+}
+
+/* the family `generate --chat` will use, or why it cannot */
+static void print_template(const BlModel *m) {
+    if (!m->chat_template) {
+        printf("chat template  none in the metadata (generate --chat needs --template NAME)\n");
+        return;
+    }
+    BlChatTemplate tpl;
+    BlError err = {{0}};
+    if (bl_chat_template_detect(&tpl, m->chat_template, bl_tokenizer_bos_text(m->tokenizer),
+                                bl_tokenizer_eos_text(m->tokenizer), &err) != 0) {
+        printf("chat template  not recognised (%s)\n", err.msg);
+        return;
+    }
+    printf("chat template  %s%s%s%s\n", bl_template_kind_name(tpl.kind),
+           tpl.default_system ? ", default system prompt \"" : "",
+           tpl.default_system ? tpl.default_system : "", tpl.default_system ? "\"" : "");
+    bl_chat_template_free(&tpl);
 }
 
 int cmd_info(const CliArgs *a) {
@@ -38,7 +58,7 @@ int cmd_info(const CliArgs *a) {
     printf("weights (fp32) %.1f MiB in memory\n", bytes / (1024.0 * 1024.0));
     printf("tokenizer      %d tokens, bos %d, eos %d\n", bl_tokenizer_vocab_size(m->tokenizer),
            bl_tokenizer_bos_id(m->tokenizer), bl_tokenizer_eos_id(m->tokenizer));
-    printf("chat template  %s\n", m->chat_template ? "from the model's metadata" : "none");
+    print_template(m);
     printf("block linears (layer 0, the student's BitLinears):\n");
     print_linear_shapes(&m->layers[0]);
     bl_model_free(m);
