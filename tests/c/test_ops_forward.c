@@ -9,17 +9,7 @@
 #include "nn/ops.h"
 #include "nn/ops_decode.h"
 
-static int failures;
-
-#define CHECK(cond, ...)                                                    \
-    do {                                                                    \
-        if (!(cond)) {                                                      \
-            fprintf(stderr, "%s:%d: FAIL: ", __FILE__, __LINE__);           \
-            fprintf(stderr, __VA_ARGS__);                                   \
-            fprintf(stderr, "\n");                                          \
-            failures++;                                                     \
-        }                                                                   \
-    } while (0)
+#include "check.h"
 
 static int close_to(float a, double b, double tol) { return fabs(a - b) <= tol * (1 + fabs(b)); }
 
