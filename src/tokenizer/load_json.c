@@ -117,27 +117,43 @@ static void *grow(void *v, int n, size_t elem, BlError *err)
     return p;
 }
 
+/* Every tokenizer.json component is an object with a "type". */
+static int node_type(const cJSON *o, const char *where, const char **type, BlError *err)
+{
+    *type = NULL;
+    if (!cJSON_IsObject(o))
+        return bl_fail(err, "%s: expected an object", where);
+    return get_str(o, "type", NULL, type, where, err);
+}
+
+typedef int (*ParseFn)(BlTokenizer *t, const cJSON *o, const char *where, BlError *err);
+
+/* A "Sequence" component: parses each element of o[key] in order. */
+static int parse_each(BlTokenizer *t, const cJSON *o, const char *key, const char *where,
+                      ParseFn parse, BlError *err)
+{
+    const cJSON *list = field(o, key);
+    if (!cJSON_IsArray(list))
+        return bl_fail(err, "%s.%s: expected an array", where, key);
+    int i = 0;
+    for (const cJSON *c = list->child; c; c = c->next, i++) {
+        char sub[256];
+        snprintf(sub, sizeof sub, "%s.%s[%d]", where, key, i);
+        if (parse(t, c, sub, err) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 static int parse_normalizer(BlTokenizer *t, const cJSON *o, const char *where, BlError *err)
 {
     if (!o)
         return 0;
     const char *type;
-    if (!cJSON_IsObject(o))
-        return bl_fail(err, "%s: expected an object", where);
-    if (get_str(o, "type", NULL, &type, where, err) < 0)
+    if (node_type(o, where, &type, err) < 0)
         return -1;
     if (strcmp(type, "Sequence") == 0) {
-        const cJSON *list = field(o, "normalizers");
-        if (!cJSON_IsArray(list))
-            return bl_fail(err, "%s.normalizers: expected an array", where);
-        int i = 0;
-        for (const cJSON *c = list->child; c; c = c->next, i++) {
-            char sub[256];
-            snprintf(sub, sizeof sub, "%s.normalizers[%d]", where, i);
-            if (parse_normalizer(t, c, sub, err) < 0)
-                return -1;
-        }
-        return 0;
+        return parse_each(t, o, "normalizers", where, parse_normalizer, err);
     }
     NormStep st = {0};
     const char *a = NULL, *b = NULL;
@@ -186,23 +202,11 @@ static int parse_pre(BlTokenizer *t, const cJSON *o, const char *where, BlError 
     if (!o)
         return 0;
     const char *type;
-    if (!cJSON_IsObject(o))
-        return bl_fail(err, "%s: expected an object", where);
-    if (get_str(o, "type", NULL, &type, where, err) < 0)
+    if (node_type(o, where, &type, err) < 0)
         return -1;
     PreStep st = {0};
     if (strcmp(type, "Sequence") == 0) {
-        const cJSON *list = field(o, "pretokenizers");
-        if (!cJSON_IsArray(list))
-            return bl_fail(err, "%s.pretokenizers: expected an array", where);
-        int i = 0;
-        for (const cJSON *c = list->child; c; c = c->next, i++) {
-            char sub[256];
-            snprintf(sub, sizeof sub, "%s.pretokenizers[%d]", where, i);
-            if (parse_pre(t, c, sub, err) < 0)
-                return -1;
-        }
-        return 0;
+        return parse_each(t, o, "pretokenizers", where, parse_pre, err);
     }
     if (strcmp(type, "ByteLevel") == 0) {
         bool use_regex;
@@ -269,23 +273,11 @@ static int parse_decoder(BlTokenizer *t, const cJSON *o, const char *where, BlEr
     if (!o)
         return 0;
     const char *type;
-    if (!cJSON_IsObject(o))
-        return bl_fail(err, "%s: expected an object", where);
-    if (get_str(o, "type", NULL, &type, where, err) < 0)
+    if (node_type(o, where, &type, err) < 0)
         return -1;
     t->has_decoder = true;
     if (strcmp(type, "Sequence") == 0) {
-        const cJSON *list = field(o, "decoders");
-        if (!cJSON_IsArray(list))
-            return bl_fail(err, "%s.decoders: expected an array", where);
-        int i = 0;
-        for (const cJSON *c = list->child; c; c = c->next, i++) {
-            char sub[256];
-            snprintf(sub, sizeof sub, "%s.decoders[%d]", where, i);
-            if (parse_decoder(t, c, sub, err) < 0)
-                return -1;
-        }
-        return 0;
+        return parse_each(t, o, "decoders", where, parse_decoder, err);
     }
     DecStep st = {0};
     const char *a = NULL, *b = NULL;
@@ -377,26 +369,14 @@ static int parse_post(BlTokenizer *t, const cJSON *o, const char *where, BlError
     if (!o)
         return 0;
     const char *type;
-    if (!cJSON_IsObject(o))
-        return bl_fail(err, "%s: expected an object", where);
-    if (get_str(o, "type", NULL, &type, where, err) < 0)
+    if (node_type(o, where, &type, err) < 0)
         return -1;
     if (strcmp(type, "ByteLevel") == 0)
         return 0; /* only adjusts offsets */
     if (strcmp(type, "TemplateProcessing") == 0)
         return parse_template(t, o, where, err);
     if (strcmp(type, "Sequence") == 0) {
-        const cJSON *list = field(o, "processors");
-        if (!cJSON_IsArray(list))
-            return bl_fail(err, "%s.processors: expected an array", where);
-        int i = 0;
-        for (const cJSON *c = list->child; c; c = c->next, i++) {
-            char sub[256];
-            snprintf(sub, sizeof sub, "%s.processors[%d]", where, i);
-            if (parse_post(t, c, sub, err) < 0)
-                return -1;
-        }
-        return 0;
+        return parse_each(t, o, "processors", where, parse_post, err);
     }
     return bl_fail(err, "%s.type: post-processor \"%s\" is not supported", where, type);
 }
