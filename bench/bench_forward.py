@@ -5,9 +5,8 @@ model beside reference implementations on this machine (figures, not a test).
 Batch: B sequences of T tokens (default 4 x 128), full length. GEMM GFLOP/s
 counts 2·M·N·K for every linear of every block plus the LM head (attention's
 own products, ~2% here, are not counted), divided by the forward's time.
-Rows: bitlab (tests/tools/fwd_tool bench, best of --reps after a warm-up;
-again with OPENBLAS_CORETYPE forced when the CPU has AVX2/AVX-512, see
-tuned_coretype), the numpy fp32 reference
+Rows: bitlab (`bitlab bench forward`, best of --reps after a warm-up), the
+numpy fp32 reference
 (tests/py/ref_forward.py, one sequence at a time), and
 PyTorch CPU fp32 (transformers LlamaForCausalLM with the same
 dequantized weights) when `import torch` works.
@@ -45,26 +44,14 @@ def best_time(fn, reps):
     return best
 
 
-def bench_bitlab(args, env=None):
-    tool = os.environ.get("FWD_TOOL") or os.path.join(args.build, "fwd_tool")
-    out = subprocess.run([tool, "bench", args.model, str(args.B), str(args.T), str(args.reps)],
-                         capture_output=True, text=True, check=True,
-                         env=dict(os.environ, **(env or {}))).stdout
+def bench_bitlab(args):
+    """`bitlab bench forward`, as users run it (the executable itself makes
+    OpenBLAS use the AVX kernels the CPU has, see src/cli/blas_core.c)."""
+    exe = os.environ.get("BITLAB_BIN") or os.path.join(args.build, "bitlab")
+    out = subprocess.run([exe, "bench", "forward", "--model", args.model, "--batch", str(args.B),
+                          "--seq", str(args.T), "--iters", str(args.reps)],
+                         capture_output=True, text=True, check=True).stdout
     return json.loads(out)["seconds"]
-
-
-def tuned_coretype():
-    """OpenBLAS 0.3.21 (DYNAMIC_ARCH) does not recognise some virtualised Xeons
-    and falls back to its SSE3 "Prescott" kernels; forcing the core type the
-    CPU flags allow shows what the same code reaches with AVX kernels."""
-    if os.environ.get("OPENBLAS_CORETYPE"):
-        return None
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((l for l in f if l.startswith("flags")), "").split()
-    except OSError:
-        return None
-    return "SkylakeX" if "avx512f" in flags else "Haswell" if "avx2" in flags else None
 
 
 def bench_numpy(w, cfg, tokens, reps):
@@ -107,10 +94,6 @@ def main():
     tokens = np.random.default_rng(0).integers(0, cfg["vocab_size"], (args.B, args.T))
 
     rows = [("bitlab (C, OpenBLAS fp32)", bench_bitlab(args))]
-    core = tuned_coretype()
-    if core:
-        rows.append((f"bitlab, OPENBLAS_CORETYPE={core}",
-                     bench_bitlab(args, {"OPENBLAS_CORETYPE": core})))
     rows.append(("numpy fp32 reference", bench_numpy(w, cfg, tokens, args.reps)))
     try:
         import torch  # noqa: F401
