@@ -1,0 +1,91 @@
+/* panel_header.c - the three header lines: what runs (experiment, model,
+ * backend) and whether it is running; progress (step / total, ETA, tokens/s,
+ * elapsed); and the student's state (λ, LR, activation bits, adapter,
+ * memory). */
+#define _XOPEN_SOURCE 700
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "ui/dash_internal.h"
+
+/* Prints "label value  " segments left to right while they fit. */
+static int seg(WINDOW *w, int y, int x, int end, const char *label, const char *value) {
+    if (x >= end) return x;
+    x += ui_put(w, y, x, end - x, ui_attr(ROLE_DIM), label);
+    x += ui_put(w, y, x, end - x, ui_attr(ROLE_VALUE), value);
+    return x + 2;
+}
+
+static void draw(Panel *p, WINDOW *w, const DashState *s) {
+    int y = p->y, x0 = p->x + 1, end = p->x + p->w - 1;
+    char buf[400], a[48], b[48];
+
+    /* line 1: identity and run state */
+    const char *state = s->mode == MODE_QUITTING ? " STOPPING "
+                        : s->worker_done        ? " FINISHED "
+                        : s->paused             ? " PAUSED "
+                                                : " RUNNING ";
+    UiRole role = s->worker_done || s->mode == MODE_QUITTING ? ROLE_DIM
+                  : s->paused                               ? ROLE_WARN
+                                                            : ROLE_GOOD;
+    int sw = ui_width(state);
+    ui_put(w, y, end - sw, sw, ui_attr(role) | A_REVERSE, state);
+    int x = x0 + ui_put(w, y, x0, end - x0, ui_attr(ROLE_TITLE), "bitlab ");
+    snprintf(buf, sizeof buf, "%s · %s · %s", s->experiment[0] ? s->experiment : "–",
+             s->model[0] ? s->model : "–", s->backend[0] ? s->backend : "–");
+    ui_put(w, y, x, end - sw - 1 - x, ui_attr(ROLE_NORMAL), buf);
+
+    /* line 2: progress */
+    y++;
+    x = x0;
+    if (s->step < 0) snprintf(a, sizeof a, "–");
+    else if (s->total_steps > 0) snprintf(a, sizeof a, "%ld/%ld", s->step, s->total_steps);
+    else snprintf(a, sizeof a, "%ld", s->step);
+    x = seg(w, y, x, end, "step ", a);
+    if (s->total_steps > 0 && s->step >= 0 && end - x > 16) { /* a progress bar */
+        int bw = (end - x) / 5 < 20 ? (end - x) / 5 : 20;
+        double f = (double)s->step / (double)s->total_steps;
+        f = f < 0 ? 0 : f > 1 ? 1 : f;
+        int full = (int)lround(f * bw);
+        wattron(w, ui_attr(ROLE_TITLE));
+        for (int i = 0; i < bw; i++) mvwaddstr(w, y, x + i, i < full ? "█" : "░");
+        wattroff(w, ui_attr(ROLE_TITLE));
+        snprintf(b, sizeof b, " %3.0f%%", 100 * f);
+        x += bw + ui_put(w, y, x + bw, end - x - bw, ui_attr(ROLE_NORMAL), b) + 2;
+    }
+    double eta = s->total_steps > 0 && s->step >= 0 && isfinite(s->sec_per_step)
+                     ? (double)(s->total_steps - s->step) * s->sec_per_step
+                     : NAN;
+    ui_fmt_duration(a, sizeof a, eta);
+    x = seg(w, y, x, end, "ETA ", a);
+    ui_fmt_num(a, sizeof a, s->tokens_per_s);
+    x = seg(w, y, x, end, "tok/s ", a);
+    ui_fmt_duration(a, sizeof a, dash_now() - s->t_start);
+    seg(w, y, x, end, "elapsed ", a);
+
+    /* line 3: the student and memory */
+    y++;
+    x = x0;
+    ui_fmt_num(a, sizeof a, s->lambda);
+    x = seg(w, y, x, end, "λ ", a);
+    ui_fmt_num(a, sizeof a, s->lr);
+    x = seg(w, y, x, end, "lr ", a);
+    if (isfinite(s->act_bits)) snprintf(a, sizeof a, "%g-bit", s->act_bits);
+    else snprintf(a, sizeof a, "–");
+    x = seg(w, y, x, end, "act ", a);
+    char na[16] = "–", rk[16] = "–";
+    if (s->n_adapters > 0) snprintf(na, sizeof na, "%d", s->n_adapters);
+    if (s->rank > 0) snprintf(rk, sizeof rk, "%d", s->rank);
+    if (isfinite(s->adapter)) snprintf(a, sizeof a, "%g/%s r%s", s->adapter, na, rk);
+    else snprintf(a, sizeof a, "–/%s r%s", na, rk);
+    x = seg(w, y, x, end, "adapter ", a);
+    static const char *const MEM[4] = {"w ", "a ", "opt ", "act "};
+    x = seg(w, y, x, end, "mem", "");
+    for (int i = 0; i < 4; i++) {
+        ui_fmt_bytes(a, sizeof a, s->mem[i]);
+        x = seg(w, y, x - 1, end, MEM[i], a);
+    }
+}
+
+const PanelClass HeaderPanel = {.name = "header", .draw = draw, .key = NULL};
