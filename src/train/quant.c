@@ -2,16 +2,54 @@
 #include "train/quant.h"
 
 #include <math.h>
+#include <string.h>
+
+/* The loops below are written so that gcc vectorises them without
+ * -ffast-math (they run over every weight and activation twice per training
+ * step): eight double accumulators instead of one (the mean of |w| may
+ * differ in the last bits of a double), comparisons instead of
+ * fminf/fmaxf/roundf calls (same results for every non-NaN input). */
 
 float bl_wq_scale(const float *w, size_t n) {
-    double acc = 0.0;
-    for (size_t i = 0; i < n; i++) acc += fabs((double)w[i]);
-    float mean = n ? (float)(acc / (double)n) : 0.0f;
+    double acc[8] = {0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) acc[j] += fabs((double)w[i + j]);
+    for (; i < n; i++) acc[0] += fabs((double)w[i]);
+    double sum = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    float mean = n ? (float)(sum / (double)n) : 0.0f;
     return 1.0f / fmaxf(mean, BL_QUANT_EPS);
 }
 
+/* clamp(roundf(w·s), −1, 1): for a clamp to ±1, half-away rounding is |w·s| >= ½ */
 static inline float ternary(float w, float s) {
-    return fminf(fmaxf(roundf(w * s), -1.0f), 1.0f);
+    float v = w * s;
+    return (float)(v >= 0.5f) - (float)(v <= -0.5f);
+}
+
+/* roundf (half away from zero) of v clamped to the integers [lo, hi], NaN to
+ * lo, as fminf/fmaxf/roundf did; clamping first keeps the int conversion
+ * defined (|v| <= 128), and v − trunc(v) is exact */
+static inline float round_clamp(float v, float lo, float hi) {
+    v = v > lo ? v : lo;
+    v = v < hi ? v : hi;
+    float t = (float)(int)v;
+    return t + (fabsf(v - t) >= 0.5f ? copysignf(1.0f, v) : 0.0f);
+}
+
+/* max |x| as the largest of the sign-cleared bit patterns (which order like
+ * the values for non-NaN floats), an integer reduction gcc vectorises */
+static float absmax(const float *x, int n) {
+    uint32_t m = 0;
+    for (int i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &x[i], sizeof u);
+        u &= 0x7fffffffu;
+        m = u > m ? u : m;
+    }
+    float f;
+    memcpy(&f, &m, sizeof f);
+    return f;
 }
 
 float bl_wq(float *wq, const float *w, size_t n) {
@@ -52,11 +90,9 @@ int bl_actq(float *xq, float *scale, const float *x, int M, int D, int bits, BlE
             if (scale) scale[m] = 1.0f;
             continue;
         }
-        float amax = 0.0f;
-        for (int i = 0; i < D; i++) amax = fmaxf(amax, fabsf(xr[i]));
-        float s = (float)Q / fmaxf(amax, BL_QUANT_EPS);
+        float s = (float)Q / fmaxf(absmax(xr, D), BL_QUANT_EPS);
         float lo = (float)(-Q - 1), hi = (float)Q;
-        for (int i = 0; i < D; i++) yr[i] = fminf(fmaxf(roundf(xr[i] * s), lo), hi) / s;
+        for (int i = 0; i < D; i++) yr[i] = round_clamp(xr[i] * s, lo, hi) / s;
         if (scale) scale[m] = s;
     }
     return 0;

@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""bench_step.py - one self-distillation step, bitlab beside the PyTorch
+baseline, in the same run (figures, not a test).
+
+Step: teacher forward + student forward (λ = 1, 8-bit activations, LoRA r=16
+α=32 on every block linear) + CE + KL(τ=2) + hidden cosine + backward + clip
++ AdamW, batch B x T of random full-length sequences. bitlab runs
+`step_tool bench` (tests/tools/step_tool.c → bl_bench_step), PyTorch runs
+bench/bench_step_torch.py; both with the same thread count, each in its own
+process so that peak RSS is per implementation. Timings are medians; the
+machine may be shared, so compare figures from one run only.
+
+OpenBLAS 0.3.21 falls back to its SSE3 kernels on some virtualised Xeons;
+as in bench_forward.py, OPENBLAS_CORETYPE is set from the CPU flags unless
+the caller set it.
+
+    python3 bench/bench_step.py [--model M.gguf] [--build build] [--batch 4] [--seq 128]
+                                [--steps 5] [--warmup 2] [--threads 2]
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def coretype():
+    if os.environ.get("OPENBLAS_CORETYPE"):
+        return os.environ["OPENBLAS_CORETYPE"]
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((l for l in f if l.startswith("flags")), "").split()
+    except OSError:
+        return None
+    return "SkylakeX" if "avx512f" in flags else "Haswell" if "avx2" in flags else None
+
+
+def run_json(cmd, env):
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        sys.exit(f"bench_step: {' '.join(cmd)} failed:\n{out.stdout}{out.stderr}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default=os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf"))
+    ap.add_argument("--build", default=os.environ.get("BITLAB_BUILD_DIR", "build"))
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args()
+    if not os.path.exists(a.model):
+        sys.exit(f"bench_step: {a.model} is absent (scripts/fetch_model.sh)")
+    # bitlab's thread count and kernels are OpenBLAS's; PyTorch gets the
+    # caller's environment and --threads (OMP_NUM_THREADS made its step ~15x
+    # slower here, so it is deliberately not set)
+    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(a.threads))
+    core = coretype()
+    if core:
+        env["OPENBLAS_CORETYPE"] = core
+    shape = ["--batch", str(a.batch), "--seq", str(a.seq), "--steps", str(a.steps),
+             "--warmup", str(a.warmup)]
+    tool = os.environ.get("STEP_TOOL") or os.path.join(a.build, "step_tool")
+    bl = run_json([tool, "bench", "--model", a.model] + shape, env)
+    pt = run_json([sys.executable, os.path.join(ROOT, "bench", "bench_step_torch.py"),
+                   "--model", a.model, "--threads", str(a.threads)] + shape, dict(os.environ))
+    M = a.batch * a.seq
+    print(f"distillation step, {os.path.basename(a.model)}, batch {a.batch} x {a.seq} = {M} tokens, "
+          f"{a.threads} threads, median of {a.steps} (after {a.warmup} warm-up), "
+          f"OPENBLAS_CORETYPE={core or 'auto'}")
+    print(f"{'implementation':22s} {'step s':>8s} {'tokens/s':>9s} {'peak RSS MiB':>13s}")
+    for name, r in ((f"bitlab", bl), (f"PyTorch {pt.get('torch', '')}", pt)):
+        print(f"{name:22s} {r['step_s_median']:8.3f} {r['tokens_per_s']:9.1f} {r['peak_rss_mib']:13.1f}")
+    print(f"bitlab / PyTorch: speed {bl['tokens_per_s'] / pt['tokens_per_s']:.2f}x (target >= 1.5x), "
+          f"peak memory {bl['peak_rss_mib'] / pt['peak_rss_mib']:.2f}x (target <= 0.7x)")
+    mm = bl["mem_mib"]
+    print("bitlab memory (MiB): " + ", ".join(f"{k} {v}" for k, v in mm.items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,343 @@
+/* step.c - the self-distillation step: losses in per-sequence logits chunks,
+ * backward, guards and AdamW (see step.h). */
+#include "train/step.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "backend/backend.h"
+#include "train/loss.h"
+
+// ----------------------------------------------------------------------------
+// lifetime
+
+int bl_build_trainer(BlTrainer *tr, BlStudent *st, int B, int T, const BlLossConfig *loss,
+                     const BlOptConfig *opt, BlError *err) {
+    memset(tr, 0, sizeof *tr);
+    const BlModel *m = st->model;
+    const BlConfig *c = &m->cfg;
+    int K = loss->w_topk != 0.0f ? loss->topk : 1;
+    if (loss->w_topk != 0.0f && (K < 1 || K > BL_TOPK_MAX || K > c->vocab_size))
+        return bl_fail(err, "trainer: top-K %d is outside 1..%d", K,
+                       c->vocab_size < BL_TOPK_MAX ? c->vocab_size : BL_TOPK_MAX);
+    if (!(loss->tau > 0.0f)) return bl_fail(err, "trainer: tau %g must be positive", loss->tau);
+    tr->model = m;
+    tr->student = st;
+    tr->loss = *loss;
+    tr->opt = *opt;
+    tr->B = B;
+    tr->T = T;
+    size_t M = (size_t)B * T, V = (size_t)c->vocab_size;
+    if (bl_build_forward_state(&tr->teacher, m, bl_backend_cpu(), B, T, true, err) ||
+        bl_build_train_state(&tr->train, st, B, T, err))
+        goto fail;
+    if (!(tr->t_hidden = bl_malloc(sizeof(float) * c->n_layers * M * c->dim, err)) ||
+        !(tr->slogits = bl_malloc(sizeof(float) * 2 * T * V, err)) ||
+        !(tr->dlogits = bl_malloc(sizeof(float) * 2 * T * V, err)) ||
+        !(tr->topk_ids = bl_malloc(sizeof(int) * 2 * T * K, err)) ||
+        !(tr->topk_logp = bl_malloc(sizeof(float) * 2 * T * K, err)) ||
+        !(tr->targets = bl_malloc(sizeof(int) * M, err)) ||
+        !(tr->tok_mask = bl_malloc(M, err)) || !(tr->hid_mask = bl_malloc(M, err)) ||
+        !(tr->block_gn = bl_calloc((size_t)c->n_layers, sizeof(double), err)))
+        goto fail;
+    return 0;
+fail:
+    bl_free_trainer(tr);
+    return bl_fail_prefix(err, "trainer");
+}
+
+void bl_free_trainer(BlTrainer *tr) {
+    bl_free_forward_state(&tr->teacher);
+    bl_free_train_state(&tr->train);
+    free(tr->t_hidden);
+    free(tr->slogits);
+    free(tr->dlogits);
+    free(tr->topk_ids);
+    free(tr->topk_logp);
+    free(tr->targets);
+    free(tr->tok_mask);
+    free(tr->hid_mask);
+    free(tr->block_gn);
+    memset(tr, 0, sizeof *tr);
+}
+
+void bl_trainer_memory(const BlTrainer *tr, BlTrainerMemory *out) {
+    const BlConfig *c = &tr->model->cfg;
+    size_t M = (size_t)tr->B * tr->T, V = (size_t)c->vocab_size, D = (size_t)c->dim;
+    size_t H = (size_t)c->hidden_dim, qd = (size_t)c->n_heads * c->head_dim;
+    size_t kvd = (size_t)c->n_kv_heads * c->head_dim, F = sizeof(float);
+    int K = tr->loss.w_topk != 0.0f ? tr->loss.topk : 1;
+    bl_student_memory(tr->student, &out->student);
+    out->activations = tr->train.bytes_saved;
+    /* the teacher state's buffers, as bl_build_forward_state sizes them */
+    size_t teacher = M * (2 * sizeof(int)) + (size_t)tr->B * sizeof(int) +
+                     F * (M * (3 * D + 2 * qd + 2 * kvd + 3 * H + V) +
+                          (c->fused_qkv ? M * (qd + 2 * kvd) : 0) +
+                          (size_t)tr->B * c->n_heads * tr->T * tr->T) +
+                     M * sizeof(int);
+    out->scratch = tr->train.bytes_scratch + tr->train.lscratch_floats * F + teacher +
+                   F * (c->n_layers * M * D + 4 * (size_t)tr->T * V + 2 * (size_t)tr->T * K) +
+                   sizeof(int) * (2 * (size_t)tr->T * K + M) + 2 * M;
+}
+
+// ----------------------------------------------------------------------------
+// losses
+
+typedef struct {
+    BlTrainer *tr;
+    float weight;
+    double lw_sum;
+    BlStepResult *acc;
+} HiddenCtx;
+
+/* Adds layer l's cosine / magnitude gradient into dh, and its values into acc. */
+static void hidden_grad(void *vctx, int l, float *dh) {
+    HiddenCtx *h = vctx;
+    BlTrainer *tr = h->tr;
+    const BlLossConfig *lc = &tr->loss;
+    if ((lc->w_cos == 0.0f && lc->w_mag == 0.0f) || h->lw_sum == 0.0) return;
+    const BlConfig *c = &tr->model->cfg;
+    int M = tr->train.B * tr->train.T;
+    double f = (lc->layer_w ? lc->layer_w[l] : 1.0) / h->lw_sum;
+    const float *hs = bl_train_hidden(&tr->train, l);
+    const float *ht = tr->t_hidden + (size_t)l * M * c->dim;
+    float *dhs[1] = {dh};
+    double mag = 0.0;
+    double cs = bl_hidden_loss(dhs, (float)(lc->w_cos * f * h->weight),
+                               (float)(lc->w_mag * f * h->weight), &hs, &ht, NULL, 1,
+                               tr->hid_mask, M, c->dim, &mag);
+    h->acc->cos += h->weight * f * cs;
+    h->acc->mag += h->weight * f * mag;
+}
+
+/* Rows of sequence b that the token losses select (as loss.c's rule). */
+static int count_token_rows(const BlTrainer *tr, int b, int T) {
+    int n = 0;
+    for (int t = 0; t + 1 < T; t++)
+        n += tr->tok_mask[b * T + t] && tr->targets[b * T + t + 1] >= 0;
+    return n;
+}
+
+/* The token losses of one sequence from its student logits (the loss side
+ * only: no BLAS, so two of them can run on two threads). */
+typedef struct {
+    BlTrainer *tr;
+    int b, slot;      /* sequence, and which half of the chunk buffers it uses */
+    float g;          /* gradient weight: share of the selected rows × step weight */
+    double ce, kl, topk;
+} SeqLoss;
+
+static void *seq_loss(void *arg) {
+    SeqLoss *q = arg;
+    BlTrainer *tr = q->tr;
+    const BlLossConfig *lc = &tr->loss;
+    int T = tr->train.T, V = tr->model->cfg.vocab_size, rows_b = tr->train.lens[q->b];
+    int K = lc->w_topk != 0.0f ? lc->topk : 1;
+    size_t chunk = (size_t)tr->T * V;
+    float *sl = tr->slogits + q->slot * chunk, *dl = tr->dlogits + q->slot * chunk;
+    const float *tl = tr->teacher.logits + (size_t)q->b * T * V;
+    BlLossRows rows = {.tokens = tr->targets + (size_t)q->b * T,
+                       .mask = tr->tok_mask + (size_t)q->b * T, .B = 1, .T = T, .V = V};
+    memset(dl, 0, sizeof(float) * (size_t)rows_b * V);
+    if (lc->w_ce != 0.0f) q->ce = bl_ce_loss(dl, lc->w_ce * q->g, sl, &rows);
+    if (lc->w_kl != 0.0f) q->kl = bl_kl_loss(dl, lc->w_kl * q->g, sl, tl, &rows, lc->tau);
+    if (lc->w_topk != 0.0f) {
+        int *ids = tr->topk_ids + (size_t)q->slot * tr->T * K;
+        float *logp = tr->topk_logp + (size_t)q->slot * tr->T * K;
+        bl_topk_logprobs(ids, logp, tl, rows_b, V, lc->topk, lc->tau);
+        q->topk = bl_topk_kl_loss(dl, lc->w_topk * q->g, sl, ids, logp, lc->topk, &rows, lc->tau);
+    }
+    return NULL;
+}
+
+/* CE, KL and top-K KL two sequences at a time: their student logits (one
+ * sgemm each), the losses and their gradients (weighted by each sequence's
+ * share of the selected rows; the second sequence on a helper thread, since
+ * the softmaxes are serial code), then dxf = dlogits·lm_head for their rows. */
+static void token_losses(BlTrainer *tr, float weight, BlStepResult *acc) {
+    const BlConfig *c = &tr->model->cfg;
+    const BlLossConfig *lc = &tr->loss;
+    BlTrainState *ts = &tr->train;
+    int B = ts->B, T = ts->T, V = c->vocab_size, D = c->dim;
+    size_t chunk = (size_t)tr->T * V;
+    memset(ts->dxf, 0, sizeof(float) * (size_t)B * T * D);
+    if (lc->w_ce == 0.0f && lc->w_kl == 0.0f && lc->w_topk == 0.0f) return;
+    int N = 0;
+    for (int b = 0; b < B; b++) N += count_token_rows(tr, b, T);
+    if (N == 0) return;
+    for (int b0 = 0; b0 < B; b0 += 2) {
+        SeqLoss q[2] = {{0}};
+        int n = 0;
+        for (int b = b0; b < B && b < b0 + 2; b++) {
+            int nb = count_token_rows(tr, b, T);
+            if (nb == 0) continue;
+            q[n] = (SeqLoss){.tr = tr, .b = b, .slot = n, .g = (float)((double)nb / N * weight)};
+            bl_train_logits(ts, b * T, ts->lens[b], tr->slogits + n * chunk);
+            n++;
+        }
+        pthread_t th;
+        int helper = n == 2 && pthread_create(&th, NULL, seq_loss, &q[1]) == 0;
+        for (int i = 0; i < n; i++)
+            if (i == 0 || !helper) seq_loss(&q[i]);
+        if (helper) pthread_join(th, NULL);
+        for (int i = 0; i < n; i++) { /* in sequence order: the sums are deterministic */
+            double share = (double)count_token_rows(tr, q[i].b, T) / N;
+            acc->ce += share * weight * q[i].ce;
+            acc->kl += share * weight * q[i].kl;
+            acc->topk += share * weight * q[i].topk;
+            /* dxf[rows, D] = dlogits[rows, V]·lm_head[V, D] (the head is frozen) */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ts->lens[q[i].b], D, V, 1.0f,
+                        tr->dlogits + i * chunk, V, tr->model->lm_head, D, 0.0f,
+                        ts->dxf + (size_t)q[i].b * T * D, D);
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// the step
+
+static void set_masks(BlTrainer *tr, const int *tokens, const int *lens, const uint8_t *mask,
+                      int B, int T) {
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            size_t i = (size_t)b * T + t;
+            int valid = t < lens[b];
+            tr->targets[i] = valid ? tokens[i] : -1;
+            tr->tok_mask[i] = tr->hid_mask[i] = valid && (!mask || mask[i]);
+        }
+}
+
+int bl_trainer_accumulate(BlTrainer *tr, const int *tokens, const int *lens, const uint8_t *mask,
+                          int B, int T, float weight, BlStepResult *acc, BlError *err) {
+    const BlConfig *c = &tr->model->cfg;
+    size_t M = (size_t)B * T;
+    float *hid[c->n_layers];
+    for (int l = 0; l < c->n_layers; l++) hid[l] = tr->t_hidden + l * M * c->dim;
+    if (bl_forward(&tr->teacher, tokens, lens, B, T, NULL, hid, err))
+        return bl_fail_prefix(err, "teacher");
+    /* the CPU backend's state is host memory: the teacher logits stay there */
+    bl_forward_logits(&tr->teacher, 0, (int)M);
+    if (bl_train_forward(&tr->train, tr->student, tokens, lens, B, T, err))
+        return bl_fail_prefix(err, "student");
+    set_masks(tr, tokens, lens, mask, B, T);
+    double ce0 = acc->ce, kl0 = acc->kl, tk0 = acc->topk, cos0 = acc->cos, mag0 = acc->mag;
+    token_losses(tr, weight, acc);
+    double lw_sum = 0.0;
+    for (int l = 0; l < c->n_layers; l++) lw_sum += tr->loss.layer_w ? tr->loss.layer_w[l] : 1.0;
+    HiddenCtx hc = {.tr = tr, .weight = weight, .lw_sum = lw_sum, .acc = acc};
+    bl_train_backward(&tr->train, tr->student, tr->train.dxf, hidden_grad, &hc);
+    const BlLossConfig *lc = &tr->loss;
+    acc->total += lc->w_ce * (acc->ce - ce0) + lc->w_kl * (acc->kl - kl0) +
+                  lc->w_topk * (acc->topk - tk0) + lc->w_cos * (acc->cos - cos0) +
+                  lc->w_mag * (acc->mag - mag0);
+    return 0;
+}
+
+void bl_trainer_update(BlTrainer *tr, BlStepResult *res) {
+    BlStudent *st = tr->student;
+    int nl = tr->model->cfg.n_layers;
+    double total = 0.0;
+    memset(tr->block_gn, 0, sizeof(double) * nl);
+    memset(res->kind_grad_norm, 0, sizeof res->kind_grad_norm);
+    for (int i = 0; i < st->n_params; i++) {
+        double n = bl_grad_norm(&st->params[i], 1), sq = n * n;
+        tr->block_gn[st->param_layer[i]] += sq;
+        res->kind_grad_norm[st->param_kind[i]] += sq;
+        total += sq;
+    }
+    for (int l = 0; l < nl; l++) tr->block_gn[l] = sqrt(tr->block_gn[l]);
+    for (int k = 0; k < BL_GRAD_KINDS; k++) res->kind_grad_norm[k] = sqrt(res->kind_grad_norm[k]);
+    res->block_grad_norm = tr->block_gn;
+    res->grad_norm = sqrt(total);
+    res->skipped = bl_grad_nonfinite(st->params, st->n_params);
+    tr->steps++;
+    if (res->skipped) {
+        tr->skipped++;
+    } else {
+        bl_grad_clip(st->params, st->n_params, tr->opt.max_grad_norm);
+        for (int i = 0; i < st->n_params; i++)
+            bl_adamw_step(st->params[i].p, st->params[i].g, &st->opt[i], &tr->opt.adamw);
+    }
+    bl_student_zero_grad(st);
+}
+
+int bl_distill_step(BlTrainer *tr, const int *tokens, const int *lens, const uint8_t *mask,
+                    int n_micro, int B, int T, BlStepResult *res, BlError *err) {
+    memset(res, 0, sizeof *res);
+    if (n_micro <= 0) return bl_fail(err, "step: %d micro-batches", n_micro);
+    for (int i = 0; i < n_micro; i++) {
+        size_t off = (size_t)i * B * T;
+        if (bl_trainer_accumulate(tr, tokens + off, lens + (size_t)i * B, mask ? mask + off : NULL,
+                                  B, T, 1.0f / n_micro, res, err)) {
+            bl_student_zero_grad(tr->student);
+            return -1;
+        }
+    }
+    bl_trainer_update(tr, res);
+    return 0;
+}
+
+// ----------------------------------------------------------------------------
+// benchmark
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+int bl_bench_step(const BlModel *m, int B, int T, int warmup, int steps, BlStepBench *out,
+                  BlError *err) {
+    if (steps <= 0 || steps > 1000 || warmup < 0)
+        return bl_fail(err, "bench step: %d steps (1..1000), %d warm-up", steps, warmup);
+    BlStudentConfig sc = {.lambda = 1.0f, .act_bits = 8};
+    BlLossConfig lc = {.w_ce = 1.0f, .w_kl = 1.0f, .w_cos = 1.0f, .tau = 2.0f, .topk = 1};
+    BlOptConfig oc = {.adamw = {.lr = 1e-4f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f,
+                                .weight_decay = 0.01f},
+                      .max_grad_norm = 1.0f};
+    BlStudent st;
+    BlTrainer tr;
+    if (bl_build_student(&st, m, &sc, err)) return -1;
+    if (bl_student_add_adapter(&st, 16, 32.0f, 1, err) ||
+        bl_build_trainer(&tr, &st, B, T, &lc, &oc, err)) {
+        bl_free_student(&st);
+        return -1;
+    }
+    size_t M = (size_t)B * T;
+    int *tokens = bl_malloc(M * sizeof(int), err), *lens = bl_malloc((size_t)B * sizeof(int), err);
+    int rc = tokens && lens ? 0 : -1;
+    for (int b = 0; rc == 0 && b < B; b++) lens[b] = T;
+    double times[1000];
+    uint64_t r = 0x9e3779b97f4a7c15ull;
+    BlStepResult res;
+    for (int it = 0; rc == 0 && it < warmup + steps; it++) {
+        for (size_t i = 0; i < M; i++) {
+            r = r * 6364136223846793005ull + 1442695040888963407ull;
+            tokens[i] = (int)((r >> 33) % (uint64_t)m->cfg.vocab_size);
+        }
+        double t0 = now_s();
+        rc = bl_distill_step(&tr, tokens, lens, NULL, 1, B, T, &res, err);
+        if (it >= warmup) times[it - warmup] = now_s() - t0;
+    }
+    if (rc == 0) {
+        qsort(times, steps, sizeof(double), cmp_double);
+        *out = (BlStepBench){.B = B, .T = T, .steps = steps,
+                             .step_s_median = times[steps / 2], .step_s_min = times[0],
+                             .tokens_per_s = M / times[steps / 2], .last_total = res.total};
+        bl_trainer_memory(&tr, &out->mem);
+    }
+    free(tokens);
+    free(lens);
+    bl_free_trainer(&tr);
+    bl_free_student(&st);
+    return rc;
+}
