@@ -34,5 +34,7 @@ int cmd_info(const CliArgs *a);
 int cmd_tokenize(const CliArgs *a);
 int cmd_generate(const CliArgs *a);
 int cmd_bench(const CliArgs *a);
+/* `bitlab SCRIPT.lua ...`: argv[0] is the script. */
+int cmd_run(int argc, char **argv);
 
 #endif

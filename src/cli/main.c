@@ -20,6 +20,14 @@ static const char USAGE[] =
     "      overrides the one from the model's metadata); --max-tokens defaults to 256\n"
     "  bitlab bench forward --model PATH [--batch B] [--seq T] [--iters N]\n"
     "      teacher-forward throughput: tokens/s and GEMM GFLOP/s (defaults 4 x 128)\n"
+    "  bitlab SCRIPT.lua [--headless] [--log FILE] [--resume CKPT] [--control FILE]\n"
+    "                    [-- SCRIPT ARGS]\n"
+    "      runs a Lua experiment (e.g. experiments/overfit.lua). --log writes the metrics\n"
+    "      stream (one JSON object per line); --resume continues from a checkpoint;\n"
+    "      --control FILE is polled at each step for name=value knob changes. Runs are\n"
+    "      headless for now (the dashboard comes later); exit 0 only on success,\n"
+    "      1 on a script error, 130 when stopped by Ctrl-C. The Lua library is found\n"
+    "      in ../lua beside the executable or $BITLAB_LUA_PATH\n"
     "\n"
     "PATH is a GGUF file (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K)\n"
     "or a Hugging Face folder (config.json, model.safetensors[.index.json], tokenizer.json).\n"
@@ -48,6 +56,8 @@ int main(int argc, char **argv) {
         printf("bitlab %s\n", BITLAB_VERSION);
         return 0;
     }
+    size_t n1 = strlen(argv[1]);
+    if (n1 > 4 && strcmp(argv[1] + n1 - 4, ".lua") == 0) return cmd_run(argc - 1, argv + 1);
     for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++) {
         if (strcmp(argv[1], COMMANDS[i].name) == 0) {
             CliArgs a = {argc - 2, argv + 2};

@@ -1,0 +1,47 @@
+-- bitlab.loss - loss mixes: which terms of the distillation step are on and
+-- with what weight. A mix maps term names (ce, kl, topk, cos, mag, tau) to
+-- numbers, schedules (function(step)) or knobs; M.knobs turns the numbers
+-- into live knobs named "w_<term>" so a control file or the dashboard can
+-- tweak them; M.at evaluates a mix at a step for trainer:step.
+local schedule = require "bitlab.schedule"
+
+local M = {}
+
+M.TERMS = {"ce", "kl", "topk", "cos", "mag", "tau"}
+
+-- Presets (weights; tau for the KL terms).
+M.presets = {
+  ce = {ce = 1},
+  kd = {ce = 1, kl = 1, tau = 2},
+  kd_cos = {ce = 1, kl = 1, cos = 1, tau = 2},
+  topk = {ce = 1, topk = 1, tau = 1.3},
+}
+
+-- A copy of mix in which every number becomes a knob w_<term> (tau: "tau")
+-- with range [0, max] (default 100).
+function M.knobs(mix, max)
+  local out = {}
+  for k, v in pairs(mix) do
+    if type(v) == "number" then
+      local name = k == "tau" and "tau" or "w_" .. k
+      local lo = k == "tau" and 0.05 or 0
+      out[k] = bitlab.knob{name = name, value = v, min = lo, max = max or 100, step = 0.1}
+    else
+      out[k] = v
+    end
+  end
+  return out
+end
+
+-- {term = number} at step, with every known term present (0 when absent;
+-- tau defaults to 1).
+function M.at(mix, step)
+  local w = {}
+  for _, k in ipairs(M.TERMS) do
+    local v = mix[k]
+    w[k] = v ~= nil and schedule.value(v, step) or (k == "tau" and 1 or 0)
+  end
+  return w
+end
+
+return M

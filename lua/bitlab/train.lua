@@ -1,0 +1,136 @@
+-- bitlab.train{...} - the default distillation loop. Experiments may use it
+-- as is, steer it with schedules, knobs and on_step, or copy it as the start
+-- of their own loop: it only composes the bitlab primitives.
+--
+-- Options (only model, data and steps are required):
+--   model, data            a bitlab.Model and bitlab.Dataset
+--   steps                  last step (steps are 1-based)
+--   batch, seq             sequences per step (default 1), their length
+--                          (default: the longest example)
+--   micro_batch            sequences per forward (default batch)
+--   student                an existing bitlab.Student, else one is built from
+--                          subln / post_attn_norm / dense
+--   adapter                {rank=16, alpha=32, seed=1}; false = none
+--   rotate_every           rotate the adapter (new LoRA, optimizer reset) every N steps
+--   lr, lambda, act_bits   numbers, schedules (function(step)) or knobs
+--   loss                   a loss mix (bitlab.loss), default kd_cos; its numbers become
+--                          knobs w_<term> unless knobs = false
+--   topk_k                 K of the top-K KL (default 32 when the mix has topk)
+--   clip, weight_decay, beta1, beta2
+--   checkpoint             path of the checkpoint file; checkpoint_every N steps
+--                          (also written at the end and on Ctrl-C)
+--   generate_every, prompts, max_tokens   student generations during training
+--   progress_every         a progress line every N steps (default 10)
+--   on_step(step, result, ctx)   called after each step; ctx = {student, trainer, data}
+--   stop()                 checked before each step: true ends the run early (e.g. a token budget)
+--   resume                 checkpoint to resume from (default: bitlab --resume)
+-- Returns {student, trainer, last (the last step's result), step, interrupted}.
+local schedule = require "bitlab.schedule"
+local lossmix = require "bitlab.loss"
+
+local function fmt(x)
+  return string.format(math.abs(x) >= 1e-3 and "%.4f" or "%.3e", x)
+end
+
+local function progress(step, steps, r)
+  local parts = {string.format("step %d/%d", step, steps), "total " .. fmt(r.total)}
+  for _, k in ipairs{"ce", "kl", "topk", "cos", "mag"} do
+    if r.weights[k] ~= 0 then parts[#parts + 1] = k .. " " .. fmt(r[k]) end
+  end
+  parts[#parts + 1] = "lr " .. string.format("%.2e", r.lr)
+  parts[#parts + 1] = string.format("lambda %.2f", r.lambda)
+  parts[#parts + 1] = string.format("a%d", r.act_bits)
+  parts[#parts + 1] = string.format("|g| %.3g", r.grad_norm)
+  parts[#parts + 1] = string.format("%.0f tok/s", r.tokens_per_s)
+  if r.skipped_total > 0 then parts[#parts + 1] = "skipped " .. r.skipped_total end
+  print(table.concat(parts, "  "))
+  io.stdout:flush()
+end
+
+return function(o)
+  local model, data, steps = o.model, o.data, o.steps
+  assert(model and data and steps, "bitlab.train: model, data and steps are required")
+  local B = o.batch or 1
+  local T = o.seq or data:max_len()
+  local adapter = o.adapter
+  if adapter == nil then adapter = {rank = 16, alpha = 32, seed = 1} end
+  local student = o.student or bitlab.student{
+    model = model, lambda = 1, act_bits = 8,
+    subln = o.subln, post_attn_norm = o.post_attn_norm, dense = o.dense,
+  }
+  if adapter and student:n_adapters() == 0 then
+    student:add_adapter{rank = adapter.rank, alpha = adapter.alpha, seed = adapter.seed or 1}
+  end
+  local mix = o.loss or lossmix.presets.kd_cos
+  if o.knobs ~= false then mix = lossmix.knobs(mix) end
+  local lr_scale = bitlab.knob{name = "lr_scale", value = 1, min = 0, max = 100, step = 0.1}
+  local trainer = o.trainer or bitlab.trainer{
+    student = student, batch = o.micro_batch or B, seq = T,
+    k = o.topk_k or (mix.topk ~= nil and 32 or 0),
+    clip = o.clip or 1, weight_decay = o.weight_decay or 0,
+    beta1 = o.beta1 or 0.9, beta2 = o.beta2 or 0.95,
+  }
+  local ctx = {student = student, trainer = trainer, data = data, model = model}
+
+  local start = 1
+  local resume = o.resume or bitlab.resume_path
+  if resume then
+    local st = trainer:load(resume)
+    start = st.step + 1
+    data:seek(st.data)
+    print(string.format("resumed from %s at step %d", resume, st.step))
+  end
+
+  local function save(step)
+    if o.checkpoint then trainer:save(o.checkpoint, {step = step, data = data:position()}) end
+  end
+
+  local last, done, interrupted, saved_at = nil, start - 1, false, nil
+  for step = start, steps do
+    if not bitlab.poll(step) then
+      interrupted = true
+      break
+    end
+    if o.stop and o.stop() then break end
+    if o.rotate_every and adapter and step > 1 and (step - 1) % o.rotate_every == 0 then
+      -- the seed depends on the step only, so a resumed run draws the same adapter
+      student:rotate{rank = adapter.rank, alpha = adapter.alpha, seed = (adapter.seed or 1) + 1000 * step}
+    end
+    local lam = schedule.value(o.lambda or 1, step)
+    local bits = math.tointeger(schedule.value(o.act_bits or 8, step))
+    student:set_lambda(lam)
+    student:set_act_bits(bits)
+    local lr = schedule.value(o.lr or 1e-4, step) * lr_scale.value
+    local w = lossmix.at(mix, step)
+    local opts = {lr = lr}
+    for k, v in pairs(w) do opts[k] = v end
+    local r = trainer:step(data:batch(B, T), opts)
+    r.step, r.lambda, r.lr, r.act_bits, r.adapter, r.weights = step, lam, lr, bits, student:n_adapters(), w
+    bitlab.log(r)
+    last, done = r, step
+    if o.on_step then o.on_step(step, r, ctx) end
+    if step % (o.progress_every or 10) == 0 or step == steps or step == start then
+      progress(step, steps, r)
+    end
+    if o.checkpoint_every and step % o.checkpoint_every == 0 then
+      save(step)
+      saved_at = step
+    end
+    if o.generate_every and o.prompts and step % o.generate_every == 0 then
+      for _, p in ipairs(o.prompts) do
+        local text = student:generate(p, {max_tokens = o.max_tokens or 64})
+        print(string.format("[step %d] %s\n  -> %s", step, p, text))
+        bitlab.event("generation", {prompt = p, text = text})
+      end
+    end
+  end
+  if o.checkpoint and done >= start and saved_at ~= done then save(done) end
+  if interrupted then
+    print(string.format("stopped at step %d%s", done,
+      o.checkpoint and ("; checkpoint " .. o.checkpoint .. " (resume with --resume)") or ""))
+  elseif last then
+    print(string.format("done: %d steps, final total %s (ce %s, kl %s, cos %s)", done,
+      fmt(last.total), fmt(last.ce), fmt(last.kl), fmt(last.cos)))
+  end
+  return {student = student, trainer = trainer, last = last, step = done, interrupted = interrupted}
+end

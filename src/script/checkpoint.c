@@ -1,0 +1,394 @@
+/* checkpoint.c - atomic save and validated load of the training state (see
+ * checkpoint.h). */
+#include "script/checkpoint.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char MAGIC[8] = {'B', 'L', 'C', 'K', 'P', 'T', 0, 0};
+#define HEADER_BYTES 32
+
+static uint64_t fnv1a(const unsigned char *p, size_t n) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ull;
+    return h;
+}
+
+// ----------------------------------------------------------------------------
+// writing: a growable buffer
+
+typedef struct {
+    unsigned char *p;
+    size_t n, cap;
+    int failed;
+} Buf;
+
+static void put(Buf *b, const void *src, size_t n) {
+    if (b->failed) return;
+    if (b->n + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 1 << 16;
+        while (cap < b->n + n) cap *= 2;
+        unsigned char *p = realloc(b->p, cap);
+        if (!p) {
+            b->failed = 1;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, src, n);
+    b->n += n;
+}
+
+static void put_i64(Buf *b, int64_t v) { put(b, &v, sizeof v); }
+static void put_f32(Buf *b, float v) { put(b, &v, sizeof v); }
+static void put_floats(Buf *b, const float *p, size_t n) { put(b, p, n * sizeof(float)); }
+
+/* The first present linear: its stack's adapter ranks stand for all (adapters
+ * are added student-wide). */
+static const BlLoraStack *first_stack(const BlStudent *st) {
+    const BlConfig *c = &st->model->cfg;
+    for (int l = 0; l < c->n_layers; l++)
+        for (int k = 0; k < BL_LIN_KINDS; k++)
+            if (bl_student_has(st, l, k)) return &st->lin[(size_t)l * BL_LIN_KINDS + k].lora;
+    return NULL;
+}
+
+static void serialise(Buf *b, const BlStudent *st, const BlTrainer *tr, const char *json) {
+    const BlConfig *c = &st->model->cfg;
+    put_i64(b, c->n_layers);
+    put_i64(b, c->dim);
+    put_i64(b, c->vocab_size);
+    put_i64(b, (st->cfg.subln ? 1 : 0) | (st->cfg.post_attn_norm ? 2 : 0) | (st->cfg.dense ? 4 : 0));
+    put_f32(b, st->cfg.lambda);
+    put_i64(b, st->cfg.act_bits);
+    put_i64(b, tr ? tr->steps : 0);
+    put_i64(b, tr ? tr->skipped : 0);
+    const BlLoraStack *fs = first_stack(st);
+    int na = fs ? fs->n : 0;
+    put_i64(b, na);
+    for (int a = 0; a < na; a++) {
+        put_i64(b, fs->ad[a].r);
+        put_f32(b, fs->ad[a].alpha);
+    }
+    for (int l = 0; l < c->n_layers; l++)
+        for (int k = 0; k < BL_LIN_KINDS; k++) {
+            if (!bl_student_has(st, l, k)) continue;
+            const BlStudentLinear *sl = &st->lin[(size_t)l * BL_LIN_KINDS + k];
+            const BlLoraStack *s = &sl->lora;
+            put_i64(b, s->out);
+            put_i64(b, s->in);
+            for (int a = 0; a < s->n; a++) {
+                put_floats(b, s->ad[a].A, (size_t)s->ad[a].r * s->in);
+                put_floats(b, s->ad[a].B, (size_t)s->out * s->ad[a].r);
+            }
+            if (s->dense) put_floats(b, s->dense, (size_t)s->out * s->in);
+            if (sl->subln) put_floats(b, sl->subln, (size_t)s->in);
+        }
+    if (st->post_norm) put_floats(b, st->post_norm, (size_t)c->n_layers * c->dim);
+    put_i64(b, st->n_params);
+    for (int i = 0; i < st->n_params; i++) {
+        put_i64(b, (int64_t)st->opt[i].n);
+        put_i64(b, st->opt[i].t);
+        put_floats(b, st->opt[i].m, st->opt[i].n);
+        put_floats(b, st->opt[i].v, st->opt[i].n);
+    }
+    size_t jn = json ? strlen(json) : 0;
+    put_i64(b, (int64_t)jn);
+    if (jn) put(b, json, jn);
+}
+
+static int write_all(int fd, const void *p, size_t n) {
+    const char *c = p;
+    while (n) {
+        ssize_t w = write(fd, c, n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return -1;
+        c += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* fsync of the directory holding path, so the rename itself is durable. */
+static int sync_dir(const char *path) {
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    size_t n = slash ? (size_t)(slash - path) : 0;
+    if (n >= sizeof dir) return -1;
+    if (n == 0) strcpy(dir, slash ? "/" : ".");
+    else memcpy(dir, path, n), dir[n] = 0;
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (fd < 0) return -1;
+    int rc = fsync(fd);
+    close(fd);
+    return rc;
+}
+
+int bl_checkpoint_save(const char *path, const BlStudent *st, const BlTrainer *tr,
+                       const char *json, BlError *err) {
+    Buf b = {0};
+    serialise(&b, st, tr, json);
+    if (b.failed) {
+        free(b.p);
+        return bl_fail(err, "%s: out of memory serialising the checkpoint", path);
+    }
+    unsigned char hdr[HEADER_BYTES] = {0};
+    uint32_t version = BL_CKPT_VERSION;
+    uint64_t n = b.n, sum = fnv1a(b.p, b.n);
+    memcpy(hdr, MAGIC, 8);
+    memcpy(hdr + 8, &version, 4);
+    memcpy(hdr + 16, &n, 8);
+    memcpy(hdr + 24, &sum, 8);
+    size_t pl = strlen(path);
+    char *tmp = bl_malloc(pl + 32, err);
+    if (!tmp) {
+        free(b.p);
+        return -1;
+    }
+    snprintf(tmp, pl + 32, "%s.tmp.%ld", path, (long)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int rc = fd < 0 ? bl_fail(err, "%s: cannot create: %s", tmp, strerror(errno)) : 0;
+    if (rc == 0 && (write_all(fd, hdr, sizeof hdr) || write_all(fd, b.p, b.n) || fsync(fd)))
+        rc = bl_fail(err, "%s: write failed: %s", tmp, strerror(errno));
+    if (fd >= 0 && close(fd) && rc == 0) rc = bl_fail(err, "%s: close failed", tmp);
+    if (rc == 0 && rename(tmp, path))
+        rc = bl_fail(err, "%s: cannot rename into place: %s", path, strerror(errno));
+    if (rc == 0 && sync_dir(path)) rc = bl_fail(err, "%s: cannot sync its directory", path);
+    if (rc && fd >= 0) unlink(tmp);
+    free(tmp);
+    free(b.p);
+    return rc;
+}
+
+// ----------------------------------------------------------------------------
+// reading: a bounds-checked cursor
+
+typedef struct {
+    const unsigned char *p;
+    size_t n, at;
+    int bad;
+} Cur;
+
+static const void *take(Cur *c, size_t n) {
+    if (c->bad || n > c->n - c->at) {
+        c->bad = 1;
+        return NULL;
+    }
+    const void *p = c->p + c->at;
+    c->at += n;
+    return p;
+}
+
+static int64_t get_i64(Cur *c) {
+    int64_t v = 0;
+    const void *p = take(c, sizeof v);
+    if (p) memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static float get_f32(Cur *c) {
+    float v = 0;
+    const void *p = take(c, sizeof v);
+    if (p) memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* Copies n floats into dst, or only skips them when dst is NULL. */
+static void get_floats(Cur *c, float *dst, size_t n) {
+    if (n > SIZE_MAX / sizeof(float)) {
+        c->bad = 1;
+        return;
+    }
+    const void *p = take(c, n * sizeof(float));
+    if (p && dst) memcpy(dst, p, n * sizeof(float));
+}
+
+typedef struct {
+    int64_t flags, act_bits, steps, skipped, na;
+    float lambda;
+    int r[64];
+    float alpha[64];
+} Head;
+
+static int read_head(Cur *c, const BlStudent *st, Head *h, const char *path, BlError *err) {
+    const BlConfig *cfg = &st->model->cfg;
+    int64_t L = get_i64(c), D = get_i64(c), V = get_i64(c);
+    if (!c->bad && (L != cfg->n_layers || D != cfg->dim || V != cfg->vocab_size))
+        return bl_fail(err, "%s: checkpoint of a model with %lld layers, dim %lld, vocab %lld; "
+                            "this model has %d, %d, %d", path, (long long)L, (long long)D,
+                       (long long)V, cfg->n_layers, cfg->dim, cfg->vocab_size);
+    h->flags = get_i64(c);
+    int64_t want = (st->cfg.subln ? 1 : 0) | (st->cfg.post_attn_norm ? 2 : 0) | (st->cfg.dense ? 4 : 0);
+    if (!c->bad && h->flags != want)
+        return bl_fail(err, "%s: checkpoint student options (subln %d, post_attn_norm %d, dense %d) "
+                            "differ from this student's (%d, %d, %d)", path, (int)(h->flags & 1),
+                       (int)(h->flags >> 1 & 1), (int)(h->flags >> 2 & 1), st->cfg.subln,
+                       st->cfg.post_attn_norm, st->cfg.dense);
+    h->lambda = get_f32(c);
+    h->act_bits = get_i64(c);
+    h->steps = get_i64(c);
+    h->skipped = get_i64(c);
+    h->na = get_i64(c);
+    if (!c->bad && (h->na < 0 || h->na > 64))
+        return bl_fail(err, "%s: %lld adapters (corrupt?)", path, (long long)h->na);
+    for (int a = 0; a < h->na; a++) {
+        h->r[a] = (int)get_i64(c);
+        h->alpha[a] = get_f32(c);
+        if (!c->bad && (h->r[a] <= 0 || h->r[a] > 1 << 16))
+            return bl_fail(err, "%s: adapter %d has rank %d (corrupt?)", path, a, h->r[a]);
+    }
+    const BlLoraStack *fs = first_stack(st);
+    int have = fs ? fs->n : 0;
+    if (!c->bad && have > h->na)
+        return bl_fail(err, "%s: the student already has %d adapters, the checkpoint only %lld",
+                       path, have, (long long)h->na);
+    for (int a = 0; !c->bad && a < have; a++)
+        if (fs->ad[a].r != h->r[a])
+            return bl_fail(err, "%s: adapter %d has rank %d in the checkpoint, %d in the student",
+                           path, a, h->r[a], fs->ad[a].r);
+    return c->bad ? bl_fail(err, "%s: truncated checkpoint header", path) : 0;
+}
+
+/* The weights: with apply == 0 only checks shapes and sizes. */
+static int read_weights(Cur *c, BlStudent *st, const Head *h, int apply, const char *path,
+                        BlError *err) {
+    const BlConfig *cfg = &st->model->cfg;
+    for (int l = 0; l < cfg->n_layers; l++)
+        for (int k = 0; k < BL_LIN_KINDS; k++) {
+            if (!bl_student_has(st, l, k)) continue;
+            BlStudentLinear *sl = bl_student_linear(st, l, k);
+            const BlLinear *w = &st->model->layers[l].lin[k];
+            int64_t out = get_i64(c), in = get_i64(c);
+            if (!c->bad && (out != w->out || in != w->in))
+                return bl_fail(err, "%s: layer %d %s is %lld x %lld in the checkpoint, %d x %d here",
+                               path, l, bl_linear_kind_name(k), (long long)out, (long long)in,
+                               w->out, w->in);
+            for (int a = 0; a < h->na; a++) {
+                get_floats(c, apply ? sl->lora.ad[a].A : NULL, (size_t)h->r[a] * w->in);
+                get_floats(c, apply ? sl->lora.ad[a].B : NULL, (size_t)w->out * h->r[a]);
+            }
+            if (h->flags & 4) get_floats(c, apply ? sl->lora.dense : NULL, (size_t)w->out * w->in);
+            if (h->flags & 1) get_floats(c, apply ? sl->subln : NULL, (size_t)w->in);
+        }
+    if (h->flags & 2) get_floats(c, apply ? st->post_norm : NULL, (size_t)cfg->n_layers * cfg->dim);
+    return c->bad ? bl_fail(err, "%s: truncated checkpoint weights", path) : 0;
+}
+
+/* The optimizer section; with apply == 0 checks it against st's parameters. */
+static int read_opt(Cur *c, BlStudent *st, int apply, const char *path, BlError *err) {
+    int64_t np = get_i64(c);
+    if (!c->bad && np != st->n_params)
+        return bl_fail(err, "%s: %lld optimizer states, the student has %d trainable tensors",
+                       path, (long long)np, st->n_params);
+    for (int i = 0; !c->bad && i < st->n_params; i++) {
+        int64_t n = get_i64(c), t = get_i64(c);
+        if (!c->bad && (size_t)n != st->opt[i].n)
+            return bl_fail(err, "%s: optimizer state %d holds %lld values, expected %zu", path, i,
+                           (long long)n, st->opt[i].n);
+        get_floats(c, apply ? st->opt[i].m : NULL, (size_t)n);
+        get_floats(c, apply ? st->opt[i].v : NULL, (size_t)n);
+        if (apply) st->opt[i].t = t;
+    }
+    return c->bad ? bl_fail(err, "%s: truncated optimizer state", path) : 0;
+}
+
+static int read_json(Cur *c, char **json, const char *path, BlError *err) {
+    int64_t jn = get_i64(c);
+    const char *p = !c->bad && jn >= 0 ? take(c, (size_t)jn) : NULL;
+    if (!p || c->at != c->n) return bl_fail(err, "%s: bad checkpoint trailer", path);
+    if (!json) return 0;
+    if (!(*json = bl_malloc((size_t)jn + 1, err))) return -1;
+    memcpy(*json, p, (size_t)jn);
+    (*json)[jn] = 0;
+    return 0;
+}
+
+static unsigned char *read_file(const char *path, size_t *n, BlError *err) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return bl_fail(err, "%s: cannot open checkpoint: %s", path, strerror(errno)), NULL;
+    unsigned char *p = NULL;
+    long sz = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+    if (sz >= 0 && fseek(f, 0, SEEK_SET) == 0 && (p = bl_malloc((size_t)sz + 1, err)) &&
+        fread(p, 1, (size_t)sz, f) != (size_t)sz) {
+        free(p);
+        p = NULL;
+        bl_fail(err, "%s: read failed", path);
+    }
+    if (sz < 0) bl_fail(err, "%s: cannot size the file", path);
+    fclose(f);
+    *n = sz > 0 ? (size_t)sz : 0;
+    return p;
+}
+
+int bl_checkpoint_load(const char *path, BlStudent *st, BlTrainer *tr, char **json, BlError *err) {
+    size_t size = 0;
+    unsigned char *file = read_file(path, &size, err);
+    if (!file) return -1;
+    int rc = 0;
+    uint32_t version = 0;
+    uint64_t n = 0, sum = 0;
+    if (size < HEADER_BYTES || memcmp(file, MAGIC, 8) != 0) {
+        rc = bl_fail(err, "%s: not a bitlab checkpoint (bad magic)", path);
+    } else {
+        memcpy(&version, file + 8, 4);
+        memcpy(&n, file + 16, 8);
+        memcpy(&sum, file + 24, 8);
+        if (version != BL_CKPT_VERSION)
+            rc = bl_fail(err, "%s: checkpoint version %u, this bitlab reads version %u", path,
+                         version, BL_CKPT_VERSION);
+        else if (n != size - HEADER_BYTES)
+            rc = bl_fail(err, "%s: checkpoint payload is %zu bytes, the header says %llu "
+                              "(truncated?)", path, size - HEADER_BYTES, (unsigned long long)n);
+        else if (fnv1a(file + HEADER_BYTES, n) != sum)
+            rc = bl_fail(err, "%s: checkpoint checksum mismatch (corrupt file)", path);
+    }
+    Head h = {0};
+    Cur c = {.p = file + HEADER_BYTES, .n = n};
+    /* pass 1: everything is validated before the student changes */
+    if (rc == 0) rc = read_head(&c, st, &h, path, err);
+    size_t weights_at = c.at;
+    if (rc == 0) rc = read_weights(&c, st, &h, 0, path, err);
+    size_t opt_at = c.at;
+    if (rc == 0) {
+        Cur skip = c;
+        int64_t np = get_i64(&skip);
+        for (int64_t i = 0; !skip.bad && i < np; i++) {
+            int64_t k = get_i64(&skip);
+            get_i64(&skip);
+            get_floats(&skip, NULL, (size_t)k);
+            get_floats(&skip, NULL, (size_t)k);
+        }
+        rc = skip.bad ? bl_fail(err, "%s: truncated optimizer state", path)
+                      : read_json(&skip, NULL, path, err);
+    }
+    /* the missing adapters, then the optimizer layout can be checked */
+    const BlLoraStack *fs = first_stack(st);
+    for (int a = fs ? fs->n : 0; rc == 0 && a < h.na; a++)
+        rc = bl_student_add_adapter(st, h.r[a], h.alpha[a], 0, err);
+    if (rc == 0) {
+        Cur o = c;
+        o.at = opt_at;
+        rc = read_opt(&o, st, 0, path, err);
+    }
+    /* pass 2: apply */
+    if (rc == 0) {
+        c.at = weights_at;
+        read_weights(&c, st, &h, 1, path, err);
+        read_opt(&c, st, 1, path, err);
+        rc = read_json(&c, json, path, err);
+        st->cfg.lambda = h.lambda;
+        st->cfg.act_bits = (int)h.act_bits;
+        if (tr) {
+            tr->steps = h.steps;
+            tr->skipped = h.skipped;
+        }
+    }
+    free(file);
+    return rc;
+}

@@ -1,0 +1,253 @@
+/* knobs.c - named live-tweakable values (bitlab.knob) and the step boundary
+ * (bitlab.poll): a Ctrl-C stop request and the control file are honoured
+ * there, so a change takes effect exactly at the next step and the metrics
+ * stream records the step it applied to.
+ *
+ * The control file holds `name=value` lines (# comments and blank lines
+ * ignored). It is re-applied only when its content changes, so a script may
+ * still set a knob itself between edits. Values are clamped to [min, max];
+ * unknown names and malformed values are reported as events, never errors. */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io/textfile.h"
+#include "script/internal.h"
+
+typedef struct {
+    int index; /* into rt->knobs, which may move as knobs are added */
+} KnobRef;
+
+static BlKnob *find(BlRuntime *rt, const char *name) {
+    for (int i = 0; i < rt->n_knobs; i++)
+        if (strcmp(rt->knobs[i].name, name) == 0) return &rt->knobs[i];
+    return NULL;
+}
+
+static double clamp(const BlKnob *k, double v) {
+    return v < k->min ? k->min : v > k->max ? k->max : v;
+}
+
+/* Sets a knob, logging a "knob" event when the value changes. */
+static void set_knob(BlRuntime *rt, BlKnob *k, double v, const char *source) {
+    v = clamp(k, v);
+    if (v == k->value) return;
+    cJSON *f = cJSON_CreateObject();
+    cJSON_AddStringToObject(f, "name", k->name);
+    cJSON_AddNumberToObject(f, "old", k->value);
+    cJSON_AddNumberToObject(f, "new", v);
+    cJSON_AddStringToObject(f, "source", source);
+    k->value = v;
+    bl_metrics_event(rt, "knob", f);
+}
+
+int bl_knob_set(BlRuntime *rt, const char *name, double v, const char *source) {
+    BlKnob *k = find(rt, name);
+    if (!k) return -1;
+    set_knob(rt, k, v, source);
+    return 0;
+}
+
+cJSON *bl_knobs_json(const BlRuntime *rt) {
+    cJSON *o = cJSON_CreateObject();
+    for (int i = 0; i < rt->n_knobs; i++)
+        cJSON_AddNumberToObject(o, rt->knobs[i].name, rt->knobs[i].value);
+    return o;
+}
+
+void bl_knobs_restore(BlRuntime *rt, const cJSON *obj) {
+    const cJSON *c;
+    cJSON_ArrayForEach(c, obj) {
+        BlKnob *k = cJSON_IsNumber(c) ? find(rt, c->string) : NULL;
+        if (k) set_knob(rt, k, c->valuedouble, "checkpoint");
+    }
+}
+
+// ----------------------------------------------------------------------------
+// the control file
+
+static void control_event(BlRuntime *rt, const char *what, const char *line, int lineno) {
+    cJSON *f = cJSON_CreateObject();
+    cJSON_AddStringToObject(f, "file", rt->cfg.control_path);
+    cJSON_AddNumberToObject(f, "line", lineno);
+    cJSON_AddStringToObject(f, "text", line);
+    bl_metrics_event(rt, what, f);
+}
+
+static char *trim(char *s) {
+    while (*s == ' ' || *s == '\t') s++;
+    char *e = s + strlen(s);
+    while (e > s && strchr(" \t\r", e[-1])) *--e = 0;
+    return s;
+}
+
+static void apply_control(BlRuntime *rt, char *text) {
+    int lineno = 0;
+    for (char *line = text, *next; line; line = next) {
+        next = strchr(line, '\n');
+        if (next) *next++ = 0;
+        lineno++;
+        char *s = trim(line);
+        if (!*s || *s == '#') continue;
+        char *eq = strchr(s, '=');
+        if (!eq) {
+            control_event(rt, "knob_invalid", s, lineno);
+            continue;
+        }
+        *eq = 0;
+        char *name = trim(s), *val = trim(eq + 1), *end;
+        errno = 0;
+        double v = strtod(val, &end);
+        BlKnob *k = find(rt, name);
+        if (!k) {
+            control_event(rt, "knob_unknown", name, lineno);
+        } else if (end == val || *end || errno || !isfinite(v)) {
+            control_event(rt, "knob_invalid", val, lineno);
+        } else {
+            set_knob(rt, k, v, "control");
+        }
+    }
+}
+
+static void poll_control(BlRuntime *rt) {
+    if (!rt->cfg.control_path) return;
+    BlError err;
+    char *text = bl_read_text_file(rt->cfg.control_path, NULL, &err);
+    if (!text) return; /* absent until someone writes it */
+    if (rt->control_seen && strcmp(text, rt->control_seen) == 0) {
+        free(text);
+        return;
+    }
+    free(rt->control_seen);
+    rt->control_seen = strdup(text);
+    apply_control(rt, text);
+    free(text);
+}
+
+/* bitlab.poll(step) → false when the run should stop (Ctrl-C); with the
+ * dashboard up it also applies the user's commands and waits while paused. */
+static int l_poll(lua_State *L) {
+    BlRuntime *rt = bl_rt(L);
+    rt->step = (long)luaL_checkinteger(L, 1);
+    if (rt->sigints > 0) {
+        if (!rt->stop_reported) {
+            rt->stop_reported = true;
+            bl_metrics_event(rt, "interrupt", NULL);
+        }
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    poll_control(rt);
+    if (rt->cfg.dash) bl_dash_step_boundary(L, rt);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+// ----------------------------------------------------------------------------
+// the Knob userdata
+
+static BlKnob *check_knob(lua_State *L, int idx) {
+    KnobRef *r = luaL_checkudata(L, idx, BL_MT_KNOB);
+    return &bl_rt(L)->knobs[r->index];
+}
+
+static double opt_field(lua_State *L, const char *name, double dflt) {
+    lua_getfield(L, 1, name);
+    double v = lua_isnil(L, -1) ? dflt : luaL_checknumber(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+/* bitlab.knob{name=, value=, min=, max=, step=}; declaring an existing name
+ * returns the existing knob (its current value wins). */
+static int l_knob(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    BlRuntime *rt = bl_rt(L);
+    lua_getfield(L, 1, "name");
+    const char *name = luaL_checkstring(L, -1);
+    if (!*name || strpbrk(name, "= \t\n#")) return luaL_error(L, "knob name '%s' is not a plain word", name);
+    BlKnob *k = find(rt, name);
+    if (!k) {
+        double v = opt_field(L, "value", 0.0);
+        double mn = opt_field(L, "min", -HUGE_VAL), mx = opt_field(L, "max", HUGE_VAL);
+        if (!(mn <= mx)) return luaL_error(L, "knob %s: min %g > max %g", name, mn, mx);
+        if (v < mn || v > mx) return luaL_error(L, "knob %s: value %g outside [%g, %g]", name, v, mn, mx);
+        if (rt->n_knobs == rt->cap_knobs) {
+            int cap = rt->cap_knobs ? rt->cap_knobs * 2 : 8;
+            BlKnob *kn = realloc(rt->knobs, sizeof *kn * cap);
+            if (!kn) return luaL_error(L, "out of memory");
+            rt->knobs = kn;
+            rt->cap_knobs = cap;
+        }
+        char *nm = strdup(name);
+        if (!nm) return luaL_error(L, "out of memory");
+        k = &rt->knobs[rt->n_knobs++];
+        *k = (BlKnob){.name = nm, .value = v, .min = mn, .max = mx, .step = opt_field(L, "step", 0.0)};
+        if (rt->cfg.dash) dash_declare_knob(rt->cfg.dash, k->name, k->value, k->min, k->max, k->step);
+    }
+    KnobRef *r = lua_newuserdatauv(L, sizeof *r, 0);
+    r->index = (int)(k - rt->knobs);
+    luaL_setmetatable(L, BL_MT_KNOB);
+    return 1;
+}
+
+static int knob_index(lua_State *L) {
+    BlKnob *k = check_knob(L, 1);
+    const char *key = luaL_checkstring(L, 2);
+    if (strcmp(key, "value") == 0) lua_pushnumber(L, k->value);
+    else if (strcmp(key, "name") == 0) lua_pushstring(L, k->name);
+    else if (strcmp(key, "min") == 0) lua_pushnumber(L, k->min);
+    else if (strcmp(key, "max") == 0) lua_pushnumber(L, k->max);
+    else if (strcmp(key, "step") == 0) lua_pushnumber(L, k->step);
+    else if (luaL_getmetafield(L, 1, "methods") && lua_getfield(L, -1, key)) return 1;
+    else lua_pushnil(L);
+    return 1;
+}
+
+/* knob.value = v (clamped, logged) */
+static int knob_newindex(lua_State *L) {
+    BlKnob *k = check_knob(L, 1);
+    if (strcmp(luaL_checkstring(L, 2), "value") != 0)
+        return luaL_error(L, "knob %s: only .value can be set", k->name);
+    set_knob(bl_rt(L), k, luaL_checknumber(L, 3), "script");
+    return 0;
+}
+
+static int knob_get(lua_State *L) {
+    lua_pushnumber(L, check_knob(L, 1)->value);
+    return 1;
+}
+
+static int knob_set(lua_State *L) {
+    set_knob(bl_rt(L), check_knob(L, 1), luaL_checknumber(L, 2), "script");
+    return 0;
+}
+
+static int knob_tostring(lua_State *L) {
+    BlKnob *k = check_knob(L, 1);
+    lua_pushfstring(L, "knob %s = %f", k->name, k->value);
+    return 1;
+}
+
+/* bitlab.knobs() → {name = value} */
+static int l_knobs(lua_State *L) {
+    cJSON *o = bl_knobs_json(bl_rt(L));
+    bl_json_push(L, o);
+    cJSON_Delete(o);
+    return 1;
+}
+
+void bl_open_knobs(lua_State *L) {
+    luaL_newmetatable(L, BL_MT_KNOB);
+    static const luaL_Reg meta[] = {{"__index", knob_index}, {"__newindex", knob_newindex},
+                                    {"__tostring", knob_tostring}, {NULL, NULL}};
+    luaL_setfuncs(L, meta, 0);
+    lua_newtable(L);
+    static const luaL_Reg methods[] = {{"get", knob_get}, {"set", knob_set}, {NULL, NULL}};
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "methods");
+    lua_pop(L, 1);
+    static const luaL_Reg fns[] = {{"knob", l_knob}, {"knobs", l_knobs}, {"poll", l_poll}, {NULL, NULL}};
+    luaL_setfuncs(L, fns, 0);
+}

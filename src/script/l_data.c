@@ -1,0 +1,299 @@
+/* l_data.c - the Dataset and Batch userdata: building datasets from inline
+ * chat pairs, texts and JSONL files, shuffling, batching, and the resumable
+ * position. A Dataset keeps its Model alive (user value 1). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "data/dataset.h"
+#include "script/internal.h"
+
+typedef struct {
+    BlDataset d;
+    int live;
+} LDataset;
+
+typedef struct {
+    int B, T;
+    int *tokens, *lens;
+    uint8_t *mask;
+} LBatch; /* the arrays follow the struct in the same userdata */
+
+BlDataset *bl_lua_check_dataset(lua_State *L, int idx) {
+    LDataset *u = luaL_checkudata(L, idx, BL_MT_DATASET);
+    if (!u->live) luaL_error(L, "the dataset was freed");
+    return &u->d;
+}
+
+/* One conversation from a Lua value: {user=, assistant=[, system=]} or a
+ * list of {role=, content=}. */
+static void add_chat(lua_State *L, BlDataset *d, int idx) {
+    idx = lua_absindex(L, idx);
+    luaL_checktype(L, idx, LUA_TTABLE);
+    BlChatMessage msgs[64];
+    int n = 0;
+    lua_getfield(L, idx, "user");
+    int pair = !lua_isnil(L, -1);
+    lua_pop(L, 1);
+    if (pair) {
+        static const char *const roles[] = {"system", "user", "assistant"};
+        for (int r = 0; r < 3; r++) {
+            lua_getfield(L, idx, roles[r]);
+            if (!lua_isnil(L, -1)) {
+                if (!lua_isstring(L, -1)) luaL_error(L, "chat pair field '%s' must be a string", roles[r]);
+                msgs[n++] = (BlChatMessage){roles[r], lua_tostring(L, -1)};
+            }
+            lua_pop(L, 1); /* the table keeps the string alive */
+        }
+    } else {
+        lua_Integer len = luaL_len(L, idx);
+        if (len <= 0 || len > 64) luaL_error(L, "a conversation needs 1..64 messages");
+        for (lua_Integer i = 1; i <= len; i++) {
+            lua_rawgeti(L, idx, i);
+            lua_getfield(L, -1, "role");
+            lua_getfield(L, -2, "content");
+            if (!lua_isstring(L, -2) || !lua_isstring(L, -1))
+                luaL_error(L, "message %d needs string role and content", (int)i);
+            msgs[n++] = (BlChatMessage){lua_tostring(L, -2), lua_tostring(L, -1)};
+            lua_pop(L, 3);
+        }
+    }
+    BlError err = {{0}};
+    if (bl_dataset_add_chat(d, msgs, n, &err)) bl_lua_fail(L, &err);
+}
+
+/* Calls fn(L, d, item) for each entry of the list field `name` of opts. */
+static void each_field(lua_State *L, BlDataset *d, const char *name,
+                       void (*fn)(lua_State *, BlDataset *, int)) {
+    lua_getfield(L, 1, name);
+    if (lua_istable(L, -1)) {
+        lua_Integer n = luaL_len(L, -1);
+        for (lua_Integer i = 1; i <= n; i++) {
+            lua_rawgeti(L, -1, i);
+            fn(L, d, lua_gettop(L));
+            lua_pop(L, 1);
+        }
+    } else if (!lua_isnil(L, -1)) {
+        luaL_error(L, "dataset option '%s' must be a list", name);
+    }
+    lua_pop(L, 1);
+}
+
+static void add_text(lua_State *L, BlDataset *d, int idx) {
+    BlError err = {{0}};
+    if (bl_dataset_add_text(d, luaL_checkstring(L, idx), &err)) bl_lua_fail(L, &err);
+}
+
+static void add_file(lua_State *L, BlDataset *d, int idx) {
+    BlError err = {{0}};
+    if (bl_dataset_load_jsonl(d, luaL_checkstring(L, idx), &err)) bl_lua_fail(L, &err);
+}
+
+/* bitlab.dataset{model=, chat={...}, text={...}, file=PATH, files={...},
+ * response_only=true, template=NAME, seed=0} */
+static int l_dataset(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_getfield(L, 1, "model");
+    BlModel *m = bl_lua_check_model(L, -1);
+    lua_getfield(L, 1, "template");
+    const char *tpl = lua_tostring(L, -1);
+    LDataset *u = lua_newuserdatauv(L, sizeof *u, 1);
+    u->live = 0;
+    luaL_setmetatable(L, BL_MT_DATASET);
+    lua_pushvalue(L, -3);
+    lua_setiuservalue(L, -2, 1); /* the model outlives the dataset */
+    BlError err = {{0}};
+    if (bl_dataset_init(&u->d, m, tpl, bl_opt_bool(L, 1, "response_only", 1), &err))
+        return bl_lua_fail(L, &err);
+    u->live = 1;
+    each_field(L, &u->d, "chat", add_chat);
+    each_field(L, &u->d, "text", add_text);
+    each_field(L, &u->d, "files", add_file);
+    lua_getfield(L, 1, "file");
+    if (!lua_isnil(L, -1)) add_file(L, &u->d, lua_gettop(L));
+    lua_pop(L, 1);
+    lua_Integer seed = bl_opt_integer(L, 1, "seed", 0);
+    if (u->d.n > 0 && bl_dataset_shuffle(&u->d, (uint64_t)seed, &err)) return bl_lua_fail(L, &err);
+    u->d.seed = (uint64_t)seed;
+    return 1;
+}
+
+static int d_gc(lua_State *L) {
+    LDataset *u = luaL_checkudata(L, 1, BL_MT_DATASET);
+    if (u->live) bl_dataset_free(&u->d);
+    u->live = 0;
+    return 0;
+}
+
+static int d_tostring(lua_State *L) {
+    LDataset *u = luaL_checkudata(L, 1, BL_MT_DATASET);
+    lua_pushfstring(L, "bitlab.Dataset (%d examples)", u->live ? u->d.n : 0);
+    return 1;
+}
+
+static int d_size(lua_State *L) {
+    lua_pushinteger(L, bl_lua_check_dataset(L, 1)->n);
+    return 1;
+}
+
+static int d_max_len(lua_State *L) {
+    lua_pushinteger(L, bl_dataset_max_len(bl_lua_check_dataset(L, 1)));
+    return 1;
+}
+
+/* Starts visiting order afresh after examples were added. */
+static void restart(lua_State *L, BlDataset *d) {
+    BlError err = {{0}};
+    if (bl_dataset_shuffle(d, d->seed, &err)) bl_lua_fail(L, &err);
+}
+
+static int d_add_chat(lua_State *L) {
+    BlDataset *d = bl_lua_check_dataset(L, 1);
+    add_chat(L, d, 2);
+    restart(L, d);
+    return 0;
+}
+
+static int d_add_text(lua_State *L) {
+    BlDataset *d = bl_lua_check_dataset(L, 1);
+    add_text(L, d, 2);
+    restart(L, d);
+    return 0;
+}
+
+/* ds:add_tokens(ids [, n_prompt]): the first n_prompt tokens are not targets */
+static int d_add_tokens(lua_State *L) {
+    BlDataset *d = bl_lua_check_dataset(L, 1);
+    int n;
+    int *ids = bl_lua_check_ids(L, 2, d->model, &n);
+    lua_Integer np = luaL_optinteger(L, 3, 0);
+    if (np < 0 || np >= n) return luaL_argerror(L, 3, "n_prompt must leave a target token");
+    uint8_t *tg = lua_newuserdatauv(L, (size_t)n, 0);
+    for (int i = 0; i < n; i++) tg[i] = i >= np;
+    BlError err = {{0}};
+    if (bl_dataset_add_tokens(d, ids, tg, n, &err)) return bl_lua_fail(L, &err);
+    restart(L, d);
+    return 0;
+}
+
+/* ds:example(i) → ids, targets (1-based i, insertion order) */
+static int d_example(lua_State *L) {
+    BlDataset *d = bl_lua_check_dataset(L, 1);
+    lua_Integer i = luaL_checkinteger(L, 2);
+    if (i < 1 || i > d->n) return luaL_argerror(L, 2, "no such example");
+    int n;
+    const uint8_t *tg;
+    const int *ids = bl_dataset_example(d, (int)i - 1, &n, &tg);
+    bl_lua_push_ids(L, ids, n);
+    lua_createtable(L, n, 0);
+    for (int t = 0; t < n; t++) {
+        lua_pushinteger(L, tg[t]);
+        lua_rawseti(L, -2, t + 1);
+    }
+    return 2;
+}
+
+static int d_position(lua_State *L) {
+    BlDataset *d = bl_lua_check_dataset(L, 1);
+    lua_createtable(L, 0, 3);
+    lua_pushinteger(L, d->epoch);
+    lua_setfield(L, -2, "epoch");
+    lua_pushinteger(L, d->pos);
+    lua_setfield(L, -2, "pos");
+    lua_pushinteger(L, (lua_Integer)d->seed);
+    lua_setfield(L, -2, "seed");
+    return 1;
+}
+
+/* ds:seek(epoch, pos) or ds:seek{epoch=, pos=} */
+static int d_seek(lua_State *L) {
+    BlDataset *d = bl_lua_check_dataset(L, 1);
+    lua_Integer e, p;
+    if (lua_istable(L, 2)) {
+        e = bl_opt_integer(L, 2, "epoch", 0);
+        p = bl_opt_integer(L, 2, "pos", 0);
+    } else {
+        e = luaL_checkinteger(L, 2);
+        p = luaL_checkinteger(L, 3);
+    }
+    BlError err = {{0}};
+    if (bl_dataset_seek(d, (long)e, (long)p, &err)) return bl_lua_fail(L, &err);
+    return 0;
+}
+
+/* ds:batch(B [, T]) → Batch; T defaults to the longest example */
+static int d_batch(lua_State *L) {
+    BlDataset *d = bl_lua_check_dataset(L, 1);
+    lua_Integer B = luaL_checkinteger(L, 2);
+    lua_Integer T = luaL_optinteger(L, 3, bl_dataset_max_len(d));
+    if (B <= 0 || B > 4096) return luaL_argerror(L, 2, "batch size 1..4096");
+    if (T < 2 || T > 1 << 20) return luaL_argerror(L, 3, "sequence length 2..2^20");
+    size_t M = (size_t)B * T;
+    LBatch *b = lua_newuserdatauv(L, sizeof *b + M * (sizeof(int) + 1) + (size_t)B * sizeof(int), 0);
+    b->B = (int)B;
+    b->T = (int)T;
+    b->tokens = (int *)(b + 1);
+    b->lens = b->tokens + M;
+    b->mask = (uint8_t *)(b->lens + B);
+    luaL_setmetatable(L, BL_MT_BATCH);
+    BlError err = {{0}};
+    if (bl_dataset_next_batch(d, b->B, b->T, b->tokens, b->lens, b->mask, &err))
+        return bl_lua_fail(L, &err);
+    return 1;
+}
+
+// ----------------------------------------------------------------------------
+// Batch
+
+static int b_index(lua_State *L) {
+    LBatch *b = luaL_checkudata(L, 1, BL_MT_BATCH);
+    const char *k = luaL_checkstring(L, 2);
+    if (strcmp(k, "B") == 0) lua_pushinteger(L, b->B);
+    else if (strcmp(k, "T") == 0) lua_pushinteger(L, b->T);
+    else if (strcmp(k, "tokens") == 0) { /* total of the lens */
+        long s = 0;
+        for (int i = 0; i < b->B; i++) s += b->lens[i];
+        lua_pushinteger(L, s);
+    } else if (strcmp(k, "targets") == 0) {
+        long s = 0;
+        for (size_t i = 0; i < (size_t)b->B * b->T; i++) s += b->mask[i];
+        lua_pushinteger(L, s);
+    } else lua_pushnil(L);
+    return 1;
+}
+
+static int b_tostring(lua_State *L) {
+    LBatch *b = luaL_checkudata(L, 1, BL_MT_BATCH);
+    lua_pushfstring(L, "bitlab.Batch %d x %d", b->B, b->T);
+    return 1;
+}
+
+void bl_open_dataset(lua_State *L) {
+    luaL_newmetatable(L, BL_MT_DATASET);
+    static const luaL_Reg meta[] = {{"__gc", d_gc}, {"__tostring", d_tostring}, {NULL, NULL}};
+    luaL_setfuncs(L, meta, 0);
+    lua_newtable(L);
+    static const luaL_Reg methods[] = {
+        {"size", d_size},         {"max_len", d_max_len}, {"add_chat", d_add_chat},
+        {"add_text", d_add_text}, {"add_tokens", d_add_tokens}, {"example", d_example},
+        {"position", d_position}, {"seek", d_seek},       {"batch", d_batch},
+        {NULL, NULL}};
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+    luaL_newmetatable(L, BL_MT_BATCH);
+    static const luaL_Reg bmeta[] = {{"__index", b_index}, {"__tostring", b_tostring}, {NULL, NULL}};
+    luaL_setfuncs(L, bmeta, 0);
+    lua_pop(L, 1);
+    lua_pushcfunction(L, l_dataset);
+    lua_setfield(L, -2, "dataset");
+}
+
+/* Batch arrays for the trainer (l_train.c). */
+void bl_lua_batch(lua_State *L, int idx, int *B, int *T, int **tokens, int **lens, uint8_t **mask) {
+    LBatch *b = luaL_checkudata(L, idx, BL_MT_BATCH);
+    *B = b->B;
+    *T = b->T;
+    *tokens = b->tokens;
+    *lens = b->lens;
+    *mask = b->mask;
+}

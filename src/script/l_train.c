@@ -1,0 +1,511 @@
+/* l_train.c - the Student and Trainer userdata: adapters, λ and activation
+ * width, student greedy generation and forward, the distillation step with
+ * per-step loss weights and LR, checkpoints; and the evaluation helpers
+ * (perplexity, teacher–student agreement, common prefix).
+ *
+ * A Student keeps its Model alive and a Trainer its Student (user value 1),
+ * so the C structs they point into never dangle. */
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "data/dataset.h"
+#include "script/checkpoint.h"
+#include "script/eval.h"
+#include "script/internal.h"
+#include "tokenizer/tokenizer.h"
+#include "train/quant.h"
+#include "train/step.h"
+#include "train/student.h"
+
+typedef struct {
+    BlStudent s;
+    int live;
+} LStudent;
+
+typedef struct {
+    BlTrainer t;
+    int live;
+    int topk_cap; /* K the buffers were built for, 0 = no top-K loss */
+} LTrainer;
+
+static BlStudent *check_student(lua_State *L, int idx) {
+    LStudent *u = luaL_checkudata(L, idx, BL_MT_STUDENT);
+    if (!u->live) luaL_error(L, "the student was freed");
+    return &u->s;
+}
+
+static LTrainer *check_trainer(lua_State *L, int idx) {
+    LTrainer *u = luaL_checkudata(L, idx, BL_MT_TRAINER);
+    if (!u->live) luaL_error(L, "the trainer was freed");
+    return u;
+}
+
+static void set_num(lua_State *L, const char *k, double v) {
+    lua_pushnumber(L, v);
+    lua_setfield(L, -2, k);
+}
+
+// ----------------------------------------------------------------------------
+// Student
+
+/* bitlab.student{model=, lambda=1, act_bits=8, subln=false,
+ * post_attn_norm=false, dense=false} */
+static int l_student(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_getfield(L, 1, "model");
+    BlModel *m = bl_lua_check_model(L, -1);
+    BlStudentConfig c = {.lambda = (float)bl_opt_number(L, 1, "lambda", 1.0),
+                         .act_bits = (int)bl_opt_integer(L, 1, "act_bits", 8),
+                         .subln = bl_opt_bool(L, 1, "subln", 0),
+                         .post_attn_norm = bl_opt_bool(L, 1, "post_attn_norm", 0),
+                         .dense = bl_opt_bool(L, 1, "dense", 0)};
+    LStudent *u = lua_newuserdatauv(L, sizeof *u, 1);
+    u->live = 0;
+    luaL_setmetatable(L, BL_MT_STUDENT);
+    lua_pushvalue(L, -2);
+    lua_setiuservalue(L, -2, 1);
+    BlError err = {{0}};
+    if (bl_build_student(&u->s, m, &c, &err)) return bl_lua_fail(L, &err);
+    u->live = 1;
+    return 1;
+}
+
+static int s_gc(lua_State *L) {
+    LStudent *u = luaL_checkudata(L, 1, BL_MT_STUDENT);
+    if (u->live) bl_free_student(&u->s);
+    u->live = 0;
+    return 0;
+}
+
+static int n_adapters(const BlStudent *s) {
+    for (size_t i = 0; i < (size_t)s->model->cfg.n_layers * BL_LIN_KINDS; i++)
+        if (s->lin[i].lora.out > 0) return s->lin[i].lora.n;
+    return 0;
+}
+
+static int s_tostring(lua_State *L) {
+    LStudent *u = luaL_checkudata(L, 1, BL_MT_STUDENT);
+    if (!u->live) lua_pushliteral(L, "bitlab.Student (freed)");
+    else lua_pushfstring(L, "bitlab.Student (lambda %f, %d-bit acts, %d adapters)",
+                         (double)u->s.cfg.lambda, u->s.cfg.act_bits, n_adapters(&u->s));
+    return 1;
+}
+
+/* student:add_adapter{rank=16, alpha=32, seed=} / student:rotate{...} */
+static int add_or_rotate(lua_State *L, int rotate) {
+    BlStudent *s = check_student(L, 1);
+    int na = n_adapters(s);
+    int r = (int)bl_opt_integer(L, 2, "rank", 16);
+    float alpha = (float)bl_opt_number(L, 2, "alpha", 2.0 * r);
+    lua_Integer seed = bl_opt_integer(L, 2, "seed", 1 + 1000 * (lua_Integer)na);
+    BlError err = {{0}};
+    if ((rotate ? bl_student_rotate : bl_student_add_adapter)(s, r, alpha, (uint64_t)seed, &err))
+        return bl_lua_fail(L, &err);
+    if (rotate) {
+        cJSON *f = cJSON_CreateObject();
+        cJSON_AddNumberToObject(f, "adapter", na + 1);
+        cJSON_AddNumberToObject(f, "rank", r);
+        bl_metrics_event(bl_rt(L), "rotation", f);
+    }
+    lua_pushinteger(L, na + 1);
+    return 1;
+}
+
+static int s_add_adapter(lua_State *L) { return add_or_rotate(L, 0); }
+static int s_rotate(lua_State *L) { return add_or_rotate(L, 1); }
+
+static int s_n_adapters(lua_State *L) {
+    lua_pushinteger(L, n_adapters(check_student(L, 1)));
+    return 1;
+}
+
+/* student:set_lambda(x) / student:lambda() */
+static int s_set_lambda(lua_State *L) {
+    BlStudent *s = check_student(L, 1);
+    lua_Number x = luaL_checknumber(L, 2);
+    if (!(x >= 0.0 && x <= 1.0)) return luaL_argerror(L, 2, "lambda must be in [0, 1]");
+    s->cfg.lambda = (float)x;
+    return 0;
+}
+
+static int s_lambda(lua_State *L) {
+    lua_pushnumber(L, check_student(L, 1)->cfg.lambda);
+    return 1;
+}
+
+static int s_set_act_bits(lua_State *L) {
+    BlStudent *s = check_student(L, 1);
+    lua_Integer b = luaL_checkinteger(L, 2);
+    if (bl_actq_levels((int)b) < 0) return luaL_argerror(L, 2, "activation bits must be 4, 8 or 16");
+    s->cfg.act_bits = (int)b;
+    return 0;
+}
+
+static int s_act_bits(lua_State *L) {
+    lua_pushinteger(L, check_student(L, 1)->cfg.act_bits);
+    return 1;
+}
+
+/* student:generate(prompt [, {max_tokens=, chat=, system=}]) → text, ids */
+static int s_generate(lua_State *L) {
+    BlStudent *s = check_student(L, 1);
+    int opts = lua_istable(L, 3) ? 3 : 0;
+    int max_new = (int)bl_opt_integer(L, opts, "max_tokens", 128);
+    if (max_new <= 0) return luaL_error(L, "max_tokens must be positive");
+    int n;
+    int *prompt = bl_lua_prompt(L, s->model, 2, opts, &n);
+    int *out = lua_newuserdatauv(L, sizeof(int) * (size_t)max_new, 0);
+    int n_out = 0;
+    BlError err = {{0}};
+    if (bl_student_generate_greedy(s, prompt, n, max_new, out, &n_out, &err))
+        return bl_lua_fail(L, &err);
+    char *text = NULL;
+    if (bl_tokenizer_decode(s->model->tokenizer, out, n_out, true, &text, &err))
+        return bl_lua_fail(L, &err);
+    lua_pushstring(L, text);
+    free(text);
+    bl_lua_push_ids(L, out, n_out);
+    return 2;
+}
+
+/* student:forward(ids) → argmax per position, mean next-token NLL */
+static int s_forward(lua_State *L) {
+    BlStudent *s = check_student(L, 1);
+    int n;
+    int *ids = bl_lua_check_ids(L, 2, s->model, &n);
+    int *am = lua_newuserdatauv(L, sizeof(int) * (size_t)n, 0);
+    double nll = 0.0;
+    long cnt = 0;
+    BlError err = {{0}};
+    if (bl_eval_sequence(s->model, s, ids, n, NULL, am, &nll, &cnt, &err)) return bl_lua_fail(L, &err);
+    bl_lua_push_ids(L, am, n);
+    lua_pushnumber(L, cnt ? nll / cnt : 0.0);
+    return 2;
+}
+
+static int s_memory(lua_State *L) {
+    BlStudentMemory mem;
+    bl_student_memory(check_student(L, 1), &mem);
+    lua_newtable(L);
+    set_num(L, "frozen_weights", (double)mem.frozen_weights);
+    set_num(L, "adapters_frozen", (double)mem.adapters_frozen);
+    set_num(L, "adapters_trainable", (double)mem.adapters_trainable);
+    set_num(L, "grads", (double)mem.grads);
+    set_num(L, "optimizer", (double)mem.optimizer);
+    return 1;
+}
+
+// ----------------------------------------------------------------------------
+// evaluation
+
+/* Row mask of example i: row t selected when token t+1 is a target. */
+static uint8_t *row_mask(lua_State *L, const uint8_t *tg, int n) {
+    uint8_t *rm = lua_newuserdatauv(L, (size_t)n, 0);
+    for (int t = 0; t < n; t++) rm[t] = t + 1 < n && tg[t + 1];
+    return rm;
+}
+
+/* bitlab.perplexity(model_or_student, ds [, max_examples]) → ppl, rows */
+static int l_perplexity(lua_State *L) {
+    BlStudent *s = luaL_testudata(L, 1, BL_MT_STUDENT) ? check_student(L, 1) : NULL;
+    const BlModel *m = s ? s->model : bl_lua_check_model(L, 1);
+    BlDataset *d = bl_lua_check_dataset(L, 2);
+    int lim = (int)luaL_optinteger(L, 3, d->n);
+    double nll = 0.0;
+    long cnt = 0;
+    BlError err = {{0}};
+    for (int i = 0; i < d->n && i < lim; i++) {
+        int n;
+        const uint8_t *tg;
+        const int *ids = bl_dataset_example(d, i, &n, &tg);
+        uint8_t *rm = row_mask(L, tg, n);
+        if (bl_eval_sequence(m, s, ids, n, rm, NULL, &nll, &cnt, &err)) return bl_lua_fail(L, &err);
+        lua_pop(L, 1);
+    }
+    lua_pushnumber(L, cnt ? exp(nll / cnt) : NAN);
+    lua_pushinteger(L, cnt);
+    return 2;
+}
+
+/* bitlab.agreement(student, ds [, max_examples]) → fraction of target rows
+ * where teacher and student agree on the top-1 next token, rows */
+static int l_agreement(lua_State *L) {
+    BlStudent *s = check_student(L, 1);
+    BlDataset *d = bl_lua_check_dataset(L, 2);
+    int lim = (int)luaL_optinteger(L, 3, d->n);
+    long same = 0, rows = 0;
+    BlError err = {{0}};
+    for (int i = 0; i < d->n && i < lim; i++) {
+        int n;
+        const uint8_t *tg;
+        const int *ids = bl_dataset_example(d, i, &n, &tg);
+        int *at = lua_newuserdatauv(L, sizeof(int) * (size_t)n * 2, 0), *as = at + n;
+        double nll = 0.0;
+        long c = 0;
+        if (bl_eval_sequence(s->model, NULL, ids, n, NULL, at, &nll, &c, &err) ||
+            bl_eval_sequence(s->model, s, ids, n, NULL, as, &nll, &c, &err))
+            return bl_lua_fail(L, &err);
+        for (int t = 0; t + 1 < n; t++)
+            if (tg[t + 1]) rows++, same += at[t] == as[t];
+        lua_pop(L, 1);
+    }
+    lua_pushnumber(L, rows ? (double)same / rows : NAN);
+    lua_pushinteger(L, rows);
+    return 2;
+}
+
+/* bitlab.common_prefix(a, b) → length of the common prefix of two lists */
+static int l_common_prefix(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_Integer na = luaL_len(L, 1), nb = luaL_len(L, 2), i = 0;
+    for (; i < na && i < nb; i++) {
+        lua_rawgeti(L, 1, i + 1);
+        lua_rawgeti(L, 2, i + 1);
+        int eq = lua_rawequal(L, -1, -2);
+        lua_pop(L, 2);
+        if (!eq) break;
+    }
+    lua_pushinteger(L, i);
+    return 1;
+}
+
+// ----------------------------------------------------------------------------
+// Trainer
+
+static void read_loss_weights(lua_State *L, int idx, BlLossConfig *lc) {
+    lc->w_ce = (float)bl_opt_number(L, idx, "ce", lc->w_ce);
+    lc->w_kl = (float)bl_opt_number(L, idx, "kl", lc->w_kl);
+    lc->w_topk = (float)bl_opt_number(L, idx, "topk", lc->w_topk);
+    lc->w_cos = (float)bl_opt_number(L, idx, "cos", lc->w_cos);
+    lc->w_mag = (float)bl_opt_number(L, idx, "mag", lc->w_mag);
+    lc->tau = (float)bl_opt_number(L, idx, "tau", lc->tau);
+}
+
+/* bitlab.trainer{student=, batch=1, seq=, ce=1, kl=0, topk=0, k=0, cos=0,
+ * mag=0, tau=1, clip=1, lr=1e-4, beta1=0.9, beta2=0.95, eps=1e-8,
+ * weight_decay=0}; batch and seq are the micro-batch capacity */
+static int l_trainer(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_getfield(L, 1, "student");
+    BlStudent *s = check_student(L, -1);
+    int B = (int)bl_opt_integer(L, 1, "batch", 1);
+    int T = (int)bl_opt_integer(L, 1, "seq", 0);
+    if (B <= 0 || T < 2) return luaL_error(L, "trainer: batch >= 1 and seq >= 2 are required");
+    BlLossConfig lc = {.w_ce = 1.0f, .tau = 1.0f, .topk = 1};
+    read_loss_weights(L, 1, &lc);
+    int K = (int)bl_opt_integer(L, 1, "k", 0);
+    BlOptConfig oc = {.adamw = {.lr = (float)bl_opt_number(L, 1, "lr", 1e-4),
+                                .beta1 = (float)bl_opt_number(L, 1, "beta1", 0.9),
+                                .beta2 = (float)bl_opt_number(L, 1, "beta2", 0.95),
+                                .eps = (float)bl_opt_number(L, 1, "eps", 1e-8),
+                                .weight_decay = (float)bl_opt_number(L, 1, "weight_decay", 0.0)},
+                      .max_grad_norm = (float)bl_opt_number(L, 1, "clip", 1.0)};
+    if (lc.w_topk != 0.0f && K <= 0) return luaL_error(L, "trainer: the top-K loss needs k=");
+    float w_topk = lc.w_topk;
+    if (K > 0) { /* size the top-K buffers even when the weight starts at 0 */
+        lc.topk = K;
+        lc.w_topk = 1.0f;
+    }
+    LTrainer *u = lua_newuserdatauv(L, sizeof *u, 1);
+    u->live = 0;
+    luaL_setmetatable(L, BL_MT_TRAINER);
+    lua_pushvalue(L, -2);
+    lua_setiuservalue(L, -2, 1);
+    BlError err = {{0}};
+    if (bl_build_trainer(&u->t, s, B, T, &lc, &oc, &err)) return bl_lua_fail(L, &err);
+    u->t.loss.w_topk = w_topk;
+    u->topk_cap = K;
+    u->live = 1;
+    return 1;
+}
+
+static int t_gc(lua_State *L) {
+    LTrainer *u = luaL_checkudata(L, 1, BL_MT_TRAINER);
+    if (u->live) bl_free_trainer(&u->t);
+    u->live = 0;
+    return 0;
+}
+
+static int t_tostring(lua_State *L) {
+    LTrainer *u = luaL_checkudata(L, 1, BL_MT_TRAINER);
+    if (!u->live) lua_pushliteral(L, "bitlab.Trainer (freed)");
+    else lua_pushfstring(L, "bitlab.Trainer %d x %d, %d steps", u->t.B, u->t.T, (int)u->t.steps);
+    return 1;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void push_result(lua_State *L, const BlTrainer *tr, const BlStepResult *r) {
+    lua_createtable(L, 0, 16);
+    set_num(L, "ce", r->ce);
+    set_num(L, "kl", r->kl);
+    set_num(L, "topk", r->topk);
+    set_num(L, "cos", r->cos);
+    set_num(L, "mag", r->mag);
+    set_num(L, "total", r->total);
+    set_num(L, "grad_norm", r->grad_norm);
+    int nl = tr->model->cfg.n_layers;
+    lua_createtable(L, nl, 0);
+    for (int l = 0; l < nl; l++) {
+        lua_pushnumber(L, r->block_grad_norm ? r->block_grad_norm[l] : 0.0);
+        lua_rawseti(L, -2, l + 1);
+    }
+    lua_setfield(L, -2, "block_grad_norm");
+    lua_createtable(L, 0, BL_GRAD_KINDS);
+    for (int k = 0; k < BL_GRAD_KINDS; k++) {
+        if (r->kind_grad_norm[k] == 0.0) continue; /* kinds this arch lacks */
+        lua_pushnumber(L, r->kind_grad_norm[k]);
+        lua_setfield(L, -2, k == BL_GRAD_KIND_NORM ? "norm" : bl_linear_kind_name(k));
+    }
+    lua_setfield(L, -2, "kind_grad_norm");
+    lua_pushboolean(L, r->skipped);
+    lua_setfield(L, -2, "skipped");
+    lua_pushinteger(L, tr->skipped);
+    lua_setfield(L, -2, "skipped_total");
+}
+
+/* trainer:step(batch [, {lr=, ce=, kl=, topk=, cos=, mag=, tau=}]) → result */
+static int t_step(lua_State *L) {
+    LTrainer *u = check_trainer(L, 1);
+    BlTrainer *tr = &u->t;
+    int B, T, *tokens, *lens;
+    uint8_t *mask;
+    bl_lua_batch(L, 2, &B, &T, &tokens, &lens, &mask);
+    if (T > tr->T) return luaL_error(L, "batch length %d exceeds the trainer's seq %d", T, tr->T);
+    if (B % tr->B) return luaL_error(L, "batch of %d is not a multiple of the trainer's %d", B, tr->B);
+    BlLossConfig lc = tr->loss;
+    read_loss_weights(L, 3, &lc);
+    if (lc.w_topk != 0.0f && u->topk_cap == 0)
+        return luaL_error(L, "the top-K loss needs a trainer built with k=");
+    if (!(lc.tau > 0.0f)) return luaL_error(L, "tau must be positive");
+    double lr = bl_opt_number(L, 3, "lr", tr->opt.adamw.lr);
+    if (!(lr >= 0.0)) return luaL_error(L, "lr must be >= 0");
+    tr->loss = lc;
+    tr->opt.adamw.lr = (float)lr;
+    BlStepResult r;
+    BlError err = {{0}};
+    double t0 = now_s();
+    if (bl_distill_step(tr, tokens, lens, mask, B / tr->B, tr->B, T, &r, &err))
+        return bl_lua_fail(L, &err);
+    double dt = now_s() - t0;
+    long ntok = 0;
+    for (int b = 0; b < B; b++) ntok += lens[b];
+    if (r.skipped) {
+        cJSON *f = cJSON_CreateObject();
+        cJSON_AddNumberToObject(f, "skipped_total", (double)tr->skipped);
+        bl_metrics_event(bl_rt(L), "nonfinite_skip", f);
+    }
+    push_result(L, tr, &r);
+    set_num(L, "seconds", dt);
+    set_num(L, "tokens", (double)ntok);
+    set_num(L, "tokens_per_s", dt > 0 ? ntok / dt : 0.0);
+    return 1;
+}
+
+/* trainer:save(path [, state]): state is any JSON-able table, stored with the
+ * knob values and the bitlab.random state */
+static int t_save(lua_State *L) {
+    LTrainer *u = check_trainer(L, 1);
+    const char *path = luaL_checkstring(L, 2);
+    BlRuntime *rt = bl_rt(L);
+    BlError err = {{0}};
+    cJSON *o = cJSON_CreateObject(), *user = NULL;
+    if (!lua_isnoneornil(L, 3) && !(user = bl_lua_to_json(L, 3, &err))) {
+        cJSON_Delete(o);
+        return bl_lua_fail(L, &err);
+    }
+    if (user) cJSON_AddItemToObject(o, "user", user);
+    cJSON_AddItemToObject(o, "knobs", bl_knobs_json(rt));
+    char rng[24];
+    snprintf(rng, sizeof rng, "%016" PRIx64, rt->rng);
+    cJSON_AddStringToObject(o, "rng", rng);
+    char *json = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    int rc = json ? bl_checkpoint_save(path, u->t.student, &u->t, json, &err)
+                  : bl_fail(&err, "out of memory");
+    cJSON_free(json);
+    if (rc) return bl_lua_fail(L, &err);
+    cJSON *f = cJSON_CreateObject();
+    cJSON_AddStringToObject(f, "path", path);
+    bl_metrics_event(rt, "checkpoint", f);
+    return 0;
+}
+
+/* trainer:load(path) → state (restores adapters, optimizer, counters, knobs,
+ * bitlab.random) */
+static int t_load(lua_State *L) {
+    LTrainer *u = check_trainer(L, 1);
+    const char *path = luaL_checkstring(L, 2);
+    BlRuntime *rt = bl_rt(L);
+    BlError err = {{0}};
+    char *json = NULL;
+    if (bl_checkpoint_load(path, u->t.student, &u->t, &json, &err)) return bl_lua_fail(L, &err);
+    cJSON *o = cJSON_Parse(json);
+    free(json);
+    if (!o) return luaL_error(L, "%s: the checkpoint's script state is not JSON", path);
+    const cJSON *rng = cJSON_GetObjectItemCaseSensitive(o, "rng");
+    if (cJSON_IsString(rng)) rt->rng = strtoull(rng->valuestring, NULL, 16);
+    bl_knobs_restore(rt, cJSON_GetObjectItemCaseSensitive(o, "knobs"));
+    const cJSON *user = cJSON_GetObjectItemCaseSensitive(o, "user");
+    if (user) bl_json_push(L, user);
+    else lua_pushnil(L);
+    cJSON_Delete(o);
+    cJSON *f = cJSON_CreateObject();
+    cJSON_AddStringToObject(f, "path", path);
+    bl_metrics_event(rt, "resume", f);
+    return 1;
+}
+
+static int t_steps(lua_State *L) {
+    LTrainer *u = check_trainer(L, 1);
+    lua_pushinteger(L, u->t.steps);
+    lua_pushinteger(L, u->t.skipped);
+    return 2;
+}
+
+static int t_memory(lua_State *L) {
+    BlTrainerMemory mem;
+    bl_trainer_memory(&check_trainer(L, 1)->t, &mem);
+    lua_newtable(L);
+    set_num(L, "activations", (double)mem.activations);
+    set_num(L, "scratch", (double)mem.scratch);
+    set_num(L, "student", (double)(mem.student.adapters_frozen + mem.student.adapters_trainable +
+                                   mem.student.grads + mem.student.optimizer));
+    set_num(L, "frozen_weights", (double)mem.student.frozen_weights);
+    return 1;
+}
+
+static void new_class(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods) {
+    luaL_newmetatable(L, name);
+    luaL_setfuncs(L, meta, 0);
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+}
+
+void bl_open_train(lua_State *L) {
+    static const luaL_Reg smeta[] = {{"__gc", s_gc}, {"__tostring", s_tostring}, {NULL, NULL}};
+    static const luaL_Reg smethods[] = {
+        {"add_adapter", s_add_adapter}, {"rotate", s_rotate},     {"n_adapters", s_n_adapters},
+        {"set_lambda", s_set_lambda},   {"lambda", s_lambda},     {"set_act_bits", s_set_act_bits},
+        {"act_bits", s_act_bits},       {"generate", s_generate}, {"forward", s_forward},
+        {"memory", s_memory},           {NULL, NULL}};
+    new_class(L, BL_MT_STUDENT, smeta, smethods);
+    static const luaL_Reg tmeta[] = {{"__gc", t_gc}, {"__tostring", t_tostring}, {NULL, NULL}};
+    static const luaL_Reg tmethods[] = {{"step", t_step},   {"save", t_save},     {"load", t_load},
+                                        {"steps", t_steps}, {"memory", t_memory}, {NULL, NULL}};
+    new_class(L, BL_MT_TRAINER, tmeta, tmethods);
+    static const luaL_Reg fns[] = {{"student", l_student},       {"trainer", l_trainer},
+                                   {"perplexity", l_perplexity}, {"agreement", l_agreement},
+                                   {"common_prefix", l_common_prefix}, {NULL, NULL}};
+    luaL_setfuncs(L, fns, 0);
+}
