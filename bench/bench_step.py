@@ -5,14 +5,13 @@ baseline, in the same run (figures, not a test).
 Step: teacher forward + student forward (λ = 1, 8-bit activations, LoRA r=16
 α=32 on every block linear) + CE + KL(τ=2) + hidden cosine + backward + clip
 + AdamW, batch B x T of random full-length sequences. bitlab runs
-`step_tool bench` (tests/tools/step_tool.c → bl_bench_step), PyTorch runs
+`bitlab bench step` (→ bl_bench_step), PyTorch runs
 bench/bench_step_torch.py; both with the same thread count, each in its own
 process so that peak RSS is per implementation. Timings are medians; the
 machine may be shared, so compare figures from one run only.
 
 OpenBLAS 0.3.21 falls back to its SSE3 kernels on some virtualised Xeons;
-as in bench_forward.py, OPENBLAS_CORETYPE is set from the CPU flags unless
-the caller set it.
+the bitlab executable corrects that itself (src/cli/blas_core.c).
 
     python3 bench/bench_step.py [--model M.gguf] [--build build] [--batch 4] [--seq 128]
                                 [--steps 5] [--warmup 2] [--threads 2]
@@ -24,17 +23,6 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def coretype():
-    if os.environ.get("OPENBLAS_CORETYPE"):
-        return os.environ["OPENBLAS_CORETYPE"]
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((l for l in f if l.startswith("flags")), "").split()
-    except OSError:
-        return None
-    return "SkylakeX" if "avx512f" in flags else "Haswell" if "avx2" in flags else None
 
 
 def run_json(cmd, env):
@@ -60,19 +48,15 @@ def main():
     # caller's environment and --threads (OMP_NUM_THREADS made its step ~15x
     # slower here, so it is deliberately not set)
     env = dict(os.environ, OPENBLAS_NUM_THREADS=str(a.threads))
-    core = coretype()
-    if core:
-        env["OPENBLAS_CORETYPE"] = core
-    shape = ["--batch", str(a.batch), "--seq", str(a.seq), "--steps", str(a.steps),
-             "--warmup", str(a.warmup)]
-    tool = os.environ.get("STEP_TOOL") or os.path.join(a.build, "step_tool")
-    bl = run_json([tool, "bench", "--model", a.model] + shape, env)
+    shape = ["--batch", str(a.batch), "--seq", str(a.seq), "--warmup", str(a.warmup)]
+    exe = os.environ.get("BITLAB_BIN") or os.path.join(a.build, "bitlab")
+    bl = run_json([exe, "bench", "step", "--model", a.model, "--iters", str(a.steps)] + shape, env)
     pt = run_json([sys.executable, os.path.join(ROOT, "bench", "bench_step_torch.py"),
-                   "--model", a.model, "--threads", str(a.threads)] + shape, dict(os.environ))
+                   "--model", a.model, "--threads", str(a.threads), "--steps", str(a.steps)] + shape,
+                  dict(os.environ))
     M = a.batch * a.seq
     print(f"distillation step, {os.path.basename(a.model)}, batch {a.batch} x {a.seq} = {M} tokens, "
-          f"{a.threads} threads, median of {a.steps} (after {a.warmup} warm-up), "
-          f"OPENBLAS_CORETYPE={core or 'auto'}")
+          f"{a.threads} threads, median of {a.steps} (after {a.warmup} warm-up)")
     print(f"{'implementation':22s} {'step s':>8s} {'tokens/s':>9s} {'peak RSS MiB':>13s}")
     for name, r in ((f"bitlab", bl), (f"PyTorch {pt.get('torch', '')}", pt)):
         print(f"{name:22s} {r['step_s_median']:8.3f} {r['tokens_per_s']:9.1f} {r['peak_rss_mib']:13.1f}")

@@ -1,20 +1,17 @@
 /* step_tool.c - bitlab's distillation step for tests/py/test_distill_step_parity.py
- * (protocol in that file's header), and the step benchmark for
- * bench/bench_step.py.
+ * (protocol in that file's header).
  *
  *   step_tool --model DIR --adapters adapters.bin --tokens tokens.bin
  *             --lens L0,L1,... --lam LAMBDA --bits {4,8,16} --tau TAU --topk K
  *             --out out.bin
- *   step_tool bench --model PATH [--batch 4] [--seq 128] [--steps 5] [--warmup 2]
  *
  * The parity mode runs one accumulate (teacher + student forward, every loss
  * with weight 1, backward; no update) and writes the losses and the newest
- * adapter's gradients. The bench mode prints one JSON line. */
+ * adapter's gradients. (The step benchmark is `bitlab bench step`.) */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 
 #include "model/model.h"
 #include "train/step.h"
@@ -147,42 +144,16 @@ static int run_step(BlModel *m, int argc, char **argv, BlError *err) {
     return rc;
 }
 
-// ----------------------------------------------------------------------------
-// bench mode
-
-static int run_bench(BlModel *m, int argc, char **argv, BlError *err) {
-    BlStepBench b;
-    int B = atoi(arg(argc, argv, "--batch", "4")), T = atoi(arg(argc, argv, "--seq", "128"));
-    if (bl_bench_step(m, B, T, atoi(arg(argc, argv, "--warmup", "2")),
-                      atoi(arg(argc, argv, "--steps", "5")), &b, err))
-        return -1;
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    double MiB = 1024.0 * 1024.0;
-    printf("{\"impl\": \"bitlab\", \"model\": \"%s\", \"batch\": %d, \"seq\": %d, \"steps\": %d, "
-           "\"tokens_per_s\": %.2f, \"step_s_median\": %.4f, \"step_s_min\": %.4f, "
-           "\"last_loss\": %.5f, \"peak_rss_mib\": %.1f, \"mem_mib\": {\"frozen_weights\": %.1f, "
-           "\"adapters_frozen\": %.2f, \"trainable\": %.2f, \"grads\": %.2f, \"optimizer\": %.2f, "
-           "\"activations\": %.1f, \"scratch\": %.1f}}\n",
-           m->name ? m->name : "", B, T, b.steps, b.tokens_per_s, b.step_s_median, b.step_s_min,
-           b.last_total, ru.ru_maxrss / 1024.0, b.mem.student.frozen_weights / MiB,
-           b.mem.student.adapters_frozen / MiB, b.mem.student.adapters_trainable / MiB,
-           b.mem.student.grads / MiB, b.mem.student.optimizer / MiB, b.mem.activations / MiB,
-           b.mem.scratch / MiB);
-    return 0;
-}
-
 int main(int argc, char **argv) {
-    int bench = argc > 1 && !strcmp(argv[1], "bench");
     const char *mp = arg(argc, argv, "--model", NULL);
     if (!mp) {
-        fprintf(stderr, "usage: step_tool [bench] --model PATH ... (see the file header)\n");
+        fprintf(stderr, "usage: step_tool --model PATH ... (see the file header)\n");
         return 2;
     }
     BlError err = {{0}};
     BlModel *m = NULL;
     int rc = bl_model_load(&m, mp, &err);
-    if (rc == 0) rc = bench ? run_bench(m, argc, argv, &err) : run_step(m, argc, argv, &err);
+    if (rc == 0) rc = run_step(m, argc, argv, &err);
     if (rc) fprintf(stderr, "step_tool: %s\n", err.msg);
     bl_model_free(m);
     return rc ? 1 : 0;
