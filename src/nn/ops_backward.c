@@ -10,6 +10,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "core/vmath.h"
+
 // ----------------------------------------------------------------------------
 // matmul
 
@@ -53,9 +55,12 @@ void bl_rmsnorm_backward(float *dx, float *dg, const float *dy, const float *x, 
 void bl_rope_backward(float *dx, const int *pos, int M, int n_heads, int head_dim, float theta,
                       bool interleaved) {
     int half = head_dim / 2;
+    /* as the forward: one pow per frequency, not one per row */
+    double freq[half > 0 ? half : 1];
+    for (int i = 0; i < half; i++) freq[i] = pow((double)theta, -2.0 * i / head_dim);
     for (int m = 0; m < M; m++) {
         for (int i = 0; i < half; i++) {
-            double ang = (double)pos[m] * pow((double)theta, -2.0 * i / head_dim);
+            double ang = (double)pos[m] * freq[i];
             float c = (float)cos(ang), s = (float)sin(ang);
             for (int h = 0; h < n_heads; h++) {
                 float *v = dx + (size_t)m * n_heads * head_dim + (size_t)h * head_dim;
@@ -124,12 +129,15 @@ void bl_attention_backward(float *dq, float *dk, float *dv, const float *dout, c
 void bl_swiglu_backward(float *dgate, float *dup, const float *dy, const float *gate,
                         const float *up, int M, int H, int ld) {
     for (int m = 0; m < M; m++) {
+        const float *g = gate + (size_t)m * ld, *u = up + (size_t)m * ld;
+        const float *d = dy + (size_t)m * H;
+        float *dg = dgate ? dgate + (size_t)m * ld : NULL;
+        float *du = dup ? dup + (size_t)m * ld : NULL;
+        /* the tests are loop-invariant: -O3 unswitches them and vectorises */
         for (int j = 0; j < H; j++) {
-            size_t o = (size_t)m * ld + j;
-            float g = gate[o], d = dy[(size_t)m * H + j];
-            float sg = 1.0f / (1.0f + expf(-g));
-            if (dgate) dgate[o] = d * up[o] * sg * (1.0f + g * (1.0f - sg));
-            if (dup) dup[o] = d * g * sg;
+            float sg = 1.0f / (1.0f + bl_expf(-g[j]));
+            if (dg) dg[j] = d[j] * u[j] * sg * (1.0f + g[j] * (1.0f - sg));
+            if (du) du[j] = d[j] * g[j] * sg;
         }
     }
 }

@@ -11,6 +11,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "core/vmath.h"
+
 // ----------------------------------------------------------------------------
 // matmul
 
@@ -46,12 +48,15 @@ void bl_rope(float *x, const int *pos, int M, int n_heads, int head_dim, float t
              bool interleaved) {
     int half = head_dim / 2;
     int row = n_heads * head_dim;
+    /* the frequencies depend on i only: one pow each, not one per row */
+    double freq[half > 0 ? half : 1];
+    for (int i = 0; i < half; i++) freq[i] = pow((double)theta, -2.0 * i / head_dim);
     for (int m = 0; m < M; m++) {
         float *xr = x + (size_t)m * row;
         for (int i = 0; i < half; i++) {
             /* the angle in double: pos·θ^(-2i/hd) reaches thousands of radians,
              * where a float angle would lose the 1e-4 parity */
-            double ang = pos[m] * pow((double)theta, -2.0 * i / head_dim);
+            double ang = pos[m] * freq[i];
             float c = (float)cos(ang), s = (float)sin(ang);
             int i0 = interleaved ? 2 * i : i;
             int i1 = interleaved ? 2 * i + 1 : i + half;
@@ -162,7 +167,7 @@ void bl_swiglu(float *y, const float *gate, const float *up, int M, int H, int l
     for (int m = 0; m < M; m++) {
         const float *g = gate + (size_t)m * ld, *u = up + (size_t)m * ld;
         float *yr = y + (size_t)m * H;
-        for (int i = 0; i < H; i++) yr[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+        for (int i = 0; i < H; i++) yr[i] = g[i] / (1.0f + bl_expf(-g[i])) * u[i];
     }
 }
 

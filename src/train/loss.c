@@ -1,9 +1,12 @@
 /* loss.c - cross-entropy, KL, top-K KL and hidden cosine losses (see loss.h).
- * Softmaxes shift by the row maximum and sum in double. */
+ * Softmaxes shift by the row maximum, exponentiate in float (bl_expf) and sum
+ * in double. */
 #include "train/loss.h"
 
 #include <math.h>
 #include <stddef.h>
+
+#include "core/vmath.h"
 
 // ----------------------------------------------------------------------------
 // row selection and log-sum-exp
@@ -23,13 +26,51 @@ static int count_rows(const BlLossRows *r) {
     return n;
 }
 
-/* log Σ_j exp(x_j / τ) */
-static double lse(const float *x, int V, float tau) {
+/* The softmaxes exponentiate with bl_expf (float, vectorised) in blocks of
+ * BLK on the stack and add the block into LANES double partial sums: the
+ * fixed lane pattern vectorises without reassociation flags, and the order of
+ * the additions, so the result, depends only on V. */
+enum { BLK = 256, LANES = 8 };
+
+static void add_lanes(double *acc, const float *e, int n) {
+    int k = 0;
+    for (; k + LANES <= n; k += LANES)
+        for (int l = 0; l < LANES; l++) acc[l] += e[k + l];
+    for (int l = 0; k + l < n; l++) acc[l] += e[k + l];
+}
+
+static double fold_lanes(const double *acc) {
+    double s = 0.0;
+    for (int l = 0; l < LANES; l++) s += acc[l];
+    return s;
+}
+
+static float row_max(const float *x, int V) {
     float mx = x[0];
     for (int j = 1; j < V; j++) mx = x[j] > mx ? x[j] : mx;
-    double sum = 0.0;
-    for (int j = 0; j < V; j++) sum += exp(((double)x[j] - mx) / tau);
-    return (double)mx / tau + log(sum);
+    return mx;
+}
+
+/* S = Σ_j exp((x_j − mx)/τ) with mx = max_j x_j, so log Σ_j exp(x_j/τ) =
+ * mx/τ + log S.  The gradient loops recompute exp((x_j − mx)·(1/τ)) with the
+ * same float expression, so their softmax is exactly the one summed here. */
+static double sum_exp(const float *x, int V, float tau, float *mx) {
+    float m = row_max(x, V), rt = 1.0f / tau, e[BLK];
+    double acc[LANES] = {0};
+    for (int j0 = 0; j0 < V; j0 += BLK) {
+        int n = V - j0 < BLK ? V - j0 : BLK;
+        for (int k = 0; k < n; k++) e[k] = bl_expf((x[j0 + k] - m) * rt);
+        add_lanes(acc, e, n);
+    }
+    *mx = m;
+    return fold_lanes(acc);
+}
+
+/* log Σ_j exp(x_j / τ) */
+static double lse(const float *x, int V, float tau) {
+    float mx;
+    double s = sum_exp(x, V, tau, &mx);
+    return (double)mx / tau + log(s);
 }
 
 // ----------------------------------------------------------------------------
@@ -45,11 +86,12 @@ double bl_ce_loss(float *dlogits, float grad_weight, const float *logits, const 
             size_t row = (size_t)b * r->T + t;
             const float *z = logits + row * V;
             int y = r->tokens[row + 1];
-            double l = lse(z, V, 1.0f);
-            loss += l - z[y];
+            float mx;
+            double S = sum_exp(z, V, 1.0f, &mx);
+            loss += (double)mx + log(S) - z[y];
             if (!dlogits) continue;
-            float *d = dlogits + row * V;
-            for (int j = 0; j < V; j++) d[j] += (float)(g * exp(z[j] - l));
+            float *d = dlogits + row * V, gs = (float)(g / S); /* softmax_j = e_j / S */
+            for (int j = 0; j < V; j++) d[j] += gs * bl_expf(z[j] - mx);
             d[y] -= (float)g;
         }
     return loss / n;
@@ -68,14 +110,30 @@ double bl_kl_loss(float *dlogits, float grad_weight, const float *s, const float
             if (!selected(r, b, tt)) continue;
             size_t row = (size_t)b * r->T + tt;
             const float *zs = s + row * V, *zt = t + row * V;
-            double ls = lse(zs, V, tau), lt = lse(zt, V, tau), kl = 0.0;
+            float ms, mt;
+            double Ss = sum_exp(zs, V, tau, &ms), St = sum_exp(zt, V, tau, &mt);
+            /* log p_j − log q_j = (zt_j − zs_j)/τ − c, in double (the float
+             * difference is exact there); p_j = et_j / St, q_j = es_j / Ss */
+            double c = ((double)mt - ms) / tau + log(St) - log(Ss), rtd = 1.0 / tau;
+            double acc[LANES] = {0};
+            float rt = 1.0f / tau, gq = (float)(g / Ss), gp = (float)(g / St);
             float *d = dlogits ? dlogits + row * V : NULL;
-            for (int j = 0; j < V; j++) {
-                double lp = zt[j] / tau - lt, lq = zs[j] / tau - ls, p = exp(lp);
-                kl += p * (lp - lq);
-                if (d) d[j] += (float)(g * (exp(lq) - p));
+            float et[BLK];
+            for (int j0 = 0; j0 < V; j0 += BLK) {
+                int n = V - j0 < BLK ? V - j0 : BLK;
+                const float *s0 = zs + j0, *t0 = zt + j0;
+                for (int k = 0; k < n; k++) et[k] = bl_expf((t0[k] - mt) * rt);
+                if (d)
+                    for (int k = 0; k < n; k++)
+                        d[j0 + k] += gq * bl_expf((s0[k] - ms) * rt) - gp * et[k];
+                int k = 0;
+                for (; k + LANES <= n; k += LANES)
+                    for (int l = 0; l < LANES; l++)
+                        acc[l] += et[k + l] * (((double)t0[k + l] - s0[k + l]) * rtd - c);
+                for (int l = 0; k + l < n; l++)
+                    acc[l] += et[k + l] * (((double)t0[k + l] - s0[k + l]) * rtd - c);
             }
-            loss += kl;
+            loss += fold_lanes(acc) / St;
         }
     return (double)tau * tau * loss / n;
 }
