@@ -46,10 +46,15 @@ local run = bitlab.train{
   loss = {ce = 1, kl = 1, cos = 1, tau = 1},
   checkpoint = os.getenv("OVERFIT_CHECKPOINT"), checkpoint_every = os.getenv("OVERFIT_CHECKPOINT") and 50 or nil,
   progress_every = 10,
+  -- in the dashboard: the prompt side by side (Tab/e work on it), refreshed
+  -- six times over the run; the teacher's answer is the one above
+  prompts = {PROMPT}, max_tokens = max_tokens, teacher_ids = {[PROMPT] = teacher_ids},
+  generate_every = bitlab.dashboard and math.max(1, steps // 6) or nil,
 }
 
 local student_text, student_ids = run.student:generate(prompt, {max_tokens = max_tokens})
 local common = bitlab.common_prefix(teacher_ids, student_ids)
+bitlab.show_generation{prompt = PROMPT, model = model, teacher = teacher_ids, student = student_ids}
 print("\n--- teacher ---\n" .. teacher_text)
 print("--- student (lambda 1, 8-bit activations) ---\n" .. student_text)
 print(string.format("\ncommon greedy prefix: %d of %d teacher tokens (student produced %d)",

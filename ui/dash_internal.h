@@ -53,6 +53,7 @@ typedef struct {
 typedef enum {
     MODE_NORMAL,
     MODE_HELP,
+    MODE_ERROR,       /* the script error box (any key closes it) */
     MODE_QUIT_ASK,    /* "save a checkpoint before quitting? y/n" */
     MODE_EDIT_KNOB,   /* typing a knob value */
     MODE_EDIT_PROMPT, /* typing a prompt */
@@ -87,12 +88,15 @@ typedef struct {
     /* timing, for the ETA and the elapsed time */
     double t_start, t_last_rec, sec_per_step; /* monotonic seconds; NaN = unknown */
     long step_last_rec;
+    double sum_step_s;   /* the records' own step_seconds, summed */
+    long n_step_s;
     /* view */
     bool paused, worker_done, log_scale, color;
     double ema_beta;
     DashMode mode;
     char edit[1024];
     char status[256]; /* one transient line in the key bar */
+    char error[4096]; /* the last script error: message and traceback */
 } DashState;
 
 void dash_state_init(DashState *s);
@@ -104,6 +108,8 @@ void dash_state_info(DashState *s, const DashInfo *info);
 void dash_state_knob(DashState *s, const DashKnob *k);
 /* Takes ownership of g's buffers. */
 void dash_state_gen(DashState *s, int index, DashGen *g);
+/* Declares prompt `index` (see dash_set_prompt). */
+void dash_state_prompt(DashState *s, int index, const char *prompt);
 void dash_state_event(DashState *s, DashEventKind kind, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void dash_gen_free(DashGen *g);
@@ -135,6 +141,7 @@ extern const PanelClass HeaderPanel, LossPanel, SchedPanel, GradPanel, KnobPanel
 typedef enum { P_HEADER, P_LOSS, P_SCHED, P_GRAD, P_KNOB, P_GEN, P_EVENT, P_COUNT } PanelId;
 
 struct Dash {
+    SCREEN *screen; /* newterm's, so a terminal curses cannot use is an error, not exit() */
     DashState st;
     Panel panels[P_COUNT];
     UiQueue *in;   /* worker → UI messages */

@@ -20,7 +20,7 @@
 // ----------------------------------------------------------------------------
 // messages: worker → UI
 
-typedef enum { MSG_LINE, MSG_INFO, MSG_KNOB, MSG_GEN, MSG_DONE } MsgKind;
+typedef enum { MSG_LINE, MSG_INFO, MSG_KNOB, MSG_GEN, MSG_PROMPT, MSG_DONE } MsgKind;
 
 typedef struct {
     MsgKind kind;
@@ -125,6 +125,18 @@ void dash_set_generation(Dash *d, int index, const DashGeneration *g) {
     send_msg(d, m);
 }
 
+void dash_set_prompt(Dash *d, int index, const char *prompt) {
+    Msg *m = calloc(1, sizeof *m);
+    if (!m) return;
+    m->kind = MSG_PROMPT;
+    m->index = index;
+    if (!(m->line = strdup(prompt ? prompt : ""))) {
+        free(m);
+        return;
+    }
+    send_msg(d, m);
+}
+
 void dash_worker_done(Dash *d) {
     Msg *m = calloc(1, sizeof *m);
     if (!m) return;
@@ -201,10 +213,12 @@ int dash_create(Dash **out, const DashConfig *cfg, BlError *err) {
     static const PanelClass *const CLS[P_COUNT] = {&HeaderPanel, &LossPanel, &SchedPanel, &GradPanel,
                                                    &KnobPanel,   &GenPanel,  &EventPanel};
     for (int i = 0; i < P_COUNT; i++) d->panels[i].cls = CLS[i];
-    if (!initscr()) {
+    /* initscr() would exit() on an unknown terminal; newterm reports it */
+    if (!(d->screen = newterm(NULL, stdout, stdin))) {
         dash_destroy(d);
         return bl_fail(err, "dashboard: cannot start curses (TERM=%s)", getenv("TERM"));
     }
+    set_term(d->screen);
     cbreak();
     noecho();
     nonl(); /* Enter arrives as '\r' and is told apart from Ctrl-J */
@@ -219,7 +233,10 @@ int dash_create(Dash **out, const DashConfig *cfg, BlError *err) {
 
 void dash_destroy(Dash *d) {
     if (!d) return;
-    if (!isendwin()) endwin();
+    if (d->screen) {
+        if (!isendwin()) endwin();
+        delscreen(d->screen);
+    }
     uiq_destroy(d->in, msg_free);
     uiq_destroy(d->cmds, free);
     dash_state_free(&d->st);
@@ -271,7 +288,7 @@ static void keybar(const DashState *s) {
         while ((*t & 0xC0) == 0x80) t++;
         x += ui_put(stdscr, y, x, COLS - x, ui_attr(ROLE_VALUE), t);
         x += ui_put(stdscr, y, x, COLS - x, A_REVERSE, " ");
-        ui_put(stdscr, y, x + 1, COLS - x - 1, ui_attr(ROLE_DIM), "⏎ apply · Esc cancel");
+        ui_put(stdscr, y, x + 1, COLS - x - 1, ui_attr(ROLE_DIM), "⏎ apply · ^U clear · Esc cancel");
         return;
     }
     static const char *const BAR[][2] = {{"space", "pause"}, {"n", "step"}, {"g", "gen"},
@@ -315,6 +332,24 @@ static void help(void) {
     centred_box("keys", lines, n);
 }
 
+/* The script error with its traceback, over everything until a key. */
+static void error_box(const DashState *s) {
+    char buf[sizeof s->error];
+    const char *lines[48];
+    int n = 0, max = LINES - 6 < 45 ? LINES - 6 : 45;
+    snprintf(buf, sizeof buf, "%s", s->error);
+    for (char *t = buf, *nl; t && n < max; t = nl) {
+        nl = strchr(t, '\n');
+        if (nl) *nl++ = 0;
+        for (char *c = t; *c; c++) /* a traceback's tabs would move the cursor */
+            if (*c == '\t') *c = ' ';
+        lines[n++] = t;
+    }
+    lines[n++] = "";
+    lines[n++] = "training is paused · any key closes this · q quits (checkpoint optional)";
+    centred_box("script error", lines, n);
+}
+
 static void render(Dash *d) {
     if (d->full_redraw) clearok(curscr, TRUE);
     d->full_redraw = false;
@@ -329,6 +364,7 @@ static void render(Dash *d) {
         }
         keybar(&d->st);
         if (d->st.mode == MODE_HELP) help();
+        if (d->st.mode == MODE_ERROR) error_box(&d->st);
         if (d->st.mode == MODE_QUIT_ASK) {
             const char *q[] = {"Save a checkpoint before quitting?", "", "y  yes, save and quit",
                                "n  quit without saving", "Esc  keep running"};
@@ -350,6 +386,7 @@ static void apply_msg(Dash *d, Msg *m) {
         if (dash_state_line(s, m->line, dash_now()) && !s->paused) {
             s->paused = true; /* a script error: stop and let the user decide */
             dash_emit_pause(d, true);
+            if (s->mode == MODE_NORMAL || s->mode == MODE_HELP) s->mode = MODE_ERROR;
             snprintf(s->status, sizeof s->status, "script error — paused (q quits, checkpoint optional)");
         }
         break;
@@ -360,6 +397,7 @@ static void apply_msg(Dash *d, Msg *m) {
         memset(&m->gen, 0, sizeof m->gen); /* now owned by the state */
         s->status[0] = 0;                     /* "generating…" is answered */
         break;
+    case MSG_PROMPT: dash_state_prompt(s, m->index, m->line); break;
     case MSG_DONE:
         s->worker_done = true;
         if (s->mode == MODE_QUITTING) d->quit_now = true;
@@ -381,6 +419,8 @@ static void edit_key(Dash *d, wint_t wc, bool fkey) {
         else gen_commit(d, s->edit);
     } else if (!fkey && wc == 27) {
         s->mode = MODE_NORMAL;
+    } else if (!fkey && wc == 21) { /* Ctrl-U, as in a shell: start the line over */
+        s->edit[0] = 0;
     } else if ((fkey && wc == KEY_BACKSPACE) || (!fkey && (wc == 127 || wc == 8))) {
         while (len > 0 && (s->edit[len - 1] & 0xC0) == 0x80) len--; /* a whole UTF-8 character */
         if (len > 0) len--;
@@ -406,7 +446,8 @@ static void on_key(Dash *d, wint_t wc, bool fkey) {
         return;
     }
     switch (s->mode) {
-    case MODE_HELP: s->mode = MODE_NORMAL; return;
+    case MODE_HELP:
+    case MODE_ERROR: s->mode = MODE_NORMAL; return;
     case MODE_QUIT_ASK:
         if (!fkey && (key == 'y' || key == 'Y' || key == 'n' || key == 'N')) {
             DashCmd c = {.type = DASH_CMD_QUIT, .checkpoint = key == 'y' || key == 'Y'};

@@ -100,6 +100,10 @@ void dash_declare_knob(Dash *d, const char *name, double value, double min, doub
                        double step);
 /* Stores the generation shown for prompt `index` (0-based; Tab cycles). */
 void dash_set_generation(Dash *d, int index, const DashGeneration *g);
+/* Declares the experiment's prompt `index` before anything is generated for
+ * it, so Tab cycles the prompts from the start; a generation shown earlier
+ * for that index is dropped when the prompt text differs. */
+void dash_set_prompt(Dash *d, int index, const char *prompt);
 /* At a step boundary: true with the next command to apply, false when the
  * worker should run its next step (blocks while paused, see above). */
 bool dash_next_command(Dash *d, DashCmd *cmd);

@@ -9,28 +9,59 @@
 
 #include "ui/dash_internal.h"
 
-/* Wraps text into the column (y, x, cw, rows); bytes before `from` are the
- * agreed prefix, [from, to) the divergent token. */
+/* The next character of text at pos (a broken byte reads as '?', one byte). */
+static size_t next_char(const char *text, int pos, int len, mbstate_t *st, wchar_t *wc) {
+    size_t n = mbrtowc(wc, text + pos, (size_t)(len - pos), st);
+    if (n == (size_t)-1 || n == (size_t)-2 || n == 0) {
+        memset(st, 0, sizeof *st);
+        *wc = L'?';
+        n = 1;
+    }
+    return n;
+}
+
+/* Screen columns of the word starting at pos (up to a space or newline). */
+static int word_width(const char *text, int pos, int len) {
+    mbstate_t st;
+    memset(&st, 0, sizeof st);
+    int cols = 0;
+    while (pos < len) {
+        wchar_t wc;
+        size_t n = next_char(text, pos, len, &st, &wc);
+        if (wc == L' ' || wc == L'\n') break;
+        int cw = wcwidth(wc);
+        cols += cw > 0 ? cw : 1;
+        pos += (int)n;
+    }
+    return cols;
+}
+
+/* Wraps text into the column (y, x, cw, rows) at word boundaries (a word
+ * longer than the column is broken); bytes before `from` are the agreed
+ * prefix, [from, to) the divergent token. */
 static void column(WINDOW *w, int y, int x, int cw, int rows, const char *text, int from, int to) {
     mbstate_t st;
     memset(&st, 0, sizeof st);
     int len = (int)strlen(text), pos = 0, r = 0, c = 0;
+    bool word_start = true;
     while (pos < len && r < rows) {
         wchar_t wc;
-        size_t n = mbrtowc(&wc, text + pos, (size_t)(len - pos), &st);
-        if (n == (size_t)-1 || n == (size_t)-2 || n == 0) { /* a broken byte: show it as '?' */
-            memset(&st, 0, sizeof st);
-            wc = L'?';
-            n = 1;
-        }
+        size_t n = next_char(text, pos, len, &st, &wc);
         int cwid = wcwidth(wc);
-        if (wc == L'\n' || c + (cwid > 0 ? cwid : 1) > cw) {
+        bool space = wc == L' ';
+        int ww = !space && word_start ? word_width(text, pos, len) : 0;
+        word_start = space || wc == L'\n';
+        bool wrap = wc == L'\n' || c + (cwid > 0 ? cwid : 1) > cw || (c > 0 && ww <= cw && c + ww > cw);
+        if (wrap) {
             r++;
             c = 0;
-            if (wc == L'\n') {
+            /* the newline or the space the line broke at is not drawn, unless
+             * it is the divergent token (its highlight must stay visible) */
+            if ((wc == L'\n' || space) && !(pos >= from && pos < to)) {
                 pos += (int)n;
                 continue;
             }
+            if (wc == L'\n') wc = L' ';
             if (r >= rows) break;
         }
         if (cwid < 0 || wc == L'\t') { /* control characters as a space */
@@ -57,13 +88,16 @@ static void draw(Panel *p, WINDOW *w, const DashState *s) {
                  g->n[0] > g->n[1] ? g->n[0] : g->n[1], s->cur_gen + 1, s->n_gens);
     ui_frame(w, p, "teacher ⇄ student", note);
     int iw = p->w - 2, ih = p->h - 2, x = p->x + 1, y = p->y + 1;
+    char line[256];
+    if (g && g->prompt) {
+        snprintf(line, sizeof line, "› %s", g->prompt);
+        ui_put(w, y, x, iw, ui_attr(ROLE_DIM), line);
+    }
     if (!g || !g->text[0]) {
-        ui_put(w, y, x + 1, iw - 1, ui_attr(ROLE_DIM), "no generation yet — g generates now");
+        if (ih < 2 && g && g->prompt) return;
+        ui_put(w, g && g->prompt ? y + 1 : y, x + 1, iw - 1, ui_attr(ROLE_DIM), "no generation yet — g generates now");
         return;
     }
-    char line[256];
-    snprintf(line, sizeof line, "› %s", g->prompt ? g->prompt : "");
-    ui_put(w, y, x, iw, ui_attr(ROLE_DIM), line);
     if (ih < 3) return;
     int half = (iw - 1) / 2;
     ui_put(w, y + 1, x, half, ui_attr(ROLE_TITLE), "teacher");

@@ -19,6 +19,14 @@ static double series_min(const ChartSeries *s) {
     return m;
 }
 
+/* Whether a term ever had a nonzero value: records carry every term, and one
+ * the loss mix leaves out stays exactly 0 (a chart of it only takes rows). */
+static bool active(const DashLoss *l) {
+    for (int i = 0; i < l->s.n; i++)
+        if (isfinite(l->s.val[i]) && l->s.val[i] != 0.0) return true;
+    return false;
+}
+
 /* The first stored index whose step is >= step (the series' steps rise). */
 static int index_of_step(const ChartSeries *s, long step) {
     int lo = 0, hi = s->n;
@@ -64,18 +72,18 @@ static void draw(Panel *p, WINDOW *w, const DashState *s) {
         ui_put(w, y, x + 1, iw - 1, ui_attr(ROLE_DIM), "waiting for the first step…");
         return;
     }
-    /* which terms fit (2 rows each at least): the total always, then in order */
+    /* which terms fit (2 rows each at least): the total always, then the
+     * active terms in order; inactive ones only while nothing is active */
     int fit = (ih - 1) / 2, shown[DASH_MAX_LOSSES], n = 0;
     if (fit > s->n_loss) fit = s->n_loss;
-    for (int i = 0; i < s->n_loss && n < fit - 1; i++)
-        if (strcmp(s->loss[i].name, "total") != 0) shown[n++] = i;
+    bool has_total = false;
+    for (int i = 0; i < s->n_loss; i++) has_total |= strcmp(s->loss[i].name, "total") == 0;
+    for (int i = 0; i < s->n_loss && n < fit - has_total; i++)
+        if (strcmp(s->loss[i].name, "total") != 0 && active(&s->loss[i])) shown[n++] = i;
     for (int i = 0; i < s->n_loss && n < fit; i++)
         if (strcmp(s->loss[i].name, "total") == 0) shown[n++] = i;
-    for (int i = 0; i < s->n_loss && n < fit; i++) { /* no total: fill with the rest */
-        bool dup = false;
-        for (int j = 0; j < n; j++) dup |= shown[j] == i;
-        if (!dup) shown[n++] = i;
-    }
+    if (n == 0)
+        for (int i = 0; i < s->n_loss && n < fit; i++) shown[n++] = i;
     int rh = (ih - 1) / n, extra = (ih - 1) % n, cy = y;
     for (int k = 0; k < n; k++) {
         const DashLoss *l = &s->loss[shown[k]];

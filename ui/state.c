@@ -67,6 +67,8 @@ void dash_state_event(DashState *s, DashEventKind kind, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
+    for (char *c = buf; *c; c++) /* one screen line: a tab or newline would move the cursor */
+        if ((unsigned char)*c < 32) *c = ' ';
     char *text = strdup(buf);
     if (!text) return; /* out of memory: the line is lost, the run is not */
     if (s->n_ev == DASH_EVENT_LINES) { /* drop the oldest */
@@ -213,9 +215,18 @@ static void record(DashState *s, const cJSON *o, double now) {
     if (isfinite(v = num(o, "rank"))) s->rank = (int)v;
     if (isfinite(v = num(o, "total_steps"))) s->total_steps = (long)v;
 
-    /* seconds per step from the arrival times (an EMA, so the ETA settles);
-     * pausing resets t_last_rec so a pause never counts as a slow step */
-    if (isfinite(s->t_last_rec) && s->step > prev_step && prev_step >= 0) {
+    /* seconds per step: when records carry their own step_seconds (the
+     * loop's time, periodic generations and checkpoints included, time
+     * paused excluded), their mean over the run, so periodic work is
+     * amortised rather than swinging the ETA; else an EMA of the arrival
+     * times (so the ETA settles), where pausing resets t_last_rec so a pause
+     * never counts as a slow step */
+    double own = num(o, "step_seconds");
+    if (isfinite(own) && own >= 0) {
+        s->sum_step_s += own;
+        s->n_step_s++;
+        s->sec_per_step = s->sum_step_s / (double)s->n_step_s;
+    } else if (isfinite(s->t_last_rec) && s->step > prev_step && prev_step >= 0) {
         double dt = (now - s->t_last_rec) / (double)(s->step - s->step_last_rec);
         s->sec_per_step = isfinite(s->sec_per_step) ? 0.8 * s->sec_per_step + 0.2 * dt : dt;
     }
@@ -256,6 +267,16 @@ static void summary(const cJSON *o, char *out, size_t cap) {
     }
 }
 
+/* One event line per line of text (a traceback, a multi-line print). */
+static void lines(DashState *s, DashEventKind kind, const char *indent, const char *text) {
+    while (text && *text) {
+        const char *nl = strchr(text, '\n');
+        int n = nl ? (int)(nl - text) : (int)strlen(text);
+        dash_state_event(s, kind, "%s%.*s", indent, n, text);
+        text = nl ? nl + 1 : NULL;
+    }
+}
+
 /* Returns true when the event should pause the dashboard (a script error). */
 static bool event(DashState *s, const cJSON *o, const char *name) {
     double st = num(o, "step");
@@ -285,15 +306,21 @@ static bool event(DashState *s, const cJSON *o, const char *name) {
     } else if (!strcmp(name, "script_error") || !strcmp(name, "error")) {
         const char *msg = str(o, "message");
         if (!msg) msg = str(o, "error");
-        dash_state_event(s, EV_ERROR, "%s script error: %s", at, msg ? msg : "(no message)");
-        const char *tb = str(o, "traceback");
-        while (tb && *tb) { /* one event line per traceback line */
-            const char *nl = strchr(tb, '\n');
-            int n = nl ? (int)(nl - tb) : (int)strlen(tb);
-            dash_state_event(s, EV_ERROR, "       %.*s", n, tb);
-            tb = nl ? nl + 1 : NULL;
-        }
+        if (!msg) msg = "(no message)";
+        const char *tb0 = str(o, "traceback");
+        snprintf(s->error, sizeof s->error, "%s%s%s", msg, tb0 ? "\n" : "", tb0 ? tb0 : "");
+        /* the runtime's message carries its traceback after the first line */
+        const char *nl = strchr(msg, '\n');
+        dash_state_event(s, EV_ERROR, "%s script error: %.*s", at, nl ? (int)(nl - msg) : (int)strlen(msg), msg);
+        lines(s, EV_ERROR, "       ", nl ? nl + 1 : NULL);
+        lines(s, EV_ERROR, "       ", str(o, "traceback"));
         return true;
+    } else if (!strcmp(name, "print")) { /* the script's print() while curses owns the screen */
+        const char *text = str(o, "text");
+        const char *nl = text ? strchr(text, '\n') : NULL;
+        dash_state_event(s, EV_INFO, "%s %.*s", at, nl ? (int)(nl - text) : text ? (int)strlen(text) : 0,
+                         text ? text : "");
+        lines(s, EV_INFO, "       ", nl ? nl + 1 : NULL);
     } else {
         char sum[256];
         summary(o, sum, sizeof sum);
@@ -328,18 +355,34 @@ void dash_state_info(DashState *s, const DashInfo *in) {
         if (m[i] > 0) s->mem[i] = m[i];
 }
 
-void dash_state_gen(DashState *s, int index, DashGen *g) {
-    if (index < 0) return;
+/* Makes gens[index] exist; false when out of memory (or a negative index). */
+static bool gen_slot(DashState *s, int index) {
+    if (index < 0) return false;
     if (index >= s->n_gens) {
         DashGen *gs = realloc(s->gens, (size_t)(index + 1) * sizeof *gs);
-        if (!gs) {
-            dash_gen_free(g);
-            return;
-        }
+        if (!gs) return false;
         memset(gs + s->n_gens, 0, (size_t)(index + 1 - s->n_gens) * sizeof *gs);
         s->gens = gs;
         s->n_gens = index + 1;
     }
+    return true;
+}
+
+void dash_state_gen(DashState *s, int index, DashGen *g) {
+    if (!gen_slot(s, index)) {
+        dash_gen_free(g);
+        return;
+    }
     dash_gen_free(&s->gens[index]);
     s->gens[index] = *g; /* the prompt on screen stays: Tab is the user's */
+}
+
+void dash_state_prompt(DashState *s, int index, const char *prompt) {
+    if (!gen_slot(s, index)) return;
+    DashGen *g = &s->gens[index];
+    if (g->prompt && strcmp(g->prompt, prompt) == 0) return; /* keep its generation */
+    char *p = strdup(prompt);
+    if (!p) return;
+    dash_gen_free(g); /* a generation for another prompt would mislead */
+    g->prompt = p;
 }

@@ -21,7 +21,18 @@ M.presets = {
 -- with range [0, max] (default 100).
 function M.knobs(mix, max)
   local out = {}
-  for k, v in pairs(mix) do
+  -- declared in M.TERMS order (pairs' order varies between runs), so the
+  -- dashboard lists the knobs the same way every time
+  local rank, keys = {}, {}
+  for i, t in ipairs(M.TERMS) do rank[t] = i end
+  for k in pairs(mix) do keys[#keys + 1] = k end
+  table.sort(keys, function(a, b)
+    local ra, rb = rank[a] or math.huge, rank[b] or math.huge
+    if ra ~= rb then return ra < rb end
+    return tostring(a) < tostring(b)
+  end)
+  for _, k in ipairs(keys) do
+    local v = mix[k]
     if type(v) == "number" then
       local name = k == "tau" and "tau" or "w_" .. k
       local lo = k == "tau" and 0.05 or 0

@@ -19,11 +19,19 @@
 --   clip, weight_decay, beta1, beta2
 --   checkpoint             path of the checkpoint file; checkpoint_every N steps
 --                          (also written at the end and on Ctrl-C)
---   generate_every, prompts, max_tokens   student generations during training
+--   generate_every, prompts, max_tokens   student generations during training (with
+--                          the dashboard up: teacher and student side by side there)
+--   teacher_ids            {[prompt] = ids}: teacher answers already generated (the
+--                          teacher is frozen, so the dashboard generates each once)
 --   progress_every         a progress line every N steps (default 10)
 --   on_step(step, result, ctx)   called after each step; ctx = {student, trainer, data}
 --   stop()                 checked before each step: true ends the run early (e.g. a token budget)
 --   resume                 checkpoint to resume from (default: bitlab --resume)
+-- With the dashboard up (bitlab.dashboard) the loop also registers its prompts,
+-- the header's facts and what the g / e, s and r keys do (bitlab.on_command),
+-- and prints no progress lines (the dashboard shows every step).
+-- Step records get step_seconds: the loop's wall time per step (generations
+-- and checkpoints included, time paused in the dashboard not), for the ETA.
 -- Returns {student, trainer, last (the last step's result), step, interrupted}.
 local schedule = require "bitlab.schedule"
 local lossmix = require "bitlab.loss"
@@ -86,15 +94,61 @@ return function(o)
   end
 
   local last, done, interrupted, saved_at = nil, start - 1, false, nil
+
+  -- the dashboard (all of this is a no-op in headless runs)
+  local max_tokens = o.max_tokens or 64
+  local teacher_ids = o.teacher_ids or {}
+  local function show_generation(i, p)
+    if not teacher_ids[p] then
+      local _, ids = model:generate(p, {max_tokens = max_tokens})
+      teacher_ids[p] = ids
+    end
+    local text, ids = student:generate(p, {max_tokens = max_tokens})
+    bitlab.show_generation{index = i, prompt = p, model = model, teacher = teacher_ids[p], student = ids}
+    return text
+  end
+  local function info()
+    local sm, tm = student:memory(), trainer:memory()
+    bitlab.info{model = model:info().name, total_steps = steps, adapters = student:n_adapters(),
+                rank = adapter and adapter.rank or nil,
+                -- gradients count with the optimizer: both exist only for training
+                mem = {weights = sm.frozen_weights, adapters = sm.adapters_frozen + sm.adapters_trainable,
+                       optimizer = sm.optimizer + sm.grads, activations = tm.activations + tm.scratch}}
+  end
+  if bitlab.dashboard then
+    bitlab.prompts(o.prompts)
+    info()
+    local path = o.checkpoint or ((bitlab.script:match("([^/]+)%.lua$") or "run") .. ".ckpt")
+    bitlab.on_command{
+      generate = show_generation,
+      save = function()
+        trainer:save(path, {step = done, data = data:position()})
+        saved_at = done
+      end,
+      rotate = function()
+        if not adapter then
+          bitlab.event("rotation_refused", {text = "this run trains no adapter"})
+          return
+        end
+        -- a seed of its own, unlike any scheduled rotation's
+        student:rotate{rank = adapter.rank, alpha = adapter.alpha, seed = (adapter.seed or 1) + 1000 * (done + 1) + 1}
+        info()
+      end,
+    }
+  end
+
+  local tail = 0 -- the previous step's work after its record (generations, checkpoints)
   for step = start, steps do
     if not bitlab.poll(step) then
       interrupted = true
       break
     end
+    local t0 = bitlab.clock() -- after poll: time paused there is not the step's
     if o.stop and o.stop() then break end
     if o.rotate_every and adapter and step > 1 and (step - 1) % o.rotate_every == 0 then
       -- the seed depends on the step only, so a resumed run draws the same adapter
       student:rotate{rank = adapter.rank, alpha = adapter.alpha, seed = (adapter.seed or 1) + 1000 * step}
+      if bitlab.dashboard then info() end
     end
     local lam = schedule.value(o.lambda or 1, step)
     local bits = math.tointeger(schedule.value(o.act_bits or 8, step))
@@ -106,10 +160,12 @@ return function(o)
     for k, v in pairs(w) do opts[k] = v end
     local r = trainer:step(data:batch(B, T), opts)
     r.step, r.lambda, r.lr, r.act_bits, r.adapter, r.weights = step, lam, lr, bits, student:n_adapters(), w
+    local t_log = bitlab.clock()
+    r.step_seconds = t_log - t0 + tail
     bitlab.log(r)
     last, done = r, step
     if o.on_step then o.on_step(step, r, ctx) end
-    if step % (o.progress_every or 10) == 0 or step == steps or step == start then
+    if not bitlab.dashboard and (step % (o.progress_every or 10) == 0 or step == steps or step == start) then
       progress(step, steps, r)
     end
     if o.checkpoint_every and step % o.checkpoint_every == 0 then
@@ -117,12 +173,19 @@ return function(o)
       saved_at = step
     end
     if o.generate_every and o.prompts and step % o.generate_every == 0 then
-      for _, p in ipairs(o.prompts) do
-        local text = student:generate(p, {max_tokens = o.max_tokens or 64})
-        print(string.format("[step %d] %s\n  -> %s", step, p, text))
-        bitlab.event("generation", {prompt = p, text = text})
+      if bitlab.dashboard then
+        for i, p in ipairs(bitlab.prompts()) do -- the user's edits included
+          bitlab.event("generation", {prompt = p, text = show_generation(i, p)})
+        end
+      else
+        for _, p in ipairs(o.prompts) do
+          local text = student:generate(p, {max_tokens = max_tokens})
+          print(string.format("[step %d] %s\n  -> %s", step, p, text))
+          bitlab.event("generation", {prompt = p, text = text})
+        end
       end
     end
+    tail = bitlab.clock() - t_log
   end
   if o.checkpoint and done >= start and saved_at ~= done then save(done) end
   if interrupted then

@@ -1,7 +1,8 @@
 /* knobs.c - named live-tweakable values (bitlab.knob) and the step boundary
- * (bitlab.poll): a Ctrl-C stop request and the control file are honoured
- * there, so a change takes effect exactly at the next step and the metrics
- * stream records the step it applied to.
+ * (bitlab.poll): a Ctrl-C stop request, the control file and the
+ * dashboard's commands (l_dash.c) are honoured there, so a change takes
+ * effect exactly at the next step and the metrics stream records the step it
+ * applied to.
  *
  * The control file holds `name=value` lines (# comments and blank lines
  * ignored). It is re-applied only when its content changes, so a script may

@@ -181,9 +181,9 @@ static int l_on_command(lua_State *L) {
 /* print() while curses owns the screen: each call becomes a "print" event
  * in the metrics stream (and so in the dashboard's events panel). */
 static int l_print_event(lua_State *L) {
+    int n = lua_gettop(L); /* before luaL_buffinit, which may push its box */
     luaL_Buffer b;
     luaL_buffinit(L, &b);
-    int n = lua_gettop(L);
     for (int i = 1; i <= n; i++) {
         if (i > 1) luaL_addchar(&b, '\t');
         luaL_tolstring(L, i, NULL);
@@ -219,10 +219,10 @@ void bl_open_dash(lua_State *L) {
  * handler is reported as an event, not an error (a script with its own loop
  * may not register one). */
 static void call_handler(lua_State *L, const char *name, int nargs) {
+    int below = lua_gettop(L) - nargs;
     lua_rawgetp(L, LUA_REGISTRYINDEX, &HANDLERS_KEY);
     if (lua_type(L, -1) != LUA_TTABLE || lua_getfield(L, -1, name) != LUA_TFUNCTION) {
-        lua_pop(L, lua_type(L, -1) == LUA_TTABLE ? 2 : 1);
-        lua_pop(L, nargs);
+        lua_settop(L, below);
         cJSON *f = cJSON_CreateObject();
         cJSON_AddStringToObject(f, "command", name);
         cJSON_AddStringToObject(f, "text", "the script registered no handler (bitlab.on_command)");
