@@ -13,75 +13,7 @@
 #include "nn/generate.h"
 
 #include "check.h"
-
-static unsigned seed = 12345;
-
-static float *rnd(int n, float scale) {
-    float *x = malloc((size_t)n * sizeof(float));
-    for (int i = 0; i < n; i++) {
-        seed = seed * 1103515245u + 12345u;
-        x[i] = scale * ((float)((seed >> 8) & 0xffff) / 32768.0f - 1.0f);
-    }
-    return x;
-}
-
-static void set_lin(BlLinear *l, int out, int in, int bias) {
-    l->w = rnd(out * in, 1.0f / sqrtf((float)in));
-    l->b = bias ? rnd(out, 0.1f) : NULL;
-    l->out = out;
-    l->in = in;
-}
-
-static BlModel *tiny_model(BlArch arch) {
-    BlModel *m = calloc(1, sizeof *m);
-    BlConfig *c = &m->cfg;
-    *c = (BlConfig){.arch = arch, .dim = 16, .n_layers = 2, .n_heads = 4, .n_kv_heads = 2,
-                    .head_dim = 4, .hidden_dim = 24, .vocab_size = 37, .max_seq_len = 64,
-                    .rope_theta = 10000.0f, .norm_eps = 1e-5f};
-    c->rope_interleaved = arch == BL_ARCH_LLAMA;
-    c->qkv_bias = arch == BL_ARCH_QWEN2;
-    c->fused_qkv = c->fused_gate_up = arch == BL_ARCH_PHI3;
-    int qd = 16, kvd = 8, H = 24;
-    m->tok_embd = rnd(37 * 16, 1.0f);
-    m->out_norm = rnd(16, 1.0f);
-    m->lm_head = rnd(37 * 16, 0.5f);
-    m->layers = calloc(2, sizeof(BlLayer));
-    for (int l = 0; l < 2; l++) {
-        BlLayer *L = &m->layers[l];
-        L->attn_norm = rnd(16, 1.0f);
-        L->ffn_norm = rnd(16, 1.0f);
-        if (c->fused_qkv) {
-            set_lin(&L->lin[BL_LIN_QKV], qd + 2 * kvd, 16, 0);
-            set_lin(&L->lin[BL_LIN_GATE_UP], 2 * H, 16, 0);
-        } else {
-            set_lin(&L->lin[BL_LIN_Q], qd, 16, c->qkv_bias);
-            set_lin(&L->lin[BL_LIN_K], kvd, 16, c->qkv_bias);
-            set_lin(&L->lin[BL_LIN_V], kvd, 16, c->qkv_bias);
-            set_lin(&L->lin[BL_LIN_GATE], H, 16, 0);
-            set_lin(&L->lin[BL_LIN_UP], H, 16, 0);
-        }
-        set_lin(&L->lin[BL_LIN_O], 16, qd, 0);
-        set_lin(&L->lin[BL_LIN_DOWN], 16, H, 0);
-    }
-    return m;
-}
-
-static void free_tiny(BlModel *m) {
-    for (int l = 0; l < m->cfg.n_layers; l++) {
-        BlLayer *L = &m->layers[l];
-        free(L->attn_norm);
-        free(L->ffn_norm);
-        for (int k = 0; k < BL_LIN_KINDS; k++) {
-            free(L->lin[k].w);
-            free(L->lin[k].b);
-        }
-    }
-    free(m->layers);
-    free(m->tok_embd);
-    free(m->out_norm);
-    free(m->lm_head);
-    free(m);
-}
+#include "tiny_model.h"
 
 static float max_diff(const float *a, const float *b, int n) {
     float d = 0;
@@ -183,10 +115,10 @@ int main(void) {
     CHECK(bl_argmax(x, 4) == 1, "argmax ties go to the lowest id");
     BlArch archs[] = {BL_ARCH_LLAMA, BL_ARCH_QWEN2, BL_ARCH_PHI3};
     for (int i = 0; i < 3; i++) {
-        BlModel *m = tiny_model(archs[i]);
+        BlModel *m = tiny_model(archs[i], 16, 2, 4, 24, 37, 12345);
         test_batch(m);
         test_generate(m);
-        free_tiny(m);
+        tiny_free(m);
     }
     if (failures) {
         fprintf(stderr, "%d failure(s)\n", failures);

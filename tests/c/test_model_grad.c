@@ -28,26 +28,15 @@
 
 #include "nn/forward.h"
 #include "nn/ops.h"
+#include "check.h"
 #include "tiny_model.h"
 #include "train/step.h"
-
-static int failures;
 
 /* FD tolerance: |analytic − FD| <= FD_REL·|FD| + FD_ABS, the absolute part
  * a few times the noise the float forward's rounding leaves in the stencil
  * (measured: ~1e-5 at h = 2e-2) */
 #define FD_REL 1.5e-2
 #define FD_ABS 2e-5
-
-#define CHECK(cond, ...)                                                    \
-    do {                                                                    \
-        if (!(cond)) {                                                      \
-            fprintf(stderr, "%s:%d: FAIL: ", __FILE__, __LINE__);           \
-            fprintf(stderr, __VA_ARGS__);                                   \
-            fprintf(stderr, "\n");                                          \
-            failures++;                                                     \
-        }                                                                   \
-    } while (0)
 
 enum { B = 2, T = 7 };
 static const int TOKENS[B * T] = {3, 17, 5, 30, 8, 1, 22, 9, 14, 2, 27, 11, 0, 0};
