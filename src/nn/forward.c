@@ -68,6 +68,10 @@ void bl_free_forward_state(BlForwardState *s) {
 
 void bl_linear_apply(const BlForwardState *s, int l, BlLinearKind kind, const float *x, float *y,
                      int M) {
+    if (s->student) {
+        s->student->linear(s->student->ctx, l, kind, x, y, M);
+        return;
+    }
     const BlLinear *lin = &s->model->layers[l].lin[kind];
     s->be->matmul(y, x, lin->w, lin->b, M, lin->out, lin->in);
 }
@@ -98,7 +102,14 @@ void bl_block_tail(const BlForwardState *s, int l, int M) {
     size_t n = (size_t)M * c->dim;
     int H = c->hidden_dim;
     bl_linear_apply(s, l, BL_LIN_O, s->ao, s->h, M);
-    be->add(s->x, s->h, n);
+    if (s->student && s->student->post_attn_norm) {
+        /* xn is free until the MLP norm below overwrites it */
+        be->rmsnorm(s->xn, NULL, s->h, s->student->post_attn_norm + (size_t)l * c->dim, M, c->dim,
+                    c->norm_eps);
+        be->add(s->x, s->xn, n);
+    } else {
+        be->add(s->x, s->h, n);
+    }
     be->rmsnorm(s->xn, NULL, s->x, s->model->layers[l].ffn_norm, M, c->dim, c->norm_eps);
     if (c->fused_gate_up) {
         bl_linear_apply(s, l, BL_LIN_GATE_UP, s->xn, s->gu, M);

@@ -8,7 +8,7 @@
  *   attention:   ao = attn(q, k, v)         (batch: bl_attention, decode: KV cache)
  *   tail:        x += O(ao); xn = rmsnorm(x); x += down(swiglu(gate_up(xn)))
  * Every block linear goes through bl_linear_apply, the one place student mode
- * will substitute quantised weights + LoRA. */
+ * substitutes quantised weights + LoRA (through a BlStudentHook). */
 #ifndef BITLAB_FORWARD_H
 #define BITLAB_FORWARD_H
 
@@ -17,6 +17,17 @@
 #include "backend/backend.h"
 #include "core/error.h"
 #include "model/model.h"
+
+/* Student mode for the block (train/ fills it in; nn/ knows no quantiser):
+ * every block linear becomes linear(ctx, ...), and o_proj's output is
+ * RMSNormed with post_attn_norm before the residual add, as in the student's
+ * training forward. The hook reads and writes the state's buffers directly,
+ * so it needs a backend with host memory (the CPU backend). */
+typedef struct BlStudentHook {
+    void (*linear)(void *ctx, int l, BlLinearKind kind, const float *x, float *y, int M);
+    void *ctx;
+    const float *post_attn_norm; /* [n_layers · dim] or NULL */
+} BlStudentHook;
 
 /* Scratch for up to B sequences of T tokens (M = B·T rows), in backend
  * memory. Plain struct: the buffers are the activations of the block being
@@ -40,6 +51,7 @@ typedef struct BlForwardState {
     float *att;    /* [B, nh, T, T] probabilities, or NULL (see keep_att) */
     float *logits; /* [M, vocab] */
     int *host_ids; /* [M] host staging for ids/pos */
+    const BlStudentHook *student; /* NULL (as built): the teacher */
 } BlForwardState;
 
 /* keep_att allocates the attention probabilities [B, nh, T, T]: the batch
@@ -58,13 +70,15 @@ int bl_forward(BlForwardState *s, const int *tokens, const int *lens, int B, int
 
 /* ---- the pieces, for the decoder and the trainer ----------------------- */
 
-/* y[M, out] = x[M, in]·Wᵀ (+ b) for layer l's linear `kind` */
+/* y[M, out] = x[M, in]·Wᵀ (+ b) for layer l's linear `kind` (the student's
+ * linear with s->student) */
 void bl_linear_apply(const BlForwardState *s, int l, BlLinearKind kind, const float *x, float *y,
                      int M);
 /* From s->x: s->q, and k/v written to the given [M, kvd] rows (s->k/s->v, or
  * KV-cache rows); q and k rotated at positions s->pos. */
 void bl_block_attn_inputs(const BlForwardState *s, int l, int M, float *k, float *v);
-/* From s->ao: the O projection, residual add and the MLP half, into s->x. */
+/* From s->ao: the O projection (post-attention norm in student mode),
+ * residual add and the MLP half, into s->x. */
 void bl_block_tail(const BlForwardState *s, int l, int M);
 /* s->logits[0..M) = lm_head(rmsnorm(s->x rows row0..row0+M)) */
 void bl_forward_logits(const BlForwardState *s, int row0, int M);

@@ -84,14 +84,15 @@ static int is_stop(const BlModel *m, int tok) {
     return 0;
 }
 
-int bl_generate_greedy(const BlModel *m, const BlBackend *be, const int *prompt, int n_prompt,
-                       int max_new, BlTokenCallback cb, void *user, int *out, int *n_out,
-                       BlError *err) {
+int bl_generate_greedy_hooked(const BlModel *m, const BlBackend *be, const BlStudentHook *student,
+                              const int *prompt, int n_prompt, int max_new, BlTokenCallback cb,
+                              void *user, int *out, int *n_out, BlError *err) {
     if (n_out) *n_out = 0;
     if (n_prompt <= 0) return bl_fail(err, "generate: empty prompt");
     if (max_new <= 0) return 0;
     Decoder d;
     if (build_decoder(&d, m, be, n_prompt + max_new, err)) return -1;
+    d.fs.student = student;
     int tok, n = 0, rc = step(&d, prompt, n_prompt, 0, &tok, err);
     while (rc == 0 && !is_stop(m, tok)) {
         if (out) out[n] = tok;
@@ -102,4 +103,11 @@ int bl_generate_greedy(const BlModel *m, const BlBackend *be, const int *prompt,
     if (n_out) *n_out = n;
     free_decoder(&d);
     return rc;
+}
+
+int bl_generate_greedy(const BlModel *m, const BlBackend *be, const int *prompt, int n_prompt,
+                       int max_new, BlTokenCallback cb, void *user, int *out, int *n_out,
+                       BlError *err) {
+    return bl_generate_greedy_hooked(m, be, NULL, prompt, n_prompt, max_new, cb, user, out, n_out,
+                                     err);
 }

@@ -10,6 +10,7 @@
 #include "backend/backend.h"
 #include "core/error.h"
 #include "model/model.h"
+#include "nn/forward.h"
 
 /* Called once per produced token; a nonzero return stops generation (e.g.
  * Ctrl-C in the CLI). */
@@ -22,6 +23,12 @@ typedef int (*BlTokenCallback)(int token, void *user);
 int bl_generate_greedy(const BlModel *m, const BlBackend *be, const int *prompt, int n_prompt,
                        int max_new, BlTokenCallback cb, void *user, int *out, int *n_out,
                        BlError *err);
+
+/* The same decoder in student mode: every forward state it builds runs with
+ * `student` (NULL: the teacher, i.e. bl_generate_greedy). */
+int bl_generate_greedy_hooked(const BlModel *m, const BlBackend *be, const BlStudentHook *student,
+                              const int *prompt, int n_prompt, int max_new, BlTokenCallback cb,
+                              void *user, int *out, int *n_out, BlError *err);
 
 /* argmax of x[n], the lowest index on ties */
 int bl_argmax(const float *x, int n);

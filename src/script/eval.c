@@ -7,37 +7,83 @@
 #include "backend/backend.h"
 #include "nn/forward.h"
 #include "nn/generate.h"
+#include "nn/ops.h"
 #include "train/train_forward.h"
 
-static int is_stop(const BlModel *m, int id) {
-    for (int i = 0; i < m->n_stop_tokens; i++)
-        if (m->stop_tokens[i] == id) return 1;
+/* The student's linears for the KV-cache decoder: y = actq(subln(x))·Weffᵀ + b
+ * with the same ops as the training forward, so the tokens are those of the
+ * uncached student. Weff depends only on the student, not on the tokens, so
+ * it is materialised once per call for every linear when all of them fit in
+ * the cache budget, else once per linear per decoder step into one scratch. */
+typedef struct {
+    BlStudent *st;
+    float *xq;      /* [capacity, widest input] */
+    float *weff;    /* every Weff (off != NULL) or one linear's scratch */
+    size_t *off;    /* [n_layers · BL_LIN_KINDS] offsets into weff, or NULL */
+} StudentLinears;
+
+static void student_linear(void *ctx, int l, BlLinearKind kind, const float *x, float *y, int M) {
+    StudentLinears *sl = ctx;
+    BlBitLinear L = bl_student_bitlinear(sl->st, l, kind);
+    bl_train_bitlinear_input(sl->xq, NULL, x, &L, M);
+    float *w = sl->weff;
+    if (sl->off) w += sl->off[(size_t)l * BL_LIN_KINDS + kind];
+    else bl_bitlinear_weff(w, &L);
+    bl_matmul(y, sl->xq, w, L.b, M, L.out, L.in);
+}
+
+static int build_linears(StudentLinears *sl, BlStudent *st, int capacity, size_t cache_max,
+                         BlError *err) {
+    const BlModel *m = st->model;
+    const BlConfig *c = &m->cfg;
+    size_t nl = (size_t)c->n_layers * BL_LIN_KINDS, total = 0, wmax = 0, maxin = 0;
+    *sl = (StudentLinears){.st = st};
+    if (!(sl->off = bl_calloc(nl, sizeof *sl->off, err))) return -1;
+    for (int l = 0; l < c->n_layers; l++)
+        for (int k = 0; k < BL_LIN_KINDS; k++) {
+            const BlLinear *w = &m->layers[l].lin[k];
+            if (!w->w) continue;
+            size_t n = (size_t)w->out * w->in;
+            sl->off[(size_t)l * BL_LIN_KINDS + k] = total;
+            total += n;
+            wmax = n > wmax ? n : wmax;
+            maxin = (size_t)w->in > maxin ? (size_t)w->in : maxin;
+        }
+    if (total * sizeof(float) > cache_max) {
+        free(sl->off);
+        sl->off = NULL;
+    }
+    if (!(sl->xq = bl_malloc(sizeof(float) * (size_t)capacity * maxin, err)) ||
+        !(sl->weff = bl_malloc(sizeof(float) * (sl->off ? total : wmax), err)))
+        return -1;
+    for (int l = 0; sl->off && l < c->n_layers; l++)
+        for (int k = 0; k < BL_LIN_KINDS; k++) {
+            if (!bl_student_has(st, l, k)) continue;
+            BlBitLinear L = bl_student_bitlinear(st, l, k);
+            bl_bitlinear_weff(sl->weff + sl->off[(size_t)l * BL_LIN_KINDS + k], &L);
+        }
     return 0;
 }
 
+static void free_linears(StudentLinears *sl) {
+    free(sl->xq);
+    free(sl->weff);
+    free(sl->off);
+}
+
 int bl_student_generate_greedy(BlStudent *st, const int *prompt, int n_prompt, int max_new,
-                               int *out, int *n_out, BlError *err) {
-    const BlModel *m = st->model;
-    int V = m->cfg.vocab_size, cap = n_prompt + max_new;
+                               size_t weff_cache_max, int *out, int *n_out, BlError *err) {
     *n_out = 0;
     if (n_prompt <= 0) return bl_fail(err, "student generate: empty prompt");
-    BlTrainState ts;
-    if (bl_build_train_state(&ts, st, 1, cap, err)) return -1;
-    int *seq = bl_malloc(sizeof(int) * cap, err);
-    float *logits = seq ? bl_malloc(sizeof(float) * V, err) : NULL;
-    int rc = logits ? 0 : -1;
-    for (int i = 0; rc == 0 && i < n_prompt; i++) seq[i] = prompt[i];
-    int n = n_prompt;
-    while (rc == 0 && n < cap) {
-        if ((rc = bl_train_forward(&ts, st, seq, &n, 1, n, err))) break;
-        bl_train_logits(&ts, n - 1, 1, logits);
-        int tok = bl_argmax(logits, V);
-        if (is_stop(m, tok)) break;
-        out[(*n_out)++] = seq[n++] = tok;
-    }
-    free(logits);
-    free(seq);
-    bl_free_train_state(&ts);
+    if (max_new <= 0) return 0;
+    StudentLinears sl;
+    int rc = build_linears(&sl, st, n_prompt + max_new, weff_cache_max, err);
+    BlStudentHook hook = {.linear = student_linear, .ctx = &sl,
+                          .post_attn_norm = st->post_norm};
+    if (rc == 0)
+        rc = bl_generate_greedy_hooked(st->model, bl_backend_cpu(), &hook, prompt, n_prompt,
+                                       max_new, NULL, NULL, out, n_out, err);
+    free_linears(&sl);
     return rc ? bl_fail_prefix(err, "student generate") : 0;
 }
 

@@ -3,23 +3,31 @@
  * argmax) of the teacher or the student, from which perplexity and
  * teacher–student top-1 agreement follow.
  *
- * Student decoding has no KV cache: each new token reruns the student's
- * training forward on the whole sequence (B = 1). That is quadratic in the
- * length but needs no second forward implementation, and the tokens are by
- * construction the argmax of exactly the model that is trained. */
+ * Student decoding is the teacher's KV-cache decoder (nn/generate.h) with
+ * the student's linears and post-attention norm hooked in, computed with the
+ * training forward's ops, so its tokens are the argmax of the training
+ * forward over the growing sequence. */
 #ifndef BITLAB_EVAL_H
 #define BITLAB_EVAL_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "core/error.h"
 #include "model/model.h"
 #include "train/student.h"
 
+/* Default Weff cache budget: 2 GiB holds every Weff of a model up to ~500M
+ * linear weights (SmolLM2-135M: 425 MB), i.e. one more copy of its weights. */
+#define BL_STUDENT_WEFF_CACHE_MAX ((size_t)2 << 30)
+
 /* Greedy continuation in student mode, stopping before any of the model's
- * stop tokens; out[max_new] receives the tokens, *n_out their count. */
+ * stop tokens; out[max_new] receives the tokens, *n_out their count. When
+ * every linear's Weff fits in weff_cache_max bytes they are materialised once
+ * for the call (that much extra memory); otherwise each is rebuilt per decoder
+ * step into a scratch of the largest linear (slower, same tokens). */
 int bl_student_generate_greedy(BlStudent *st, const int *prompt, int n_prompt, int max_new,
-                               int *out, int *n_out, BlError *err);
+                               size_t weff_cache_max, int *out, int *n_out, BlError *err);
 
 /* One sequence ids[n] through the teacher (st == NULL) or the student.
  * argmax[n] (may be NULL) receives each row's top-1 prediction; for rows t

@@ -160,7 +160,8 @@ static int s_generate(lua_State *L) {
     int *out = lua_newuserdatauv(L, sizeof(int) * (size_t)max_new, 0);
     int n_out = 0;
     BlError err = {{0}};
-    if (bl_student_generate_greedy(s, prompt, n, max_new, out, &n_out, &err))
+    if (bl_student_generate_greedy(s, prompt, n, max_new, BL_STUDENT_WEFF_CACHE_MAX, out,
+                                   &n_out, &err))
         return bl_lua_fail(L, &err);
     char *text = NULL;
     if (bl_tokenizer_decode(s->model->tokenizer, out, n_out, true, &text, &err))
