@@ -31,6 +31,11 @@ typedef struct {
     bool qkv_bias;
     bool fused_qkv;      /* Phi-3: one [(nh+2nkv)*hd, dim] matrix */
     bool fused_gate_up;  /* Phi-3: one [2*hidden, dim] matrix, gate rows first */
+    /* 0 for an ordinary model. 8 or 4 for a ternary student exported by
+     * bitlab (its block linears' weights already hold ternary × scale): every
+     * block linear then quantises its input activations to this width, per
+     * token (absmax), as the student did in training. */
+    int ternary_act_bits;
 } BlConfig;
 
 const char *bl_arch_name(BlArch a);

@@ -326,28 +326,42 @@ static unsigned char *read_file(const char *path, size_t *n, BlError *err) {
     return p;
 }
 
-int bl_checkpoint_load(const char *path, BlStudent *st, BlTrainer *tr, char **json, BlError *err) {
+/* The whole file, its header verified; *n is the payload size. */
+static unsigned char *read_verified(const char *path, size_t *n, BlError *err) {
     size_t size = 0;
     unsigned char *file = read_file(path, &size, err);
-    if (!file) return -1;
+    if (!file) return NULL;
     int rc = 0;
     uint32_t version = 0;
-    uint64_t n = 0, sum = 0;
+    uint64_t pn = 0, sum = 0;
     if (size < HEADER_BYTES || memcmp(file, MAGIC, 8) != 0) {
         rc = bl_fail(err, "%s: not a bitlab checkpoint (bad magic)", path);
     } else {
         memcpy(&version, file + 8, 4);
-        memcpy(&n, file + 16, 8);
+        memcpy(&pn, file + 16, 8);
         memcpy(&sum, file + 24, 8);
         if (version != BL_CKPT_VERSION)
             rc = bl_fail(err, "%s: checkpoint version %u, this bitlab reads version %u", path,
                          version, BL_CKPT_VERSION);
-        else if (n != size - HEADER_BYTES)
+        else if (pn != size - HEADER_BYTES)
             rc = bl_fail(err, "%s: checkpoint payload is %zu bytes, the header says %llu "
-                              "(truncated?)", path, size - HEADER_BYTES, (unsigned long long)n);
-        else if (fnv1a(file + HEADER_BYTES, n) != sum)
+                              "(truncated?)", path, size - HEADER_BYTES, (unsigned long long)pn);
+        else if (fnv1a(file + HEADER_BYTES, pn) != sum)
             rc = bl_fail(err, "%s: checkpoint checksum mismatch (corrupt file)", path);
     }
+    if (rc) {
+        free(file);
+        return NULL;
+    }
+    *n = pn;
+    return file;
+}
+
+int bl_checkpoint_load(const char *path, BlStudent *st, BlTrainer *tr, char **json, BlError *err) {
+    size_t n = 0;
+    unsigned char *file = read_verified(path, &n, err);
+    if (!file) return -1;
+    int rc = 0;
     Head h = {0};
     Cur c = {.p = file + HEADER_BYTES, .n = n};
     /* pass 1: everything is validated before the student changes */
@@ -391,4 +405,31 @@ int bl_checkpoint_load(const char *path, BlStudent *st, BlTrainer *tr, char **js
     }
     free(file);
     return rc;
+}
+
+int bl_checkpoint_peek(const char *path, BlStudentConfig *cfg, BlError *err) {
+    size_t n = 0;
+    unsigned char *file = read_verified(path, &n, err);
+    if (!file) return -1;
+    Cur c = {.p = file + HEADER_BYTES, .n = n};
+    for (int i = 0; i < 3; i++) get_i64(&c); /* model shape: checked by the load */
+    int64_t flags = get_i64(&c);
+    memset(cfg, 0, sizeof *cfg);
+    cfg->subln = flags & 1;
+    cfg->post_attn_norm = flags >> 1 & 1;
+    cfg->dense = flags >> 2 & 1;
+    cfg->lambda = get_f32(&c);
+    cfg->act_bits = (int)get_i64(&c);
+    int rc = c.bad ? bl_fail(err, "%s: truncated checkpoint header", path) : 0;
+    free(file);
+    return rc;
+}
+
+int bl_student_from_checkpoint(BlStudent *st, const BlModel *m, const char *path, char **json,
+                               BlError *err) {
+    BlStudentConfig cfg;
+    if (bl_checkpoint_peek(path, &cfg, err) || bl_build_student(st, m, &cfg, err)) return -1;
+    if (bl_checkpoint_load(path, st, NULL, json, err) == 0) return 0;
+    bl_free_student(st);
+    return -1;
 }

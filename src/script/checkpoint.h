@@ -35,4 +35,15 @@ int bl_checkpoint_save(const char *path, const BlStudent *st, const BlTrainer *t
  * receives the malloc'd JSON text. */
 int bl_checkpoint_load(const char *path, BlStudent *st, BlTrainer *tr, char **json, BlError *err);
 
+/* Reads only what building a matching student needs: its options (subln,
+ * post_attn_norm, dense, λ, act_bits). The file is fully verified (magic,
+ * version, size, checksum) first. */
+int bl_checkpoint_peek(const char *path, BlStudentConfig *cfg, BlError *err);
+
+/* A student of m rebuilt from a checkpoint: peek, bl_build_student with the
+ * recorded options, then bl_checkpoint_load (adapters, λ, act_bits; *json
+ * as there). On failure st is left freed. */
+int bl_student_from_checkpoint(BlStudent *st, const BlModel *m, const char *path, char **json,
+                               BlError *err);
+
 #endif
