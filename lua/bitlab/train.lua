@@ -15,7 +15,11 @@
 --   lr, lambda, act_bits   numbers, schedules (function(step)) or knobs
 --   loss                   a loss mix (bitlab.loss), default kd_cos; its numbers become
 --                          knobs w_<term> unless knobs = false
---   topk_k                 K of the top-K KL (default 32 when the mix has topk)
+--   topk_k                 K of the top-K KL (default 32 when the mix has topk; with a
+--                          trace, the trace's K)
+--   trace                  a teacher trace (path or bitlab.Trace, see bitlab.trace): the
+--                          teacher's outputs come from it instead of a forward; the loss
+--                          mix must not use kl (and cos / mag only with stored hidden states)
 --   clip, weight_decay, beta1, beta2
 --   checkpoint             path of the checkpoint file; checkpoint_every N steps
 --                          (also written at the end and on Ctrl-C)
@@ -32,12 +36,44 @@
 -- and prints no progress lines (the dashboard shows every step).
 -- Step records get step_seconds: the loop's wall time per step (generations
 -- and checkpoints included, time paused in the dashboard not), for the ETA.
--- Returns {student, trainer, last (the last step's result), step, interrupted}.
+-- Returns {student, trainer, last (the last step's result), step, interrupted,
+-- manifest}: manifest is the run's record for an export's training manifest
+-- (bitlab.export{..., manifest = run.manifest}); checkpoints carry it too
+-- (state.manifest), so `bitlab export` finds it there:
+--   base_model (path), steps, tokens_seen (tokens in the batches trained on),
+--   lambda_schedule / act_bits_schedule {kind = constant|function|knob,
+--   points = {{step, value}, ...} (11 samples over steps 1..steps done),
+--   final}, loss_mix (the weights at the last step), final_metrics (ce, kl,
+--   topk, cos, mag, total, grad_norm of the last step), adapter
+--   {rank, alpha, rotate_every} or false.
+-- Sampling calls the schedules at other steps, so they must be pure
+-- functions of the step (as every bitlab.schedule is).
 local schedule = require "bitlab.schedule"
 local lossmix = require "bitlab.loss"
 
 local function fmt(x)
   return string.format(math.abs(x) >= 1e-3 and "%.4f" or "%.3e", x)
+end
+
+local function schedule_kind(x)
+  local t = type(x)
+  if t == "number" then return "constant" end
+  if t == "function" then return "function" end
+  return "knob"
+end
+
+-- {kind, points = {{step, value}, ...} at 11 steps spread over 1..last, final}
+local function sampled(x, last, final, integer)
+  local points, prev = {}, nil
+  for k = 0, 10 do
+    local s = 1 + ((last - 1) * k) // 10
+    if s ~= prev then
+      local v = schedule.value(x, s)
+      points[#points + 1] = {s, integer and math.tointeger(v) or v}
+      prev = s
+    end
+  end
+  return {kind = schedule_kind(x), points = points, final = final}
 end
 
 local function progress(step, steps, r)
@@ -74,7 +110,8 @@ return function(o)
   local lr_scale = bitlab.knob{name = "lr_scale", value = 1, min = 0, max = 100, step = 0.1}
   local trainer = o.trainer or bitlab.trainer{
     student = student, batch = o.micro_batch or B, seq = T,
-    k = o.topk_k or (mix.topk ~= nil and 32 or 0),
+    k = o.topk_k or (o.trace == nil and (mix.topk ~= nil and 32 or 0) or nil),
+    trace = o.trace, data = o.trace and data or nil,
     clip = o.clip or 1, weight_decay = o.weight_decay or 0,
     beta1 = o.beta1 or 0.9, beta2 = o.beta2 or 0.95,
   }
@@ -82,18 +119,40 @@ return function(o)
 
   local start = 1
   local resume = o.resume or bitlab.resume_path
+  local resumed -- the manifest of the run resumed from
   if resume then
     local st = trainer:load(resume)
     start = st.step + 1
     data:seek(st.data)
+    resumed = st.manifest
     print(string.format("resumed from %s at step %d", resume, st.step))
   end
 
-  local function save(step)
-    if o.checkpoint then trainer:save(o.checkpoint, {step = step, data = data:position()}) end
+  local last, done, interrupted, saved_at = nil, start - 1, false, nil
+  local tokens_seen = resumed and resumed.tokens_seen or 0
+
+  local function manifest()
+    local prev = resumed or {}
+    local metrics = prev.final_metrics
+    if last then
+      metrics = {}
+      for _, k in ipairs{"ce", "kl", "topk", "cos", "mag", "total", "grad_norm"} do metrics[k] = last[k] end
+    end
+    local n = math.max(done, 1)
+    return {
+      base_model = model:info().path, steps = done, tokens_seen = tokens_seen,
+      lambda_schedule = sampled(o.lambda or 1, n, last and last.lambda or student:lambda()),
+      act_bits_schedule = sampled(o.act_bits or 8, n, last and last.act_bits or student:act_bits(), true),
+      loss_mix = last and last.weights or prev.loss_mix, final_metrics = metrics,
+      adapter = adapter and {rank = adapter.rank, alpha = adapter.alpha, rotate_every = o.rotate_every} or false,
+    }
   end
 
-  local last, done, interrupted, saved_at = nil, start - 1, false, nil
+  local function save(step)
+    if o.checkpoint then
+      trainer:save(o.checkpoint, {step = step, data = data:position(), manifest = manifest()})
+    end
+  end
 
   -- the dashboard (all of this is a no-op in headless runs)
   local max_tokens = o.max_tokens or 64
@@ -122,7 +181,7 @@ return function(o)
     bitlab.on_command{
       generate = show_generation,
       save = function()
-        trainer:save(path, {step = done, data = data:position()})
+        trainer:save(path, {step = done, data = data:position(), manifest = manifest()})
         saved_at = done
       end,
       rotate = function()
@@ -164,6 +223,7 @@ return function(o)
     r.step_seconds = t_log - t0 + tail
     bitlab.log(r)
     last, done = r, step
+    tokens_seen = tokens_seen + r.tokens
     if o.on_step then o.on_step(step, r, ctx) end
     if not bitlab.dashboard and (step % (o.progress_every or 10) == 0 or step == steps or step == start) then
       progress(step, steps, r)
@@ -195,5 +255,6 @@ return function(o)
     print(string.format("done: %d steps, final total %s (ce %s, kl %s, cos %s)", done,
       fmt(last.total), fmt(last.ce), fmt(last.kl), fmt(last.cos)))
   end
-  return {student = student, trainer = trainer, last = last, step = done, interrupted = interrupted}
+  return {student = student, trainer = trainer, last = last, step = done, interrupted = interrupted,
+          manifest = manifest()}
 end

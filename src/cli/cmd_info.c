@@ -1,7 +1,12 @@
-/* cmd_info.c - `bitlab info`: what a model is and what it costs in memory. */
+/* cmd_info.c - `bitlab info`: what a model is and what it costs in memory;
+ * for a GGUF file also each tensor's storage type, and whether it is a
+ * ternary student exported by bitlab. */
 #include <stdio.h>
+#include <sys/stat.h>
 
 #include "cli/cli.h"
+#include "io/gguf.h"
+#include "io/quants.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
 
@@ -33,6 +38,36 @@ static void print_template(const BlModel *m) {
     bl_chat_template_free(&tpl);
 }
 
+/* A ternary student exported by bitlab says so in its metadata. */
+static void print_student(const BlModel *m, const BlGguf *g) {
+    const BlGgufKV *kv = g ? bl_gguf_find(g, "bitlab.student") : NULL;
+    if (!kv || kv->type != BL_GGUF_BOOL || !kv->v.u) return;
+    BlGgufStr ver = {"?", 1};
+    BlError err;
+    if (bl_gguf_find(g, "bitlab.version")) bl_gguf_get_str(g, "bitlab.version", &ver, &err);
+    printf("bitlab student ternary (BitNet b1.58) student exported by bitlab %.*s; ", (int)ver.len,
+           ver.ptr);
+    if (m->cfg.ternary_act_bits)
+        printf("block linear inputs quantised to %d bits per token (absmax)\n", m->cfg.ternary_act_bits);
+    else
+        printf("full-precision activations\n");
+}
+
+/* Every tensor's storage type and shape (ggml order: row length first). */
+static void print_tensors(const BlGguf *g) {
+    printf("tensors (%llu, storage type, ggml shape):\n", (unsigned long long)g->n_tensors);
+    for (uint64_t i = 0; i < g->n_tensors; i++) {
+        const BlGgufTensor *t = &g->tensors[i];
+        const char *type = bl_ggml_type_name(t->type);
+        char shape[96];
+        int at = snprintf(shape, sizeof shape, "[");
+        for (uint32_t d = 0; d < t->n_dims && at < (int)sizeof shape; d++)
+            at += snprintf(shape + at, sizeof shape - (size_t)at, "%s%llu", d ? ", " : "",
+                           (unsigned long long)t->ne[d]);
+        printf("    %-32s %-6s %s]\n", t->name, type ? type : "?", shape);
+    }
+}
+
 int cmd_info(const CliArgs *a) {
     static const char *const known[] = {"--model", NULL};
     if (cli_check_known(a, known) != 0) return 2;
@@ -59,8 +94,20 @@ int cmd_info(const CliArgs *a) {
     printf("tokenizer      %d tokens, bos %d, eos %d\n", bl_tokenizer_vocab_size(m->tokenizer),
            bl_tokenizer_bos_id(m->tokenizer), bl_tokenizer_eos_id(m->tokenizer));
     print_template(m);
+    /* a GGUF file: its storage, read again without dequantising */
+    struct stat sb;
+    BlGguf *g = NULL;
+    BlError err = {{0}};
+    if (stat(m->path, &sb) == 0 && S_ISREG(sb.st_mode) && bl_gguf_open(&g, m->path, &err) != 0) {
+        fprintf(stderr, "bitlab: %s\n", err.msg);
+        bl_model_free(m);
+        return 1;
+    }
+    print_student(m, g);
     printf("block linears (layer 0, the student's BitLinears):\n");
     print_linear_shapes(&m->layers[0]);
+    if (g) print_tensors(g);
+    bl_gguf_close(g);
     bl_model_free(m);
     return 0;
 }

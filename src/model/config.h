@@ -5,6 +5,10 @@
 
 #include <stdbool.h>
 
+#include "core/error.h"
+
+struct BlGguf;
+
 typedef enum {
     BL_ARCH_LLAMA = 0, /* Llama-2/3, TinyLlama, SmolLM/SmolLM2, Mistral */
     BL_ARCH_QWEN2,     /* q/k/v bias */
@@ -37,6 +41,15 @@ typedef struct {
      * token (absmax), as the student did in training. */
     int ternary_act_bits;
 } BlConfig;
+
+/* The hyper-parameters alone, without touching any weight (for `bitlab
+ * plan`; the loaders use the same parsers): from a Hugging Face config.json,
+ * or from an open GGUF's metadata. Errors name the file and the field.
+ * bl_config_check then validates the sizes and sets the arch flags
+ * (qkv_bias, fused_qkv, fused_gate_up), as every load does. */
+int bl_config_read_hf(BlConfig *c, const char *config_json, BlError *err);
+int bl_config_from_gguf(BlConfig *c, const struct BlGguf *g, BlError *err);
+int bl_config_check(BlConfig *c, BlError *err);
 
 const char *bl_arch_name(BlArch a);
 /* Parses "llama" / "mistral" / "qwen2" / "phi3" (GGUF general.architecture or

@@ -1,6 +1,7 @@
 /* load_gguf.c - loads a GGUF file: {arch}.* hyper-parameters, every weight
  * dequantized into the arena, the tokenizer.ggml.* tokenizer and
- * tokenizer.chat_template. llama.cpp's converter permutes q/k rows of
+ * tokenizer.chat_template, and bitlab.act_bits of an exported ternary
+ * student. llama.cpp's converter permutes q/k rows of
  * "llama" models for interleaved RoPE (and no other arch), so only those set
  * cfg.rope_interleaved. */
 #include <limits.h>
@@ -78,7 +79,21 @@ static int check_rope_scaling(const Meta *mt, BlError *err) {
     return 0;
 }
 
-static int parse_config(BlConfig *c, const BlGguf *g, BlError *err) {
+/* A ternary student exported by bitlab (src/export/export_gguf.h) records
+ * the activation width it was trained with; its forward must quantise every
+ * block linear's input to that width (16: no quantisation). */
+static int parse_student(BlConfig *c, const BlGguf *g, BlError *err) {
+    uint64_t bits;
+    if (!bl_gguf_find(g, "bitlab.act_bits")) return 0;
+    if (bl_gguf_get_u64(g, "bitlab.act_bits", &bits, err) != 0) return -1;
+    if (bits != 8 && bits != 4 && bits != 16)
+        return bl_fail(err, "%s: bitlab.act_bits = %llu is not 4, 8 or 16", g->path,
+                       (unsigned long long)bits);
+    c->ternary_act_bits = bits == 16 ? 0 : (int)bits;
+    return 0;
+}
+
+int bl_config_from_gguf(BlConfig *c, const BlGguf *g, BlError *err) {
     BlGgufStr s;
     char arch[64];
     if (bl_gguf_get_str(g, "general.architecture", &s, err) != 0) return -1;
@@ -107,7 +122,7 @@ static int parse_config(BlConfig *c, const BlGguf *g, BlError *err) {
                        "supported (head_dim is %d)", g->path, arch, rope_dims, c->head_dim);
     c->rope_interleaved = c->arch == BL_ARCH_LLAMA;
     c->tied_embeddings = bl_gguf_tensor(g, "output.weight") == NULL;
-    return 0;
+    return parse_student(c, g, err);
 }
 
 // ----------------------------------------------------------------------------
@@ -166,7 +181,7 @@ static int set_name(BlModel *m, const BlGguf *g, const char *path, BlError *err)
 int bl_load_gguf(BlModel *m, const char *path, BlError *err) {
     BlGguf *g = NULL;
     if (bl_gguf_open(&g, path, err) != 0) return -1;
-    int rc = parse_config(&m->cfg, g, err);
+    int rc = bl_config_from_gguf(&m->cfg, g, err);
     if (rc == 0) rc = load_weights(m, g, err);
     if (rc == 0 && (rc = bl_tokenizer_from_gguf(&m->tokenizer, g, err)) != 0)
         bl_fail_prefix(err, "%s", path);

@@ -131,6 +131,14 @@ static int parse_config(BlConfig *c, const cJSON *root, const char *path, BlErro
     return 0;
 }
 
+int bl_config_read_hf(BlConfig *c, const char *config_json, BlError *err) {
+    cJSON *root = bl_json_read_file(config_json, err);
+    if (!root) return -1;
+    int rc = parse_config(c, root, config_json, err);
+    cJSON_Delete(root);
+    return rc;
+}
+
 // ----------------------------------------------------------------------------
 // weights
 
@@ -267,7 +275,10 @@ int bl_load_hf(BlModel *m, const char *dir, BlError *err) {
     cJSON *root = bl_json_read_file(cfg_path, err);
     if (!root) return -1;
     int rc = parse_config(&m->cfg, root, cfg_path, err);
+    int packed = rc == 0 ? bl_packed_config(root, cfg_path, &m->cfg, err) : -1;
     cJSON_Delete(root);
-    if (rc != 0 || load_weights(m, &f, err) != 0 || load_tokenizer(m, &f, err) != 0) return -1;
+    if (packed < 0 || (packed ? bl_load_packed_weights(m, dir, err) : load_weights(m, &f, err)) != 0 ||
+        load_tokenizer(m, &f, err) != 0)
+        return -1;
     return set_name(m, dir, err);
 }

@@ -37,4 +37,13 @@ void bl_model_add_default_stop_tokens(BlModel *m);
 int bl_load_gguf(BlModel *m, const char *path, BlError *err);
 int bl_load_hf(BlModel *m, const char *dir, BlError *err);
 
+/* load_packed.c: a folder from bitlab's packed ternary export
+ * (export/packed_safetensors.h). bl_packed_config returns 1 and sets
+ * cfg.ternary_act_bits when config.json's quantization_config names that
+ * format, 0 when there is no quantization_config, -1 for any other or a
+ * malformed one; bl_load_packed_weights then fills the weights. */
+struct cJSON;
+int bl_packed_config(const struct cJSON *root, const char *path, BlConfig *c, BlError *err);
+int bl_load_packed_weights(BlModel *m, const char *dir, BlError *err);
+
 #endif

@@ -43,7 +43,7 @@ static int check_positive(const char *field, long long v, BlError *err) {
     return 0;
 }
 
-static int check_config(BlConfig *c, BlError *err) {
+int bl_config_check(BlConfig *c, BlError *err) {
     if (check_positive("dim", c->dim, err) || check_positive("n_layers", c->n_layers, err) ||
         check_positive("n_heads", c->n_heads, err) ||
         check_positive("n_kv_heads", c->n_kv_heads, err) ||
@@ -147,7 +147,7 @@ static void layout(Layout *L, BlModel *m) {
 
 int bl_model_plan(BlModel *m, BlWeightPlan *plan, BlError *err) {
     memset(plan, 0, sizeof *plan);
-    if (check_config(&m->cfg, err) != 0) return -1;
+    if (bl_config_check(&m->cfg, err) != 0) return -1;
     m->layers = bl_calloc((size_t)m->cfg.n_layers, sizeof *m->layers, err);
     if (!m->layers) return -1;
     /* count first: 3 + 13 per layer is an upper bound on the slots */

@@ -1,11 +1,20 @@
 /* forward.c - the batch teacher forward: embed, n_layers blocks, final norm
  * and lm head, every op through the backend (see forward.h for the block's
- * structure). */
+ * structure).
+ *
+ * A ternary student exported by bitlab (cfg.ternary_act_bits 8 or 4) runs
+ * as the plain model whose block linears already hold ternary × scale; what
+ * it adds is the per-token absmax quantisation of every block linear's input
+ * that the student trained with (train/quant.h's bl_actq, the one
+ * definition of it). The weights are not quantised again: wq is not
+ * idempotent. */
 #include "nn/forward.h"
 
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include "train/quant.h"
 
 // ----------------------------------------------------------------------------
 // state
@@ -15,6 +24,10 @@ int bl_build_forward_state(BlForwardState *s, const BlModel *m, const BlBackend 
     memset(s, 0, sizeof *s);
     if (B <= 0 || T <= 0) return bl_fail(err, "forward state: bad batch %d x %d", B, T);
     const BlConfig *c = &m->cfg;
+    if (c->ternary_act_bits && strcmp(be->name, "cpu") != 0)
+        return bl_fail(err, "forward state: the %s backend cannot quantise activations; run this "
+                       "ternary student (bitlab.act_bits = %d) on the CPU", be->name,
+                       c->ternary_act_bits);
     s->model = m;
     s->be = be;
     s->B = B;
@@ -66,6 +79,15 @@ void bl_free_forward_state(BlForwardState *s) {
 // ----------------------------------------------------------------------------
 // the block
 
+/* In place: a block linear's input x[M, D] quantised per token as an
+ * exported ternary student's forward needs it (nothing for an ordinary model,
+ * nor in student mode, where the hook quantises). The CPU backend's memory
+ * is host memory (the state refuses other backends for such models). */
+static void exported_student_actq(const BlForwardState *s, float *x, int M, int D) {
+    int bits = s->model->cfg.ternary_act_bits;
+    if (bits && !s->student) bl_actq(x, NULL, x, M, D, bits, NULL); /* bits: 8 or 4, checked at load */
+}
+
 void bl_linear_apply(const BlForwardState *s, int l, BlLinearKind kind, const float *x, float *y,
                      int M) {
     if (s->student) {
@@ -81,6 +103,7 @@ void bl_block_attn_inputs(const BlForwardState *s, int l, int M, float *k, float
     const BlBackend *be = s->be;
     int qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
     be->rmsnorm(s->xn, NULL, s->x, s->model->layers[l].attn_norm, M, c->dim, c->norm_eps);
+    exported_student_actq(s, s->xn, M, c->dim); /* q, k, v share the quantised input */
     if (c->fused_qkv) {
         int ld = qd + 2 * kvd;
         bl_linear_apply(s, l, BL_LIN_QKV, s->xn, s->qkv, M);
@@ -101,6 +124,7 @@ void bl_block_tail(const BlForwardState *s, int l, int M) {
     const BlBackend *be = s->be;
     size_t n = (size_t)M * c->dim;
     int H = c->hidden_dim;
+    exported_student_actq(s, s->ao, M, c->n_heads * c->head_dim);
     bl_linear_apply(s, l, BL_LIN_O, s->ao, s->h, M);
     if (s->student && s->student->post_attn_norm) {
         /* xn is free until the MLP norm below overwrites it */
@@ -111,6 +135,7 @@ void bl_block_tail(const BlForwardState *s, int l, int M) {
         be->add(s->x, s->h, n);
     }
     be->rmsnorm(s->xn, NULL, s->x, s->model->layers[l].ffn_norm, M, c->dim, c->norm_eps);
+    exported_student_actq(s, s->xn, M, c->dim);
     if (c->fused_gate_up) {
         bl_linear_apply(s, l, BL_LIN_GATE_UP, s->xn, s->gu, M);
         be->swiglu(s->act, s->gu, s->gu + H, M, H, 2 * H);
@@ -120,6 +145,7 @@ void bl_block_tail(const BlForwardState *s, int l, int M) {
         bl_linear_apply(s, l, BL_LIN_UP, s->xn, up, M);
         be->swiglu(s->act, s->gu, up, M, H, H);
     }
+    exported_student_actq(s, s->act, M, H);
     bl_linear_apply(s, l, BL_LIN_DOWN, s->act, s->h, M);
     be->add(s->x, s->h, n);
 }

@@ -183,7 +183,9 @@ static int spm_merges(BlTokenizer *t, const float *scores, BlError *err)
                 }
                 c = p;
             }
-            c[n++] = (Cand){l, r, id, nl, total - nl, scores[id], 0};
+            float score; /* the mapping may be unaligned (GGUF metadata arrays are packed) */
+            memcpy(&score, (const char *)scores + (size_t)id * sizeof score, sizeof score);
+            c[n++] = (Cand){l, r, id, nl, total - nl, score, 0};
         }
         if (n - first > 1)
             qsort(c + first, n - first, sizeof *c, cand_local_cmp);
@@ -254,6 +256,10 @@ static int regex_step(BlTokenizer *t, PreKind kind, const char *re, BlError *err
     PreStep st = {.kind = kind};
     if (re && !(st.re = pretok_compile(re, strlen(re), false, err)))
         return -1;
+    if (kind == PRE_SPLIT && !(st.pattern = strdup(re))) {
+        pre_step_free(&st);
+        return bl_fail(err, "out of memory");
+    }
     return add_pre(t, st, err);
 }
 

@@ -234,6 +234,11 @@ static int parse_pre(BlTokenizer *t, const cJSON *o, const char *where, BlError 
                            behavior);
         if (!(st.re = pretok_compile(pat, strlen(pat), !is_regex, err)))
             return bl_fail_prefix(err, "%s.pattern", where);
+        st.literal = !is_regex;
+        if (!(st.pattern = dup_str(pat, err))) {
+            pre_step_free(&st);
+            return -1;
+        }
     } else if (strcmp(type, "Digits") == 0) {
         bool individual;
         st.kind = PRE_SPLIT;
@@ -242,6 +247,10 @@ static int parse_pre(BlTokenizer *t, const cJSON *o, const char *where, BlError 
         const char *pat = individual ? "\\p{N}" : "\\p{N}+";
         if (!(st.re = pretok_compile(pat, strlen(pat), false, err)))
             return -1;
+        if (!(st.pattern = dup_str(pat, err))) {
+            pre_step_free(&st);
+            return -1;
+        }
     } else if (strcmp(type, "Metaspace") == 0) {
         const char *rep, *scheme;
         bool legacy_prefix;

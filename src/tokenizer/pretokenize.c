@@ -182,5 +182,6 @@ int pretokenize(const BlTokenizer *t, PieceList *pieces, BlError *err)
 void pre_step_free(PreStep *s)
 {
     pcre2_code_free(s->re);
+    free(s->pattern);
     free(s->replacement);
 }

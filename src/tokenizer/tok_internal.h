@@ -87,6 +87,8 @@ typedef enum { PREPEND_ALWAYS, PREPEND_FIRST, PREPEND_NEVER } PrependScheme;
 typedef struct {
     PreKind kind;
     pcre2_code *re;          /* SPLIT; BYTE_LEVEL when use_regex */
+    char *pattern;           /* SPLIT: re's source text, kept so save_json.c can write it */
+    bool literal;            /* SPLIT: pattern is a plain string, not a regex */
     SplitBehavior behavior;  /* SPLIT */
     bool invert;             /* SPLIT */
     bool add_prefix_space;   /* BYTE_LEVEL */

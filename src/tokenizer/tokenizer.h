@@ -39,4 +39,13 @@ int bl_tokenizer_eos_id(const BlTokenizer *t);
 const char *bl_tokenizer_bos_text(const BlTokenizer *t);
 const char *bl_tokenizer_eos_text(const BlTokenizer *t);
 
+/* Writes DIR/tokenizer.json (Hugging Face schema: BPE vocab and merges, the
+ * normalizer / pre-tokenizer / decoder / post-processor steps, added tokens
+ * with their flags) and DIR/tokenizer_config.json (bos/eos/unk tokens,
+ * add_bos_token / add_eos_token, chat_template when not NULL), which both
+ * bl_tokenizer_from_json and HF `tokenizers` read back to the same
+ * encodings. DIR must exist; each file is replaced atomically. */
+int bl_tokenizer_save_json(const BlTokenizer *t, const char *chat_template, const char *dir,
+                           BlError *err);
+
 #endif

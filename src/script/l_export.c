@@ -1,0 +1,78 @@
+/* l_export.c - bitlab.export{}: a student as GGUF or a packed safetensors
+ * folder, with its training_manifest.json (src/export/export.h).
+ *
+ *   bitlab.export{student=, out=, format=, ternary="tq2_0", embed="keep",
+ *                 manifest=run.manifest}
+ *     → {path=, format=, manifest=, tensors={name = type}}
+ *
+ * manifest is the table of training facts merged into the manifest:
+ * bitlab.train returns it as result.manifest (steps, tokens_seen,
+ * lambda_schedule, loss_mix, final_metrics, ...); a script's own keys may be
+ * added to it. */
+#include <string.h>
+
+#include "export/export.h"
+#include "io/quants.h"
+#include "script/internal.h"
+#include "train/student.h"
+
+static const char *opt_string(lua_State *L, const char *name, const char *dflt) {
+    lua_getfield(L, 1, name);
+    const char *s = lua_isnil(L, -1) ? dflt : luaL_checkstring(L, -1);
+    lua_pop(L, 1); /* the string stays alive: the option table holds it */
+    return s;
+}
+
+static int l_export(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_getfield(L, 1, "student");
+    BlStudent *st = bl_lua_check_student(L, -1);
+    lua_pop(L, 1);
+    const char *out = opt_string(L, "out", NULL);
+    if (!out) return luaL_error(L, "bitlab.export: out= (the file or folder to write) is required");
+    BlExportRequest req = {.format = opt_string(L, "format", NULL)};
+    const char *tern = opt_string(L, "ternary", "tq2_0"), *embed = opt_string(L, "embed", "keep");
+    if (strcmp(tern, "tq2_0") == 0) req.gguf.ternary_type = BL_GGML_TQ2_0;
+    else if (strcmp(tern, "tq1_0") == 0) req.gguf.ternary_type = BL_GGML_TQ1_0;
+    else return luaL_error(L, "bitlab.export: ternary must be \"tq2_0\" or \"tq1_0\", got \"%s\"", tern);
+    if (strcmp(embed, "keep") == 0) req.gguf.embed = BL_EMBED_KEEP;
+    else if (strcmp(embed, "f32") == 0) req.gguf.embed = BL_EMBED_F32;
+    else if (strcmp(embed, "f16") == 0) req.gguf.embed = BL_EMBED_F16;
+    else return luaL_error(L, "bitlab.export: embed must be \"keep\", \"f32\" or \"f16\", got \"%s\"", embed);
+    BlError err = {{0}};
+    cJSON *run = NULL;
+    lua_getfield(L, 1, "manifest");
+    if (!lua_isnil(L, -1)) {
+        if (!lua_istable(L, -1)) return luaL_error(L, "bitlab.export: manifest must be a table");
+        if (!(run = bl_lua_to_json(L, -1, &err))) return bl_lua_fail(L, &err);
+    }
+    lua_pop(L, 1);
+    req.run = run;
+    BlExportResult res;
+    int rc = bl_export_student(st, out, &req, &res, &err);
+    cJSON_Delete(run);
+    if (rc) return bl_lua_fail(L, &err);
+    lua_createtable(L, 0, 4);
+    lua_pushstring(L, out);
+    lua_setfield(L, -2, "path");
+    lua_pushstring(L, res.format == BL_EXPORT_GGUF ? "gguf" : "safetensors");
+    lua_setfield(L, -2, "format");
+    lua_pushstring(L, res.manifest_path);
+    lua_setfield(L, -2, "manifest");
+    lua_createtable(L, 0, res.gguf.n_tensors);
+    for (int i = 0; i < res.gguf.n_tensors; i++) {
+        lua_pushstring(L, bl_ggml_type_name(res.gguf.tensors[i].type));
+        lua_setfield(L, -2, res.gguf.tensors[i].name);
+    }
+    lua_setfield(L, -2, "tensors");
+    bl_export_result_free(&res);
+    cJSON *f = cJSON_CreateObject();
+    cJSON_AddStringToObject(f, "path", out);
+    bl_metrics_event(bl_rt(L), "export", f);
+    return 1;
+}
+
+void bl_open_export(lua_State *L) {
+    static const luaL_Reg fns[] = {{"export", l_export}, {NULL, NULL}};
+    luaL_setfuncs(L, fns, 0);
+}
