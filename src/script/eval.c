@@ -2,6 +2,7 @@
 #include "script/eval.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 
 #include "backend/backend.h"
@@ -71,20 +72,83 @@ static void free_linears(StudentLinears *sl) {
     free(sl->off);
 }
 
+struct BlStudentRunner {
+    BlStudent *st;
+    int capacity;
+    StudentLinears sl;
+    BlStudentHook hook;
+    BlForwardState fs; /* whole-sequence forward, built on first use */
+    bool have_fs;
+};
+
+int bl_student_runner_open(BlStudentRunner **out, BlStudent *st, int capacity,
+                           size_t weff_cache_max, BlError *err) {
+    *out = NULL;
+    if (capacity <= 0) return bl_fail(err, "student runner: capacity %d", capacity);
+    BlStudentRunner *r = bl_calloc(1, sizeof *r, err);
+    if (!r) return -1;
+    r->st = st;
+    r->capacity = capacity;
+    if (build_linears(&r->sl, st, capacity, weff_cache_max, err)) {
+        bl_student_runner_close(r);
+        return -1;
+    }
+    r->hook = (BlStudentHook){.linear = student_linear, .ctx = &r->sl,
+                              .post_attn_norm = st->post_norm};
+    *out = r;
+    return 0;
+}
+
+void bl_student_runner_close(BlStudentRunner *r) {
+    if (!r) return;
+    free_linears(&r->sl);
+    if (r->have_fs) bl_free_forward_state(&r->fs);
+    free(r);
+}
+
+int bl_student_runner_logits(BlStudentRunner *r, const int *ids, int n, float *logits,
+                             BlError *err) {
+    const BlModel *m = r->st->model;
+    if (n <= 0 || n > r->capacity)
+        return bl_fail(err, "student forward: %d tokens (capacity %d)", n, r->capacity);
+    for (int t = 0; t < n; t++)
+        if (ids[t] < 0 || ids[t] >= m->cfg.vocab_size)
+            return bl_fail(err, "student forward: token %d outside 0..%d", ids[t],
+                           m->cfg.vocab_size - 1);
+    if (!r->have_fs) {
+        if (bl_build_forward_state(&r->fs, m, bl_backend_cpu(), 1, r->capacity, false, err))
+            return -1;
+        r->have_fs = true;
+        r->fs.student = &r->hook;
+    }
+    return bl_forward(&r->fs, ids, &n, 1, n, logits, NULL, err);
+}
+
+int bl_student_runner_generate(BlStudentRunner *r, const int *prompt, int n_prompt, int max_new,
+                               int *out, int *n_out, BlError *err) {
+    *n_out = 0;
+    if (n_prompt <= 0) return bl_fail(err, "student generate: empty prompt");
+    if (max_new <= 0) return 0;
+    if (n_prompt + max_new > r->capacity)
+        return bl_fail(err, "student generate: %d + %d tokens exceed the capacity %d", n_prompt,
+                       max_new, r->capacity);
+    if (bl_generate_greedy_hooked(r->st->model, bl_backend_cpu(), &r->hook, prompt, n_prompt,
+                                  max_new, NULL, NULL, out, n_out, err))
+        return bl_fail_prefix(err, "student generate");
+    return 0;
+}
+
 int bl_student_generate_greedy(BlStudent *st, const int *prompt, int n_prompt, int max_new,
                                size_t weff_cache_max, int *out, int *n_out, BlError *err) {
     *n_out = 0;
     if (n_prompt <= 0) return bl_fail(err, "student generate: empty prompt");
     if (max_new <= 0) return 0;
-    StudentLinears sl;
-    int rc = build_linears(&sl, st, n_prompt + max_new, weff_cache_max, err);
-    BlStudentHook hook = {.linear = student_linear, .ctx = &sl,
-                          .post_attn_norm = st->post_norm};
-    if (rc == 0)
-        rc = bl_generate_greedy_hooked(st->model, bl_backend_cpu(), &hook, prompt, n_prompt,
-                                       max_new, NULL, NULL, out, n_out, err);
-    free_linears(&sl);
-    return rc ? bl_fail_prefix(err, "student generate") : 0;
+    BlStudentRunner *r;
+    if (bl_student_runner_open(&r, st, n_prompt + max_new, weff_cache_max, err))
+        return bl_fail_prefix(err, "student generate");
+    int rc = bl_student_runner_generate(r, prompt, n_prompt, max_new, out, n_out, err);
+    bl_student_runner_close(r);
+    return rc;
 }
 
 /* NLL and argmax of one row of logits. */
@@ -100,15 +164,12 @@ static void row_stats(const float *lg, int V, int next, int want_nll, int *argma
     (*count)++;
 }
 
-int bl_eval_sequence(const BlModel *m, BlStudent *st, const int *ids, int n,
-                     const uint8_t *rowmask, int *argmax, double *nll_sum, long *count,
-                     BlError *err) {
+int bl_eval_logits(const BlModel *m, BlStudent *st, const int *ids, int n, float *logits,
+                   BlError *err) {
     int V = m->cfg.vocab_size;
     if (n <= 0) return bl_fail(err, "eval: empty sequence");
     for (int t = 0; t < n; t++)
         if (ids[t] < 0 || ids[t] >= V) return bl_fail(err, "eval: token %d outside 0..%d", ids[t], V - 1);
-    float *logits = bl_malloc(sizeof(float) * (size_t)n * V, err);
-    if (!logits) return -1;
     int rc = 0;
     if (st) {
         BlTrainState ts;
@@ -124,6 +185,17 @@ int bl_eval_sequence(const BlModel *m, BlStudent *st, const int *ids, int n,
             bl_free_forward_state(&fs);
         }
     }
+    return rc;
+}
+
+int bl_eval_sequence(const BlModel *m, BlStudent *st, const int *ids, int n,
+                     const uint8_t *rowmask, int *argmax, double *nll_sum, long *count,
+                     BlError *err) {
+    int V = m->cfg.vocab_size;
+    if (n <= 0) return bl_fail(err, "eval: empty sequence");
+    float *logits = bl_malloc(sizeof(float) * (size_t)n * V, err);
+    if (!logits) return -1;
+    int rc = bl_eval_logits(m, st, ids, n, logits, err);
     for (int t = 0; rc == 0 && t < n; t++) {
         int want = t + 1 < n && (!rowmask || rowmask[t]);
         row_stats(logits + (size_t)t * V, V, want ? ids[t + 1] : 0, want,

@@ -6,7 +6,9 @@
  * Student decoding is the teacher's KV-cache decoder (nn/generate.h) with
  * the student's linears and post-attention norm hooked in, computed with the
  * training forward's ops, so its tokens are the argmax of the training
- * forward over the growing sequence. */
+ * forward over the growing sequence. A runner keeps those hooks (and the
+ * materialised Weff) for many calls: greedy answers and whole-sequence
+ * logits through the inference forward (nn/forward.h). */
 #ifndef BITLAB_EVAL_H
 #define BITLAB_EVAL_H
 
@@ -28,6 +30,29 @@
  * step into a scratch of the largest linear (slower, same tokens). */
 int bl_student_generate_greedy(BlStudent *st, const int *prompt, int n_prompt, int max_new,
                                size_t weff_cache_max, int *out, int *n_out, BlError *err);
+
+/* The student as an inference model for many sequences and generations of
+ * up to `capacity` tokens each: every Weff is materialised once at open when
+ * all fit in weff_cache_max bytes (else each is rebuilt per linear call into
+ * a scratch of the largest). It uses the student as it is at open: changing
+ * its adapters or λ afterwards needs a new runner. */
+typedef struct BlStudentRunner BlStudentRunner;
+int bl_student_runner_open(BlStudentRunner **out, BlStudent *st, int capacity,
+                           size_t weff_cache_max, BlError *err);
+void bl_student_runner_close(BlStudentRunner *r);
+/* logits[n·V] of ids[n]: the inference forward with the student's linears
+ * and post-attention norm hooked in (the same ops as the training forward). */
+int bl_student_runner_logits(BlStudentRunner *r, const int *ids, int n, float *logits,
+                             BlError *err);
+/* Greedy continuation as bl_student_generate_greedy. */
+int bl_student_runner_generate(BlStudentRunner *r, const int *prompt, int n_prompt, int max_new,
+                               int *out, int *n_out, BlError *err);
+
+/* logits[n·V] of one sequence ids[n] through the teacher (st == NULL, the
+ * inference forward) or the student (its training forward, at st's λ and
+ * activation width). */
+int bl_eval_logits(const BlModel *m, BlStudent *st, const int *ids, int n, float *logits,
+                   BlError *err);
 
 /* One sequence ids[n] through the teacher (st == NULL) or the student.
  * argmax[n] (may be NULL) receives each row's top-1 prediction; for rows t

@@ -1,0 +1,162 @@
+/* evaluate.h - `bitlab eval` / `bitlab.eval{}`: how good the ternary
+ * student is against its teacher on held-out data, and what it costs.
+ *
+ * On every example of a held-out set (plain text cut into chunks, or chat /
+ * text JSONL with the loss on assistant turns) the teacher and the student
+ * (always at λ = 1, with the student's activation width) run the whole
+ * sequence; per scored row t (token t+1 is a target) they give
+ *   NLL  −log p(ids[t+1])          → perplexity exp(mean NLL), each model
+ *   KL   Σ_v p_T(v)·(log p_T(v) − log p_S(v))   (τ = 1), mean over rows
+ *   top-1 agreement  argmax p_T == argmax p_S, fraction of rows
+ * all accumulated in double. On each prompt of a prompt list both answer
+ * greedily (KV cache) and the common prefix of the two answers is counted.
+ *
+ * Memory accounting (bytes a deployment of each model needs for weights):
+ *   teacher = every parameter at 16 bits (the model file's own size, e.g. a
+ *             4-bit GGUF, is reported beside it but not used);
+ *   student = every block linear weight at 2 bits (ternary packed 4 per
+ *             byte, out·⌈in/4⌉ bytes per tensor: rows padded to 4 codes, the
+ *             layout of the packed export) + one fp32 scale per such tensor
+ *             + everything else (embeddings, lm_head when untied, norms,
+ *             biases, SubLN / post-attention norm weights) at 16 bits (the
+ *             packed safetensors export keeps these in F32; 16 bits is what
+ *             a deployment needs and what the teacher is charged).
+ *             Adapters cost nothing: they are merged into W before
+ *             quantisation.
+ *   QEI = (quality_S / quality_T) / (memory_S / memory_T), quality = 1/ppl,
+ *   i.e. (ppl_T / ppl_S) · (memory_T / memory_S): 1 = the student keeps the
+ *   teacher's quality per byte; above 1 it buys more quality per byte. */
+#ifndef BITLAB_EVALUATE_H
+#define BITLAB_EVALUATE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#include <cjson/cJSON.h>
+
+#include "core/error.h"
+#include "data/dataset.h"
+#include "model/model.h"
+#include "train/student.h"
+
+#define BL_EVAL_DEFAULT_SEQ 256
+#define BL_EVAL_DEFAULT_MAX_TOKENS 64
+
+typedef enum { BL_EVAL_TEXT, BL_EVAL_JSONL, BL_EVAL_DATASET } BlEvalFormat;
+
+/* What to evaluate and how; the path strings are also what the report
+ * names (NULL = not given). */
+typedef struct {
+    const char *model_path;
+    const char *checkpoint_path; /* NULL: a fresh student (no adapters) */
+    const char *data_path;       /* NULL when the data came as a dataset object */
+    BlEvalFormat format;
+    const char *prompts_path;    /* where the prompts came from, or NULL */
+    const char *const *prompts;  /* [n_prompts] prompt texts */
+    int n_prompts;
+    int seq;          /* text chunk length; longer examples are cut to it */
+    int max_examples; /* 0 = every example */
+    int max_tokens;   /* greedy tokens per prompt */
+    FILE *progress;   /* one line per example / prompt, or NULL */
+} BlEvalOptions;
+
+/* One prompt's greedy answers. */
+typedef struct {
+    const char *prompt;
+    int *prompt_ids;       /* the prompt as fed (template included) */
+    int n_prompt;
+    int *teacher, *student;
+    int n_teacher, n_student;
+    int common;            /* common prefix, tokens */
+    char *teacher_text, *student_text;
+} BlEvalGeneration;
+
+typedef struct {
+    long long teacher_params;
+    long long teacher_bytes;       /* 2 · teacher_params */
+    long long source_bytes;        /* the model file (folder: its .safetensors), −1 if unknown */
+    long long ternary_weights;     /* block linear weights */
+    int ternary_tensors;
+    long long ternary_bytes;       /* Σ out·⌈in/4⌉ */
+    long long scale_bytes;         /* 4 · ternary_tensors */
+    long long other_params;        /* everything else the student keeps */
+    long long other_bytes;         /* 2 · other_params */
+    long long student_bytes;
+} BlEvalMemory;
+
+typedef struct {
+    int examples;       /* evaluated */
+    int truncated;      /* of them, cut to seq */
+    long long tokens;   /* tokens fed (each model) */
+    long long rows;     /* scored rows */
+    double teacher_nll, student_nll; /* mean, nats per token */
+    double teacher_ppl, student_ppl;
+    double kl;          /* mean KL(teacher‖student), nats per token */
+    long long agree;    /* rows with the same top-1 */
+    double agreement;   /* agree / rows */
+    float lambda;       /* the student's, as evaluated (1) */
+    int act_bits;
+    int adapters;
+    bool subln, post_attn_norm;
+    BlEvalGeneration *gen;
+    int n_gen;
+    bool chat_prompts;  /* prompts were wrapped in the chat template */
+    double mean_common;
+    BlEvalMemory mem;
+    double qei;
+    double seconds;          /* the whole call */
+    double seconds_data;     /* of it: the held-out set (and building the student) */
+    double seconds_prompts;  /* of it: the greedy answers */
+} BlEvalReport;
+
+// ---- data (eval_data.c) ------------------------------------------------------
+
+/* Format of a data file by its name: ".jsonl" → JSONL, else plain text. */
+BlEvalFormat bl_eval_format_of(const char *path);
+
+/* The held-out set of path into d (initialised here; free with
+ * bl_dataset_free). Plain text: encoded without special tokens, cut into
+ * consecutive chunks of seq tokens (a final chunk of < 2 tokens is dropped),
+ * every token a target. JSONL: bl_dataset_load_jsonl with response_only
+ * (chat lines score assistant turns, text lines every token). */
+int bl_eval_load_data(BlDataset *d, const BlModel *m, const char *path, BlEvalFormat format,
+                      int seq, BlError *err);
+
+/* Prompts of a file, one per line (blank lines skipped, trailing CR/space
+ * removed): *out is an array of n malloc'd strings (bl_eval_free_prompts). */
+int bl_eval_read_prompts(const char *path, char ***out, int *n, BlError *err);
+void bl_eval_free_prompts(char **p, int n);
+
+/* A prompt as token ids: wrapped in the model's chat template as a user turn
+ * when it has one (*chat = true), else the text with the tokenizer's own
+ * special tokens. *ids malloc'd. */
+int bl_eval_encode_prompt(const BlModel *m, const char *text, int **ids, int *n, bool *chat,
+                          BlError *err);
+
+// ---- memory (eval_memory.c) -------------------------------------------------
+
+/* The accounting above for m and a student of it (subln / post-attention
+ * norm weights count when st has them; st may be NULL). */
+void bl_eval_memory(const BlModel *m, const BlStudent *st, BlEvalMemory *out);
+
+// ---- the evaluation (evaluate.c) ----------------------------------------------
+
+/* Evaluates st (λ set to 1 for the call, restored after) against its model
+ * on d's examples and opt's prompts. r is filled (free with
+ * bl_eval_report_free, also after a failure). */
+int bl_evaluate(BlStudent *st, const BlDataset *d, const BlEvalOptions *opt, BlEvalReport *r,
+                BlError *err);
+void bl_eval_report_free(BlEvalReport *r);
+
+// ---- output (eval_report.c) -------------------------------------------------
+
+/* The readable table (what `bitlab eval` prints). */
+void bl_eval_report_print(FILE *f, const BlEvalOptions *opt, const BlEvalReport *r);
+/* Every number, the paths and the definitions as one JSON object. */
+cJSON *bl_eval_report_json(const BlEvalOptions *opt, const BlEvalReport *r);
+/* Writes that object to path (pretty-printed). */
+int bl_eval_report_write_json(const char *path, const BlEvalOptions *opt, const BlEvalReport *r,
+                              BlError *err);
+
+#endif
