@@ -22,6 +22,7 @@
 #define BL_MT_STUDENT "bitlab.Student"
 #define BL_MT_TRAINER "bitlab.Trainer"
 #define BL_MT_KNOB "bitlab.Knob"
+#define BL_MT_TRACE "bitlab.Trace"
 
 typedef struct {
     char *name;
@@ -92,6 +93,10 @@ int *bl_lua_prompt(lua_State *L, const BlModel *m, int idx, int opts, int *n);
 
 BlModel *bl_lua_check_model(lua_State *L, int idx);
 BlDataset *bl_lua_check_dataset(lua_State *L, int idx);
+/* A teacher trace at idx: a Trace userdata, or a path opened as one; pushes
+ * the userdata (for the caller to keep alive) and returns its BlTrace. */
+struct BlTrace *bl_lua_push_trace(lua_State *L, int idx);
+struct BlStudent *bl_lua_check_student(lua_State *L, int idx);
 
 /* The arrays of the Batch userdata at idx. */
 void bl_lua_batch(lua_State *L, int idx, int *B, int *T, int **tokens, int **lens, uint8_t **mask);
@@ -108,5 +113,9 @@ void bl_open_train(lua_State *L);
 void bl_open_knobs(lua_State *L);
 void bl_open_metrics(lua_State *L);
 void bl_open_dash(lua_State *L);
+void bl_open_export(lua_State *L);
+void bl_open_evaluate(lua_State *L);
+void bl_open_trace(lua_State *L);
+void bl_open_plan(lua_State *L);
 
 #endif

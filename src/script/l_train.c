@@ -1,10 +1,12 @@
 /* l_train.c - the Student and Trainer userdata: adapters, λ and activation
  * width, student greedy generation and forward, the distillation step with
- * per-step loss weights and LR, checkpoints; and the evaluation helpers
- * (perplexity, teacher–student agreement, common prefix).
+ * per-step loss weights and LR, the teacher from a trace or cached,
+ * checkpoints; and the evaluation helpers (perplexity, teacher–student
+ * agreement, common prefix).
  *
- * A Student keeps its Model alive and a Trainer its Student (user value 1),
- * so the C structs they point into never dangle. */
+ * A Student keeps its Model alive and a Trainer its Student (user value 1)
+ * and its Trace (user value 2), so the C structs they point into never
+ * dangle. */
 #include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
@@ -16,6 +18,7 @@
 #include "script/eval.h"
 #include "script/internal.h"
 #include "tokenizer/tokenizer.h"
+#include "trace/trace.h"
 #include "train/quant.h"
 #include "train/step.h"
 #include "train/student.h"
@@ -28,7 +31,8 @@ typedef struct {
 typedef struct {
     BlTrainer t;
     int live;
-    int topk_cap; /* K the buffers were built for, 0 = no top-K loss */
+    int topk_cap;          /* K the buffers were built for, 0 = no top-K loss */
+    BlTraceReader *reader; /* the teacher from a trace, or NULL */
 } LTrainer;
 
 static BlStudent *check_student(lua_State *L, int idx) {
@@ -36,6 +40,8 @@ static BlStudent *check_student(lua_State *L, int idx) {
     if (!u->live) luaL_error(L, "the student was freed");
     return &u->s;
 }
+
+BlStudent *bl_lua_check_student(lua_State *L, int idx) { return check_student(L, idx); }
 
 static LTrainer *check_trainer(lua_State *L, int idx) {
     LTrainer *u = luaL_checkudata(L, idx, BL_MT_TRAINER);
@@ -286,9 +292,39 @@ static void read_loss_weights(lua_State *L, int idx, BlLossConfig *lc) {
     lc->tau = (float)bl_opt_number(L, idx, "tau", lc->tau);
 }
 
+/* The trace= option (a path or a Trace) checked against the trainer's model
+ * and, with data=, its dataset; pushes the Trace userdata (or nil). */
+static BlTrace *opt_trace(lua_State *L, const BlModel *m) {
+    lua_getfield(L, 1, "trace");
+    if (lua_isnil(L, -1)) return NULL;
+    BlTrace *t = bl_lua_push_trace(L, lua_gettop(L));
+    lua_remove(L, -2);
+    BlError err = {{0}};
+    if (bl_trace_check_model(t, m, &err)) bl_lua_fail(L, &err);
+    lua_getfield(L, 1, "data");
+    if (!lua_isnil(L, -1) && bl_trace_check_data(t, bl_lua_check_dataset(L, -1), &err))
+        bl_lua_fail(L, &err);
+    lua_pop(L, 1);
+    return t;
+}
+
+/* The trainer's teacher becomes the trace (refused when it cannot serve the
+ * starting loss mix). */
+static void use_trace(lua_State *L, LTrainer *u, BlTrace *t) {
+    BlError err = {{0}};
+    if (bl_trace_reader_new(&u->reader, t, &err)) bl_lua_fail(L, &err);
+    BlTeacherProvider p;
+    bl_trace_provider(u->reader, &p);
+    if (bl_trainer_set_teacher(&u->t, &p, &err) || bl_trainer_check_teacher(&u->t, &err))
+        bl_lua_fail(L, &err);
+}
+
 /* bitlab.trainer{student=, batch=1, seq=, ce=1, kl=0, topk=0, k=0, cos=0,
  * mag=0, tau=1, clip=1, lr=1e-4, beta1=0.9, beta2=0.95, eps=1e-8,
- * weight_decay=0}; batch and seq are the micro-batch capacity */
+ * weight_decay=0, trace=nil, data=nil, teacher_cache=true}; batch and seq
+ * are the micro-batch capacity; trace = a path or a Trace: the teacher's
+ * outputs come from it (k defaults to its K; data, when given, must be the
+ * dataset it was made from) */
 static int l_trainer(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_getfield(L, 1, "student");
@@ -298,7 +334,9 @@ static int l_trainer(lua_State *L) {
     if (B <= 0 || T < 2) return luaL_error(L, "trainer: batch >= 1 and seq >= 2 are required");
     BlLossConfig lc = {.w_ce = 1.0f, .tau = 1.0f, .topk = 1};
     read_loss_weights(L, 1, &lc);
-    int K = (int)bl_opt_integer(L, 1, "k", 0);
+    BlTrace *trace = opt_trace(L, s->model); /* pushes the Trace or nil */
+    int trace_idx = lua_gettop(L);
+    int K = (int)bl_opt_integer(L, 1, "k", trace ? trace->K : 0);
     BlOptConfig oc = {.adamw = {.lr = (float)bl_opt_number(L, 1, "lr", 1e-4),
                                 .beta1 = (float)bl_opt_number(L, 1, "beta1", 0.9),
                                 .beta2 = (float)bl_opt_number(L, 1, "beta2", 0.95),
@@ -311,22 +349,29 @@ static int l_trainer(lua_State *L) {
         lc.topk = K;
         lc.w_topk = 1.0f;
     }
-    LTrainer *u = lua_newuserdatauv(L, sizeof *u, 1);
+    LTrainer *u = lua_newuserdatauv(L, sizeof *u, 2);
     u->live = 0;
+    u->reader = NULL;
     luaL_setmetatable(L, BL_MT_TRAINER);
-    lua_pushvalue(L, -2);
+    lua_getfield(L, 1, "student");
     lua_setiuservalue(L, -2, 1);
+    lua_pushvalue(L, trace_idx);
+    lua_setiuservalue(L, -2, 2);
     BlError err = {{0}};
     if (bl_build_trainer(&u->t, s, B, T, &lc, &oc, &err)) return bl_lua_fail(L, &err);
     u->t.loss.w_topk = w_topk;
+    u->t.teacher_cache = bl_opt_bool(L, 1, "teacher_cache", 1);
     u->topk_cap = K;
     u->live = 1;
+    if (trace) use_trace(L, u, trace);
     return 1;
 }
 
 static int t_gc(lua_State *L) {
     LTrainer *u = luaL_checkudata(L, 1, BL_MT_TRAINER);
     if (u->live) bl_free_trainer(&u->t);
+    bl_trace_reader_free(u->reader);
+    u->reader = NULL;
     u->live = 0;
     return 0;
 }
@@ -371,6 +416,8 @@ static void push_result(lua_State *L, const BlTrainer *tr, const BlStepResult *r
     lua_setfield(L, -2, "skipped");
     lua_pushinteger(L, tr->skipped);
     lua_setfield(L, -2, "skipped_total");
+    lua_pushstring(L, bl_teacher_source_name(r->teacher));
+    lua_setfield(L, -2, "teacher");
 }
 
 /* trainer:step(batch [, {lr=, ce=, kl=, topk=, cos=, mag=, tau=}]) → result */
@@ -472,6 +519,13 @@ static int t_steps(lua_State *L) {
     return 2;
 }
 
+/* trainer:trace() → the Trace its teacher reads, or nil */
+static int t_trace(lua_State *L) {
+    check_trainer(L, 1);
+    lua_getiuservalue(L, 1, 2);
+    return 1;
+}
+
 static int t_memory(lua_State *L) {
     BlTrainerMemory mem;
     bl_trainer_memory(&check_trainer(L, 1)->t, &mem);
@@ -502,8 +556,9 @@ void bl_open_train(lua_State *L) {
         {"memory", s_memory},           {NULL, NULL}};
     new_class(L, BL_MT_STUDENT, smeta, smethods);
     static const luaL_Reg tmeta[] = {{"__gc", t_gc}, {"__tostring", t_tostring}, {NULL, NULL}};
-    static const luaL_Reg tmethods[] = {{"step", t_step},   {"save", t_save},     {"load", t_load},
-                                        {"steps", t_steps}, {"memory", t_memory}, {NULL, NULL}};
+    static const luaL_Reg tmethods[] = {{"step", t_step},     {"save", t_save},   {"load", t_load},
+                                        {"steps", t_steps},   {"memory", t_memory},
+                                        {"trace", t_trace},   {NULL, NULL}};
     new_class(L, BL_MT_TRAINER, tmeta, tmethods);
     static const luaL_Reg fns[] = {{"student", l_student},       {"trainer", l_trainer},
                                    {"perplexity", l_perplexity}, {"agreement", l_agreement},

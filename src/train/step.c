@@ -1,5 +1,6 @@
-/* step.c - the self-distillation step: losses in per-sequence logits chunks,
- * backward, guards and AdamW (see step.h). */
+/* step.c - the self-distillation step: the teacher's outputs (computed,
+ * cached or given), losses in per-sequence logits chunks, backward, guards
+ * and AdamW (see step.h). */
 #include "train/step.h"
 
 #include <cblas.h>
@@ -31,6 +32,8 @@ int bl_build_trainer(BlTrainer *tr, BlStudent *st, int B, int T, const BlLossCon
     tr->opt = *opt;
     tr->B = B;
     tr->T = T;
+    tr->topk_K = loss->w_topk != 0.0f ? K : 0;
+    tr->teacher_cache = true;
     size_t M = (size_t)B * T, V = (size_t)c->vocab_size;
     if (bl_build_forward_state(&tr->teacher, m, bl_backend_cpu(), B, T, true, err) ||
         bl_build_train_state(&tr->train, st, B, T, err))
@@ -42,7 +45,10 @@ int bl_build_trainer(BlTrainer *tr, BlStudent *st, int B, int T, const BlLossCon
         !(tr->topk_logp = bl_malloc(sizeof(float) * 2 * T * K, err)) ||
         !(tr->targets = bl_malloc(sizeof(int) * M, err)) ||
         !(tr->tok_mask = bl_malloc(M, err)) || !(tr->hid_mask = bl_malloc(M, err)) ||
-        !(tr->block_gn = bl_calloc((size_t)c->n_layers, sizeof(double), err)))
+        !(tr->block_gn = bl_calloc((size_t)c->n_layers, sizeof(double), err)) ||
+        !(tr->cache_tokens = bl_malloc(sizeof(int) * M, err)) ||
+        !(tr->cache_lens = bl_malloc(sizeof(int) * B, err)) ||
+        !(tr->t_hid = bl_malloc(sizeof(float *) * c->n_layers, err)))
         goto fail;
     return 0;
 fail:
@@ -62,7 +68,50 @@ void bl_free_trainer(BlTrainer *tr) {
     free(tr->tok_mask);
     free(tr->hid_mask);
     free(tr->block_gn);
+    free(tr->cache_tokens);
+    free(tr->cache_lens);
+    free(tr->g_ids);
+    free(tr->g_logp);
+    free(tr->g_other);
+    free(tr->t_hid);
     memset(tr, 0, sizeof *tr);
+}
+
+const char *bl_teacher_source_name(BlTeacherSource s) {
+    switch (s) {
+    case BL_TEACHER_CACHED: return "cached";
+    case BL_TEACHER_TRACE: return "trace";
+    case BL_TEACHER_COMPUTED: return "computed";
+    default: return "none";
+    }
+}
+
+int bl_trainer_set_teacher(BlTrainer *tr, const BlTeacherProvider *p, BlError *err) {
+    free(tr->g_ids);
+    free(tr->g_logp);
+    free(tr->g_other);
+    tr->g_ids = NULL;
+    tr->g_logp = tr->g_other = NULL;
+    memset(&tr->provider, 0, sizeof tr->provider);
+    tr->cache_valid = false; /* t_hidden will hold the provider's states */
+    if (!p) return 0;
+    const char *what = p->what ? p->what : "the given teacher";
+    if (!p->fetch || p->K < 1 || p->K > BL_TOPK_MAX || p->K > tr->model->cfg.vocab_size ||
+        !(p->tau > 0.0f))
+        return bl_fail(err, "trainer: %s has top-K K=%d, tau %g (need 1..%d, tau > 0)", what,
+                       p->K, p->tau, BL_TOPK_MAX);
+    if (tr->topk_K > 0 && p->K != tr->topk_K)
+        return bl_fail(err, "trainer: %s holds the top-%d, the trainer's top-K loss has k=%d",
+                       what, p->K, tr->topk_K);
+    size_t M = (size_t)tr->B * tr->T;
+    if (!(tr->g_ids = bl_malloc(sizeof(int) * M * p->K, err)) ||
+        !(tr->g_logp = bl_malloc(sizeof(float) * M * p->K, err)) ||
+        !(tr->g_other = bl_malloc(sizeof(float) * M, err))) {
+        bl_trainer_set_teacher(tr, NULL, NULL);
+        return bl_fail_prefix(err, "trainer");
+    }
+    tr->provider = *p;
+    return 0;
 }
 
 void bl_trainer_memory(const BlTrainer *tr, BlTrainerMemory *out) {
@@ -79,9 +128,11 @@ void bl_trainer_memory(const BlTrainer *tr, BlTrainerMemory *out) {
                           (c->fused_qkv ? M * (qd + 2 * kvd) : 0) +
                           (size_t)tr->B * c->n_heads * tr->T * tr->T) +
                      M * sizeof(int);
+    size_t given = tr->provider.fetch ? M * ((sizeof(int) + F) * tr->provider.K + F) : 0;
     out->scratch = tr->train.bytes_scratch + tr->train.lscratch_floats * F + teacher +
                    F * (c->n_layers * M * D + 4 * (size_t)tr->T * V + 2 * (size_t)tr->T * K) +
-                   sizeof(int) * (2 * (size_t)tr->T * K + M) + 2 * M;
+                   sizeof(int) * (2 * (size_t)tr->T * K + M) + 2 * M +
+                   sizeof(int) * (M + (size_t)tr->B) + sizeof(float *) * c->n_layers + given;
 }
 
 // ----------------------------------------------------------------------------
@@ -104,7 +155,7 @@ static void hidden_grad(void *vctx, int l, float *dh) {
     int M = tr->train.B * tr->train.T;
     double f = (lc->layer_w ? lc->layer_w[l] : 1.0) / h->lw_sum;
     const float *hs = bl_train_hidden(&tr->train, l);
-    const float *ht = tr->t_hidden + (size_t)l * M * c->dim;
+    const float *ht = tr->t_hid[l];
     float *dhs[1] = {dh};
     double mag = 0.0;
     double cs = bl_hidden_loss(dhs, (float)(lc->w_cos * f * h->weight),
@@ -139,16 +190,26 @@ static void *seq_loss(void *arg) {
     int K = lc->w_topk != 0.0f ? lc->topk : 1;
     size_t chunk = (size_t)tr->T * V;
     float *sl = tr->slogits + q->slot * chunk, *dl = tr->dlogits + q->slot * chunk;
-    const float *tl = tr->teacher.logits + (size_t)q->b * T * V;
+    const float *tl = tr->teacher.logits + (size_t)q->b * T * V; /* live teacher only */
+    const BlTeacherGiven *gv = tr->given;
     BlLossRows rows = {.tokens = tr->targets + (size_t)q->b * T,
                        .mask = tr->tok_mask + (size_t)q->b * T, .B = 1, .T = T, .V = V};
     memset(dl, 0, sizeof(float) * (size_t)rows_b * V);
     if (lc->w_ce != 0.0f) q->ce = bl_ce_loss(dl, lc->w_ce * q->g, sl, &rows);
     if (lc->w_kl != 0.0f) q->kl = bl_kl_loss(dl, lc->w_kl * q->g, sl, tl, &rows, lc->tau);
     if (lc->w_topk != 0.0f) {
-        int *ids = tr->topk_ids + (size_t)q->slot * tr->T * K;
-        float *logp = tr->topk_logp + (size_t)q->slot * tr->T * K;
-        bl_topk_logprobs(ids, logp, tl, rows_b, V, lc->topk, lc->tau);
+        const int *ids;
+        const float *logp;
+        if (gv) { /* checked: gv->K == lc->topk, gv->tau == lc->tau */
+            ids = gv->topk_ids + (size_t)q->b * T * K;
+            logp = gv->topk_logp + (size_t)q->b * T * K;
+        } else {
+            int *tid = tr->topk_ids + (size_t)q->slot * tr->T * K;
+            float *tlp = tr->topk_logp + (size_t)q->slot * tr->T * K;
+            bl_topk_logprobs(tid, tlp, tl, rows_b, V, lc->topk, lc->tau);
+            ids = tid;
+            logp = tlp;
+        }
         q->topk = bl_topk_kl_loss(dl, lc->w_topk * q->g, sl, ids, logp, lc->topk, &rows, lc->tau);
     }
     return NULL;
@@ -211,16 +272,74 @@ static void set_masks(BlTrainer *tr, const int *tokens, const int *lens, const u
         }
 }
 
-int bl_trainer_accumulate(BlTrainer *tr, const int *tokens, const int *lens, const uint8_t *mask,
-                          int B, int T, float weight, BlStepResult *acc, BlError *err) {
+/* True when the teacher buffers hold this micro-batch's outputs. */
+static bool cache_hit(const BlTrainer *tr, const int *tokens, const int *lens, int B, int T) {
+    if (!tr->teacher_cache || !tr->cache_valid || tr->cache_B != B || tr->cache_T != T)
+        return false;
+    for (int b = 0; b < B; b++) {
+        if (lens[b] != tr->cache_lens[b]) return false;
+        size_t r0 = (size_t)b * T;
+        if (lens[b] > 0 && memcmp(tokens + r0, tr->cache_tokens + r0, sizeof(int) * lens[b]))
+            return false;
+    }
+    return true;
+}
+
+/* The live teacher's logits and hidden states of the micro-batch: computed,
+ * or still there from the previous micro-batch. */
+static int live_teacher(BlTrainer *tr, const int *tokens, const int *lens, int B, int T,
+                        BlTeacherSource *src, BlError *err) {
     const BlConfig *c = &tr->model->cfg;
     size_t M = (size_t)B * T;
     float *hid[c->n_layers];
-    for (int l = 0; l < c->n_layers; l++) hid[l] = tr->t_hidden + l * M * c->dim;
+    for (int l = 0; l < c->n_layers; l++) tr->t_hid[l] = hid[l] = tr->t_hidden + l * M * c->dim;
+    if (cache_hit(tr, tokens, lens, B, T)) {
+        *src = BL_TEACHER_CACHED;
+        return 0;
+    }
+    tr->cache_valid = false;
     if (bl_forward(&tr->teacher, tokens, lens, B, T, NULL, hid, err))
         return bl_fail_prefix(err, "teacher");
     /* the CPU backend's state is host memory: the teacher logits stay there */
     bl_forward_logits(&tr->teacher, 0, (int)M);
+    for (int b = 0; b < B; b++) {
+        tr->cache_lens[b] = lens[b];
+        memcpy(tr->cache_tokens + (size_t)b * T, tokens + (size_t)b * T, sizeof(int) * lens[b]);
+    }
+    tr->cache_B = B;
+    tr->cache_T = T;
+    tr->cache_valid = true;
+    *src = BL_TEACHER_COMPUTED;
+    return 0;
+}
+
+/* What a step from given outputs cannot do, named. */
+static int check_given(const BlTrainer *tr, const BlTeacherGiven *g, const char *what,
+                       BlError *err) {
+    const BlLossConfig *lc = &tr->loss;
+    if (lc->w_kl != 0.0f)
+        return bl_fail(err, "the full KL (weight %g) needs the teacher's full logits, which %s "
+                       "does not hold: set kl = 0 (the top-K KL is served) or run the teacher live",
+                       lc->w_kl, what);
+    if ((lc->w_cos != 0.0f || lc->w_mag != 0.0f) && !g->hidden)
+        return bl_fail(err, "the hidden-state losses (cos %g, mag %g) need the teacher's hidden "
+                       "states, which %s does not hold (make the trace with hidden states)",
+                       lc->w_cos, lc->w_mag, what);
+    if (lc->w_topk != 0.0f && g->K != lc->topk)
+        return bl_fail(err, "%s holds the teacher's top-%d, the top-K loss has k=%d", what, g->K,
+                       lc->topk);
+    if (lc->w_topk != 0.0f && g->tau != lc->tau)
+        return bl_fail(err, "%s holds log-probabilities at tau %g, the step's tau is %g "
+                       "(top-K + other at another tau needs the full distribution)",
+                       what, g->tau, lc->tau);
+    return 0;
+}
+
+/* Student forward, losses and backward, the teacher's outputs in place
+ * (tr->t_hid, and the live logits or tr->given). */
+static int accumulate(BlTrainer *tr, const int *tokens, const int *lens, const uint8_t *mask,
+                      int B, int T, float weight, BlStepResult *acc, BlError *err) {
+    const BlConfig *c = &tr->model->cfg;
     if (bl_train_forward(&tr->train, tr->student, tokens, lens, B, T, err))
         return bl_fail_prefix(err, "student");
     set_masks(tr, tokens, lens, mask, B, T);
@@ -234,6 +353,67 @@ int bl_trainer_accumulate(BlTrainer *tr, const int *tokens, const int *lens, con
     acc->total += lc->w_ce * (acc->ce - ce0) + lc->w_kl * (acc->kl - kl0) +
                   lc->w_topk * (acc->topk - tk0) + lc->w_cos * (acc->cos - cos0) +
                   lc->w_mag * (acc->mag - mag0);
+    return 0;
+}
+
+static void note_source(BlStepResult *acc, BlTeacherSource s) {
+    if (s > acc->teacher) acc->teacher = s;
+}
+
+static int check_shape(const BlTrainer *tr, int B, int T, BlError *err) {
+    if (B < 1 || B > tr->B || T < 1 || T > tr->T)
+        return bl_fail(err, "micro-batch %d x %d exceeds the trainer's %d x %d", B, T, tr->B,
+                       tr->T);
+    return 0;
+}
+
+int bl_trainer_accumulate_given(BlTrainer *tr, const int *tokens, const int *lens,
+                                const uint8_t *mask, int B, int T, float weight,
+                                const BlTeacherGiven *given, BlStepResult *acc, BlError *err) {
+    const char *what = tr->provider.what ? tr->provider.what : "the given teacher";
+    if (check_shape(tr, B, T, err) || check_given(tr, given, what, err)) return -1;
+    const BlConfig *c = &tr->model->cfg;
+    for (int l = 0; l < c->n_layers; l++) tr->t_hid[l] = given->hidden ? given->hidden[l] : NULL;
+    tr->given = given;
+    int rc = accumulate(tr, tokens, lens, mask, B, T, weight, acc, err);
+    tr->given = NULL;
+    if (rc == 0) note_source(acc, BL_TEACHER_TRACE);
+    return rc;
+}
+
+int bl_trainer_check_teacher(const BlTrainer *tr, BlError *err) {
+    const BlTeacherProvider *p = &tr->provider;
+    if (!p->fetch) return 0;
+    static const float *const some[1]; /* any non-NULL array: only presence is checked */
+    BlTeacherGiven g = {.K = p->K, .tau = p->tau, .hidden = p->has_hidden ? some : NULL};
+    return check_given(tr, &g, p->what ? p->what : "the given teacher", err);
+}
+
+int bl_trainer_accumulate(BlTrainer *tr, const int *tokens, const int *lens, const uint8_t *mask,
+                          int B, int T, float weight, BlStepResult *acc, BlError *err) {
+    if (check_shape(tr, B, T, err)) return -1;
+    const BlTeacherProvider *p = &tr->provider;
+    if (p->fetch) {
+        const BlConfig *c = &tr->model->cfg;
+        size_t M = (size_t)B * T;
+        bool hid = tr->loss.w_cos != 0.0f || tr->loss.w_mag != 0.0f;
+        float *hidden[c->n_layers];
+        for (int l = 0; l < c->n_layers; l++) hidden[l] = tr->t_hidden + l * M * c->dim;
+        BlTeacherGiven g = {.K = p->K, .tau = p->tau, .topk_ids = tr->g_ids,
+                            .topk_logp = tr->g_logp, .other = tr->g_other,
+                            .hidden = hid && p->has_hidden ? (const float *const *)hidden : NULL};
+        if (check_given(tr, &g, p->what ? p->what : "the given teacher", err)) return -1;
+        tr->cache_valid = false; /* t_hidden is about to hold the provider's states */
+        if (p->fetch(p->ctx, tokens, lens, B, T, tr->g_ids, tr->g_logp, tr->g_other,
+                     g.hidden ? hidden : NULL, err))
+            return -1;
+        return bl_trainer_accumulate_given(tr, tokens, lens, mask, B, T, weight, &g, acc, err);
+    }
+    BlTeacherSource src = BL_TEACHER_COMPUTED;
+    if (live_teacher(tr, tokens, lens, B, T, &src, err) ||
+        accumulate(tr, tokens, lens, mask, B, T, weight, acc, err))
+        return -1;
+    note_source(acc, src);
     return 0;
 }
 

@@ -14,7 +14,23 @@
  *
  * Gradient accumulation: bl_trainer_accumulate on each micro-batch (with
  * weight 1/n), then bl_trainer_update; bl_distill_step does both. Given the
- * same inputs and thread count the step is deterministic. */
+ * same inputs and thread count the step is deterministic.
+ *
+ * The teacher's outputs of a micro-batch come from one of three places
+ * (BlStepResult.teacher):
+ *   computed  the teacher forward ran;
+ *   cached    the micro-batch equals the one whose outputs the trainer still
+ *             holds (same B, T, lens and tokens at the valid positions; the
+ *             mask is not part of the key: the teacher's outputs do not
+ *             depend on it), so the frozen teacher's logits and hidden states
+ *             are reused. One slot: with gradient accumulation over different
+ *             micro-batches each is computed (only a micro-batch equal to the
+ *             one just before hits, e.g. one repeated micro-batch per step);
+ *   trace     precomputed outputs (a BlTeacherProvider, e.g. a teacher
+ *             trace, or bl_trainer_accumulate_given): top-K ids and
+ *             log-probabilities and optionally hidden states; no forward. The
+ *             full KL cannot be served (no full logits), nor hidden terms
+ *             without stored hidden states, nor another K or τ: refused. */
 #ifndef BITLAB_STEP_H
 #define BITLAB_STEP_H
 
@@ -39,12 +55,48 @@ typedef struct {
     float max_grad_norm; /* <= 0: no clipping */
 } BlOptConfig;
 
+/* Where a step's teacher outputs came from; a step of several micro-batches
+ * reports the costliest: computed over trace over cached. */
+typedef enum {
+    BL_TEACHER_NONE, BL_TEACHER_CACHED, BL_TEACHER_TRACE, BL_TEACHER_COMPUTED
+} BlTeacherSource;
+
+/* "none", "cached", "trace", "computed" */
+const char *bl_teacher_source_name(BlTeacherSource s);
+
+/* Precomputed teacher outputs of one micro-batch [B, T], rows r = b·T + t. */
+typedef struct {
+    int K;                  /* ids and log-probs per row */
+    float tau;              /* the temperature logp were formed at */
+    const int *topk_ids;    /* [B·T, K], read at the rows t + 1 < lens[b] */
+    const float *topk_logp; /* [B·T, K] log softmax(z/τ) at the ids */
+    const float *other;     /* [B·T] 1 − Σ exp(logp): the loss forms it from logp
+                             * itself (so live and given agree bit for bit); may be NULL */
+    const float *const *hidden; /* [n_layers] → [B·T, dim], read at rows t < lens[b];
+                                 * NULL: none (then w_cos and w_mag must be 0) */
+} BlTeacherGiven;
+
+/* A source of precomputed teacher outputs (a teacher trace, trace.h). fetch
+ * fills the trainer's buffers for the micro-batch: ids/logp [B·T, K], other
+ * [B·T], and hidden[l] [B·T, dim] for every layer when hidden != NULL; it
+ * fails (naming the row) when it does not hold a row. */
+typedef struct {
+    int (*fetch)(void *ctx, const int *tokens, const int *lens, int B, int T, int *ids,
+                 float *logp, float *other, float *const *hidden, BlError *err);
+    void *ctx;
+    int K;
+    float tau;
+    bool has_hidden;
+    const char *what;       /* names the source in messages, e.g. "trace run.trace" */
+} BlTeacherProvider;
+
 typedef struct {
     double ce, kl, topk, cos, mag, total;
     double grad_norm;                     /* global, before clipping */
     const double *block_grad_norm;        /* [n_layers], the trainer's, valid until its next update */
     double kind_grad_norm[BL_GRAD_KINDS]; /* per BlLinearKind, then the norm weights */
     bool skipped;                         /* non-finite gradient: nothing was updated */
+    BlTeacherSource teacher;              /* where the teacher's outputs came from */
 } BlStepResult;
 
 typedef struct BlTrainer {
@@ -63,6 +115,18 @@ typedef struct BlTrainer {
     uint8_t *tok_mask, *hid_mask; /* [B·T] */
     double *block_gn;   /* [n_layers] */
     long steps, skipped;
+    int topk_K;         /* K the top-K buffers were built for, 0 = no top-K loss */
+    /* the teacher cache: the micro-batch whose outputs teacher/t_hidden hold */
+    bool teacher_cache; /* reuse them when a micro-batch repeats (default true) */
+    bool cache_valid;
+    int cache_B, cache_T;
+    int *cache_tokens, *cache_lens; /* [B·T], [B] */
+    /* precomputed teacher outputs: provider.fetch != NULL replaces the forward */
+    BlTeacherProvider provider;
+    int *g_ids;                   /* [B·T, provider K] the provider's buffers */
+    float *g_logp, *g_other;      /* [B·T, provider K], [B·T] */
+    const BlTeacherGiven *given;  /* during an accumulate from given outputs */
+    const float **t_hid;          /* [n_layers] the teacher hidden states the losses read */
 } BlTrainer;
 
 typedef struct {
@@ -80,6 +144,22 @@ void bl_free_trainer(BlTrainer *tr);
  * the losses scaled by weight, and weight·(each loss) is added into acc. */
 int bl_trainer_accumulate(BlTrainer *tr, const int *tokens, const int *lens, const uint8_t *mask,
                           int B, int T, float weight, BlStepResult *acc, BlError *err);
+
+/* The same with the teacher's outputs given (no forward); given->K must be
+ * the trainer's K and given->tau its τ when w_topk != 0. */
+int bl_trainer_accumulate_given(BlTrainer *tr, const int *tokens, const int *lens,
+                                const uint8_t *mask, int B, int T, float weight,
+                                const BlTeacherGiven *given, BlStepResult *acc, BlError *err);
+
+/* From now on the teacher's outputs come from p (copied; p->ctx must outlive
+ * the trainer's use of it), or from the live teacher again with p == NULL.
+ * Refused when p->K differs from the trainer's top-K K (when it has one). */
+int bl_trainer_set_teacher(BlTrainer *tr, const BlTeacherProvider *p, BlError *err);
+
+/* Refuses (naming what is missing) a loss mix the provider cannot serve:
+ * the full KL, hidden terms without hidden states, another K or τ for the
+ * top-K KL. 0 with the live teacher. Every accumulate checks it too. */
+int bl_trainer_check_teacher(const BlTrainer *tr, BlError *err);
 
 /* Gradient norms into res, then: non-finite → skip (count, zero the
  * gradients, weights and moments untouched); else clip, AdamW, zero. */
