@@ -15,6 +15,32 @@
 #include <stddef.h>
 
 #include "core/error.h"
+#include "train/adamw.h"
+#include "train/loss.h"
+
+/* The weight of one student BitLinear as bitlinear_weff and ternary_matmul
+ * read it (backend pointers): W + dense + B_cat·A_cat, where every adapter
+ * of the layer's LoRA stack (frozen ones included) sits side by side in
+ * B_cat with its α/r folded in, and their A's stacked in A_cat, so the whole
+ * stack is one low-rank product of rank Σ r_i. */
+typedef struct {
+    const float *w;      /* [out, in] frozen weight (a weights_upload handle or plain memory) */
+    const float *dense;  /* [out, in] dense ΔW, or NULL */
+    const float *lora_b; /* [out, rank] */
+    const float *lora_a; /* [rank, in] */
+    int rank;            /* 0: no adapters */
+    int out, in;
+    float lambda;
+} BlWeffSpec;
+
+/* A backend's memory (mem_stats): bytes bitlab holds through alloc,
+ * weights_upload and the backend's own scratch, and their high-water mark
+ * since the last reset; the device's free/total from the driver (0 where
+ * there is no such figure, e.g. the CPU). */
+typedef struct {
+    size_t live, peak;
+    size_t device_free, device_total;
+} BlMemStats;
 
 typedef struct BlBackend {
     const char *name; /* "cpu", "cuda" */
@@ -59,9 +85,89 @@ typedef struct BlBackend {
      * strided copy of a [rows, cols] block (splitting Phi-3's fused qkv) */
     void (*add)(float *y, const float *x, size_t n);
     void (*copy2d)(float *dst, int ld_dst, const float *src, int ld_src, int rows, int cols);
+
+    /* ---- the student and the trainer: twins of train/quant.h, bitlinear.h,
+     * loss.h and adamw.h. Loss rows (BlLossRows.tokens/mask) and every tensor
+     * are backend pointers; values returned as double are read back (the
+     * call waits), NAN on a device failure. */
+
+    /* row-major C[M,N] = alpha·op(A)·op(B) + beta·C (cblas_sgemm), fp32 */
+    void (*gemm)(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
+                 const float *B, int ldb, float beta, float *C, int ldc);
+    /* bl_actq; fails only for a width other than 4, 8, 16 */
+    int (*actq)(float *xq, float *scale, const float *x, int M, int D, int bits, BlError *err);
+    /* weff[out·in] = (1−λ)(W+ΔW) + λ·wq(W+ΔW), ΔW as in BlWeffSpec */
+    void (*bitlinear_weff)(float *weff, const BlWeffSpec *w);
+    /* the λ = 1 student linear y[M,out] = actq(x)·wq(W+ΔW)ᵀ (+ bias) on its
+     * integer fast path (CUDA: int8 × ternary int8 → int32, scaled once);
+     * w->lambda must be 1 and bits 8 or 4 */
+    int (*ternary_matmul)(float *y, const float *x, const BlWeffSpec *w, const float *bias, int M,
+                          int bits, BlError *err);
+    double (*ce_loss)(float *dlogits, float grad_weight, const float *logits,
+                      const BlLossRows *rows);
+    double (*kl_loss)(float *dlogits, float grad_weight, const float *s, const float *t,
+                      const BlLossRows *rows, float tau);
+    void (*topk_logprobs)(int *ids, float *logp, const float *t, int n, int V, int K, float tau);
+    double (*topk_kl_loss)(float *dlogits, float grad_weight, const float *s, const int *t_ids,
+                           const float *t_logp, int K, const BlLossRows *rows, float tau);
+    /* hs, ht, dhs: host arrays of backend pointers; layer_w host; mask backend */
+    double (*hidden_loss)(float *const *dhs, float w_cos, float w_mag, const float *const *hs,
+                          const float *const *ht, const float *layer_w, int n_layers,
+                          const uint8_t *mask, int M, int D, double *mag);
+    /* bl_adamw_step on (p, g, m, v) of n values; t = the step number (≥ 1) */
+    void (*adamw_step)(float *p, const float *g, float *m, float *v, size_t n, long t,
+                       const BlAdamWConfig *c);
+    /* the guards' pieces: Σ x², x *= f, any NaN/±Inf */
+    double (*sumsq)(const float *x, size_t n);
+    void (*scale)(float *x, size_t n, float f);
+    bool (*nonfinite)(const float *x, size_t n);
+    /* out[i] = Σ x[off[i] .. off[i+1])² for i < n (out, off: host arrays),
+     * i.e. sumsq of n tensors lying back to back, in one pass and one
+     * read-back; NAN entries on a device failure */
+    void (*sumsq_segments)(double *out, const float *x, const size_t *off, int n);
+    /* bytes zero bytes at x (gradients between steps: x *= 0 would keep NaN) */
+    void (*zero)(void *x, size_t bytes);
+
+    /* ---- what a benchmark reports: memory (reset_peak starts a new
+     * high-water mark after reading it) and the device's name */
+    void (*mem_stats)(BlMemStats *out, bool reset_peak);
+    const char *(*device_name)(void);
+
+    /* ---- frozen weights in the backend's own format (CPU: an fp32 copy;
+     * CUDA: bf16, rounded once). The handle is typed float * so it can stand
+     * wherever the ops above take a weight or the embedding table; it must
+     * not be downloaded or read as fp32. */
+    float *(*weights_upload)(const float *host, size_t n, BlError *err);
+    void (*weights_free)(float *w);
 } BlBackend;
 
 /* The CPU reference backend (OpenBLAS), always available. */
 const BlBackend *bl_backend_cpu(void);
+
+/* Whether the CUDA backend can run in this process. The backend is a shared
+ * module (libbitlab_cuda.so, see cuda_module.h) loaded on the first call of
+ * any function below, from the running executable's directory, else from
+ * $BITLAB_CUDA_MODULE; a process that never calls them never maps the CUDA
+ * libraries. Anything but BL_CUDA_READY comes with its reason in err. */
+typedef enum {
+    BL_CUDA_READY,       /* the module is loaded and a device is present */
+    BL_CUDA_NOT_BUILT,   /* no module: "bitlab was built without CUDA ..." */
+    BL_CUDA_NO_DEVICE,   /* "no CUDA device" (none, or no usable driver) */
+    BL_CUDA_FAILED,      /* "cannot load libbitlab_cuda.so: <dlerror>", a module
+                          * from another build, or the driver's own error */
+} BlCudaStatus;
+BlCudaStatus bl_backend_cuda_status(BlError *err);
+
+/* The CUDA backend (kernels/) on device 0, initialised on first use; NULL
+ * with err set (as bl_backend_cuda_status says, or why device 0 cannot be
+ * used) otherwise. */
+const BlBackend *bl_backend_cuda(BlError *err);
+/* bl_backend_cuda_status() == BL_CUDA_READY */
+bool bl_backend_cuda_available(void);
+
+/* --device NAME: "cpu", "cuda" or "auto" (CUDA when available, else the
+ * CPU); NULL (or "") means "cpu". NULL with err set for an unknown name or
+ * an unavailable CUDA. */
+const BlBackend *bl_backend_select(const char *name, BlError *err);
 
 #endif

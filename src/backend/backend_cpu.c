@@ -1,17 +1,57 @@
 /* backend_cpu.c - the CPU backend: host memory and the reference ops of
- * nn/ops.h (forward: ops_forward.c, backward: ops_backward.c), nothing
- * queued, so sync() has nothing to wait for. */
+ * nn/ops.h (forward: ops_forward.c, backward: ops_backward.c) and of train/
+ * (quant, bitlinear, loss, adamw), nothing queued, so sync() has nothing to
+ * wait for. The few entries that are not a train/ function as it is are thin
+ * adapters to one, written here so the CUDA twins have a single reference. */
 #include "backend/backend.h"
 
+#include <cblas.h>
+#include <malloc.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "nn/ops.h"
 #include "nn/ops_decode.h"
+#include "train/quant.h"
 
-static void *cpu_alloc(size_t bytes, BlError *err) { return bl_calloc(1, bytes, err); }
+// ----------------------------------------------------------------------------
+// memory, counted (glibc's malloc_usable_size: the backend's free() is given
+// no size) so that a benchmark can report the backend's high-water mark
 
-static void cpu_free(void *p) { free(p); }
+static _Atomic size_t mem_live, mem_peak;
+
+static void mem_note_alloc(void *p) {
+    if (!p) return;
+    size_t live = atomic_fetch_add(&mem_live, malloc_usable_size(p)) + malloc_usable_size(p);
+    size_t peak = atomic_load(&mem_peak);
+    while (live > peak && !atomic_compare_exchange_weak(&mem_peak, &peak, live)) {
+    }
+}
+
+static void mem_note_free(void *p) {
+    if (p) atomic_fetch_sub(&mem_live, malloc_usable_size(p));
+}
+
+static void *cpu_alloc(size_t bytes, BlError *err) {
+    void *p = bl_calloc(1, bytes, err);
+    mem_note_alloc(p);
+    return p;
+}
+
+static void cpu_free(void *p) {
+    mem_note_free(p);
+    free(p);
+}
+
+static void cpu_mem_stats(BlMemStats *out, bool reset_peak) {
+    out->live = atomic_load(&mem_live);
+    out->peak = atomic_load(&mem_peak);
+    out->device_free = out->device_total = 0;
+    if (reset_peak) atomic_store(&mem_peak, out->live);
+}
+
+static const char *cpu_device_name(void) { return "cpu"; }
 
 static int cpu_copy(void *dst, const void *src, size_t bytes, BlError *err) {
     (void)err;
@@ -32,6 +72,88 @@ static void cpu_copy2d(float *dst, int ld_dst, const float *src, int ld_src, int
     for (int r = 0; r < rows; r++)
         memcpy(dst + (size_t)r * ld_dst, src + (size_t)r * ld_src, (size_t)cols * sizeof(float));
 }
+
+// ----------------------------------------------------------------------------
+// the student and trainer entries
+
+static void cpu_gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
+                     const float *B, int ldb, float beta, float *C, int ldc) {
+    if (M <= 0 || N <= 0) return;
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M,
+                N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+/* bl_bitlinear_weff with the stack as one product: W + B_cat·A_cat + dense,
+ * then bl_weff */
+static void cpu_bitlinear_weff(float *weff, const BlWeffSpec *w) {
+    size_t n = (size_t)w->out * w->in;
+    if (weff != w->w) memcpy(weff, w->w, sizeof(float) * n);
+    if (w->rank > 0)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, w->out, w->in, w->rank, 1.0f,
+                    w->lora_b, w->rank, w->lora_a, w->in, 1.0f, weff, w->in);
+    if (w->dense)
+        for (size_t i = 0; i < n; i++) weff[i] += w->dense[i];
+    bl_weff(weff, weff, n, w->lambda);
+}
+
+/* The reference of the integer path: actq, ternary Weff, one fp32 GEMM. */
+static int cpu_ternary_matmul(float *y, const float *x, const BlWeffSpec *w, const float *bias,
+                              int M, int bits, BlError *err) {
+    if (bits != 8 && bits != 4)
+        return bl_fail(err, "ternary matmul: activation width %d is not 8 or 4", bits);
+    if (w->lambda != 1.0f)
+        return bl_fail(err, "ternary matmul: lambda is %g; the integer path needs lambda = 1",
+                       (double)w->lambda);
+    if (M <= 0 || w->out <= 0 || w->in <= 0) return 0;
+    float *weff = bl_malloc(sizeof(float) * w->out * w->in, err);
+    float *xq = weff ? bl_malloc(sizeof(float) * M * w->in, err) : NULL;
+    int rc = xq ? bl_actq(xq, NULL, x, M, w->in, bits, err) : -1;
+    if (rc == 0) {
+        cpu_bitlinear_weff(weff, w);
+        bl_matmul(y, xq, weff, bias, M, w->out, w->in);
+    }
+    free(weff);
+    free(xq);
+    return rc;
+}
+
+static void cpu_adamw_step(float *p, const float *g, float *m, float *v, size_t n, long t,
+                           const BlAdamWConfig *c) {
+    BlAdamWState s = {.m = m, .v = v, .n = n, .t = t - 1}; /* bl_adamw_step counts it up */
+    bl_adamw_step(p, g, &s, c);
+}
+
+static double cpu_sumsq(const float *x, size_t n) {
+    BlParamRef r = {.p = NULL, .g = (float *)x, .n = n};
+    double norm = bl_grad_norm(&r, 1);
+    return norm * norm;
+}
+
+static void cpu_scale(float *x, size_t n, float f) {
+    for (size_t i = 0; i < n; i++) x[i] *= f;
+}
+
+static bool cpu_nonfinite(const float *x, size_t n) {
+    BlParamRef r = {.p = NULL, .g = (float *)x, .n = n};
+    return bl_grad_nonfinite(&r, 1);
+}
+
+static void cpu_sumsq_segments(double *out, const float *x, const size_t *off, int n) {
+    for (int i = 0; i < n; i++) out[i] = cpu_sumsq(x + off[i], off[i + 1] - off[i]);
+}
+
+static void cpu_zero(void *x, size_t bytes) {
+    if (bytes) memset(x, 0, bytes);
+}
+
+static float *cpu_weights_upload(const float *host, size_t n, BlError *err) {
+    float *w = bl_malloc(sizeof(float) * (n ? n : 1), err);
+    if (w && n) memcpy(w, host, sizeof(float) * n);
+    mem_note_alloc(w);
+    return w;
+}
+
+static void cpu_weights_free(float *w) { cpu_free(w); }
 
 static const BlBackend cpu_backend = {
     .name = "cpu",
@@ -55,6 +177,25 @@ static const BlBackend cpu_backend = {
     .attention_kv = bl_attention_kv,
     .add = cpu_add,
     .copy2d = cpu_copy2d,
+    .gemm = cpu_gemm,
+    .actq = bl_actq,
+    .bitlinear_weff = cpu_bitlinear_weff,
+    .ternary_matmul = cpu_ternary_matmul,
+    .ce_loss = bl_ce_loss,
+    .kl_loss = bl_kl_loss,
+    .topk_logprobs = bl_topk_logprobs,
+    .topk_kl_loss = bl_topk_kl_loss,
+    .hidden_loss = bl_hidden_loss,
+    .adamw_step = cpu_adamw_step,
+    .sumsq = cpu_sumsq,
+    .scale = cpu_scale,
+    .nonfinite = cpu_nonfinite,
+    .sumsq_segments = cpu_sumsq_segments,
+    .zero = cpu_zero,
+    .mem_stats = cpu_mem_stats,
+    .device_name = cpu_device_name,
+    .weights_upload = cpu_weights_upload,
+    .weights_free = cpu_weights_free,
 };
 
 const BlBackend *bl_backend_cpu(void) { return &cpu_backend; }

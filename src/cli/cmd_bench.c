@@ -1,13 +1,18 @@
 /* cmd_bench.c - `bitlab bench forward|step`: teacher-forward and
- * distillation-step throughput. The reference implementations run beside
+ * distillation-step throughput on the backend --device picks. The step runs
+ * the reference CPU trainer (train/step.h) or the device trainer
+ * (train/device_trainer.h: every op through the backend, so on cuda too),
+ * --trainer choosing on the CPU. The reference implementations run beside
  * them from bench/ (bench_forward.py, bench_step.py). */
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
 
 #include "backend/backend.h"
+#include "backend/device_model.h"
 #include "cli/cli.h"
 #include "nn/forward.h"
+#include "train/device_trainer.h"
 #include "train/step.h"
 
 /* --batch, --seq and --iters, all positive */
@@ -22,28 +27,78 @@ static int bench_sizes(const CliArgs *a, int iters_dflt, int *B, int *T, int *it
     return 0;
 }
 
+/* --device as a backend, or NULL after printing why */
+static const BlBackend *bench_backend(const CliArgs *a) {
+    BlError err = {{0}};
+    const BlBackend *be = bl_backend_select(cli_str(a, "--device", "cpu"), &err);
+    if (!be) fprintf(stderr, "bitlab bench: --device: %s\n", err.msg);
+    return be;
+}
+
 static int bench_forward(const CliArgs *a) {
     int B, T, iters;
     if (bench_sizes(a, 3, &B, &T, &iters)) return 2;
+    const BlBackend *be = bench_backend(a);
+    if (!be) return 2;
     BlModel *m = cli_load_model(a);
     if (!m) return 1;
     BlForwardBench r;
     BlError err = {{0}};
-    int rc = bl_bench_forward(m, bl_backend_cpu(), B, T, iters, &r, &err);
+    BlDeviceModel dm;
+    /* the weights are copied to the device once, outside the timed forwards */
+    int rc = bl_device_model_build(&dm, m, be, &err);
+    if (rc == 0) rc = bl_bench_forward(&dm.model, be, B, T, iters, &r, &err);
     if (rc == 0)
-        printf("{\"bench\": \"forward\", \"impl\": \"bitlab\", \"backend\": \"cpu\", \"batch\": %d, "
+        printf("{\"bench\": \"forward\", \"impl\": \"bitlab\", \"backend\": \"%s\", \"batch\": %d, "
                "\"seq\": %d, \"seconds\": %.4f, \"tokens_per_s\": %.1f, \"gemm_gflops\": %.2f}\n",
-               r.B, r.T, r.seconds, r.tokens_per_s, r.gemm_gflops);
+               be->name, r.B, r.T, r.seconds, r.tokens_per_s, r.gemm_gflops);
     else
         fprintf(stderr, "bitlab bench: %s\n", err.msg);
+    bl_device_model_free(&dm);
     bl_model_free(m);
     return rc ? 1 : 0;
 }
 
+/* --trainer: "reference" (train/step.h, the CPU only) or "device"
+ * (train/device_trainer.h, every op through the backend); the default is the
+ * reference on the CPU (unless --ternary-fast-path asks for the device
+ * trainer's switch) and the device trainer elsewhere */
+static int pick_trainer(const CliArgs *a, const BlBackend *be, bool *device) {
+    bool on_cpu = strcmp(be->name, "cpu") == 0;
+    bool fast = cli_flag(a, "--ternary-fast-path");
+    const char *t = cli_str(a, "--trainer", on_cpu && !fast ? "reference" : "device");
+    if (strcmp(t, "reference") != 0 && strcmp(t, "device") != 0) {
+        fprintf(stderr, "bitlab bench step: --trainer '%s': expected reference or device\n", t);
+        return -1;
+    }
+    *device = strcmp(t, "device") == 0;
+    if (!*device && !on_cpu) {
+        fprintf(stderr, "bitlab bench step: the reference trainer runs on the CPU only; use "
+                        "--trainer device on %s\n", be->name);
+        return -1;
+    }
+    if (!*device && fast) {
+        fprintf(stderr, "bitlab bench step: --ternary-fast-path needs --trainer device\n");
+        return -1;
+    }
+    return 0;
+}
+
+/* Dense bf16 tensor-core peak (TFLOP/s, datasheet) of a device by name, 0
+ * when unknown; --peak-tflops overrides. */
+static double peak_tflops(const char *name) {
+    static const struct { const char *has, *also; double tflops; } table[] = {
+        {"H100", "PCIe", 756.0}, {"H100", "NVL", 835.0}, {"H100", NULL, 989.4},
+        {"H200", NULL, 989.4},   {"A100", NULL, 312.0},  {"L40S", NULL, 362.0},
+    };
+    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
+        if (strstr(name, table[i].has) && (!table[i].also || strstr(name, table[i].also)))
+            return table[i].tflops;
+    return 0.0;
+}
+
 /* One JSON line: throughput, peak RSS and the trainer's memory breakdown. */
-static int bench_step(const CliArgs *a) {
-    int B, T, iters, warmup;
-    if (bench_sizes(a, 5, &B, &T, &iters) || cli_int(a, "--warmup", 2, &warmup)) return 2;
+static int bench_step_reference(const CliArgs *a, int B, int T, int iters, int warmup) {
     BlModel *m = cli_load_model(a);
     if (!m) return 1;
     BlStepBench b;
@@ -53,7 +108,8 @@ static int bench_step(const CliArgs *a) {
         struct rusage ru;
         getrusage(RUSAGE_SELF, &ru);
         double MiB = 1024.0 * 1024.0;
-        printf("{\"bench\": \"step\", \"impl\": \"bitlab\", \"backend\": \"cpu\", \"batch\": %d, "
+        printf("{\"bench\": \"step\", \"impl\": \"bitlab\", \"backend\": \"cpu\", "
+               "\"trainer\": \"reference\", \"batch\": %d, "
                "\"seq\": %d, \"steps\": %d, \"tokens_per_s\": %.2f, \"step_s_median\": %.4f, "
                "\"step_s_min\": %.4f, \"last_loss\": %.5f, \"peak_rss_mib\": %.1f, "
                "\"mem_mib\": {\"frozen_weights\": %.1f, \"adapters_frozen\": %.2f, "
@@ -71,8 +127,65 @@ static int bench_step(const CliArgs *a) {
     return rc ? 1 : 0;
 }
 
+/* The device trainer on be: throughput, model FLOP utilisation against the
+ * device's bf16 peak, and the backend's memory high-water mark. */
+static int bench_step_device(const CliArgs *a, const BlBackend *be, int B, int T, int iters,
+                             int warmup) {
+    int peak_arg;
+    if (cli_int(a, "--peak-tflops", 0, &peak_arg)) return 2;
+    BlDeviceTrainerOptions o = {.ternary_fast_path = cli_flag(a, "--ternary-fast-path")};
+    BlModel *m = cli_load_model(a);
+    if (!m) return 1;
+    BlDeviceStepBench b;
+    BlError err = {{0}};
+    int rc = bl_device_bench_step(m, be, B, T, warmup, iters, &o, &b, &err);
+    if (rc == 0) {
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        double MiB = 1024.0 * 1024.0;
+        const char *name = be->device_name();
+        double peak = peak_arg > 0 ? peak_arg : peak_tflops(name);
+        double tflops = b.flops_per_step / b.step_s_median / 1e12;
+        char mfu[32] = "null", peak_s[32] = "null", used[32] = "null";
+        if (peak > 0.0) {
+            snprintf(mfu, sizeof mfu, "%.4f", tflops / peak);
+            snprintf(peak_s, sizeof peak_s, "%.1f", peak);
+        }
+        if (b.mem.device_total)
+            snprintf(used, sizeof used, "%.1f", (b.mem.device_total - b.mem.device_free) / MiB);
+        printf("{\"bench\": \"step\", \"impl\": \"bitlab\", \"backend\": \"%s\", "
+               "\"trainer\": \"device\", \"device\": \"%s\", \"ternary_fast_path\": %s, "
+               "\"batch\": %d, \"seq\": %d, \"steps\": %d, \"tokens_per_s\": %.2f, "
+               "\"step_s_median\": %.5f, \"step_s_min\": %.5f, \"last_loss\": %.5f, "
+               "\"flops_per_step\": %.4g, \"tflops\": %.3f, \"peak_tflops\": %s, \"mfu\": %s, "
+               "\"peak_device_mib\": %.1f, \"weights_mib\": %.1f, \"device_used_mib\": %s, "
+               "\"peak_rss_mib\": %.1f}\n",
+               be->name, name, o.ternary_fast_path ? "true" : "false", B, T, b.steps,
+               b.tokens_per_s, b.step_s_median, b.step_s_min, b.last_total, b.flops_per_step,
+               tflops, peak_s, mfu, b.mem.peak / MiB, b.weight_bytes / MiB, used,
+               ru.ru_maxrss / 1024.0);
+    } else {
+        fprintf(stderr, "bitlab bench: %s\n", err.msg);
+    }
+    bl_model_free(m);
+    return rc ? 1 : 0;
+}
+
+static int bench_step(const CliArgs *a) {
+    int B, T, iters, warmup;
+    if (bench_sizes(a, 5, &B, &T, &iters) || cli_int(a, "--warmup", 2, &warmup)) return 2;
+    const BlBackend *be = bench_backend(a);
+    bool device;
+    if (!be || pick_trainer(a, be, &device)) return 2;
+    return device ? bench_step_device(a, be, B, T, iters, warmup)
+                  : bench_step_reference(a, B, T, iters, warmup);
+}
+
 int cmd_bench(const CliArgs *a) {
-    static const char *const known[] = {"--model", "--batch", "--seq", "--iters", "--warmup", NULL};
+    static const char *const known[] = {"--model",   "--batch",  "--seq",
+                                        "--iters",   "--warmup", "--device",
+                                        "--trainer", "--ternary-fast-path", "--peak-tflops",
+                                        NULL};
     const char *what = a->argc >= 1 ? a->argv[0] : "";
     int (*run)(const CliArgs *) = !strcmp(what, "forward") ? bench_forward
                                   : !strcmp(what, "step")  ? bench_step

@@ -1,11 +1,13 @@
 /* cmd_generate.c - `bitlab generate`: greedy decoding with a KV cache,
- * printing text as it decodes. */
+ * printing text as it decodes, on the CPU or (--device cuda|auto) the GPU
+ * with a device copy of the weights. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backend/backend.h"
+#include "backend/device_model.h"
 #include "cli/cli.h"
 #include "nn/generate.h"
 #include "tokenizer/chat_template.h"
@@ -85,8 +87,8 @@ static char *build_prompt(const CliArgs *a, const BlModel *m, BlError *err) {
 }
 
 int cmd_generate(const CliArgs *a) {
-    static const char *const known[] = {"--model", "--prompt", "--chat", "--system", "--template",
-                                        "--max-tokens", NULL};
+    static const char *const known[] = {"--model",      "--prompt", "--chat", "--system",
+                                        "--template",   "--max-tokens", "--device", NULL};
     if (cli_check_known(a, known) != 0) return 2;
     int max_tokens;
     if (cli_int(a, "--max-tokens", 256, &max_tokens) != 0) return 2;
@@ -98,10 +100,16 @@ int cmd_generate(const CliArgs *a) {
         fprintf(stderr, "bitlab generate: --max-tokens must be at least 1\n");
         return 2;
     }
+    BlError err = {{0}};
+    const BlBackend *be = bl_backend_select(cli_str(a, "--device", "cpu"), &err);
+    if (!be) {
+        fprintf(stderr, "bitlab generate: --device: %s\n", err.msg);
+        return 2;
+    }
     BlModel *m = cli_load_model(a);
     if (!m) return 1;
 
-    BlError err = {{0}};
+    BlDeviceModel dm = {0};
     Stream st = {.tok = m->tokenizer};
     int *prompt_ids = NULL, n_prompt = 0, rc = 1;
     char *prompt = build_prompt(a, m, &err);
@@ -115,9 +123,10 @@ int cmd_generate(const CliArgs *a) {
                 n_prompt, max_tokens, m->cfg.max_seq_len);
         goto done;
     }
+    if (bl_device_model_build(&dm, m, be, &err) != 0) goto done;
     signal(SIGINT, on_sigint);
-    if (bl_generate_greedy(m, bl_backend_cpu(), prompt_ids, n_prompt, max_tokens, on_token, &st,
-                           NULL, NULL, &err) != 0)
+    if (bl_generate_greedy(&dm.model, be, prompt_ids, n_prompt, max_tokens, on_token, &st, NULL,
+                           NULL, &err) != 0)
         goto done;
     printf("\n");
     rc = 0;
@@ -126,6 +135,7 @@ done:
     free(prompt);
     free(prompt_ids);
     free(st.ids);
+    bl_device_model_free(&dm);
     bl_model_free(m);
     return rc;
 }

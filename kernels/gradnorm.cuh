@@ -1,0 +1,32 @@
+/* gradnorm.cuh - the trainer's step guards on device tensors. CPU twins:
+ * the loops of bl_grad_norm, bl_grad_clip and bl_grad_nonfinite
+ * (train/adamw.h), per tensor: the caller sums the squares of every tensor,
+ * takes the root, and scales each when clipping. Squares are summed in
+ * double (per thread, per block, then across blocks in a fixed order). The
+ * values are read back, so sumsq and nonfinite wait for the stream; on a
+ * device failure they return NAN / true (and sync reports it). */
+#ifndef BITLAB_KERNELS_GRADNORM_CUH
+#define BITLAB_KERNELS_GRADNORM_CUH
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Σ x[i]² */
+double bl_cuda_sumsq(const float *x, size_t n);
+/* out[i] = Σ x[off[i] .. off[i+1])² for i < n (host arrays out and off):
+ * one block per tensor, one launch, one read-back */
+void bl_cuda_sumsq_segments(double *out, const float *x, const size_t *off, int n);
+/* x[i] *= f */
+void bl_cuda_scale(float *x, size_t n, float f);
+/* any x[i] NaN or ±Inf */
+bool bl_cuda_nonfinite(const float *x, size_t n);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,287 @@
+/* device_trainer_forward.c - the student's training forward and backward
+ * through the backend table: the twin of train_forward.c and
+ * train_backward.c, line for line, with every op a be-> call on backend
+ * memory and the BitLinear's Weff formed by be->bitlinear_weff from the
+ * concatenated LoRA stack (see device_trainer.h). Saved per layer and
+ * recomputed in the backward exactly as there. */
+#include "train/device_trainer.h"
+
+// ----------------------------------------------------------------------------
+// BitLinear pieces
+
+static BlWeffSpec weff_spec(const BlDeviceTrainer *tr, const BlDevLinear *L) {
+    return (BlWeffSpec){.w = L->w, .dense = L->dense, .lora_b = L->lora_b, .lora_a = L->lora_a,
+                        .rank = L->rank, .out = L->out, .in = L->in,
+                        .lambda = tr->student->cfg.lambda};
+}
+
+static float *rstd_sub(const BlDeviceTrainer *tr, int l, BlLinearKind k, int M) {
+    return tr->a.rstd_sub ? tr->a.rstd_sub + ((size_t)l * BL_LIN_KINDS + k) * M : NULL;
+}
+
+/* xq[M, in] = actq(subln(x)) (bl_train_bitlinear_input); the width was
+ * checked when the step began, so actq cannot fail */
+static void bitlinear_input(const BlDeviceTrainer *tr, float *xq, float *rstd, const float *x,
+                            const BlDevLinear *L, int M) {
+    const BlBackend *be = tr->be;
+    const float *src = x;
+    if (L->subln) {
+        be->rmsnorm(xq, rstd, x, L->subln, M, L->in, tr->m->cfg.norm_eps);
+        src = xq;
+    }
+    be->actq(xq, NULL, src, M, L->in, tr->student->cfg.act_bits, NULL);
+}
+
+static bool fast_path(const BlDeviceTrainer *tr) {
+    const BlStudentConfig *sc = &tr->student->cfg;
+    return tr->o.ternary_fast_path && sc->lambda == 1.0f &&
+           (sc->act_bits == 8 || sc->act_bits == 4);
+}
+
+/* ys[i] = actq(subln(x))·Weff_iᵀ + b_i for the linears of `kinds`, which share
+ * the input x; without SubLN the quantised input is computed once. */
+static int group_forward(BlDeviceTrainer *tr, int l, const BlLinearKind *kinds, float *const *ys,
+                         int n, const float *x, int M, BlError *err) {
+    const BlBackend *be = tr->be;
+    bool fast = fast_path(tr);
+    for (int i = 0; i < n; i++) {
+        const BlDevLinear *L = bl_dev_linear(tr, l, kinds[i]);
+        BlWeffSpec w = weff_spec(tr, L);
+        if (fast) { /* ternary_matmul quantises its input itself */
+            const float *src = x;
+            if (L->subln) {
+                be->rmsnorm(tr->a.xq, rstd_sub(tr, l, kinds[i], M), x, L->subln, M, L->in,
+                            tr->m->cfg.norm_eps);
+                src = tr->a.xq;
+            }
+            if (be->ternary_matmul(ys[i], src, &w, L->b, M, tr->student->cfg.act_bits, err))
+                return bl_fail_prefix(err, "layer %d %s", l, bl_linear_kind_name(kinds[i]));
+            continue;
+        }
+        if (i == 0 || L->subln) bitlinear_input(tr, tr->a.xq, rstd_sub(tr, l, kinds[i], M), x, L, M);
+        be->bitlinear_weff(tr->a.weff, &w);
+        be->matmul(ys[i], tr->a.xq, tr->a.weff, L->b, M, L->out, L->in);
+    }
+    return 0;
+}
+
+/* dB += s·dyᵀ·(x·Aᵀ), dA += s·(dy·B)ᵀ·x, ddense += dyᵀ·x: bl_lora_backward's
+ * four products on the newest adapter */
+static void lora_backward(const BlDeviceTrainer *tr, const BlDevLinear *L, const float *dy,
+                          const float *xq, int M) {
+    const BlBackend *be = tr->be;
+    int out = L->out, in = L->in, r = L->r;
+    float *u = tr->a.lscratch;
+    if (r > 0) {
+        be->gemm(false, true, M, r, in, 1.0f, xq, in, L->A, in, 0.0f, u, r);
+        be->gemm(true, false, out, r, M, L->scale, dy, out, u, r, 1.0f, L->dB, r);
+        be->gemm(false, false, M, r, out, 1.0f, dy, out, L->B, r, 0.0f, u, r);
+        be->gemm(true, false, r, in, M, L->scale, u, r, xq, in, 1.0f, L->dA, in);
+    }
+    if (L->ddense)
+        be->gemm(true, false, out, in, M, 1.0f, dy, out, xq, in, 1.0f, L->ddense, in);
+}
+
+/* dx[M, in] = Σ_i subln_backward(dys[i]·Weff_i); accumulates the trainable
+ * gradients from the recomputed quantised input (STE) */
+static void group_backward(BlDeviceTrainer *tr, int l, const BlLinearKind *kinds,
+                           const float *const *dys, int n, const float *x, float *dx, int M) {
+    const BlBackend *be = tr->be;
+    BlDevActs *a = &tr->a;
+    for (int i = 0; i < n; i++) {
+        const BlDevLinear *L = bl_dev_linear(tr, l, kinds[i]);
+        BlWeffSpec w = weff_spec(tr, L);
+        if (i == 0 || L->subln) bitlinear_input(tr, a->xq, NULL, x, L, M);
+        lora_backward(tr, L, dys[i], a->xq, M);
+        be->bitlinear_weff(a->weff, &w);
+        /* dL/dxq = dy·Weff, passed through actq unchanged (STE) */
+        float *dst = L->subln || i > 0 ? a->dx2 : dx;
+        be->matmul_backward(dst, NULL, NULL, dys[i], NULL, a->weff, M, L->out, L->in);
+        if (L->subln)
+            be->rmsnorm_backward(a->dx2, L->dsubln, a->dx2, x, L->subln,
+                                 rstd_sub(tr, l, kinds[i], M), M, L->in);
+        if (dst != dx) {
+            if (i == 0) be->copy2d(dx, L->in, a->dx2, L->in, M, L->in);
+            else be->add(dx, a->dx2, (size_t)M * L->in);
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// the forward
+
+/* y = x + r: the residual adds of train_forward.c, as a copy then an add */
+static void residual(const BlBackend *be, float *y, const float *x, const float *r, int M, int D) {
+    be->copy2d(y, D, x, D, M, D);
+    be->add(y, r, (size_t)M * D);
+}
+
+static int block_forward(BlDeviceTrainer *tr, int l, BlError *err) {
+    const BlBackend *be = tr->be;
+    const BlConfig *c = &tr->m->cfg;
+    const BlLayer *ly = &tr->m->layers[l];
+    const BlForwardState *ts = &tr->teacher;
+    BlDevActs *a = &tr->a;
+    int B = tr->cur_B, T = tr->cur_T, M = B * T, D = c->dim, H = c->hidden_dim;
+    int qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
+    size_t mD = (size_t)M * D;
+    const float *x = a->xs + l * mD;
+    float *q = a->q + (size_t)l * M * qd, *k = a->k + (size_t)l * M * kvd,
+          *v = a->v + (size_t)l * M * kvd, *ao = a->ao + (size_t)l * M * qd;
+    float *xmid = a->xmid + l * mD, *gu = a->gu + (size_t)l * M * 2 * H;
+    float *att = a->att + (size_t)l * M * c->n_heads * T;
+    float *xout = a->xs + (l + 1) * mD;
+
+    /* attention */
+    be->rmsnorm(a->xn, a->rstd1 + (size_t)l * M, x, ly->attn_norm, M, D, c->norm_eps);
+    if (c->fused_qkv) {
+        BlLinearKind kk[1] = {BL_LIN_QKV};
+        float *ys[1] = {a->y};
+        if (group_forward(tr, l, kk, ys, 1, a->xn, M, err)) return -1;
+        int ld = qd + 2 * kvd;
+        be->copy2d(q, qd, a->y, ld, M, qd);
+        be->copy2d(k, kvd, a->y + qd, ld, M, kvd);
+        be->copy2d(v, kvd, a->y + qd + kvd, ld, M, kvd);
+    } else {
+        BlLinearKind kk[3] = {BL_LIN_Q, BL_LIN_K, BL_LIN_V};
+        float *ys[3] = {q, k, v};
+        if (group_forward(tr, l, kk, ys, 3, a->xn, M, err)) return -1;
+    }
+    be->rope(q, ts->pos, M, c->n_heads, c->head_dim, c->rope_theta, c->rope_interleaved);
+    be->rope(k, ts->pos, M, c->n_kv_heads, c->head_dim, c->rope_theta, c->rope_interleaved);
+    be->attention(ao, att, q, k, v, ts->lens, B, T, c->n_heads, c->n_kv_heads, c->head_dim);
+    {
+        BlLinearKind kk[1] = {BL_LIN_O};
+        float *o = a->opre ? a->opre + l * mD : a->y;
+        float *ys[1] = {o};
+        if (group_forward(tr, l, kk, ys, 1, ao, M, err)) return -1;
+        if (a->opre) /* post-attention norm: y = rmsnorm(o) */
+            be->rmsnorm(a->y, a->rstd_pa + (size_t)l * M, o, tr->post_norm[l], M, D, c->norm_eps);
+        residual(be, xmid, x, a->y, M, D);
+    }
+
+    /* MLP */
+    be->rmsnorm(a->xn, a->rstd2 + (size_t)l * M, xmid, ly->ffn_norm, M, D, c->norm_eps);
+    if (c->fused_gate_up) {
+        BlLinearKind kk[1] = {BL_LIN_GATE_UP};
+        float *ys[1] = {gu};
+        if (group_forward(tr, l, kk, ys, 1, a->xn, M, err)) return -1;
+        be->swiglu(a->act, gu, gu + H, M, H, 2 * H);
+    } else {
+        BlLinearKind kk[2] = {BL_LIN_GATE, BL_LIN_UP};
+        float *ys[2] = {gu, gu + (size_t)M * H};
+        if (group_forward(tr, l, kk, ys, 2, a->xn, M, err)) return -1;
+        be->swiglu(a->act, gu, gu + (size_t)M * H, M, H, H);
+    }
+    {
+        BlLinearKind kk[1] = {BL_LIN_DOWN};
+        float *ys[1] = {a->y};
+        if (group_forward(tr, l, kk, ys, 1, a->act, M, err)) return -1;
+    }
+    residual(be, xout, xmid, a->y, M, D);
+    return 0;
+}
+
+int bl_dev_forward(BlDeviceTrainer *tr, int B, int T, BlError *err) {
+    const BlBackend *be = tr->be;
+    const BlConfig *c = &tr->m->cfg;
+    int M = B * T;
+    tr->cur_B = B;
+    tr->cur_T = T;
+    /* the teacher state's ids hold token 0 at padding, as the CPU student embeds */
+    be->embed(tr->a.xs, tr->m->tok_embd, tr->teacher.ids, M, c->dim);
+    for (int l = 0; l < c->n_layers; l++)
+        if (block_forward(tr, l, err)) return bl_fail_prefix(err, "student");
+    be->rmsnorm(tr->a.xf, tr->a.rstd_f, tr->a.xs + (size_t)c->n_layers * M * c->dim,
+                tr->m->out_norm, M, c->dim, c->norm_eps);
+    return 0;
+}
+
+// ----------------------------------------------------------------------------
+// the backward: from a.dx = dL/d(block output) to a.dx = dL/d(block input)
+
+static void block_backward(BlDeviceTrainer *tr, int l) {
+    const BlBackend *be = tr->be;
+    const BlConfig *c = &tr->m->cfg;
+    const BlLayer *ly = &tr->m->layers[l];
+    const BlForwardState *ts = &tr->teacher;
+    BlDevActs *a = &tr->a;
+    int B = tr->cur_B, T = tr->cur_T, M = B * T, D = c->dim, H = c->hidden_dim;
+    int qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
+    size_t mD = (size_t)M * D;
+    const float *x = a->xs + l * mD, *xmid = a->xmid + l * mD;
+    const float *q = a->q + (size_t)l * M * qd, *k = a->k + (size_t)l * M * kvd,
+                *v = a->v + (size_t)l * M * kvd, *ao = a->ao + (size_t)l * M * qd;
+    const float *gu = a->gu + (size_t)l * M * 2 * H;
+    const float *att = a->att + (size_t)l * M * c->n_heads * T;
+
+    /* MLP: xout = xmid + down(swiglu(gate(n), up(n))), n = rmsnorm(xmid) */
+    int ld = c->fused_gate_up ? 2 * H : H;
+    const float *up = c->fused_gate_up ? gu + H : gu + (size_t)M * H;
+    float *dup = c->fused_gate_up ? a->dgu + H : a->dgu + (size_t)M * H;
+    be->swiglu(a->act, gu, up, M, H, ld);
+    {
+        BlLinearKind kk[1] = {BL_LIN_DOWN};
+        const float *dys[1] = {a->dx};
+        group_backward(tr, l, kk, dys, 1, a->act, a->dact, M);
+    }
+    be->swiglu_backward(a->dgu, dup, a->dact, gu, up, M, H, ld);
+    be->rmsnorm(a->xn, NULL, xmid, ly->ffn_norm, M, D, c->norm_eps);
+    if (c->fused_gate_up) {
+        BlLinearKind kk[1] = {BL_LIN_GATE_UP};
+        const float *dys[1] = {a->dgu};
+        group_backward(tr, l, kk, dys, 1, a->xn, a->dxn, M);
+    } else {
+        BlLinearKind kk[2] = {BL_LIN_GATE, BL_LIN_UP};
+        const float *dys[2] = {a->dgu, dup};
+        group_backward(tr, l, kk, dys, 2, a->xn, a->dxn, M);
+    }
+    be->rmsnorm_backward(a->dxn, NULL, a->dxn, xmid, ly->ffn_norm, a->rstd2 + (size_t)l * M, M, D);
+    be->add(a->dx, a->dxn, mD); /* dx = dL/dxmid */
+
+    /* attention: xmid = x + pn(o(attn(rope(q), rope(k), v))) */
+    const float *dyo = a->dx;
+    if (a->opre) {
+        be->rmsnorm_backward(a->dxn, tr->dpost_norm[l], a->dx, a->opre + l * mD, tr->post_norm[l],
+                             a->rstd_pa + (size_t)l * M, M, D);
+        dyo = a->dxn;
+    }
+    {
+        BlLinearKind kk[1] = {BL_LIN_O};
+        const float *dys[1] = {dyo};
+        group_backward(tr, l, kk, dys, 1, ao, a->dao, M);
+    }
+    be->attention_backward(a->dq, a->dk, a->dv, a->dao, att, q, k, v, ts->lens, B, T, c->n_heads,
+                           c->n_kv_heads, c->head_dim);
+    be->rope_backward(a->dq, ts->pos, M, c->n_heads, c->head_dim, c->rope_theta,
+                      c->rope_interleaved);
+    be->rope_backward(a->dk, ts->pos, M, c->n_kv_heads, c->head_dim, c->rope_theta,
+                      c->rope_interleaved);
+    be->rmsnorm(a->xn, NULL, x, ly->attn_norm, M, D, c->norm_eps);
+    if (c->fused_qkv) { /* the fused output's gradient, [q | k | v] per row, in a->y */
+        int ldq = qd + 2 * kvd;
+        be->copy2d(a->y, ldq, a->dq, qd, M, qd);
+        be->copy2d(a->y + qd, ldq, a->dk, kvd, M, kvd);
+        be->copy2d(a->y + qd + kvd, ldq, a->dv, kvd, M, kvd);
+        BlLinearKind kk[1] = {BL_LIN_QKV};
+        const float *dys[1] = {a->y};
+        group_backward(tr, l, kk, dys, 1, a->xn, a->dxn, M);
+    } else {
+        BlLinearKind kk[3] = {BL_LIN_Q, BL_LIN_K, BL_LIN_V};
+        const float *dys[3] = {a->dq, a->dk, a->dv};
+        group_backward(tr, l, kk, dys, 3, a->xn, a->dxn, M);
+    }
+    be->rmsnorm_backward(a->dxn, NULL, a->dxn, x, ly->attn_norm, a->rstd1 + (size_t)l * M, M, D);
+    be->add(a->dx, a->dxn, mD); /* dx = dL/dx */
+}
+
+void bl_dev_backward(BlDeviceTrainer *tr, BlDevHiddenGradFn hidden_grad, void *ctx) {
+    const BlConfig *c = &tr->m->cfg;
+    int M = tr->cur_B * tr->cur_T;
+    tr->be->rmsnorm_backward(tr->a.dx, NULL, tr->a.dxf, tr->a.xs + (size_t)c->n_layers * M * c->dim,
+                             tr->m->out_norm, tr->a.rstd_f, M, c->dim);
+    for (int l = c->n_layers - 1; l >= 0; l--) {
+        if (hidden_grad) hidden_grad(ctx, l, tr->a.dx);
+        block_backward(tr, l);
+    }
+}

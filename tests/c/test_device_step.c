@@ -1,0 +1,415 @@
+/* test_device_step.c - the device trainer (train/device_trainer.h) on the CPU
+ * backend against the reference step (train/step.h, bl_trainer_accumulate /
+ * bl_trainer_update) on the same tiny model, student and batches: every
+ * loss, every trainable tensor's gradient, the global / per-block / per-kind
+ * gradient norms, the skip flag, then the updated tensors, AdamW moments and
+ * step counts after bl_device_trainer_download, over three steps (the second
+ * repeats the first batch: the teacher cache).
+ *
+ * Cases: llama (interleaved RoPE), qwen2 (q/k/v bias), phi3 (fused qkv and
+ * gate_up), all GQA (n_kv = n_heads/2); right-padded batches with a
+ * zero-loss sequence and random masks; λ ∈ {0, 0.5, 1}; A8, A4 and A16; two
+ * adapters in every stack (both with random B, so dA trains too) and a
+ * rotation between steps; SubLN, post-attention norm, dense ΔW; every loss
+ * (CE, KL, top-K KL, hidden cosine + magnitude with layer weights);
+ * gradient accumulation over two micro-batches; one-sequence logits chunks;
+ * the ternary fast path; a NaN in the student (both skip the update).
+ * Bounds: 1e-5 relative for losses, norms and gradients (both run the same
+ * CPU functions except the concatenated LoRA product and the attention
+ * backward), 1e-4 (nmse 1e-10) for the tensors after AdamW.
+ *
+ * test_cuda_step.c includes this file (DEVICE_STEP_NO_MAIN) and runs the
+ * same cases with the CUDA backend and bf16 bounds. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/backend.h"
+#include "check.h"
+#include "tiny_model.h"
+#include "train/device_trainer.h"
+#include "train/step.h"
+
+enum { SB = 3, ST = 9 };
+
+typedef struct {
+    const char *name;
+    BlArch arch;
+    float lambda;
+    int bits;
+    bool subln, post_norm, dense;
+    BlLossConfig loss;
+    bool masked, layer_w;
+    int chunk, n_micro;
+    bool fast, rotate, nan;
+} StepCase;
+
+/* Bounds of a comparison: scalars relative; tensors by max |a−b| relative to
+ * max |b| (maxrel) and by normalised squared error (nmse); 0 skips one. */
+typedef struct {
+    double scal, maxrel, nmse;   /* losses, norms; gradients */
+    double pmaxrel, pnmse;       /* tensors after AdamW, and its moments */
+    double update_nmse;          /* the AdamW update p_after − p_before */
+} Bounds;
+
+static uint64_t case_rng;
+static float case_frand(void) { /* [−1, 1) */
+    case_rng = case_rng * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((double)(case_rng >> 11) * 0x1.0p-52 - 1.0);
+}
+
+// ----------------------------------------------------------------------------
+// comparisons
+
+/* the worst differences of the case being run, for its summary line */
+static double worst_scal, worst_grad, worst_param;
+
+static bool scal_close(double got, double want, double rel) {
+    if (isnan(got) || isnan(want)) return isnan(got) && isnan(want);
+    double e = fabs(got - want) / fmax(fabs(want), 1e-4);
+    worst_scal = fmax(worst_scal, e);
+    return e <= rel;
+}
+
+/* NaN in both counts as equal, in one only as a failure */
+static bool tens_close(const float *got, const float *want, size_t n, const Bounds *b,
+                       double *maxrel_out, double *nmse_out) {
+    double maxd = 0.0, maxw = 0.0, num = 0.0, den = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        if (isnan(got[i]) || isnan(want[i])) {
+            if (isnan(got[i]) != isnan(want[i])) return false;
+            continue;
+        }
+        double d = fabs((double)got[i] - want[i]);
+        maxd = fmax(maxd, d);
+        maxw = fmax(maxw, fabs(want[i]));
+        num += d * d;
+        den += (double)want[i] * want[i];
+    }
+    *maxrel_out = maxd / fmax(maxw, 1e-12);
+    *nmse_out = num / fmax(den, 1e-30);
+    if (maxd == 0.0) return true;
+    return (b->maxrel == 0.0 || *maxrel_out <= b->maxrel) && (b->nmse == 0.0 || *nmse_out <= b->nmse);
+}
+
+// ----------------------------------------------------------------------------
+// the student both trainers start from
+
+static BlLossConfig make_loss(float ce, float kl, float topk, float cos, float mag) {
+    return (BlLossConfig){.w_ce = ce, .w_kl = kl, .w_topk = topk, .w_cos = cos, .w_mag = mag,
+                          .tau = 1.7f, .topk = 5};
+}
+
+/* Two adapters on every linear (r 4 then 2, α/r = 2), both with random B;
+ * SubLN / post-norm weights random around 1; dense ΔW random. The same
+ * seed gives the same student. */
+static int make_student(BlStudent *s, const BlModel *m, const StepCase *k, uint64_t seed,
+                        BlError *err) {
+    BlStudentConfig sc = {.lambda = k->lambda, .act_bits = k->bits, .subln = k->subln,
+                          .post_attn_norm = k->post_norm, .dense = k->dense};
+    if (bl_build_student(s, m, &sc, err) || bl_student_add_adapter(s, 4, 8.0f, seed, err))
+        return -1;
+    case_rng = seed;
+    const BlConfig *c = &m->cfg;
+    for (int pass = 0; pass < 2; pass++) {
+        for (int l = 0; l < c->n_layers; l++)
+            for (int kd = 0; kd < BL_LIN_KINDS; kd++) {
+                if (!bl_student_has(s, l, kd)) continue;
+                BlStudentLinear *sl = bl_student_linear(s, l, kd);
+                BlLoraAdapter *a = &sl->lora.ad[sl->lora.n - 1];
+                for (int i = 0; i < sl->lora.out * a->r; i++) a->B[i] = 0.05f * case_frand();
+                if (pass == 0 && sl->lora.dense)
+                    for (int i = 0; i < sl->lora.out * sl->lora.in; i++)
+                        sl->lora.dense[i] = 0.01f * case_frand();
+                if (pass == 0 && sl->subln)
+                    for (int i = 0; i < sl->lora.in; i++) sl->subln[i] = 1.0f + 0.2f * case_frand();
+            }
+        if (pass == 0 && bl_student_add_adapter(s, 2, 4.0f, seed + 1000, err)) return -1;
+    }
+    if (s->post_norm)
+        for (int i = 0; i < c->n_layers * c->dim; i++) s->post_norm[i] = 1.0f + 0.2f * case_frand();
+    return 0;
+}
+
+static void make_batch(int *tokens, int *lens, uint8_t *mask, int V, uint64_t seed) {
+    case_rng = seed;
+    static const int L[SB] = {ST, 6, 1}; /* full, padded, no token rows at all */
+    for (int b = 0; b < SB; b++) {
+        lens[b] = L[b];
+        for (int t = 0; t < ST; t++) {
+            int i = b * ST + t;
+            tokens[i] = t < L[b] ? (int)((case_frand() + 1.0f) * 0.5f * V) % V : -7;
+            mask[i] = case_frand() > -0.6f; /* about 80% ones */
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// one case
+
+static void compare_results(const char *what, const BlStepResult *got, const BlStepResult *want,
+                            int n_layers, const Bounds *b) {
+    const double g[] = {got->ce, got->kl, got->topk, got->cos, got->mag, got->total};
+    const double w[] = {want->ce, want->kl, want->topk, want->cos, want->mag, want->total};
+    static const char *const names[] = {"ce", "kl", "topk", "cos", "mag", "total"};
+    for (int i = 0; i < 6; i++)
+        CHECK(scal_close(g[i], w[i], b->scal), "%s: %s %.9g vs reference %.9g", what, names[i],
+              g[i], w[i]);
+    CHECK(got->teacher == want->teacher, "%s: teacher %s vs reference %s", what,
+          bl_teacher_source_name(got->teacher), bl_teacher_source_name(want->teacher));
+    if (!got->block_grad_norm) return; /* accumulate only */
+    CHECK(got->skipped == want->skipped, "%s: skipped %d vs reference %d", what, got->skipped,
+          want->skipped);
+    if (want->skipped) return;
+    CHECK(scal_close(got->grad_norm, want->grad_norm, b->scal), "%s: grad norm %.9g vs %.9g",
+          what, got->grad_norm, want->grad_norm);
+    for (int l = 0; l < n_layers; l++)
+        CHECK(scal_close(got->block_grad_norm[l], want->block_grad_norm[l], b->scal),
+              "%s: block %d grad norm %.9g vs %.9g", what, l, got->block_grad_norm[l],
+              want->block_grad_norm[l]);
+    for (int k = 0; k < BL_GRAD_KINDS; k++)
+        CHECK(scal_close(got->kind_grad_norm[k], want->kind_grad_norm[k], b->scal),
+              "%s: kind %d grad norm %.9g vs %.9g", what, k, got->kind_grad_norm[k],
+              want->kind_grad_norm[k]);
+}
+
+/* every trainable tensor's gradient: the device arena against the reference */
+static void compare_grads(const char *what, BlDeviceTrainer *dev, const BlStudent *ref,
+                          const Bounds *b) {
+    for (int i = 0; i < dev->n_params; i++) {
+        const BlDevParam *p = &dev->params[i];
+        float *got = malloc(sizeof(float) * p->n);
+        BlError err;
+        CHECK(dev->be->download(got, dev->g + p->off, sizeof(float) * p->n, &err) == 0, "%s",
+              err.msg);
+        double mr, nm;
+        bool close = tens_close(got, ref->params[i].g, p->n, b, &mr, &nm);
+        worst_grad = fmax(worst_grad, mr);
+        CHECK(close,
+              "%s: gradient of tensor %d (layer %d kind %d, %zu values): max rel %.3g, nmse %.3g",
+              what, i, p->layer, p->kind, p->n, mr, nm);
+        free(got);
+    }
+}
+
+/* after download: values, moments and step counts against the reference */
+static void compare_students(const char *what, const BlStudent *got, const BlStudent *want,
+                             float *const *before, const Bounds *b) {
+    CHECK(got->n_params == want->n_params, "%s: %d vs %d tensors", what, got->n_params,
+          want->n_params);
+    Bounds pb = {.maxrel = b->pmaxrel, .nmse = b->pnmse};
+    for (int i = 0; i < got->n_params && i < want->n_params; i++) {
+        size_t n = want->params[i].n;
+        double mr, nm;
+        bool close = tens_close(got->params[i].p, want->params[i].p, n, &pb, &mr, &nm);
+        worst_param = fmax(worst_param, mr);
+        CHECK(close,
+              "%s: tensor %d: max rel %.3g, nmse %.3g", what, i, mr, nm);
+        CHECK(tens_close(got->opt[i].m, want->opt[i].m, n, &pb, &mr, &nm),
+              "%s: tensor %d AdamW m: max rel %.3g, nmse %.3g", what, i, mr, nm);
+        CHECK(tens_close(got->opt[i].v, want->opt[i].v, n, &pb, &mr, &nm),
+              "%s: tensor %d AdamW v: max rel %.3g, nmse %.3g", what, i, mr, nm);
+        CHECK(got->opt[i].t == want->opt[i].t, "%s: tensor %d step %ld vs %ld", what, i,
+              got->opt[i].t, want->opt[i].t);
+        if (before && b->update_nmse > 0.0) { /* the update itself, where it is tiny */
+            float *ug = malloc(sizeof(float) * n), *uw = malloc(sizeof(float) * n);
+            for (size_t j = 0; j < n; j++) {
+                ug[j] = got->params[i].p[j] - before[i][j];
+                uw[j] = want->params[i].p[j] - before[i][j];
+            }
+            Bounds ub = {.nmse = b->update_nmse};
+            CHECK(tens_close(ug, uw, n, &ub, &mr, &nm), "%s: tensor %d update: nmse %.3g", what,
+                  i, nm);
+            free(ug);
+            free(uw);
+        }
+    }
+}
+
+static float **snapshot(const BlStudent *s) {
+    float **p = calloc((size_t)s->n_params + 1, sizeof(float *));
+    for (int i = 0; i < s->n_params; i++) {
+        p[i] = malloc(sizeof(float) * s->params[i].n);
+        memcpy(p[i], s->params[i].p, sizeof(float) * s->params[i].n);
+    }
+    return p;
+}
+
+static void free_snapshot(float **p, int n) {
+    for (int i = 0; i < n; i++) free(p[i]);
+    free(p);
+}
+
+/* Three steps (batch 1, batch 1 again, batch 2) of the case on both trainers. */
+static void run_case(const StepCase *k, const BlBackend *be, const Bounds *bounds) {
+    BlError err = {{0}};
+    worst_scal = worst_grad = worst_param = 0.0;
+    BlModel *m = tiny_model(k->arch, 32, 2, 4, 48, 61, 0x5eed0 + k->arch);
+    BlStudent sref, sdev;
+    float lw[2] = {0.25f, 1.5f};
+    BlLossConfig lc = k->loss;
+    if (k->layer_w) lc.layer_w = lw;
+    BlOptConfig oc = {.adamw = {.lr = 2e-3f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f,
+                                .weight_decay = 0.01f},
+                      .max_grad_norm = 0.5f};
+    BlDeviceTrainerOptions o = {.ternary_fast_path = k->fast, .loss_chunk_seqs = k->chunk};
+    BlTrainer ref;
+    BlDeviceTrainer dev;
+    int ok = make_student(&sref, m, k, 77, &err) == 0 && make_student(&sdev, m, k, 77, &err) == 0;
+    CHECK(ok, "%s: student: %s", k->name, err.msg);
+    if (!ok) return;
+    if (k->nan) { /* one NaN in the newest adapter: every gradient goes NaN */
+        sref.params[0].p[1] = NAN;
+        sdev.params[0].p[1] = NAN;
+    }
+    int nb = k->n_micro;
+    ok = bl_build_trainer(&ref, &sref, SB, ST, &lc, &oc, &err) == 0;
+    CHECK(ok, "%s: reference trainer: %s", k->name, err.msg);
+    ok = ok && bl_device_trainer_build(&dev, be, &sdev, SB, ST, &lc, &oc, &o, &err) == 0;
+    CHECK(ok, "%s: device trainer: %s", k->name, err.msg);
+    size_t M = (size_t)SB * ST;
+    int *tokens = malloc(sizeof(int) * M * 2 * nb), lens[SB * 4];
+    uint8_t *mask = malloc(M * 2 * nb);
+    for (int i = 0; i < 2 * nb; i++)
+        make_batch(tokens + i * M, lens + i * SB, mask + i * M, m->cfg.vocab_size, 1234 + i);
+    for (int step = 0; ok && step < 3; step++) {
+        char what[160];
+        snprintf(what, sizeof what, "%s step %d", k->name, step + 1);
+        int set = step == 2 ? 1 : 0; /* steps 1 and 2 see the same batches */
+        BlStepResult rr = {0}, rd = {0};
+        for (int u = 0; ok && u < nb; u++) {
+            size_t at = (size_t)(set * nb + u);
+            const uint8_t *mk = k->masked ? mask + at * M : NULL;
+            ok = bl_trainer_accumulate(&ref, tokens + at * M, lens + at * SB, mk, SB, ST,
+                                       1.0f / nb, &rr, &err) == 0;
+            CHECK(ok, "%s: reference accumulate: %s", what, err.msg);
+            ok = ok && bl_device_trainer_accumulate(&dev, tokens + at * M, lens + at * SB, mk, SB,
+                                                    ST, 1.0f / nb, &rd, &err) == 0;
+            CHECK(ok, "%s: device accumulate: %s", what, err.msg);
+        }
+        if (!ok) break;
+        compare_results(what, &rd, &rr, m->cfg.n_layers, bounds);
+        compare_grads(what, &dev, &sref, bounds);
+        float **before = snapshot(&sref);
+        bl_trainer_update(&ref, &rr);
+        ok = bl_device_trainer_update(&dev, &rd, &err) == 0;
+        CHECK(ok, "%s: device update: %s", what, err.msg);
+        compare_results(what, &rd, &rr, m->cfg.n_layers, bounds);
+        CHECK(rd.skipped == k->nan, "%s: skipped %d, expected %d", what, rd.skipped, k->nan);
+        ok = ok && bl_device_trainer_download(&dev, &err) == 0;
+        CHECK(ok, "%s: download: %s", what, err.msg);
+        if (ok) compare_students(what, &sdev, &sref, before, bounds);
+        free_snapshot(before, sref.n_params);
+        if (ok && k->rotate && step == 0) { /* freeze, push r = 3 (α/r = 2), fresh moments */
+            ok = bl_student_rotate(&sref, 3, 6.0f, 4242, &err) == 0 &&
+                 bl_student_rotate(&sdev, 3, 6.0f, 4242, &err) == 0 &&
+                 bl_device_trainer_upload(&dev, &err) == 0;
+            CHECK(ok, "%s: rotation: %s", what, err.msg);
+        }
+    }
+    printf("  %-44s %s: worst rel. diff: losses/norms %.1e, grads %.1e, updated %.1e\n",
+           k->name, be->name, worst_scal, worst_grad, worst_param);
+    free(tokens);
+    free(mask);
+    bl_device_trainer_free(&dev);
+    bl_free_trainer(&ref);
+    bl_free_student(&sref);
+    bl_free_student(&sdev);
+    tiny_free(m);
+}
+
+// ----------------------------------------------------------------------------
+// the table
+
+static const StepCase CASES[] = {
+    {"llama l=1 A8 ce+kl+cos", BL_ARCH_LLAMA, 1.0f, 8, .loss = {1, 1, 0, 1, 0, 1.7f, 5, NULL},
+     .masked = true},
+    {"qwen2 l=0.5 A4 all losses, layer weights", BL_ARCH_QWEN2, 0.5f, 4,
+     .loss = {1, 0.5f, 0.7f, 1, 0.3f, 1.7f, 5, NULL}, .masked = true, .layer_w = true},
+    {"phi3 l=0 A8 ce+topk, 2 micro-batches", BL_ARCH_PHI3, 0.0f, 8,
+     .loss = {1, 0, 1, 0, 0, 2.0f, 7, NULL}, .n_micro = 2},
+    {"llama l=1 A8 rotation, 1-seq chunks", BL_ARCH_LLAMA, 1.0f, 8,
+     .loss = {1, 1, 0, 0.5f, 0.2f, 1.3f, 5, NULL}, .masked = true, .chunk = 1, .rotate = true},
+    {"qwen2 l=1 A8 SubLN + post-norm + dense", BL_ARCH_QWEN2, 1.0f, 8, .subln = true,
+     .post_norm = true, .dense = true, .loss = {1, 1, 0, 1, 0, 1.7f, 5, NULL}, .masked = true},
+    {"phi3 l=0.5 A16 SubLN, kl+cos", BL_ARCH_PHI3, 0.5f, 16, .subln = true,
+     .loss = {0, 1, 0, 1, 0.5f, 1.0f, 5, NULL}},
+    {"llama l=1 A4 ternary fast path + SubLN", BL_ARCH_LLAMA, 1.0f, 4, .subln = true,
+     .loss = {1, 1, 0.5f, 1, 0, 1.7f, 3, NULL}, .masked = true, .fast = true},
+    {"qwen2 l=1 A8 NaN in the student: skip", BL_ARCH_QWEN2, 1.0f, 8,
+     .loss = {1, 1, 0, 1, 0, 1.7f, 5, NULL}, .nan = true},
+};
+
+static void run_cases(const BlBackend *be, const Bounds *b) {
+    for (size_t i = 0; i < sizeof CASES / sizeof CASES[0]; i++) {
+        StepCase k = CASES[i];
+        if (k.n_micro < 1) k.n_micro = 1;
+        run_case(&k, be, b);
+    }
+}
+
+// ----------------------------------------------------------------------------
+// what the device trainer refuses, with a message
+
+static void check_refusals(const BlBackend *be) {
+    BlModel *m = tiny_model(BL_ARCH_LLAMA, 32, 2, 4, 48, 61, 11);
+    StepCase k = {.lambda = 1.0f, .bits = 8};
+    BlStudent st;
+    BlError err = {{0}};
+    BlLossConfig lc = make_loss(1, 1, 0, 1, 0);
+    BlOptConfig oc = {.adamw = {.lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f}};
+    BlDeviceTrainer dev;
+    CHECK(make_student(&st, m, &k, 5, &err) == 0, "%s", err.msg);
+    CHECK(bl_device_trainer_build(&dev, be, &st, SB, ST, &lc, &oc, NULL, &err) == 0, "%s",
+          err.msg);
+    int tokens[SB * ST], lens[SB];
+    uint8_t mask[SB * ST];
+    make_batch(tokens, lens, mask, m->cfg.vocab_size, 9);
+    BlStepResult r = {0};
+    lens[1] = ST + 1;
+    CHECK(bl_device_trainer_accumulate(&dev, tokens, lens, NULL, SB, ST, 1.0f, &r, &err) != 0 &&
+              strstr(err.msg, "lens[1]"),
+          "bad lens: '%s'", err.msg);
+    lens[1] = 6;
+    tokens[3] = 61;
+    CHECK(bl_device_trainer_accumulate(&dev, tokens, lens, NULL, SB, ST, 1.0f, &r, &err) != 0 &&
+              strstr(err.msg, "outside the vocab"),
+          "bad token: '%s'", err.msg);
+    tokens[3] = 0;
+    CHECK(bl_device_trainer_accumulate(&dev, tokens, lens, NULL, SB + 1, ST, 1.0f, &r, &err) != 0 &&
+              strstr(err.msg, "exceeds"),
+          "big batch: '%s'", err.msg);
+    CHECK(bl_student_rotate(&st, 2, 4.0f, 3, &err) == 0, "%s", err.msg);
+    CHECK(bl_device_trainer_accumulate(&dev, tokens, lens, NULL, SB, ST, 1.0f, &r, &err) != 0 &&
+              strstr(err.msg, "bl_device_trainer_upload"),
+          "stale student: '%s'", err.msg);
+    CHECK(bl_device_trainer_download(&dev, &err) != 0 && strstr(err.msg, "bl_device_trainer_upload"),
+          "stale download: '%s'", err.msg);
+    CHECK(bl_device_trainer_upload(&dev, &err) == 0, "%s", err.msg);
+    CHECK(bl_device_trainer_accumulate(&dev, tokens, lens, NULL, SB, ST, 1.0f, &r, &err) == 0,
+          "after upload: %s", err.msg);
+    CHECK(isfinite(r.total) && r.total > 0.0, "loss %g", r.total);
+    BlMemStats ms;
+    be->mem_stats(&ms, false);
+    CHECK(ms.live > 0 && ms.peak >= ms.live, "memory stats live %zu peak %zu", ms.live, ms.peak);
+    bl_device_trainer_free(&dev);
+    bl_free_student(&st);
+    tiny_free(m);
+}
+
+#ifndef DEVICE_STEP_NO_MAIN
+int main(void) {
+    const BlBackend *cpu = bl_backend_cpu();
+    /* updated tensors: AdamW divides by √v + ε, so an element whose gradient
+     * is near ε carries the gradient's rounding difference into its update
+     * amplified; the tensor as a whole stays within nmse 1e-10 */
+    Bounds b = {.scal = 1e-5, .maxrel = 1e-5, .pmaxrel = 1e-4, .pnmse = 1e-10,
+                .update_nmse = 1e-8};
+    printf("device trainer on the CPU backend vs the reference step\n");
+    run_cases(cpu, &b);
+    check_refusals(cpu);
+    if (failures) fprintf(stderr, "%d check(s) failed\n", failures);
+    return failures ? 1 : 0;
+}
+#endif
