@@ -1,239 +1,283 @@
 #!/usr/bin/env python3
-"""bench_step_torch.py - the PyTorch baseline of one bitlab distillation step.
+"""bench_step_torch.py - times the PyTorch baseline of one bitlab distillation
+step (bench/torch_student.py) on the CPU or a CUDA GPU, eager or under
+torch.compile, and prints one JSON line.
 
-One step = teacher forward (no_grad) + student forward (BitLinear, λ = 1,
-8-bit activations, one LoRA adapter r=16 α=32 on every block linear) +
-CE + KL(τ) + hidden cosine losses + backward + AdamW, float32, on a batch of
-random token ids.  Prints one JSON line: tokens/s (median over the timed
-steps), step time, peak RSS.
+Reported: tokens/s and step time (median, min, max; CUDA events on the GPU,
+the host clock on the CPU), the median time of each phase (teacher forward,
+student forward + losses, backward, clip + AdamW), the first and last step's
+losses, peak memory (GPU: torch.cuda.max_memory_allocated / _reserved over
+the timed steps; CPU: peak RSS), the step's FLOPs (bench/floors.py) with the
+achieved TFLOP/s and the model FLOP utilisation against the device's bf16
+dense peak, and the FLOP and byte floors. With --compile: the warm-up time
+(compilation) separately, and the error if compilation fails.
 
-The implementation is meant to be a fair, efficient eager-PyTorch baseline:
-F.scaled_dot_product_attention, fused QKV / gate-up weights, frozen weights
-without gradients, no Python loops over tokens, the ternary weight
-quantiser as two comparisons (exactly round-half-away-then-clamp to ±1).
+Tokens are bitlab's (`bitlab bench step` draws them from the same LCG), so
+the first step's losses equal bitlab's first step on the same weights.
 
-    python3 bench/bench_step_torch.py [--model models/SmolLM2-135M-Instruct.Q4_1.gguf]
-        [--batch 4] [--seq 128] [--steps 5] [--warmup 2] [--threads 2]
+    python3 bench/bench_step_torch.py [--device cuda|cpu] [--dtype bf16|fp32] [--compile]
+        [--config default|1b|tiny|PATH] [--model PATH] [--batch B] [--seq T]
+        [--warmup N] [--iters N] [--threads N] [--flop-check]
 """
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import resource
 import statistics
 import sys
 import time
+import traceback
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "py"))
-from ref_distill import load_model  # noqa: E402  (GGUF dequantisation + q/k un-permute)
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+import floors  # noqa: E402
+import torch_student as ts  # noqa: E402
+from bench_configs import CONFIGS, resolve_config  # noqa: E402
 
-
-def rmsnorm(x, g, eps):
-    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * g
-
-
-def rope_tables(T, hd, theta):
-    inv = 1.0 / (theta ** (torch.arange(0, hd // 2, dtype=torch.float64) * 2.0 / hd))
-    ang = torch.arange(T, dtype=torch.float64)[:, None] * inv[None, :]
-    ang = torch.cat([ang, ang], -1)
-    return torch.cos(ang).float(), torch.sin(ang).float()
+DEFAULT_GGUF = os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
+PHASES = ("teacher_fwd", "student_fwd_loss", "backward", "optimizer")
 
 
-def apply_rope(x, cos, sin):
-    h = x.shape[-1] // 2
-    return x * cos + torch.cat([-x[..., h:], x[..., :h]], -1) * sin
-
-
-def wq_ternary(w):
-    """clamp(roundf(w·s), −1, 1)/s, s = 1/max(mean|w|, 1e-5); for a clamp to
-    ±1, round-half-away is exactly the comparisons |w·s| ≥ ½."""
-    s = 1.0 / w.abs().mean().clamp(min=1e-5)
-    v = w * s
-    return ((v >= 0.5).float() - (v <= -0.5).float()) / s
-
-
-def round_half_away(v):
-    t = torch.trunc(v)
-    return t + torch.sign(v) * ((v - t).abs() >= 0.5).float()
-
-
-def actq8(x):
-    s = 127.0 / x.abs().amax(-1, keepdim=True).clamp(min=1e-5)
-    return torch.clamp(round_half_away(x * s), -128.0, 127.0) / s
-
-
-class BitLinearFn(torch.autograd.Function):
-    """y = actq(x)·Weffᵀ with Weff = wq(W + (α/r)·B·A) (λ = 1), STE for both
-    quantisers; returns the gradients of x, A, B only (W is frozen)."""
-
-    @staticmethod
-    def forward(ctx, x, W, A, Bm, scale):
-        Wp = torch.addmm(W, Bm, A, alpha=scale)
-        Wq = wq_ternary(Wp)
-        xq = actq8(x)
-        ctx.save_for_backward(xq, Wq, A, Bm)
-        ctx.scale = scale
-        return xq @ Wq.T
-
-    @staticmethod
-    def backward(ctx, dy):
-        xq, Wq, A, Bm = ctx.saved_tensors
-        dy2 = dy.reshape(-1, dy.shape[-1])
-        dx = dy @ Wq                                            # STE through actq
-        # dWeff = dyᵀ·xq; dA = s·Bᵀ·dWeff, dB = s·dWeff·Aᵀ via low-rank products
-        xq2 = xq.reshape(-1, xq.shape[-1])
-        dB = ctx.scale * (dy2.T @ (xq2 @ A.T))
-        dA = ctx.scale * ((dy2 @ Bm).T @ xq2)
-        return dx, None, dA, dB, None
-
-
-class Model:
-    def __init__(self, weights, config, rank=16, alpha=32.0, seed=0):
-        c = config
-        self.dim, self.nh = c["hidden_size"], c["num_attention_heads"]
-        self.nkv = c.get("num_key_value_heads") or self.nh
-        self.hd = c.get("head_dim") or self.dim // self.nh
-        self.hidden = c["intermediate_size"]
-        self.eps = c["rms_norm_eps"]
-        self.theta = c["rope_theta"]
-        self.n_layers = c["num_hidden_layers"]
-        t = lambda a: torch.from_numpy(np.array(a, np.float32))  # noqa: E731  (writable copy)
-        self.embed = t(weights["model.embed_tokens.weight"])
-        self.norm = t(weights["model.norm.weight"])
-        self.lm_head = t(weights["lm_head.weight"]) if "lm_head.weight" in weights else self.embed
-        g = torch.Generator().manual_seed(seed)
-        self.layers = []
-        self.params = []
-        self.scale = alpha / rank
-        for i in range(self.n_layers):
-            p = f"model.layers.{i}."
-            L = {"in": t(weights[p + "input_layernorm.weight"]),
-                 "post": t(weights[p + "post_attention_layernorm.weight"])}
-            # fused weights: one BitLinear per original linear (wq is per tensor),
-            # the fusion only shares the activation quantisation of the same input
-            mats = {n: t(weights[p + k + ".weight"]) for n, k in (
-                ("q", "self_attn.q_proj"), ("k", "self_attn.k_proj"), ("v", "self_attn.v_proj"),
-                ("o", "self_attn.o_proj"), ("gate", "mlp.gate_proj"), ("up", "mlp.up_proj"),
-                ("down", "mlp.down_proj"))}
-            L["W"] = mats
-            L["A"], L["B"] = {}, {}
-            for n, W in mats.items():
-                bound = 1.0 / math.sqrt(W.shape[1])
-                A = (torch.rand(rank, W.shape[1], generator=g) * 2 - 1) * bound
-                B = torch.zeros(W.shape[0], rank)
-                A.requires_grad_(True); B.requires_grad_(True)
-                L["A"][n], L["B"][n] = A, B
-                self.params += [A, B]
-            self.layers.append(L)
-        self._rope = {}
-
-    def rope(self, T):
-        if T not in self._rope:
-            self._rope[T] = rope_tables(T, self.hd, self.theta)
-        return self._rope[T]
-
-    def attn(self, q, k, v, B, T):
-        cos, sin = self.rope(T)
-        q = apply_rope(q.view(B, T, self.nh, self.hd).transpose(1, 2), cos, sin)
-        k = apply_rope(k.view(B, T, self.nkv, self.hd).transpose(1, 2), cos, sin)
-        v = v.view(B, T, self.nkv, self.hd).transpose(1, 2)
-        o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
-        return o.transpose(1, 2).reshape(B, T, self.nh * self.hd)
-
-    def forward(self, tokens, student):
-        B, T = tokens.shape
-        x = self.embed[tokens]
-        hs = []
-        for L in self.layers:
-            if student:
-                def lin(n, inp, L=L):
-                    return BitLinearFn.apply(inp, L["W"][n], L["A"][n], L["B"][n], self.scale)
-            else:
-                def lin(n, inp, L=L):
-                    return F.linear(inp, L["W"][n])
-            h = rmsnorm(x, L["in"], self.eps)
-            a = self.attn(lin("q", h), lin("k", h), lin("v", h), B, T)
-            x = x + lin("o", a)
-            h = rmsnorm(x, L["post"], self.eps)
-            x = x + lin("down", F.silu(lin("gate", h)) * lin("up", h))
-            hs.append(x)
-        x = rmsnorm(x, self.norm, self.eps)
-        return F.linear(x, self.lm_head), hs
-
-
-def losses(s_logits, t_logits, s_hid, t_hid, tokens, tau=2.0):
-    V = s_logits.shape[-1]
-    s = s_logits[:, :-1].reshape(-1, V)       # full rows: next-token selection
-    te = t_logits[:, :-1].reshape(-1, V)
-    ce = F.cross_entropy(s, tokens[:, 1:].reshape(-1))
-    kl = F.kl_div(F.log_softmax(s / tau, -1), F.log_softmax(te / tau, -1),
-                  log_target=True, reduction="batchmean") * tau * tau
-    cos = torch.stack([(1 - F.cosine_similarity(a, b, dim=-1)).mean()
-                       for a, b in zip(s_hid, t_hid)]).mean()
-    return ce + kl + cos
-
-
-def main():
-    ap = argparse.ArgumentParser()
-    here = os.path.dirname(os.path.abspath(__file__))
-    ap.add_argument("--model", default=os.path.join(here, "..", "models",
-                                                    "SmolLM2-135M-Instruct.Q4_1.gguf"))
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--seq", type=int, default=128)
-    ap.add_argument("--steps", type=int, default=5)
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", choices=("cuda", "cpu"),
+                    default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--dtype", choices=("bf16", "fp32"),
+                    help="weights and activations (adapters, optimizer state and losses are "
+                         "always fp32); default bf16 on cuda, fp32 on cpu")
+    ap.add_argument("--compile", action="store_true",
+                    help="torch.compile the teacher forward and the student forward + losses "
+                         "(the backward is compiled with them; clip + AdamW stay eager)")
+    ap.add_argument("--config", default="default",
+                    help=f"{', '.join(CONFIGS)}, a config.json (random weights), an HF folder or "
+                         f"a .gguf (its weights); 'default' loads {os.path.relpath(DEFAULT_GGUF, ROOT)} "
+                         "when it and the gguf package are there, else random weights of its shape")
+    ap.add_argument("--model", help="weights to load (GGUF or HF folder); overrides --config")
+    ap.add_argument("--batch", type=int, help="default 8 on cuda, 4 on cpu")
+    ap.add_argument("--seq", type=int, help="default 512 on cuda, 128 on cpu")
     ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=2)
-    a = ap.parse_args()
+    ap.add_argument("--iters", type=int, help="timed steps; default 20 on cuda, 5 on cpu")
+    ap.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
+    ap.add_argument("--peak-tflops", type=float,
+                    help="bf16 dense peak for the MFU (default: the device's datasheet figure)")
+    ap.add_argument("--hbm-tbs", type=float, help="memory bandwidth for the byte floor (TB/s)")
+    ap.add_argument("--flop-check", action="store_true",
+                    help="also count one eager step's FLOPs with torch.utils.flop_counter and "
+                         "print them beside bench/floors.py's formula")
+    a = ap.parse_args(argv)
+    cuda = a.device == "cuda"
+    a.dtype = a.dtype or ("bf16" if cuda else "fp32")
+    a.batch = a.batch or (8 if cuda else 4)
+    a.seq = a.seq or (512 if cuda else 128)
+    a.iters = a.iters or (20 if cuda else 5)
+    if a.batch < 1 or a.seq < 2 or a.iters < 1 or a.warmup < 0 or a.threads < 1:
+        ap.error("--batch, --iters and --threads must be positive, --seq at least 2, --warmup >= 0")
+    if a.compile and a.warmup < 1:
+        ap.error("--compile needs --warmup >= 1 (the first step compiles)")
+    if cuda and not torch.cuda.is_available():
+        ap.error("--device cuda: torch sees no CUDA device")
+    return a
+
+
+def load(a, device, dtype):
+    """(model, config, where the weights came from)."""
+    spec = a.model or a.config
+    cfg, kind = resolve_config(spec)
+    if a.model and kind != "model":
+        raise ValueError(f"--model {a.model}: expected a .gguf or an HF folder")
+    path = spec if kind == "model" else None
+    if spec == "default" and os.path.exists(DEFAULT_GGUF):
+        try:
+            import gguf  # noqa: F401
+            path = DEFAULT_GGUF
+        except ImportError:
+            path = None
+    if path:
+        sys.path.insert(0, os.path.join(ROOT, "tests", "py"))
+        from ref_distill import load_model      # GGUF dequantisation + q/k un-permute
+        weights, cfg = load_model(path)
+        src = os.path.relpath(path, ROOT) if path.startswith(ROOT) else path
+    else:
+        weights, src = ts.random_weights(cfg, device, dtype), "random"
+    return ts.StudentModel(weights, cfg, device, dtype), cfg, src
+
+
+def flop_check(model, tokens, cfg, B, T):
+    """FLOPs of one eager step counted by torch's FlopCounterMode, beside
+    bench/floors.py's formula put in the counter's conventions: attention
+    over the full T×T square (no causal saving) with its backward at 2.5×
+    the forward (flash recomputes the scores), and no count for the in-place
+    aten.addmm_ that merges the adapter into W' (the counter has no rule for
+    it). gemm_rel_diff is then 0 up to rounding when the formula counts
+    every product the implementation runs."""
+    from torch.utils.flop_counter import FlopCounterMode
+    counter = FlopCounterMode(display=False)
+    with counter:
+        t_logits, t_hid = model.teacher(tokens)
+        total = model.student_loss(tokens, t_logits, t_hid)[0]
+        total.backward()
+    for p in model.params:
+        p.grad = None
+    by_op = {str(k): int(v) for k, v in counter.get_flop_counts()["Global"].items()}
+    counted_attn = sum(v for k, v in by_op.items() if "attention" in k)
+    counted_gemm = counter.get_total_flops() - counted_attn
+    f = floors.step_flops(cfg, B, T)
+    fa = f["parts"]["attention_fwd"]
+    formula_gemm = f["total"] - 4 * fa - f["parts"]["lora_merge"]
+    formula_attn_counter = fa * 2 * T / (T + 1) * (1 + 1 + 2.5)
+    return {"counted_gemm": counted_gemm, "formula_gemm": formula_gemm,
+            "gemm_rel_diff": (counted_gemm - formula_gemm) / formula_gemm,
+            "counted_attention": counted_attn, "formula_attention_counter": formula_attn_counter,
+            "attention_rel_diff": (counted_attn - formula_attn_counter) / formula_attn_counter,
+            "by_op": by_op}
+
+
+def main(argv=None):
+    a = parse_args(argv)
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
+    cuda = a.device == "cuda"
+    device = torch.device(a.device)
+    dtype = torch.bfloat16 if a.dtype == "bf16" else torch.float32
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = False       # fp32 runs are real fp32
     t0 = time.perf_counter()
-    weights, config = load_model(a.model)
-    model = Model(weights, config)
-    del weights
+    try:
+        model, cfg, src = load(a, device, dtype)
+    except (ValueError, KeyError, OSError) as e:
+        sys.exit(f"bench_step_torch: {e}")
+    model.prepare(a.seq)
+    if cuda:
+        torch.cuda.synchronize()
     load_s = time.perf_counter() - t0
-    opt = torch.optim.AdamW(model.params, lr=1e-4, betas=(0.9, 0.95), eps=1e-8,
-                            weight_decay=0.01, foreach=True)
-    g = torch.Generator().manual_seed(1)
-    times, cpu = [], []
-    for it in range(a.warmup + a.steps):
-        tokens = torch.randint(0, model.embed.shape[0], (a.batch, a.seq), generator=g)
-        t1 = time.perf_counter()
-        c1 = time.process_time()
-        with torch.no_grad():
-            t_logits, t_hid = model.forward(tokens, student=False)
-        s_logits, s_hid = model.forward(tokens, student=True)
-        loss = losses(s_logits, t_logits, s_hid, t_hid, tokens)
+    mem_model = torch.cuda.memory_allocated() if cuda else 0
+    opt = ts.make_optimizer(model.params, device)
+    n_steps = a.warmup + a.iters
+    toks = torch.from_numpy(ts.lcg_tokens(n_steps, a.batch, a.seq, model.d["vocab"])).to(device)
+
+    teacher_fn, loss_fn = model.teacher, model.student_loss
+    if a.compile:
+        teacher_fn, loss_fn = torch.compile(model.teacher), torch.compile(model.student_loss)
+
+    def step(tokens, mark):
+        mark(0)
+        t_logits, t_hid = teacher_fn(tokens)
+        mark(1)
+        total, ce, kl, cos = loss_fn(tokens, t_logits, t_hid)
+        mark(2)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.params, 1.0, foreach=True)
+        total.backward()
+        mark(3)
+        torch.nn.utils.clip_grad_norm_(model.params, ts.MAX_GRAD_NORM, foreach=True)
         opt.step()
-        dt = time.perf_counter() - t1
-        dc = time.process_time() - c1
-        del t_logits, t_hid, s_logits, s_hid, loss
-        if it >= a.warmup:
-            times.append(dt)
-            cpu.append(dc)
-    med = statistics.median(times)
-    rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0   # KiB on Linux
-    print(json.dumps({
-        "impl": "torch", "torch": torch.__version__, "threads": a.threads,
-        "model": os.path.basename(a.model), "batch": a.batch, "seq": a.seq,
-        "steps": a.steps, "warmup": a.warmup,
+        mark(4)
+        return torch.stack([total.detach(), ce, kl, cos])
+
+    result = {"impl": "torch", "torch": torch.__version__, "device": a.device,
+              "device_name": torch.cuda.get_device_name() if cuda else "cpu",
+              "dtype": a.dtype, "compile": a.compile, "config": a.model or a.config,
+              "weights": src, "batch": a.batch, "seq": a.seq, "warmup": a.warmup,
+              "iters": a.iters, "threads": a.threads, "load_s": round(load_s, 2),
+              "adapter_params": model.n_adapter_params(),
+              "frozen_weights_mib": round(model.frozen_bytes() / 2**20, 1)}
+    warm_s, host_s, cpu_s, events, losses = [], [], [], [], []
+    try:
+        for it in range(n_steps):
+            timed = it >= a.warmup
+            if cuda:
+                ev = [torch.cuda.Event(enable_timing=True) for _ in range(5)]
+                mark = (lambda i, ev=ev: ev[i].record())
+            else:
+                ev = [0.0] * 5
+                mark = (lambda i, ev=ev: ev.__setitem__(i, time.perf_counter()))
+            if it == a.warmup and cuda:
+                torch.cuda.synchronize()
+                result["peak_allocated_warmup_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+                torch.cuda.reset_peak_memory_stats()
+                wall0 = time.perf_counter()
+            elif it == a.warmup:
+                wall0 = time.perf_counter()
+            h0, c0 = time.perf_counter(), time.process_time()
+            losses.append(step(toks[it], mark))
+            if not timed:
+                if cuda:
+                    torch.cuda.synchronize()
+                warm_s.append(time.perf_counter() - h0)
+            else:
+                events.append(ev)
+                host_s.append(time.perf_counter() - h0)
+                cpu_s.append(time.process_time() - c0)
+        if cuda:
+            torch.cuda.synchronize()
+        wall_s = time.perf_counter() - wall0
+    except Exception as e:     # a failed compilation is a result too
+        result.update(ok=False, error=f"{type(e).__name__}: {e}"[:2000],
+                      traceback=traceback.format_exc()[-3000:])
+        print(json.dumps(result))
+        return 1
+
+    if cuda:
+        per = [[ev[i].elapsed_time(ev[i + 1]) / 1e3 for i in range(4)] for ev in events]
+    else:
+        per = [[ev[i + 1] - ev[i] for i in range(4)] for ev in events]
+    step_s = [sum(p) for p in per]
+    med = statistics.median(step_s)
+    first = losses[0].tolist()
+    last = losses[-1].tolist()
+    result.update({
+        "ok": True,
         "tokens_per_s": round(a.batch * a.seq / med, 2),
-        "step_s_median": round(med, 4), "step_s_min": round(min(times), 4),
-        "step_s_max": round(max(times), 4), "step_s_all": [round(t, 3) for t in times],
-        # CPU seconds (all threads) per step: wall ≥ cpu/threads; a wall time far
-        # above that means the machine was shared while measuring
-        "cpu_s_median": round(statistics.median(cpu), 3),
-        "peak_rss_mib": round(rss_mib, 1), "load_s": round(load_s, 2),
-    }))
+        "step_s_median": round(med, 6), "step_s_min": round(min(step_s), 6),
+        "step_s_max": round(max(step_s), 6),
+        "step_ms_median": round(med * 1e3, 3), "step_ms_min": round(min(step_s) * 1e3, 3),
+        "wall_s_per_step": round(wall_s / a.iters, 6),
+        "phases_ms_median": {k: round(statistics.median(p[i] for p in per) * 1e3, 3)
+                             for i, k in enumerate(PHASES)},
+        "warmup_s": [round(w, 3) for w in warm_s],
+        "first_loss": dict(zip(("total", "ce", "kl", "cos"), [round(v, 6) for v in first])),
+        "last_loss": round(last[0], 6),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
+    })
+    if not cuda:
+        result["cpu_s_median"] = round(statistics.median(cpu_s), 3)
+    if a.compile:
+        # the warm-up steps minus what they would have cost compiled
+        result["compile_s"] = round(sum(warm_s) - len(warm_s) * med, 2)
+        try:
+            from torch._dynamo.utils import counters
+            result["graph_breaks"] = sum(counters["graph_break"].values())
+        except Exception:                  # counters moved between releases: not essential
+            result["graph_breaks"] = None
+    if cuda:
+        result.update({
+            "model_mib": round(mem_model / 2**20, 1),
+            "peak_allocated_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1),
+            "peak_reserved_mib": round(torch.cuda.max_memory_reserved() / 2**20, 1)})
+
+    nb = 2 if a.dtype == "bf16" else 4
+    f = floors.step_flops(cfg, a.batch, a.seq, ts.RANK)
+    b = floors.step_bytes(cfg, a.batch, a.seq, ts.RANK, nb, nb)
+    key = floors.device_key(result["device_name"]) if cuda else None
+    dev = floors.DEVICES.get(key, {}) if key else {}
+    peak = a.peak_tflops or dev.get("bf16_tflops")
+    hbm = a.hbm_tbs or dev.get("hbm_tbs")
+    result.update({"flops_step": f["total"], "bytes_floor_step": b["total"],
+                   "achieved_tflops": round(f["total"] / med / 1e12, 3)})
+    if peak:
+        result.update({"peak_tflops": peak, "mfu": round(f["total"] / med / (peak * 1e12), 4),
+                       "flop_floor_ms": round(f["total"] / (peak * 1e12) * 1e3, 3)})
+    if hbm:
+        result.update({"hbm_tbs": hbm, "byte_floor_ms": round(b["total"] / (hbm * 1e12) * 1e3, 3)})
+    if a.flop_check:
+        result["flop_check"] = flop_check(model, toks[0], cfg, a.batch, a.seq)
+    print(json.dumps(result))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
