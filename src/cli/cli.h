@@ -34,6 +34,10 @@ int cmd_info(const CliArgs *a);
 int cmd_tokenize(const CliArgs *a);
 int cmd_generate(const CliArgs *a);
 int cmd_bench(const CliArgs *a);
+int cmd_export(const CliArgs *a);
+int cmd_eval(const CliArgs *a);
+int cmd_plan(const CliArgs *a);
+int cmd_trace(const CliArgs *a);
 /* `bitlab SCRIPT.lua ...`: argv[0] is the script. */
 int cmd_run(int argc, char **argv);
 

@@ -81,6 +81,10 @@ static void open_bitlab(lua_State *L, BlRuntime *rt) {
     bl_open_knobs(L);
     bl_open_metrics(L);
     bl_open_dash(L);
+    bl_open_export(L);
+    bl_open_evaluate(L);
+    bl_open_trace(L);
+    bl_open_plan(L);
     static const luaL_Reg fns[] = {{"random", l_random}, {"seed", l_seed}, {"clock", l_clock},
                                    {NULL, NULL}};
     luaL_setfuncs(L, fns, 0);
