@@ -6,20 +6,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/bytebuf.h"
 #include "io/atomic_file.h"
 #include "io/quants.h"
 
 #define MAX_NAME 63 /* GGML_MAX_NAME is 64 including the NUL */
 
 typedef struct {
-    uint8_t *p;
-    size_t n, cap;
-    int failed;
-} Bytes;
-
-typedef struct {
     char *key;
-    Bytes val; /* u32 type, then the value */
+    BlByteBuf val; /* u32 type, then the value */
 } Kv;
 
 typedef struct {
@@ -44,32 +39,15 @@ struct BlGgufWriter {
 // ----------------------------------------------------------------------------
 // little-endian serialisation
 
-static void put(Bytes *b, const void *src, size_t n) {
-    if (b->failed || n == 0) return;
-    if (b->n + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 64;
-        while (cap < b->n + n) cap *= 2;
-        uint8_t *p = realloc(b->p, cap);
-        if (!p) {
-            b->failed = 1;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, src, n);
-    b->n += n;
-}
-
-static void put_le(Bytes *b, uint64_t v, int size) {
+static void put_le(BlByteBuf *b, uint64_t v, int size) {
     uint8_t x[8];
     for (int i = 0; i < size; i++) x[i] = (uint8_t)(v >> (8 * i));
-    put(b, x, (size_t)size);
+    bl_bytebuf_put(b, x, (size_t)size);
 }
 
-static void put_str(Bytes *b, const char *s, uint64_t len) {
+static void put_str(BlByteBuf *b, const char *s, uint64_t len) {
     put_le(b, len, 8);
-    put(b, s, (size_t)len);
+    bl_bytebuf_put(b, s, (size_t)len);
 }
 
 /* bytes of one element of a scalar type; 0 for STRING / ARRAY / unknown */
@@ -121,7 +99,7 @@ static int find_kv(const BlGgufWriter *w, const char *key) {
 bool bl_gguf_writer_has(const BlGgufWriter *w, const char *key) { return find_kv(w, key) >= 0; }
 
 /* Stores the serialised value under key (replacing an earlier one); takes val. */
-static int set_kv(BlGgufWriter *w, const char *key, Bytes val, BlError *err) {
+static int set_kv(BlGgufWriter *w, const char *key, BlByteBuf val, BlError *err) {
     if (val.failed) {
         free(val.p);
         return bl_fail(err, "gguf: out of memory for key %s", key);
@@ -156,7 +134,7 @@ static int set_kv(BlGgufWriter *w, const char *key, Bytes val, BlError *err) {
 }
 
 static int set_scalar(BlGgufWriter *w, const char *key, BlGgufType t, uint64_t bits, BlError *err) {
-    Bytes b = {0};
+    BlByteBuf b = {0};
     put_le(&b, t, 4);
     put_le(&b, bits, elem_size(t));
     return set_kv(w, key, b, err);
@@ -190,7 +168,7 @@ int bl_gguf_set_bool(BlGgufWriter *w, const char *key, bool v, BlError *err) {
 }
 
 int bl_gguf_set_str(BlGgufWriter *w, const char *key, const char *v, BlError *err) {
-    Bytes b = {0};
+    BlByteBuf b = {0};
     put_le(&b, BL_GGUF_STRING, 4);
     put_str(&b, v, strlen(v));
     return set_kv(w, key, b, err);
@@ -201,18 +179,18 @@ int bl_gguf_set_array(BlGgufWriter *w, const char *key, BlGgufType elem_type, co
     int es = elem_size(elem_type);
     if (es == 0) return bl_fail(err, "gguf: %s: arrays of %s need bl_gguf_set_str_array", key,
                                 bl_gguf_type_name(elem_type));
-    Bytes b = {0};
+    BlByteBuf b = {0};
     put_le(&b, BL_GGUF_ARRAY, 4);
     put_le(&b, elem_type, 4);
     put_le(&b, n, 8);
     /* elements are little-endian in the file and in memory on bitlab's hosts */
-    put(&b, data, (size_t)n * (size_t)es);
+    bl_bytebuf_put(&b, data, (size_t)n * (size_t)es);
     return set_kv(w, key, b, err);
 }
 
 int bl_gguf_set_str_array(BlGgufWriter *w, const char *key, const char *const *strs,
                           const uint64_t *lens, uint64_t n, BlError *err) {
-    Bytes b = {0};
+    BlByteBuf b = {0};
     put_le(&b, BL_GGUF_ARRAY, 4);
     put_le(&b, BL_GGUF_STRING, 4);
     put_le(&b, n, 8);
@@ -221,7 +199,7 @@ int bl_gguf_set_str_array(BlGgufWriter *w, const char *key, const char *const *s
 }
 
 int bl_gguf_copy_kv(BlGgufWriter *w, const BlGgufKV *kv, BlError *err) {
-    Bytes b = {0};
+    BlByteBuf b = {0};
     put_le(&b, kv->type, 4);
     switch (kv->type) {
     case BL_GGUF_STRING:
@@ -234,7 +212,7 @@ int bl_gguf_copy_kv(BlGgufWriter *w, const BlGgufKV *kv, BlError *err) {
         if (et == BL_GGUF_STRING)
             for (uint64_t i = 0; i < kv->v.arr.n; i++) put_str(&b, kv->v.arr.strs[i].ptr, kv->v.arr.strs[i].len);
         else
-            put(&b, kv->v.arr.data, (size_t)kv->v.arr.n * (size_t)elem_size(et));
+            bl_bytebuf_put(&b, kv->v.arr.data, (size_t)kv->v.arr.n * (size_t)elem_size(et));
         break;
     }
     case BL_GGUF_FLOAT32: {
@@ -313,14 +291,14 @@ int bl_gguf_add_tensor(BlGgufWriter *w, const char *name, uint32_t type, int n_d
 static uint64_t align_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
 
 int bl_gguf_write(BlGgufWriter *w, const char *path, BlError *err) {
-    Bytes h = {0};
-    put(&h, "GGUF", 4);
+    BlByteBuf h = {0};
+    bl_bytebuf_put(&h, "GGUF", 4);
     put_le(&h, 3, 4);
     put_le(&h, (uint64_t)w->n_t, 8);
     put_le(&h, (uint64_t)w->n_kv, 8);
     for (int i = 0; i < w->n_kv; i++) {
         put_str(&h, w->kv[i].key, strlen(w->kv[i].key));
-        put(&h, w->kv[i].val.p, w->kv[i].val.n);
+        bl_bytebuf_put(&h, w->kv[i].val.p, w->kv[i].val.n);
     }
     uint64_t off = 0;
     for (int i = 0; i < w->n_t; i++) {

@@ -10,6 +10,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/bytebuf.h"
+
 static const char MAGIC[8] = {'B', 'L', 'C', 'K', 'P', 'T', 0, 0};
 #define HEADER_BYTES 32
 
@@ -20,34 +22,13 @@ static uint64_t fnv1a(const unsigned char *p, size_t n) {
 }
 
 // ----------------------------------------------------------------------------
-// writing: a growable buffer
+// writing: the state serialised into one buffer (native byte order)
 
-typedef struct {
-    unsigned char *p;
-    size_t n, cap;
-    int failed;
-} Buf;
-
-static void put(Buf *b, const void *src, size_t n) {
-    if (b->failed) return;
-    if (b->n + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 1 << 16;
-        while (cap < b->n + n) cap *= 2;
-        unsigned char *p = realloc(b->p, cap);
-        if (!p) {
-            b->failed = 1;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, src, n);
-    b->n += n;
+static void put_i64(BlByteBuf *b, int64_t v) { bl_bytebuf_put(b, &v, sizeof v); }
+static void put_f32(BlByteBuf *b, float v) { bl_bytebuf_put(b, &v, sizeof v); }
+static void put_floats(BlByteBuf *b, const float *p, size_t n) {
+    bl_bytebuf_put(b, p, n * sizeof(float));
 }
-
-static void put_i64(Buf *b, int64_t v) { put(b, &v, sizeof v); }
-static void put_f32(Buf *b, float v) { put(b, &v, sizeof v); }
-static void put_floats(Buf *b, const float *p, size_t n) { put(b, p, n * sizeof(float)); }
 
 /* The first present linear: its stack's adapter ranks stand for all (adapters
  * are added student-wide). */
@@ -59,7 +40,7 @@ static const BlLoraStack *first_stack(const BlStudent *st) {
     return NULL;
 }
 
-static void serialise(Buf *b, const BlStudent *st, const BlTrainer *tr, const char *json) {
+static void serialise(BlByteBuf *b, const BlStudent *st, const BlTrainer *tr, const char *json) {
     const BlConfig *c = &st->model->cfg;
     put_i64(b, c->n_layers);
     put_i64(b, c->dim);
@@ -100,7 +81,7 @@ static void serialise(Buf *b, const BlStudent *st, const BlTrainer *tr, const ch
     }
     size_t jn = json ? strlen(json) : 0;
     put_i64(b, (int64_t)jn);
-    if (jn) put(b, json, jn);
+    if (jn) bl_bytebuf_put(b, json, jn);
 }
 
 static int write_all(int fd, const void *p, size_t n) {
@@ -132,7 +113,7 @@ static int sync_dir(const char *path) {
 
 int bl_checkpoint_save(const char *path, const BlStudent *st, const BlTrainer *tr,
                        const char *json, BlError *err) {
-    Buf b = {0};
+    BlByteBuf b = {0};
     serialise(&b, st, tr, json);
     if (b.failed) {
         free(b.p);

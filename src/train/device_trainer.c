@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "train/micro_loss.h"
 #include "train/quant.h"
 
 #define MAX2(a, b) ((a) > (b) ? (a) : (b))
@@ -146,8 +147,7 @@ int bl_device_trainer_build(BlDeviceTrainer *tr, const BlBackend *be, BlStudent 
         !(tr->h_tok = bl_malloc(M, err)) || !(tr->h_hid = bl_malloc(M, err)) ||
         !(tr->h_lens = bl_malloc(sizeof(int) * B, err)) ||
         !(tr->block_gn = bl_calloc((size_t)c->n_layers, sizeof(double), err)) ||
-        !(tr->cache_tokens = bl_malloc(sizeof(int) * M, err)) ||
-        !(tr->cache_lens = bl_malloc(sizeof(int) * B, err)))
+        bl_batch_key_build(&tr->cache, B, T, err))
         goto fail;
     return 0;
 fail:
@@ -168,8 +168,7 @@ void bl_device_trainer_free(BlDeviceTrainer *tr) {
     free(tr->h_hid);
     free(tr->h_lens);
     free(tr->block_gn);
-    free(tr->cache_tokens);
-    free(tr->cache_lens);
+    bl_batch_key_free(&tr->cache);
     memset(tr, 0, sizeof *tr);
 }
 
@@ -232,18 +231,6 @@ static int stage_batch(BlDeviceTrainer *tr, const int *tokens, const int *lens,
     return 0;
 }
 
-static bool cache_hit(const BlDeviceTrainer *tr, const int *tokens, const int *lens, int B, int T) {
-    if (!tr->teacher_cache || !tr->cache_valid || tr->cache_B != B || tr->cache_T != T)
-        return false;
-    for (int b = 0; b < B; b++) {
-        if (lens[b] != tr->cache_lens[b]) return false;
-        size_t r0 = (size_t)b * T;
-        if (lens[b] > 0 && memcmp(tokens + r0, tr->cache_tokens + r0, sizeof(int) * lens[b]))
-            return false;
-    }
-    return true;
-}
-
 /* The teacher's logits (teacher.logits) and block outputs (a.t_hidden):
  * the pieces of nn/forward.c, keeping every block's output on the backend. */
 static int live_teacher(BlDeviceTrainer *tr, const int *tokens, const int *lens, int B, int T,
@@ -252,11 +239,11 @@ static int live_teacher(BlDeviceTrainer *tr, const int *tokens, const int *lens,
     const BlConfig *c = &tr->m->cfg;
     BlForwardState *s = &tr->teacher;
     int M = B * T, D = c->dim;
-    if (cache_hit(tr, tokens, lens, B, T)) {
+    if (tr->teacher_cache && bl_batch_key_matches(&tr->cache, tokens, lens, B, T)) {
         *src = BL_TEACHER_CACHED;
         return 0;
     }
-    tr->cache_valid = false;
+    tr->cache.valid = false;
     be->embed(s->x, tr->m->tok_embd, s->ids, M, D);
     for (int l = 0; l < c->n_layers; l++) {
         bl_block_attn_inputs(s, l, M, s->k, s->v);
@@ -267,13 +254,7 @@ static int live_teacher(BlDeviceTrainer *tr, const int *tokens, const int *lens,
     }
     bl_forward_logits(s, 0, M);
     if (be->sync(err)) return bl_fail_prefix(err, "teacher");
-    for (int b = 0; b < B; b++) {
-        tr->cache_lens[b] = lens[b];
-        memcpy(tr->cache_tokens + (size_t)b * T, tokens + (size_t)b * T, sizeof(int) * lens[b]);
-    }
-    tr->cache_B = B;
-    tr->cache_T = T;
-    tr->cache_valid = true;
+    bl_batch_key_store(&tr->cache, tokens, lens, B, T);
     *src = BL_TEACHER_COMPUTED;
     return 0;
 }
@@ -337,29 +318,16 @@ static int token_losses(BlDeviceTrainer *tr, float weight, BlStepResult *acc, Bl
 
 typedef struct {
     BlDeviceTrainer *tr;
-    float weight;
-    double lw_sum;
-    BlStepResult *acc;
+    BlMicroLoss ml;
 } HiddenCtx;
 
 /* Adds layer l's cosine / magnitude gradient into dh, its values into acc. */
 static void hidden_grad(void *vctx, int l, float *dh) {
     HiddenCtx *h = vctx;
     BlDeviceTrainer *tr = h->tr;
-    const BlLossConfig *lc = &tr->loss;
-    if ((lc->w_cos == 0.0f && lc->w_mag == 0.0f) || h->lw_sum == 0.0) return;
-    const BlConfig *c = &tr->m->cfg;
-    int M = tr->cur_B * tr->cur_T;
-    double f = (lc->layer_w ? lc->layer_w[l] : 1.0) / h->lw_sum;
-    const float *hs = tr->a.xs + (size_t)(l + 1) * M * c->dim;
-    const float *ht = tr->a.t_hidden + (size_t)l * M * c->dim;
-    float *dhs[1] = {dh};
-    double mag = 0.0;
-    double cs = tr->be->hidden_loss(dhs, (float)(lc->w_cos * f * h->weight),
-                                    (float)(lc->w_mag * f * h->weight), &hs, &ht, NULL, 1,
-                                    tr->a.hid_mask, M, c->dim, &mag);
-    h->acc->cos += h->weight * f * cs;
-    h->acc->mag += h->weight * f * mag;
+    size_t M = (size_t)tr->cur_B * tr->cur_T, D = (size_t)tr->m->cfg.dim;
+    bl_micro_loss_hidden(&h->ml, l, tr->a.xs + (size_t)(l + 1) * M * D,
+                         tr->a.t_hidden + (size_t)l * M * D, dh, tr->a.hid_mask, (int)M, (int)D);
 }
 
 // ----------------------------------------------------------------------------
@@ -373,17 +341,12 @@ int bl_device_trainer_accumulate(BlDeviceTrainer *tr, const int *tokens, const i
     if (stage_batch(tr, tokens, lens, mask, B, T, err) ||
         live_teacher(tr, tokens, lens, B, T, &src, err) || bl_dev_forward(tr, B, T, err))
         return -1;
-    double ce0 = acc->ce, kl0 = acc->kl, tk0 = acc->topk, cos0 = acc->cos, mag0 = acc->mag;
+    HiddenCtx hc = {.tr = tr};
+    bl_micro_loss_begin(&hc.ml, &tr->loss, tr->be->hidden_loss, c->n_layers, weight, acc);
     if (token_losses(tr, weight, acc, err)) return bl_fail_prefix(err, "losses");
-    double lw_sum = 0.0;
-    for (int l = 0; l < c->n_layers; l++) lw_sum += tr->loss.layer_w ? tr->loss.layer_w[l] : 1.0;
-    HiddenCtx hc = {.tr = tr, .weight = weight, .lw_sum = lw_sum, .acc = acc};
     bl_dev_backward(tr, hidden_grad, &hc);
     if (tr->be->sync(err)) return bl_fail_prefix(err, "backward");
-    const BlLossConfig *lc = &tr->loss;
-    acc->total += lc->w_ce * (acc->ce - ce0) + lc->w_kl * (acc->kl - kl0) +
-                  lc->w_topk * (acc->topk - tk0) + lc->w_cos * (acc->cos - cos0) +
-                  lc->w_mag * (acc->mag - mag0);
+    bl_micro_loss_end(&hc.ml);
     if (src > acc->teacher) acc->teacher = src;
     return 0;
 }

@@ -46,6 +46,7 @@
 #include "nn/forward.h"
 #include "train/step.h"
 #include "train/student.h"
+#include "train/teacher_cache.h"
 
 typedef struct {
     /* λ = 1 with 8- or 4-bit activations: the student forward's linears run
@@ -127,9 +128,8 @@ typedef struct BlDeviceTrainer {
     int *h_lens;            /* [B] */
     double *block_gn;       /* [n_layers] */
     long steps, skipped;
-    bool teacher_cache, cache_valid;
-    int cache_B, cache_T;
-    int *cache_tokens, *cache_lens;
+    bool teacher_cache;     /* reuse the teacher's outputs when a micro-batch repeats */
+    BlBatchKey cache;       /* the micro-batch they hold */
 } BlDeviceTrainer;
 
 /* Uploads the model (once) and the student; B, T is the micro-batch

@@ -8,10 +8,11 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "backend/backend.h"
+#include "train/bench_work.h"
 #include "train/loss.h"
+#include "train/micro_loss.h"
 
 // ----------------------------------------------------------------------------
 // lifetime
@@ -46,8 +47,7 @@ int bl_build_trainer(BlTrainer *tr, BlStudent *st, int B, int T, const BlLossCon
         !(tr->targets = bl_malloc(sizeof(int) * M, err)) ||
         !(tr->tok_mask = bl_malloc(M, err)) || !(tr->hid_mask = bl_malloc(M, err)) ||
         !(tr->block_gn = bl_calloc((size_t)c->n_layers, sizeof(double), err)) ||
-        !(tr->cache_tokens = bl_malloc(sizeof(int) * M, err)) ||
-        !(tr->cache_lens = bl_malloc(sizeof(int) * B, err)) ||
+        bl_batch_key_build(&tr->cache, B, T, err) ||
         !(tr->t_hid = bl_malloc(sizeof(float *) * c->n_layers, err)))
         goto fail;
     return 0;
@@ -68,8 +68,7 @@ void bl_free_trainer(BlTrainer *tr) {
     free(tr->tok_mask);
     free(tr->hid_mask);
     free(tr->block_gn);
-    free(tr->cache_tokens);
-    free(tr->cache_lens);
+    bl_batch_key_free(&tr->cache);
     free(tr->g_ids);
     free(tr->g_logp);
     free(tr->g_other);
@@ -93,7 +92,7 @@ int bl_trainer_set_teacher(BlTrainer *tr, const BlTeacherProvider *p, BlError *e
     tr->g_ids = NULL;
     tr->g_logp = tr->g_other = NULL;
     memset(&tr->provider, 0, sizeof tr->provider);
-    tr->cache_valid = false; /* t_hidden will hold the provider's states */
+    tr->cache.valid = false; /* t_hidden will hold the provider's states */
     if (!p) return 0;
     const char *what = p->what ? p->what : "the given teacher";
     if (!p->fetch || p->K < 1 || p->K > BL_TOPK_MAX || p->K > tr->model->cfg.vocab_size ||
@@ -140,29 +139,15 @@ void bl_trainer_memory(const BlTrainer *tr, BlTrainerMemory *out) {
 
 typedef struct {
     BlTrainer *tr;
-    float weight;
-    double lw_sum;
-    BlStepResult *acc;
+    BlMicroLoss ml;
 } HiddenCtx;
 
 /* Adds layer l's cosine / magnitude gradient into dh, and its values into acc. */
 static void hidden_grad(void *vctx, int l, float *dh) {
     HiddenCtx *h = vctx;
     BlTrainer *tr = h->tr;
-    const BlLossConfig *lc = &tr->loss;
-    if ((lc->w_cos == 0.0f && lc->w_mag == 0.0f) || h->lw_sum == 0.0) return;
-    const BlConfig *c = &tr->model->cfg;
-    int M = tr->train.B * tr->train.T;
-    double f = (lc->layer_w ? lc->layer_w[l] : 1.0) / h->lw_sum;
-    const float *hs = bl_train_hidden(&tr->train, l);
-    const float *ht = tr->t_hid[l];
-    float *dhs[1] = {dh};
-    double mag = 0.0;
-    double cs = bl_hidden_loss(dhs, (float)(lc->w_cos * f * h->weight),
-                               (float)(lc->w_mag * f * h->weight), &hs, &ht, NULL, 1,
-                               tr->hid_mask, M, c->dim, &mag);
-    h->acc->cos += h->weight * f * cs;
-    h->acc->mag += h->weight * f * mag;
+    bl_micro_loss_hidden(&h->ml, l, bl_train_hidden(&tr->train, l), tr->t_hid[l], dh,
+                         tr->hid_mask, tr->train.B * tr->train.T, tr->model->cfg.dim);
 }
 
 /* Rows of sequence b that the token losses select (as loss.c's rule). */
@@ -272,19 +257,6 @@ static void set_masks(BlTrainer *tr, const int *tokens, const int *lens, const u
         }
 }
 
-/* True when the teacher buffers hold this micro-batch's outputs. */
-static bool cache_hit(const BlTrainer *tr, const int *tokens, const int *lens, int B, int T) {
-    if (!tr->teacher_cache || !tr->cache_valid || tr->cache_B != B || tr->cache_T != T)
-        return false;
-    for (int b = 0; b < B; b++) {
-        if (lens[b] != tr->cache_lens[b]) return false;
-        size_t r0 = (size_t)b * T;
-        if (lens[b] > 0 && memcmp(tokens + r0, tr->cache_tokens + r0, sizeof(int) * lens[b]))
-            return false;
-    }
-    return true;
-}
-
 /* The live teacher's logits and hidden states of the micro-batch: computed,
  * or still there from the previous micro-batch. */
 static int live_teacher(BlTrainer *tr, const int *tokens, const int *lens, int B, int T,
@@ -293,22 +265,16 @@ static int live_teacher(BlTrainer *tr, const int *tokens, const int *lens, int B
     size_t M = (size_t)B * T;
     float *hid[c->n_layers];
     for (int l = 0; l < c->n_layers; l++) tr->t_hid[l] = hid[l] = tr->t_hidden + l * M * c->dim;
-    if (cache_hit(tr, tokens, lens, B, T)) {
+    if (tr->teacher_cache && bl_batch_key_matches(&tr->cache, tokens, lens, B, T)) {
         *src = BL_TEACHER_CACHED;
         return 0;
     }
-    tr->cache_valid = false;
+    tr->cache.valid = false;
     if (bl_forward(&tr->teacher, tokens, lens, B, T, NULL, hid, err))
         return bl_fail_prefix(err, "teacher");
     /* the CPU backend's state is host memory: the teacher logits stay there */
     bl_forward_logits(&tr->teacher, 0, (int)M);
-    for (int b = 0; b < B; b++) {
-        tr->cache_lens[b] = lens[b];
-        memcpy(tr->cache_tokens + (size_t)b * T, tokens + (size_t)b * T, sizeof(int) * lens[b]);
-    }
-    tr->cache_B = B;
-    tr->cache_T = T;
-    tr->cache_valid = true;
+    bl_batch_key_store(&tr->cache, tokens, lens, B, T);
     *src = BL_TEACHER_COMPUTED;
     return 0;
 }
@@ -343,16 +309,11 @@ static int accumulate(BlTrainer *tr, const int *tokens, const int *lens, const u
     if (bl_train_forward(&tr->train, tr->student, tokens, lens, B, T, err))
         return bl_fail_prefix(err, "student");
     set_masks(tr, tokens, lens, mask, B, T);
-    double ce0 = acc->ce, kl0 = acc->kl, tk0 = acc->topk, cos0 = acc->cos, mag0 = acc->mag;
+    HiddenCtx hc = {.tr = tr};
+    bl_micro_loss_begin(&hc.ml, &tr->loss, bl_hidden_loss, c->n_layers, weight, acc);
     token_losses(tr, weight, acc);
-    double lw_sum = 0.0;
-    for (int l = 0; l < c->n_layers; l++) lw_sum += tr->loss.layer_w ? tr->loss.layer_w[l] : 1.0;
-    HiddenCtx hc = {.tr = tr, .weight = weight, .lw_sum = lw_sum, .acc = acc};
     bl_train_backward(&tr->train, tr->student, tr->train.dxf, hidden_grad, &hc);
-    const BlLossConfig *lc = &tr->loss;
-    acc->total += lc->w_ce * (acc->ce - ce0) + lc->w_kl * (acc->kl - kl0) +
-                  lc->w_topk * (acc->topk - tk0) + lc->w_cos * (acc->cos - cos0) +
-                  lc->w_mag * (acc->mag - mag0);
+    bl_micro_loss_end(&hc.ml);
     return 0;
 }
 
@@ -403,7 +364,7 @@ int bl_trainer_accumulate(BlTrainer *tr, const int *tokens, const int *lens, con
                             .topk_logp = tr->g_logp, .other = tr->g_other,
                             .hidden = hid && p->has_hidden ? (const float *const *)hidden : NULL};
         if (check_given(tr, &g, p->what ? p->what : "the given teacher", err)) return -1;
-        tr->cache_valid = false; /* t_hidden is about to hold the provider's states */
+        tr->cache.valid = false; /* t_hidden is about to hold the provider's states */
         if (p->fetch(p->ctx, tokens, lens, B, T, tr->g_ids, tr->g_logp, tr->g_other,
                      g.hidden ? hidden : NULL, err))
             return -1;
@@ -464,60 +425,27 @@ int bl_distill_step(BlTrainer *tr, const int *tokens, const int *lens, const uin
 // ----------------------------------------------------------------------------
 // benchmark
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
+static int bench_one_step(void *trainer, const BlBenchWork *w, BlStepResult *res, BlError *err) {
+    return bl_distill_step(trainer, w->tokens, w->lens, NULL, 1, w->B, w->T, res, err);
 }
 
 int bl_bench_step(const BlModel *m, int B, int T, int warmup, int steps, BlStepBench *out,
                   BlError *err) {
-    if (steps <= 0 || steps > 1000 || warmup < 0)
-        return bl_fail(err, "bench step: %d steps (1..1000), %d warm-up", steps, warmup);
-    BlStudentConfig sc = {.lambda = 1.0f, .act_bits = 8};
-    BlLossConfig lc = {.w_ce = 1.0f, .w_kl = 1.0f, .w_cos = 1.0f, .tau = 2.0f, .topk = 1};
-    BlOptConfig oc = {.adamw = {.lr = 1e-4f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f,
-                                .weight_decay = 0.01f},
-                      .max_grad_norm = 1.0f};
-    BlStudent st;
+    BlBenchWork w;
     BlTrainer tr;
-    if (bl_build_student(&st, m, &sc, err)) return -1;
-    if (bl_student_add_adapter(&st, 16, 32.0f, 1, err) ||
-        bl_build_trainer(&tr, &st, B, T, &lc, &oc, err)) {
-        bl_free_student(&st);
+    if (bl_bench_work_build(&w, m, B, T, warmup, steps, err)) return -1;
+    if (bl_build_trainer(&tr, &w.st, B, T, &w.loss, &w.opt, err)) {
+        bl_bench_work_free(&w);
         return -1;
     }
-    size_t M = (size_t)B * T;
-    int *tokens = bl_malloc(M * sizeof(int), err), *lens = bl_malloc((size_t)B * sizeof(int), err);
-    int rc = tokens && lens ? 0 : -1;
-    for (int b = 0; rc == 0 && b < B; b++) lens[b] = T;
-    double times[1000];
-    uint64_t r = 0x9e3779b97f4a7c15ull;
-    BlStepResult res;
-    for (int it = 0; rc == 0 && it < warmup + steps; it++) {
-        for (size_t i = 0; i < M; i++) {
-            r = r * 6364136223846793005ull + 1442695040888963407ull;
-            tokens[i] = (int)((r >> 33) % (uint64_t)m->cfg.vocab_size);
-        }
-        double t0 = now_s();
-        rc = bl_distill_step(&tr, tokens, lens, NULL, 1, B, T, &res, err);
-        if (it >= warmup) times[it - warmup] = now_s() - t0;
-    }
+    int rc = bl_bench_work_run(&w, bench_one_step, &tr, err);
     if (rc == 0) {
-        qsort(times, steps, sizeof(double), cmp_double);
-        *out = (BlStepBench){.B = B, .T = T, .steps = steps,
-                             .step_s_median = times[steps / 2], .step_s_min = times[0],
-                             .tokens_per_s = M / times[steps / 2], .last_total = res.total};
+        *out = (BlStepBench){.B = B, .T = T, .steps = steps, .step_s_median = w.median_s,
+                             .step_s_min = w.min_s, .tokens_per_s = (double)B * T / w.median_s,
+                             .last_total = w.last.total};
         bl_trainer_memory(&tr, &out->mem);
     }
-    free(tokens);
-    free(lens);
     bl_free_trainer(&tr);
-    bl_free_student(&st);
+    bl_bench_work_free(&w);
     return rc;
 }

@@ -41,6 +41,7 @@
 #include "nn/forward.h"
 #include "train/adamw.h"
 #include "train/student.h"
+#include "train/teacher_cache.h"
 #include "train/train_forward.h"
 
 typedef struct {
@@ -118,9 +119,7 @@ typedef struct BlTrainer {
     int topk_K;         /* K the top-K buffers were built for, 0 = no top-K loss */
     /* the teacher cache: the micro-batch whose outputs teacher/t_hidden hold */
     bool teacher_cache; /* reuse them when a micro-batch repeats (default true) */
-    bool cache_valid;
-    int cache_B, cache_T;
-    int *cache_tokens, *cache_lens; /* [B·T], [B] */
+    BlBatchKey cache;
     /* precomputed teacher outputs: provider.fetch != NULL replaces the forward */
     BlTeacherProvider provider;
     int *g_ids;                   /* [B·T, provider K] the provider's buffers */
