@@ -1,6 +1,7 @@
 /* cmd_export.c - `bitlab export`: a trained student (model + checkpoint) as
  * a GGUF file llama.cpp runs, or as a packed safetensors folder, with its
  * training_manifest.json. */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +10,7 @@
 #include "cli/cli.h"
 #include "export/export.h"
 #include "export/manifest.h"
+#include "export/packed_safetensors.h"
 #include "io/quants.h"
 #include "script/checkpoint.h"
 
@@ -29,6 +31,13 @@ static int parse_options(const CliArgs *a, BlExportRequest *req) {
     }
     req->format = cli_str(a, "--format", NULL);
     return 0;
+}
+
+/* stat of DIR/model.safetensors; false when it cannot be read */
+static bool folder_st_size(const char *dir, struct stat *sb) {
+    char path[4096];
+    if ((size_t)snprintf(path, sizeof path, "%s/model.safetensors", dir) >= sizeof path) return false;
+    return stat(path, sb) == 0;
 }
 
 /* "N tensors: 60 TQ2_0, 150 Q4_0, ..." */
@@ -83,6 +92,9 @@ int cmd_export(const CliArgs *a) {
     printf("exported       %s (%s", out, fmt == BL_EXPORT_GGUF ? "GGUF" : "packed safetensors");
     if (fmt == BL_EXPORT_GGUF && stat(out, &sb) == 0)
         printf(", %.2f MiB", sb.st_size / (1024.0 * 1024.0));
+    if (fmt == BL_EXPORT_SAFETENSORS && folder_st_size(out, &sb))
+        printf(", model.safetensors %.2f MiB; embedding and LM head %s", sb.st_size / (1024.0 * 1024.0),
+               bl_packed_embed_f16(req.gguf.embed) ? "F16" : "F32");
     printf(")\nstudent        lambda %g at the checkpoint, exported at lambda 1; %d-bit activations\n",
            (double)st.cfg.lambda, st.cfg.act_bits);
     if (st.cfg.lambda != 1.0f)

@@ -1,7 +1,8 @@
 /* eval_memory.c - weight bytes of the teacher and of the packed ternary
- * student, as evaluate.h defines them. Counted from the model's tensors
- * (not from the config) so every bias and norm is included exactly once and
- * tied embeddings once. */
+ * student, as evaluate.h defines them: the student's bytes are the tensor
+ * data of the default packed safetensors export. Counted from the model's
+ * tensors (not from the config) so every bias and norm is included exactly
+ * once and tied embeddings once. */
 #include <dirent.h>
 #include <stdio.h>
 #include <string.h>
@@ -32,12 +33,13 @@ static long long source_bytes(const char *path) {
 void bl_eval_memory(const BlModel *m, const BlStudent *st, BlEvalMemory *out) {
     const BlConfig *c = &m->cfg;
     long long embd = (long long)c->vocab_size * c->dim;
-    long long other = embd + c->dim; /* embeddings, final norm */
-    if (m->lm_head != m->tok_embd) other += embd;
+    long long matrix = embd;  /* embedding (+ untied LM head): F16 in the export */
+    long long vector = c->dim; /* final norm; + block norms and biases: F32 */
+    if (m->lm_head != m->tok_embd) matrix += embd;
     long long ternary = 0, ternary_bytes = 0, extra = 0;
     int tensors = 0;
     for (int l = 0; l < c->n_layers; l++) {
-        other += 2LL * c->dim; /* attention and MLP norms */
+        vector += 2LL * c->dim; /* attention and MLP norms */
         for (int k = 0; k < BL_LIN_KINDS; k++) {
             const BlLinear *w = &m->layers[l].lin[k];
             if (!w->w) continue;
@@ -45,21 +47,26 @@ void bl_eval_memory(const BlModel *m, const BlStudent *st, BlEvalMemory *out) {
             /* rows padded to 4 codes, as the packed export stores them */
             ternary_bytes += (long long)w->out * ((w->in + 3) / 4);
             tensors++;
-            if (w->b) other += w->out;
+            if (w->b) vector += w->out;
             if (st && st->cfg.subln) extra += w->in;
         }
         if (st && st->cfg.post_attn_norm) extra += c->dim;
     }
+    long long teacher = ternary + matrix + vector;
     *out = (BlEvalMemory){
-        .teacher_params = ternary + other,
-        .teacher_bytes = 2 * (ternary + other),
+        .teacher_params = teacher,
+        .teacher_bytes = 2 * teacher,
         .source_bytes = source_bytes(m->path),
         .ternary_weights = ternary,
         .ternary_tensors = tensors,
         .ternary_bytes = ternary_bytes,
         .scale_bytes = 4LL * tensors,
-        .other_params = other + extra,
-        .other_bytes = 2 * (other + extra),
+        .matrix_params = matrix,
+        .matrix_bytes = 2 * matrix,
+        .vector_params = vector + extra,
+        .vector_bytes = 4 * (vector + extra),
     };
+    out->other_params = out->matrix_params + out->vector_params;
+    out->other_bytes = out->matrix_bytes + out->vector_bytes;
     out->student_bytes = out->ternary_bytes + out->scale_bytes + out->other_bytes;
 }

@@ -12,9 +12,10 @@ static const char QEI_DEFINITION[] =
 static const char MEMORY_ACCOUNTING[] =
     "teacher: every parameter at 16 bits (the source file's size is reported, not used); "
     "student: block linear weights at 2 bits (ternary, packed 4 per byte, out*ceil(in/4) bytes "
-    "per tensor) + one fp32 scale per tensor + everything else (embeddings, lm_head when untied, "
-    "norms, biases, SubLN / post-attention norm weights) at 16 bits; adapters are merged "
-    "into W before quantisation";
+    "per tensor) + one fp32 scale per tensor + the token embedding and lm_head when untied at "
+    "16 bits + norm weights and biases (SubLN / post-attention norm weights included) at 32 bits, "
+    "the tensor data of the default packed safetensors export; adapters are merged into W "
+    "before quantisation";
 
 /* n with thousands separators, in a rotating set of static buffers so a
  * few can appear in one printf */
@@ -87,8 +88,10 @@ static void print_memory(FILE *f, const BlEvalReport *r) {
             grouped(mm->ternary_weights), grouped(mm->ternary_bytes));
     fprintf(f, "             + %d fp32 scales = %s bytes\n", mm->ternary_tensors,
             grouped(mm->scale_bytes));
-    fprintf(f, "             + %s other params (embeddings, norms, ...) x 16 bits = %s bytes\n",
-            grouped(mm->other_params), grouped(mm->other_bytes));
+    fprintf(f, "             + %s embedding / LM head params x 16 bits = %s bytes\n",
+            grouped(mm->matrix_params), grouped(mm->matrix_bytes));
+    fprintf(f, "             + %s norm and bias params x 32 bits = %s bytes\n",
+            grouped(mm->vector_params), grouped(mm->vector_bytes));
     fprintf(f, "             = %s bytes (%.2f%% of the teacher)\n", grouped(mm->student_bytes),
             100.0 * (double)mm->student_bytes / (double)mm->teacher_bytes);
 }
@@ -143,6 +146,10 @@ static cJSON *memory_json(const BlEvalMemory *mm) {
     cJSON_AddNumberToObject(o, "student_ternary_tensors", mm->ternary_tensors);
     cJSON_AddNumberToObject(o, "student_ternary_bytes", (double)mm->ternary_bytes);
     cJSON_AddNumberToObject(o, "student_scale_bytes", (double)mm->scale_bytes);
+    cJSON_AddNumberToObject(o, "student_embedding_params", (double)mm->matrix_params);
+    cJSON_AddNumberToObject(o, "student_embedding_bytes", (double)mm->matrix_bytes);
+    cJSON_AddNumberToObject(o, "student_norm_bias_params", (double)mm->vector_params);
+    cJSON_AddNumberToObject(o, "student_norm_bias_bytes", (double)mm->vector_bytes);
     cJSON_AddNumberToObject(o, "student_other_params", (double)mm->other_params);
     cJSON_AddNumberToObject(o, "student_other_bytes", (double)mm->other_bytes);
     cJSON_AddNumberToObject(o, "student_bytes", (double)mm->student_bytes);

@@ -17,12 +17,13 @@
  *   student = every block linear weight at 2 bits (ternary packed 4 per
  *             byte, out·⌈in/4⌉ bytes per tensor: rows padded to 4 codes, the
  *             layout of the packed export) + one fp32 scale per such tensor
- *             + everything else (embeddings, lm_head when untied, norms,
- *             biases, SubLN / post-attention norm weights) at 16 bits (the
- *             packed safetensors export keeps these in F32; 16 bits is what
- *             a deployment needs and what the teacher is charged).
- *             Adapters cost nothing: they are merged into W before
- *             quantisation.
+ *             + the token embedding and lm_head when untied at 16 bits
+ *             + norm weights, biases (and SubLN / post-attention norm
+ *             weights, which the export refuses) at 32 bits: exactly the
+ *             tensor data of the default packed safetensors export (F16
+ *             embedding / LM head, F32 norms and biases; its file adds only
+ *             the JSON header). Adapters cost nothing: they are merged into
+ *             W before quantisation.
  *   QEI = (quality_S / quality_T) / (memory_S / memory_T), quality = 1/ppl,
  *   i.e. (ppl_T / ppl_S) · (memory_T / memory_S): 1 = the student keeps the
  *   teacher's quality per byte; above 1 it buys more quality per byte. */
@@ -80,8 +81,12 @@ typedef struct {
     int ternary_tensors;
     long long ternary_bytes;       /* Σ out·⌈in/4⌉ */
     long long scale_bytes;         /* 4 · ternary_tensors */
-    long long other_params;        /* everything else the student keeps */
-    long long other_bytes;         /* 2 · other_params */
+    long long matrix_params;       /* token embedding + untied lm_head */
+    long long matrix_bytes;        /* 2 · matrix_params (F16) */
+    long long vector_params;       /* norm weights and biases */
+    long long vector_bytes;        /* 4 · vector_params (F32) */
+    long long other_params;        /* matrix_params + vector_params */
+    long long other_bytes;         /* matrix_bytes + vector_bytes */
     long long student_bytes;
 } BlEvalMemory;
 

@@ -32,10 +32,12 @@ int bl_export_format(const char *name, const char *out, BlExportFormat *f, BlErr
 }
 
 /* The packed folder's tensors as its header documents them: block linears
- * as 2-bit codes (+ an F32 NAME.scale), everything else F32. */
-static int packed_tensors(const BlStudent *st, BlManifestTensor **out, char (**names)[96], int *n,
-                          BlError *err) {
+ * as 2-bit codes (+ an F32 NAME.scale), the embedding and LM head F16 or
+ * F32 (embed), norms and biases F32. */
+static int packed_tensors(const BlStudent *st, BlEmbedStorage embed, BlManifestTensor **out,
+                          char (**names)[96], int *n, BlError *err) {
     const BlConfig *c = &st->model->cfg;
+    const char *matrix = bl_packed_embed_f16(embed) ? "F16" : "F32";
     int cap = 3 + c->n_layers * (2 + 2 * BL_LIN_KINDS);
     BlManifestTensor *t = bl_calloc((size_t)cap, sizeof *t, err);
     char(*nm)[96] = t ? bl_calloc((size_t)cap, sizeof *nm, err) : NULL;
@@ -50,7 +52,7 @@ static int packed_tensors(const BlStudent *st, BlManifestTensor **out, char (**n
         t[k] = (BlManifestTensor){nm[k], TYPE, BLOCK, BLOCK}; \
         k++;                                                  \
     } while (0)
-    ADD("F32", false, "model.embed_tokens.weight");
+    ADD(matrix, false, "model.embed_tokens.weight");
     for (int l = 0; l < c->n_layers; l++) {
         ADD("F32", false, "model.layers.%d.input_layernorm.weight", l);
         ADD("F32", false, "model.layers.%d.post_attention_layernorm.weight", l);
@@ -62,7 +64,7 @@ static int packed_tensors(const BlStudent *st, BlManifestTensor **out, char (**n
         }
     }
     ADD("F32", false, "model.norm.weight");
-    if (!c->tied_embeddings) ADD("F32", false, "lm_head.weight");
+    if (!c->tied_embeddings) ADD(matrix, false, "lm_head.weight");
 #undef ADD
     *out = t;
     *names = nm;
@@ -93,12 +95,12 @@ static int export_student(BlStudent *st, const char *out, const BlExportRequest 
         return gguf_manifest(st, out, req, res, err);
     }
     if (bl_student_export_check(st, "the packed safetensors format", err) ||
-        bl_export_packed_safetensors(st, out, err))
+        bl_export_packed_safetensors(st, out, req->gguf.embed, err))
         return -1;
     BlManifestTensor *t;
     char(*names)[96];
     int n;
-    if (packed_tensors(st, &t, &names, &n, err)) return -1;
+    if (packed_tensors(st, req->gguf.embed, &t, &names, &n, err)) return -1;
     int rc = bl_manifest_write(out, true, "safetensors", st, req->run, t, n, &res->manifest_path, err);
     free(t);
     free(names);

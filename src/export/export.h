@@ -15,7 +15,7 @@ typedef enum { BL_EXPORT_GGUF, BL_EXPORT_SAFETENSORS } BlExportFormat;
 
 typedef struct {
     const char *format;       /* "gguf", "safetensors", or NULL: by out (".gguf" → gguf) */
-    BlGgufExportOptions gguf; /* GGUF only */
+    BlGgufExportOptions gguf; /* GGUF; gguf.embed also for safetensors (F32, else F16) */
     const cJSON *run;         /* training facts for the manifest, or NULL */
 } BlExportRequest;
 

@@ -1,6 +1,7 @@
 /* packed_safetensors.c - the packed ternary export (format in
  * packed_safetensors.h): 2-bit codes + scale of every block linear, the
- * safetensors file, config.json and the tokenizer files. */
+ * token embedding / LM head in F16 or F32, the safetensors file, config.json
+ * and the tokenizer files. */
 #include "export/packed_safetensors.h"
 
 #include <cjson/cJSON.h>
@@ -14,6 +15,7 @@
 
 #include "export/student_export.h"
 #include "io/atomic_file.h"
+#include "io/quants.h"
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
 #include "train/quant.h"
@@ -32,7 +34,7 @@ static const char *const HF_LINEAR[BL_LIN_KINDS] = {
 
 typedef struct {
     char name[128];
-    const char *dtype; /* "F32" or "U8" */
+    const char *dtype; /* "F32", "F16" or "U8" */
     uint64_t shape[2];
     int n_dims;        /* 0 (scalar), 1 or 2 */
     const void *data;
@@ -67,6 +69,25 @@ static int add_f32(TensorList *L, const char *name, const float *data, int rows,
     if (!t) return -1;
     snprintf(t->name, sizeof t->name, "%s", name);
     return 0;
+}
+
+/* rows × cols values rounded to fp16 (nearest, ties to even) into half */
+static int add_f16(TensorList *L, const char *name, const float *data, int rows, int cols,
+                   uint16_t *half, BlError *err) {
+    size_t n = (size_t)rows * (size_t)cols;
+    for (size_t i = 0; i < n; i++) half[i] = bl_fp32_to_fp16(data[i]);
+    OutTensor *t = add_tensor(L, "F16", half, n * sizeof *half, 2, (uint64_t)rows,
+                              (uint64_t)cols, err);
+    if (!t) return -1;
+    snprintf(t->name, sizeof t->name, "%s", name);
+    return 0;
+}
+
+/* The token embedding or LM head, F16 or F32 as asked. */
+static int add_matrix(TensorList *f32, TensorList *f16, const char *name, const float *data,
+                      int rows, int cols, uint16_t *half, BlError *err) {
+    return half ? add_f16(f16, name, data, rows, cols, half, err)
+                : add_f32(f32, name, data, rows, cols, err);
 }
 
 // ----------------------------------------------------------------------------
@@ -105,16 +126,19 @@ static void pack_linear(BlStudent *st, int l, BlLinearKind kind, float *scratch,
 }
 
 typedef struct {
-    TensorList f32, u8;
+    TensorList f32, f16, u8; /* file order: F32, F16, then the U8 codes */
     unsigned char *packed;
+    uint16_t *half;          /* the F16 embedding and LM head, or NULL */
     float *scales;
     cJSON *shapes; /* metadata "tensors": {name: [out, in]} */
 } Packed;
 
 static void packed_free(Packed *P) {
     free(P->f32.t);
+    free(P->f16.t);
     free(P->u8.t);
     free(P->packed);
+    free(P->half);
     free(P->scales);
     cJSON_Delete(P->shapes);
 }
@@ -149,8 +173,9 @@ static int add_linear_tensors(Packed *P, BlStudent *st, int l, BlLinearKind k, s
     return 0;
 }
 
-/* Every tensor of the folder, in file order: F32 ones, then the codes. */
-static int build_tensors(Packed *P, BlStudent *st, BlError *err) {
+/* Every tensor of the folder, in file order: F32 ones, F16 ones, then the
+ * codes. half: the embedding and LM head in F16 (else F32). */
+static int build_tensors(Packed *P, BlStudent *st, bool half, BlError *err) {
     const BlModel *m = st->model;
     const BlConfig *c = &m->cfg;
     size_t total = 0, widest = bl_student_max_linear(st);
@@ -167,14 +192,19 @@ static int build_tensors(Packed *P, BlStudent *st, BlError *err) {
     P->scales = bl_calloc((size_t)n_lin + 1, sizeof(float), err);
     float *scratch = bl_malloc(widest * sizeof(float), err);
     int8_t *q = bl_malloc(widest, err);
+    size_t embd = (size_t)c->vocab_size * (size_t)c->dim;
+    if (half) P->half = bl_malloc((c->tied_embeddings ? 1 : 2) * embd * sizeof *P->half, err);
     int rc = 0;
     if (!P->shapes) rc = bl_fail(err, "out of memory");
-    else if (!P->packed || !P->scales || !scratch || !q) rc = -1; /* err set by bl_malloc */
+    else if (!P->packed || !P->scales || !scratch || !q || (half && !P->half))
+        rc = -1; /* err set by bl_malloc */
     if (rc == 0)
-        rc = add_f32(&P->f32, "model.embed_tokens.weight", m->tok_embd, c->vocab_size, c->dim, err);
+        rc = add_matrix(&P->f32, &P->f16, "model.embed_tokens.weight", m->tok_embd,
+                        c->vocab_size, c->dim, P->half, err);
     if (rc == 0) rc = add_f32(&P->f32, "model.norm.weight", m->out_norm, c->dim, 0, err);
     if (rc == 0 && !c->tied_embeddings)
-        rc = add_f32(&P->f32, "lm_head.weight", m->lm_head, c->vocab_size, c->dim, err);
+        rc = add_matrix(&P->f32, &P->f16, "lm_head.weight", m->lm_head, c->vocab_size, c->dim,
+                        P->half ? P->half + embd : NULL, err);
     size_t at = 0;
     int li = 0;
     for (int l = 0; rc == 0 && l < c->n_layers; l++) {
@@ -246,8 +276,8 @@ static char *safetensors_header(const Packed *P, BlError *err) {
     if (meta && pk_text) cJSON_AddStringToObject(meta, BL_PACKED_METADATA_KEY, pk_text);
     free(pk_text);
     uint64_t at = 0;
-    const TensorList *lists[2] = {&P->f32, &P->u8};
-    for (int li = 0; li < 2; li++)
+    const TensorList *lists[3] = {&P->f32, &P->f16, &P->u8};
+    for (int li = 0; li < 3; li++)
         for (int i = 0; i < lists[li]->n; i++) {
             const OutTensor *t = &lists[li]->t[i];
             cJSON_AddItemToObject(h, t->name, tensor_entry(t, at));
@@ -268,7 +298,8 @@ static int write_safetensors(const Packed *P, const char *dir, BlError *err) {
         free(header);
         return -1;
     }
-    /* the data starts 8-aligned, and every F32 tensor precedes the U8 ones */
+    /* the data starts 8-aligned; F32 tensors come first, then F16, then U8,
+     * so every tensor is aligned to its element size */
     size_t hlen = strlen(header), padded = (hlen + 7) / 8 * 8;
     unsigned char len_le[8];
     for (int i = 0; i < 8; i++) len_le[i] = (unsigned char)((uint64_t)padded >> (8 * i));
@@ -276,8 +307,8 @@ static int write_safetensors(const Packed *P, const char *dir, BlError *err) {
     bl_atomic_write(&a, header, hlen);
     bl_atomic_write(&a, "       ", padded - hlen);
     free(header);
-    const TensorList *lists[2] = {&P->f32, &P->u8};
-    for (int li = 0; li < 2; li++)
+    const TensorList *lists[3] = {&P->f32, &P->f16, &P->u8};
+    for (int li = 0; li < 3; li++)
         for (int i = 0; i < lists[li]->n; i++)
             bl_atomic_write(&a, lists[li]->t[i].data, lists[li]->t[i].nbytes);
     return bl_atomic_commit(&a, err);
@@ -407,10 +438,15 @@ static int make_dir(const char *dir, BlError *err) {
     return 0;
 }
 
-int bl_export_packed_safetensors(BlStudent *st, const char *out_dir, BlError *err) {
+bool bl_packed_embed_f16(BlEmbedStorage embed) {
+    return embed != BL_EMBED_F32;
+}
+
+int bl_export_packed_safetensors(BlStudent *st, const char *out_dir, BlEmbedStorage embed,
+                                 BlError *err) {
     if (check_student(st, err) || make_dir(out_dir, err)) return bl_fail_prefix(err, "packed export");
     Packed P = {0};
-    int rc = build_tensors(&P, st, err);
+    int rc = build_tensors(&P, st, bl_packed_embed_f16(embed), err);
     if (rc == 0) rc = write_safetensors(&P, out_dir, err);
     packed_free(&P);
     cJSON *cfg = rc == 0 ? config_json(st) : NULL;

@@ -21,8 +21,18 @@
  *                      `NAME.scale` is an F32 scalar (shape []):
  *                      W[r][j] = (code − 1) · scale, which is exactly the
  *                      student's Weff at λ = 1 (scale = 1/s of absmean wq).
- *                      Everything else (embeddings, norms, lm_head, biases)
- *                      is F32, bit-exact. "__metadata__" holds "format": "pt"
+ *                      The token embedding (model.embed_tokens.weight) and
+ *                      the untied LM head (lm_head.weight) are F16 by
+ *                      default: the student's fp32 values rounded to nearest
+ *                      (ties to even); `--embed f32` / embed = "f32" stores
+ *                      them F32, bit-exact ("keep" means F16 here:
+ *                      safetensors has no ggml block types such as Q4_1).
+ *                      Norm weights and biases are F32, bit-exact (tiny, and
+ *                      the student trained them in fp32). The data holds the
+ *                      F32 tensors first, then F16, then the U8 codes, so
+ *                      each is aligned to its element size; its bytes are
+ *                      what `bitlab eval` counts as the student's weight
+ *                      bytes. "__metadata__" holds "format": "pt"
  *                      and "bitlab_packing": a JSON text {"format_version": 1,
  *                      "codes": [-1, 0, 1], "bit_order": "lsb_first",
  *                      "row_padding": 4, "tensors": {NAME: [out, in], ...}}.
@@ -39,7 +49,10 @@
 #ifndef BITLAB_PACKED_SAFETENSORS_H
 #define BITLAB_PACKED_SAFETENSORS_H
 
+#include <stdbool.h>
+
 #include "core/error.h"
+#include "export/export_gguf.h"
 #include "train/student.h"
 
 #define BL_PACKED_QUANT_METHOD "bitlab_ternary"
@@ -48,8 +61,14 @@
 #define BL_PACKED_METADATA_KEY "bitlab_packing"
 #define BL_PACKED_SCALE_SUFFIX ".scale"
 
+/* Whether the embedding and LM head are stored F16 for an --embed choice
+ * (F32 only for BL_EMBED_F32). */
+bool bl_packed_embed_f16(BlEmbedStorage embed);
+
 /* Writes the folder out_dir (created when missing; files of the same names
- * are replaced atomically). */
-int bl_export_packed_safetensors(BlStudent *st, const char *out_dir, BlError *err);
+ * are replaced atomically); embed: the storage of the token embedding and
+ * LM head (above). */
+int bl_export_packed_safetensors(BlStudent *st, const char *out_dir, BlEmbedStorage embed,
+                                 BlError *err);
 
 #endif

@@ -5,6 +5,9 @@
  *                 manifest=run.manifest}
  *     → {path=, format=, manifest=, tensors={name = type}}
  *
+ * embed ("keep", "f32", "f16") stores the token embedding and LM head: for
+ * GGUF "keep" copies a GGUF source's bytes; for safetensors only "f32" keeps
+ * fp32, "keep" and "f16" store F16 (safetensors has no ggml block types).
  * manifest is the table of training facts merged into the manifest:
  * bitlab.train returns it as result.manifest (steps, tokens_seen,
  * lambda_schedule, loss_mix, final_metrics, ...); a script's own keys may be

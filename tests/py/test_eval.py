@@ -16,7 +16,8 @@ norm, 4-bit activations and λ = 0.5 recorded, which eval must override to
   3e-5); NLL, KL(teacher‖student), top-1 agreement are computed from the
   logits here, in float64;
 * greedy answers are the argmax of repeated full forwards (no cache);
-* weight bytes from the weight arrays and the accounting rule.
+* weight bytes from the weight arrays and the accounting rule (what the packed
+  export stores: embedding / lm_head at 16 bits, norms and biases at 32);
 Compared: perplexities, mean NLL, KL (rel. 1e-4), agreement (same count),
 greedy ids and common prefixes, every memory field, QEI = (ppl_T/ppl_S) /
 (bytes_S/bytes_T), token counts, the JSON fields; the JSONL (chat) path
@@ -221,14 +222,20 @@ def ref_memory(w, ref, ck, gguf_path):
         extra += sum(inp for (_l, _n, _o, inp) in ref.slots)
     if ck and ck["post"] is not None:
         extra += ref.n_layers * ref.dim
-    other = total - sum(lin) + extra
+    # the packed export's storage: matrices other than block linears (token
+    # embedding, untied lm_head) F16, vectors (norms, biases) F32
+    matrix = sum(int(a.size) for a in w.values() if a.ndim == 2) - sum(lin)
+    vector = sum(int(a.size) for a in w.values() if a.ndim == 1) + extra
+    other_bytes = 2 * matrix + 4 * vector
     packed = sum(out * ((inp + 3) // 4) for (_l, _n, out, inp) in ref.slots)
     return {"teacher_params": total, "teacher_bytes": 2 * total,
             "source_file_bytes": os.path.getsize(gguf_path),
             "student_ternary_weights": sum(lin), "student_ternary_tensors": len(lin),
             "student_ternary_bytes": packed, "student_scale_bytes": 4 * len(lin),
-            "student_other_params": other, "student_other_bytes": 2 * other,
-            "student_bytes": packed + 4 * len(lin) + 2 * other}
+            "student_embedding_params": matrix, "student_embedding_bytes": 2 * matrix,
+            "student_norm_bias_params": vector, "student_norm_bias_bytes": 4 * vector,
+            "student_other_params": matrix + vector, "student_other_bytes": other_bytes,
+            "student_bytes": packed + 4 * len(lin) + other_bytes}
 
 
 # ----------------------------------------------------------------------------

@@ -10,11 +10,15 @@ a few steps at a large learning rate (so the LoRA adapters are non-zero):
     an independent numpy absmean ternarisation of W + dW;
   - llama GGUF q/k rows come out in Hugging Face order (llama.cpp's permutation
     applied by numpy gives back the GGUF's rows);
-  - every other tensor is the source's value exactly; packed bytes are
+  - with --embed f32 every other tensor is the source's value exactly; by
+    default the token embedding / LM head are F16 equal to numpy's float16
+    rounding of the student's fp32 values (everything else unchanged), their
+    logits are close to the student's, and the tensor data is exactly what
+    `bitlab eval` reports as the student's weight bytes; packed bytes are
     out * ceil(in / 4), about n / 4; config.json and the metadata say what the
     format documents;
-  - bitlab loads the folder (activation quantisation on) and its logits equal
-    the student's, and `bitlab generate --chat` runs it;
+  - bitlab loads the --embed f32 folder (activation quantisation on) and its
+    logits equal the student's, and `bitlab generate --chat` runs it;
   - a GGUF source gets a tokenizer.json that the `tokenizers` package encodes
     and decodes like the source tokenizer (byte-level gpt2 / smollm / llama-bpe
     / qwen2 pre-tokenizers, SentencePiece-style llama and phi3), and that bitlab
@@ -150,7 +154,10 @@ def check_student(tmp, w, source, act_bits):
     lins = linears(cfg)
     ckpt = train_checkpoint(tmp, source, act_bits)
     out = os.path.join(tmp, f"packed-{w.name}-{os.path.basename(source)}")
-    tool("export", source, ckpt, out)
+    p = run([BITLAB, "export", "--model", source, "--checkpoint", ckpt, "--out", out,
+             "--format", "safetensors", "--embed", "f32"])
+    if p.returncode != 0:
+        raise RuntimeError(f"bitlab export --embed f32: {p.stdout}{p.stderr}")
     interleaved = source.endswith(".gguf") and cfg["model_type"] == "llama"
 
     st_path = os.path.join(out, "model.safetensors")
@@ -206,7 +213,7 @@ def check_student(tmp, w, source, act_bits):
     same = all(np.array_equal(tensors[n], w[n]) for n in others)
     check(same and set(tensors) == set(others) | set(meta["tensors"]) |
           {n + ".scale" for n in meta["tensors"]},
-          f"{label}: embeddings, norms, lm_head, biases exact, nothing else stored")
+          f"{label}: --embed f32: embeddings, norms, lm_head, biases exact, nothing else stored")
 
     conf = json.load(open(os.path.join(out, "config.json")))
     qc = conf["quantization_config"]
@@ -234,7 +241,77 @@ def check_student(tmp, w, source, act_bits):
              "--max-tokens", "6"])
     check(p.returncode == 0 and p.stdout.strip(),
           f"{label}: bitlab generate --chat runs the folder ({(p.stdout + p.stderr).strip()[:80]!r})")
+    check_f16_default(tmp, label, source, ckpt, out, ids_path, ls, float(np.abs(lt - ls).max()),
+                      act_bits)
     return out, ckpt
+
+
+def eval_memory(tmp, source, ckpt):
+    """bitlab eval's memory fields for the student of ckpt."""
+    held, js = os.path.join(tmp, "held.txt"), os.path.join(tmp, "eval.json")
+    with open(held, "w") as f:
+        f.write("the quick brown fox jumps over the lazy dog, layer 7 weight 42\n" * 4)
+    p = run([BITLAB, "eval", "--model", source, "--checkpoint", ckpt, "--data", held, "--seq", "16",
+             "--max-examples", "1", "--json", js, "--quiet"])
+    if p.returncode != 0:
+        raise RuntimeError(f"bitlab eval: {p.stdout}{p.stderr}")
+    return json.load(open(js))["memory"]
+
+
+def check_f16_default(tmp, label, source, ckpt, exact_dir, ids_path, student_logits, teacher_gap,
+                      act_bits):
+    """The default export (no --embed) against the --embed f32 one in exact_dir."""
+    out = exact_dir + "-f16"
+    p = run([BITLAB, "export", "--model", source, "--checkpoint", ckpt, "--out", out,
+             "--format", "safetensors"])
+    if p.returncode != 0:
+        raise RuntimeError(f"bitlab export (default embed): {p.stdout}{p.stderr}")
+    st_path = os.path.join(out, "model.safetensors")
+    half, exact = load_file(st_path), load_file(os.path.join(exact_dir, "model.safetensors"))
+    header = read_header(st_path)
+    matrices = [n for n in ("model.embed_tokens.weight", "lm_head.weight") if n in exact]
+    check(all(half[n].dtype == np.float16 and
+              np.array_equal(half[n], exact[n].astype(np.float16)) for n in matrices),
+          f"{label}: default export: {', '.join(matrices)} F16 == numpy float16 of the student's fp32")
+    rest = [n for n in exact if n not in matrices]
+    check(set(half) == set(exact) and
+          all(half[n].dtype == exact[n].dtype and np.array_equal(half[n], exact[n]) for n in rest),
+          f"{label}: default export: norms, biases (F32), codes and scales as with --embed f32")
+    manifest = json.load(open(os.path.join(out, "training_manifest.json")))
+    listed = json.dumps(manifest)
+    check('"F16"' in listed, f"{label}: the manifest lists the F16 tensors")
+
+    V = json.load(open(os.path.join(out, "config.json")))["vocab_size"]
+    lp = np.fromfile(tool_out(tmp, "logits", out, "-", ids_path), np.float32)
+    err = float(np.abs(lp - student_logits).max())
+    scale = max(1.0, float(np.abs(student_logits).max()))
+    agree = float((lp.reshape(-1, V).argmax(1) == student_logits.reshape(-1, V).argmax(1)).mean())
+    mean = float(np.abs(lp - student_logits).mean())
+    # fp16 rounding (2^-11 relative) can move an input across an int8/int4
+    # activation step, so the bound is relative to what distillation itself
+    # changes (teacher vs student), not to fp16's epsilon; int4 steps are 16x
+    # coarser than int8 ones
+    check(err <= 0.25 * teacher_gap and mean <= (0.05 if act_bits == 4 else 0.02) * scale
+          and agree >= 0.75,
+          f"{label}: F16 export's logits close to the student's (max diff {err:.2e}, mean "
+          f"{mean:.2e}, |logit| max {scale:.2f}, teacher-student max diff {teacher_gap:.2f}, "
+          f"top-1 agreement {agree:.2f})")
+
+    mem = eval_memory(tmp, source, ckpt)
+    data_bytes = sum(int(e["data_offsets"][1] - e["data_offsets"][0])
+                     for n, e in header.items() if n != "__metadata__")
+    with open(st_path, "rb") as f:
+        header_len = struct.unpack("<Q", f.read(8))[0]
+    file_size = os.path.getsize(st_path)
+    folder = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out))
+    check(data_bytes == mem["student_bytes"] and file_size == 8 + header_len + data_bytes,
+          f"{label}: tensor data {data_bytes} bytes == bitlab eval's student weight bytes "
+          f"{mem['student_bytes']}; model.safetensors {file_size} = that + 8 + {header_len} header "
+          f"bytes; folder {folder} bytes incl. json/tokenizer files")
+    embd = sum(half[n].nbytes for n in matrices)
+    vec = sum(half[n].nbytes for n in rest if half[n].dtype == np.float32 and half[n].ndim == 1)
+    check(mem["student_embedding_bytes"] == embd and mem["student_norm_bias_bytes"] == vec,
+          f"{label}: eval counts the F16 embedding ({embd}) and F32 norms/biases ({vec}) as stored")
 
 
 def tool_out(tmp, cmd, *args):

@@ -1,9 +1,9 @@
 /* packed_tool.c - drives the packed ternary export and its loader for
  * tests/py/test_export_packed.py.
  *
- *   packed_tool export MODEL CKPT OUTDIR
+ *   packed_tool export MODEL CKPT OUTDIR [f16|f32]
  *       The student of CKPT (bitlab checkpoint) on MODEL, written as a packed
- *       safetensors folder.
+ *       safetensors folder (embedding and LM head F16 unless f32 is given).
  *   packed_tool weff MODEL CKPT LAMBDA OUT
  *       Every block linear's Weff at LAMBDA (0 gives W + ΔW), layer by layer
  *       in model.h kind order, in the model's own row order, as raw float32.
@@ -127,7 +127,7 @@ static int run_tokjson(const char *gguf, const char *dir, BlError *err) {
 }
 
 static int usage(void) {
-    fprintf(stderr, "usage: packed_tool export MODEL CKPT OUTDIR | weff MODEL CKPT LAMBDA OUT |\n"
+    fprintf(stderr, "usage: packed_tool export MODEL CKPT OUTDIR [f16|f32] | weff MODEL CKPT LAMBDA OUT |\n"
                     "       logits MODEL CKPT|- IDS OUT | config MODEL | tokjson GGUF OUTDIR\n");
     return 2;
 }
@@ -144,7 +144,11 @@ int main(int argc, char **argv) {
     }
     int want = !strcmp(cmd, "export") ? 5 : !strcmp(cmd, "weff") ? 6 : !strcmp(cmd, "logits") ? 6
                : !strcmp(cmd, "config") ? 3 : 0;
-    if (!want || argc != want) return usage();
+    bool export_embed = !strcmp(cmd, "export") && argc == 6; /* the optional f16|f32 */
+    if (!want || (argc != want && !export_embed)) return usage();
+    BlEmbedStorage embed = BL_EMBED_F16;
+    if (export_embed && !strcmp(argv[5], "f32")) embed = BL_EMBED_F32;
+    else if (export_embed && strcmp(argv[5], "f16") != 0) return usage();
     BlModel *m = NULL;
     BlStudent st;
     bool have_st = false;
@@ -160,7 +164,7 @@ int main(int argc, char **argv) {
     } else if (rc == 0 && (!strcmp(cmd, "export") || !strcmp(cmd, "weff")) && !have_st) {
         rc = bl_fail(&err, "%s needs a checkpoint", cmd);
     } else if (rc == 0 && !strcmp(cmd, "export")) {
-        rc = bl_export_packed_safetensors(&st, argv[4], &err);
+        rc = bl_export_packed_safetensors(&st, argv[4], embed, &err);
     } else if (rc == 0 && !strcmp(cmd, "weff")) {
         rc = run_weff(&st, (float)atof(argv[4]), argv[5], &err);
     } else if (rc == 0) {
