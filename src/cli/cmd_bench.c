@@ -15,17 +15,43 @@
 #include "train/device_trainer.h"
 #include "train/step.h"
 
-/* --batch, --seq and --iters, all positive */
-static int bench_sizes(const CliArgs *a, int iters_dflt, int *B, int *T, int *iters) {
-    if (cli_int(a, "--batch", 4, B) || cli_int(a, "--seq", 128, T) ||
-        cli_int(a, "--iters", iters_dflt, iters))
-        return -1;
-    if (*B < 1 || *T < 1 || *iters < 1) {
-        fprintf(stderr, "bitlab bench: --batch, --seq and --iters must be positive\n");
-        return -1;
-    }
-    return 0;
-}
+/* both benches: the model, the shape, the timed iterations and the backend */
+#define SIZE_OPTS                                                                         \
+    CLI_STR_REQ("model"), CLI_INT_OPT("batch", 1, 4096), CLI_INT_OPT("seq", 1, 1 << 20), \
+        CLI_INT_OPT("iters", 1, 1000000), CLI_STR_OPT("device")
+
+static const CliOpt FORWARD_OPTS[] = {SIZE_OPTS, CLI_END};
+static const CliOpt STEP_OPTS[] = {SIZE_OPTS,
+                                   CLI_INT_OPT("warmup", 0, 1000000),
+                                   CLI_STR_OPT("trainer"),
+                                   CLI_FLAG_OPT("ternary-fast-path"),
+                                   CLI_NUM_OPT("peak-tflops", 0.001, 1e6),
+                                   CLI_END};
+
+const CliSpec cli_bench_forward_spec = {
+    .name = "bench forward",
+    .synopsis = "bitlab bench forward --model PATH [--batch B] [--seq T] [--iters N]\n"
+                "                     [--device cpu|cuda|auto]",
+    .summary = "teacher-forward throughput: tokens/s and GEMM GFLOP/s (defaults 4 x 128,\n"
+               "3 iterations); one JSON line",
+    .opts = FORWARD_OPTS,
+};
+
+const CliSpec cli_bench_step_spec = {
+    .name = "bench step",
+    .synopsis = "bitlab bench step --model PATH [--batch B] [--seq T] [--iters N] [--warmup N]\n"
+                "                  [--device cpu|cuda|auto] [--trainer reference|device]\n"
+                "                  [--ternary-fast-path] [--peak-tflops X]",
+    .summary = "one distillation step (teacher fwd + student fwd + backward + AdamW; lambda 1,\n"
+               "8-bit activations, LoRA r=16): tokens/s, peak memory and the memory breakdown;\n"
+               "on a GPU also model FLOP utilisation against the card's bf16 peak",
+    .details = "Defaults 4 x 128, 5 timed steps after 2 warm-up steps. --trainer defaults to\n"
+               "reference (the CPU trainer) on cpu and device (the backend trainer) otherwise;\n"
+               "--ternary-fast-path runs the lambda-1 A8 student forward as an int8 product\n"
+               "(device trainer); --peak-tflops X overrides the card's bf16 peak (TFLOP/s)\n"
+               "that the utilisation is measured against. One JSON line",
+    .opts = STEP_OPTS,
+};
 
 /* --device as a backend, or NULL after printing why */
 static const BlBackend *bench_backend(const CliArgs *a) {
@@ -36,8 +62,7 @@ static const BlBackend *bench_backend(const CliArgs *a) {
 }
 
 static int bench_forward(const CliArgs *a) {
-    int B, T, iters;
-    if (bench_sizes(a, 3, &B, &T, &iters)) return 2;
+    int B = cli_int(a, "--batch", 4), T = cli_int(a, "--seq", 128), iters = cli_int(a, "--iters", 3);
     const BlBackend *be = bench_backend(a);
     if (!be) return 2;
     BlModel *m = cli_load_model(a);
@@ -131,8 +156,7 @@ static int bench_step_reference(const CliArgs *a, int B, int T, int iters, int w
  * device's bf16 peak, and the backend's memory high-water mark. */
 static int bench_step_device(const CliArgs *a, const BlBackend *be, int B, int T, int iters,
                              int warmup) {
-    int peak_arg;
-    if (cli_int(a, "--peak-tflops", 0, &peak_arg)) return 2;
+    double peak_arg = cli_num(a, "--peak-tflops", 0.0);
     BlDeviceTrainerOptions o = {.ternary_fast_path = cli_flag(a, "--ternary-fast-path")};
     BlModel *m = cli_load_model(a);
     if (!m) return 1;
@@ -172,8 +196,8 @@ static int bench_step_device(const CliArgs *a, const BlBackend *be, int B, int T
 }
 
 static int bench_step(const CliArgs *a) {
-    int B, T, iters, warmup;
-    if (bench_sizes(a, 5, &B, &T, &iters) || cli_int(a, "--warmup", 2, &warmup)) return 2;
+    int B = cli_int(a, "--batch", 4), T = cli_int(a, "--seq", 128), iters = cli_int(a, "--iters", 5);
+    int warmup = cli_int(a, "--warmup", 2);
     const BlBackend *be = bench_backend(a);
     bool device;
     if (!be || pick_trainer(a, be, &device)) return 2;
@@ -181,20 +205,24 @@ static int bench_step(const CliArgs *a) {
                   : bench_step_reference(a, B, T, iters, warmup);
 }
 
-int cmd_bench(const CliArgs *a) {
-    static const char *const known[] = {"--model",   "--batch",  "--seq",
-                                        "--iters",   "--warmup", "--device",
-                                        "--trainer", "--ternary-fast-path", "--peak-tflops",
-                                        NULL};
-    const char *what = a->argc >= 1 ? a->argv[0] : "";
-    int (*run)(const CliArgs *) = !strcmp(what, "forward") ? bench_forward
-                                  : !strcmp(what, "step")  ? bench_step
-                                                           : NULL;
-    if (!run) {
-        fprintf(stderr, "bitlab bench: expected 'forward' or 'step' (see bitlab --help)\n");
+int cmd_bench(int argc, char **argv) {
+    const char *what = argc >= 2 ? argv[1] : "";
+    const CliSpec *spec = !strcmp(what, "forward") ? &cli_bench_forward_spec
+                          : !strcmp(what, "step")  ? &cli_bench_step_spec
+                                                   : NULL;
+    if (!spec && (!strcmp(what, "--help") || !strcmp(what, "-h"))) {
+        cli_print_help(stdout, &cli_bench_forward_spec);
+        printf("\n");
+        cli_print_help(stdout, &cli_bench_step_spec);
+        return 0;
+    }
+    if (!spec) {
+        fprintf(stderr, "bitlab bench: expected 'forward' or 'step'%s%s%s (see bitlab bench --help)\n",
+                *what ? ", got '" : "", what, *what ? "'" : "");
         return 2;
     }
-    CliArgs rest = {a->argc - 1, a->argv + 1};
-    if (cli_check_known(&rest, known) != 0) return 2;
-    return run(&rest);
+    CliArgs a;
+    int prc = cli_parse(&a, spec, argc - 1, argv + 1);
+    if (prc >= 0) return prc;
+    return spec == &cli_bench_forward_spec ? bench_forward(&a) : bench_step(&a);
 }

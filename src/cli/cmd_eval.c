@@ -10,25 +10,6 @@
 #include "script/checkpoint.h"
 #include "train/quant.h"
 
-static const char USAGE[] =
-    "bitlab eval --model PATH --data FILE [--checkpoint CKPT] [--prompts FILE]\n"
-    "            [--max-tokens N] [--seq T] [--max-examples N] [--act-bits B]\n"
-    "            [--json OUT] [--quiet]\n"
-    "    the teacher against its ternary student (lambda 1; the checkpoint's activation\n"
-    "    bits, or --act-bits) on held-out data: perplexity of each, mean\n"
-    "    KL(teacher||student) per token (tau 1), top-1 agreement, the common greedy\n"
-    "    prefix on each prompt of --prompts (one per line, chat template, KV cache,\n"
-    "    --max-tokens new tokens, default 64), weight bytes and\n"
-    "    QEI = (quality_S/quality_T) / (memory_S/memory_T), quality = 1/perplexity.\n"
-    "    Memory: teacher = every parameter at 16 bits; student = block linears at\n"
-    "    2 bits (ternary, 4 per byte) + one fp32 scale per tensor + embedding / LM head\n"
-    "    at 16 bits + norms and biases at 32 bits (the packed safetensors export's data).\n"
-    "    FILE: .txt = plain text cut into chunks of --seq tokens (default 256);\n"
-    "    .jsonl = {\"messages\":[...]} lines scored on assistant turns (or {\"text\":...}),\n"
-    "    examples longer than --seq cut. Without --checkpoint: a fresh student (no\n"
-    "    adapters), the before-training baseline. --max-examples N: only the first N.\n"
-    "    --json OUT writes every number; --quiet drops the progress lines on stderr\n";
-
 /* --checkpoint's student, or a fresh one (no adapters) at 8-bit
  * activations; --act-bits overrides either's activation width. */
 static int build_student(BlStudent *st, const BlModel *m, const char *ckpt, int act_bits,
@@ -43,34 +24,60 @@ static int build_student(BlStudent *st, const BlModel *m, const char *ckpt, int 
     return 0;
 }
 
-int cmd_eval(const CliArgs *a) {
-    static const char *const known[] = {"--model", "--checkpoint", "--data", "--prompts",
-                                        "--max-tokens", "--json", "--seq", "--max-examples",
-                                        "--act-bits", "--quiet", "--help", NULL};
-    if (cli_check_known(a, known) != 0) return 2;
-    if (cli_flag(a, "--help")) {
-        fputs(USAGE, stdout);
-        return 0;
-    }
+static const CliOpt OPTS[] = {
+    CLI_STR_REQ("model"),
+    CLI_STR_REQ("data"),
+    CLI_STR_OPT("checkpoint"),
+    CLI_STR_OPT("prompts"),
+    CLI_INT_OPT("max-tokens", 1, 1 << 20),
+    CLI_INT_OPT("seq", 2, 1 << 20),
+    CLI_INT_OPT("max-examples", 0, 1e9),
+    CLI_INT_OPT("act-bits", 4, 16),
+    CLI_STR_OPT("json"),
+    CLI_FLAG_OPT("quiet"),
+    CLI_END};
+
+const CliSpec cli_eval_spec = {
+    .name = "eval",
+    .synopsis = "bitlab eval --model PATH --data FILE [--checkpoint CKPT] [--prompts FILE]\n"
+                "            [--max-tokens N] [--seq T] [--max-examples N] [--act-bits B]\n"
+                "            [--json OUT] [--quiet]",
+    .summary = "the teacher against its ternary student (lambda 1) on held-out data:\n"
+               "perplexities, KL, top-1 agreement, common greedy prefixes, weight bytes and\n"
+               "QEI; a table and --json OUT",
+    .details =
+        "The student: lambda 1, the checkpoint's activation bits, or --act-bits (4, 8 or\n"
+        "16). Reported: perplexity of each, mean KL(teacher||student) per token (tau 1),\n"
+        "top-1 agreement, the common greedy prefix on each prompt of --prompts (one per\n"
+        "line, chat template, KV cache, --max-tokens new tokens, default 64), weight bytes\n"
+        "and QEI = (quality_S/quality_T) / (memory_S/memory_T), quality = 1/perplexity.\n"
+        "Memory: teacher = every parameter at 16 bits; student = block linears at\n"
+        "2 bits (ternary, 4 per byte) + one fp32 scale per tensor + embedding / LM head\n"
+        "at 16 bits + norms and biases at 32 bits (the packed safetensors export's data).\n"
+        "FILE: .txt = plain text cut into chunks of --seq tokens (default 256);\n"
+        ".jsonl = {\"messages\":[...]} lines scored on assistant turns (or {\"text\":...}),\n"
+        "examples longer than --seq cut. Without --checkpoint: a fresh student (no\n"
+        "adapters), the before-training baseline. --max-examples N: only the first N\n"
+        "(0, the default: all). --json OUT writes every number; --quiet drops the\n"
+        "progress lines on stderr",
+    .opts = OPTS,
+};
+
+int cmd_eval(int argc, char **argv) {
+    CliArgs args;
+    int prc = cli_parse(&args, &cli_eval_spec, argc, argv);
+    if (prc >= 0) return prc;
+    const CliArgs *a = &args;
     BlEvalOptions opt = {.checkpoint_path = cli_str(a, "--checkpoint", NULL),
                          .data_path = cli_str(a, "--data", NULL),
                          .prompts_path = cli_str(a, "--prompts", NULL),
-                         .model_path = cli_str(a, "--model", NULL)};
-    int act_bits;
-    if (cli_int(a, "--max-tokens", BL_EVAL_DEFAULT_MAX_TOKENS, &opt.max_tokens) ||
-        cli_int(a, "--seq", BL_EVAL_DEFAULT_SEQ, &opt.seq) ||
-        cli_int(a, "--max-examples", 0, &opt.max_examples) || cli_int(a, "--act-bits", 0, &act_bits))
-        return 2;
-    if (!opt.data_path) {
-        fprintf(stderr, "bitlab eval: --data FILE is required (.txt plain text or .jsonl)\n");
-        return 2;
-    }
-    if (opt.max_tokens < 1 || opt.seq < 2 || opt.max_examples < 0 ||
-        (act_bits && bl_actq_levels(act_bits) < 0)) {
-        fprintf(stderr, "bitlab eval: --max-tokens must be >= 1, --seq >= 2, --max-examples >= 0, "
-                        "--act-bits 4, 8 or 16\n");
-        return 2;
-    }
+                         .model_path = cli_str(a, "--model", NULL),
+                         .max_tokens = cli_int(a, "--max-tokens", BL_EVAL_DEFAULT_MAX_TOKENS),
+                         .seq = cli_int(a, "--seq", BL_EVAL_DEFAULT_SEQ),
+                         .max_examples = cli_int(a, "--max-examples", 0)};
+    int act_bits = cli_int(a, "--act-bits", 0);
+    if (act_bits && bl_actq_levels(act_bits) < 0)
+        return cli_usage_error(a, "--act-bits is 4, 8 or 16, got %d", act_bits);
     opt.format = bl_eval_format_of(opt.data_path);
     if (!cli_flag(a, "--quiet")) opt.progress = stderr;
     const char *json = cli_str(a, "--json", NULL);

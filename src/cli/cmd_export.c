@@ -60,15 +60,36 @@ static void print_types(const BlExportSummary *s) {
     printf("\n");
 }
 
-int cmd_export(const CliArgs *a) {
-    static const char *const known[] = {"--model", "--checkpoint", "--out", "--ternary",
-                                        "--format", "--embed", NULL};
-    if (cli_check_known(a, known) != 0) return 2;
+static const CliOpt OPTS[] = {
+    CLI_STR_REQ("model"), CLI_STR_REQ("checkpoint"),
+    CLI_STR_REQ("out"),   CLI_STR_OPT("ternary"),
+    CLI_STR_OPT("format"),                  CLI_STR_OPT("embed"),
+    CLI_END};
+
+const CliSpec cli_export_spec = {
+    .name = "export",
+    .synopsis = "bitlab export --model PATH --checkpoint CKPT --out FILE.gguf|DIR\n"
+                "              [--format gguf|safetensors] [--ternary tq2_0|tq1_0]\n"
+                "              [--embed keep|f32|f16]",
+    .summary = "the student of CKPT (trained on PATH) at lambda 1 as a GGUF file llama.cpp and\n"
+               "bitlab run, or as a packed safetensors folder; writes training_manifest.json\n"
+               "beside it (inside DIR)",
+    .details = "GGUF: block linears with rows of 256-multiples TQ2_0 (TQ1_0 with --ternary\n"
+               "tq1_0), 32-multiples Q4_0, others F16; --embed keep (the default) stores the\n"
+               "token embedding and LM head as a GGUF source stored them, F32 for a Hugging\n"
+               "Face source. Packed safetensors (--format safetensors, or an --out not ending\n"
+               "in .gguf): block linears as 2-bit codes + an F32 scale, norms and biases F32,\n"
+               "token embedding and LM head F16 by default: --embed f32 for exact values; keep\n"
+               "means f16 there, safetensors has no ggml block types",
+    .opts = OPTS,
+};
+
+int cmd_export(int argc, char **argv) {
+    CliArgs args;
+    int prc = cli_parse(&args, &cli_export_spec, argc, argv);
+    if (prc >= 0) return prc;
+    const CliArgs *a = &args;
     const char *ckpt = cli_str(a, "--checkpoint", NULL), *out = cli_str(a, "--out", NULL);
-    if (!ckpt || !out) {
-        fprintf(stderr, "bitlab export: --checkpoint CKPT and --out FILE are required\n");
-        return 2;
-    }
     BlExportRequest req = {0};
     if (parse_options(a, &req) != 0) return 2;
     BlError err = {{0}};

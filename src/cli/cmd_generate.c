@@ -86,20 +86,35 @@ static char *build_prompt(const CliArgs *a, const BlModel *m, BlError *err) {
     return out;
 }
 
-int cmd_generate(const CliArgs *a) {
-    static const char *const known[] = {"--model",      "--prompt", "--chat", "--system",
-                                        "--template",   "--max-tokens", "--device", NULL};
-    if (cli_check_known(a, known) != 0) return 2;
-    int max_tokens;
-    if (cli_int(a, "--max-tokens", 256, &max_tokens) != 0) return 2;
-    if (!cli_str(a, "--prompt", NULL)) {
-        fprintf(stderr, "bitlab generate: --prompt TEXT is required\n");
-        return 2;
-    }
-    if (max_tokens < 1) {
-        fprintf(stderr, "bitlab generate: --max-tokens must be at least 1\n");
-        return 2;
-    }
+static const CliOpt OPTS[] = {
+    CLI_STR_REQ("model"),
+    CLI_STR_REQ("prompt"),
+    CLI_FLAG_OPT("chat"),
+    CLI_STR_OPT("system"),
+    CLI_STR_OPT("template"),
+    CLI_INT_OPT("max-tokens", 1, 1 << 20),
+    CLI_STR_OPT("device"),
+    CLI_END};
+
+const CliSpec cli_generate_spec = {
+    .name = "generate",
+    .synopsis = "bitlab generate --model PATH --prompt TEXT [--chat] [--system TEXT]\n"
+                "                [--template NAME] [--max-tokens N] [--device cpu|cuda|auto]",
+    .summary = "greedy decoding with a KV cache, streamed as it decodes. --chat wraps the\n"
+               "prompt in the model's chat template (--template chatml|llama3|llama2|zephyr|phi3\n"
+               "overrides the one from the model's metadata); --max-tokens defaults to 256.\n"
+               "--device picks the backend (default cpu; auto: CUDA when a device is present);\n"
+               "on cuda the weights are copied to the GPU once, in bf16. An exported student\n"
+               "(bitlab export) runs as trained: ternary weights, quantised activations",
+    .opts = OPTS,
+};
+
+int cmd_generate(int argc, char **argv) {
+    CliArgs args;
+    int prc = cli_parse(&args, &cli_generate_spec, argc, argv);
+    if (prc >= 0) return prc;
+    const CliArgs *a = &args;
+    int max_tokens = cli_int(a, "--max-tokens", 256);
     BlError err = {{0}};
     const BlBackend *be = bl_backend_select(cli_str(a, "--device", "cpu"), &err);
     if (!be) {

@@ -68,9 +68,21 @@ static void print_tensors(const BlGguf *g) {
     }
 }
 
-int cmd_info(const CliArgs *a) {
-    static const char *const known[] = {"--model", NULL};
-    if (cli_check_known(a, known) != 0) return 2;
+static const CliOpt OPTS[] = {CLI_STR_REQ("model"), CLI_END};
+
+const CliSpec cli_info_spec = {
+    .name = "info",
+    .synopsis = "bitlab info --model PATH",
+    .summary = "architecture, sizes, parameter count and memory of a model; for a GGUF also\n"
+               "each tensor's storage type and whether it is a bitlab ternary student",
+    .opts = OPTS,
+};
+
+int cmd_info(int argc, char **argv) {
+    CliArgs args;
+    int prc = cli_parse(&args, &cli_info_spec, argc, argv);
+    if (prc >= 0) return prc;
+    const CliArgs *a = &args;
     BlModel *m = cli_load_model(a);
     if (!m) return 1;
     const BlConfig *c = &m->cfg;

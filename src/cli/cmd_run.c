@@ -69,29 +69,43 @@ static int run_script(BlRuntime *rt, Dash *dash, bool *interrupted, BlError *err
     return w.rc;
 }
 
+static const CliOpt OPTS[] = {CLI_FLAG_OPT("headless"),
+                               CLI_STR_OPT("log"),
+                               CLI_STR_OPT("resume"),
+                               CLI_STR_OPT("control"),
+                               CLI_END};
+
+const CliSpec cli_run_spec = {
+    .name = "SCRIPT.lua",
+    .synopsis = "bitlab SCRIPT.lua [--headless] [--log FILE] [--resume CKPT] [--control FILE]\n"
+                "                  [-- SCRIPT ARGS]",
+    .summary = "runs a Lua experiment (e.g. experiments/overfit.lua); the arguments after --\n"
+               "are the script's own. `bitlab run SCRIPT ...` runs a script of any name",
+    .details = "--log writes the metrics stream (one JSON object per line); --resume continues\n"
+               "from a checkpoint; --control FILE is polled at each step for name=value knob\n"
+               "changes. In a terminal the live dashboard opens (? lists its keys); --headless,\n"
+               "or no tty, prints progress lines instead. Exit 0 on success (or q in the\n"
+               "dashboard), 1 on a script error, 130 when stopped by Ctrl-C, 2 on a bad\n"
+               "command line. The Lua library is found in ../lua beside the executable or\n"
+               "$BITLAB_LUA_PATH",
+    .opts = OPTS,
+    .takes_args = true,
+};
+
 /* argv[0] is the script. */
 int cmd_run(int argc, char **argv) {
-    BlRuntimeConfig cfg = {.script = argv[0]};
-    for (int i = 1; i < argc; i++) {
-        const char *o = argv[i];
-        const char **val = strcmp(o, "--log") == 0       ? &cfg.log_path
-                           : strcmp(o, "--resume") == 0  ? &cfg.resume_path
-                           : strcmp(o, "--control") == 0 ? &cfg.control_path
-                                                         : NULL;
-        if (strcmp(o, "--") == 0) {
-            cfg.args = argv + i + 1;
-            cfg.n_args = argc - i - 1;
-            break;
-        } else if (strcmp(o, "--headless") == 0) {
-            cfg.headless = true;
-        } else if (val && i + 1 < argc) {
-            *val = argv[++i];
-        } else {
-            fprintf(stderr, "bitlab: %s: %s (see bitlab --help)\n", o,
-                    val ? "needs a value" : "unknown option; script arguments go after --");
-            return 2;
-        }
-    }
+    CliSpec spec = cli_run_spec;
+    spec.name = argv[0]; /* messages name the script */
+    CliArgs a;
+    int prc = cli_parse(&a, &spec, argc, argv);
+    if (prc >= 0) return prc;
+    BlRuntimeConfig cfg = {.script = argv[0],
+                           .headless = cli_flag(&a, "--headless"),
+                           .log_path = cli_str(&a, "--log", NULL),
+                           .resume_path = cli_str(&a, "--resume", NULL),
+                           .control_path = cli_str(&a, "--control", NULL),
+                           .args = a.rest,
+                           .n_args = a.n_rest};
     if (access(cfg.script, R_OK) != 0) {
         fprintf(stderr, "bitlab: cannot read script %s\n", cfg.script);
         return 2;

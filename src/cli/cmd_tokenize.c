@@ -6,14 +6,23 @@
 #include "cli/cli.h"
 #include "tokenizer/tokenizer.h"
 
-int cmd_tokenize(const CliArgs *a) {
-    static const char *const known[] = {"--model", "--text", "--bos", NULL};
-    if (cli_check_known(a, known) != 0) return 2;
+static const CliOpt OPTS[] = {
+    CLI_STR_REQ("model"), CLI_STR_REQ("text"), CLI_FLAG_OPT("bos"),
+    CLI_END};
+
+const CliSpec cli_tokenize_spec = {
+    .name = "tokenize",
+    .synopsis = "bitlab tokenize --model PATH --text TEXT [--bos]",
+    .summary = "token ids of TEXT on one line (--bos adds the tokenizer's special tokens)",
+    .opts = OPTS,
+};
+
+int cmd_tokenize(int argc, char **argv) {
+    CliArgs args;
+    int prc = cli_parse(&args, &cli_tokenize_spec, argc, argv);
+    if (prc >= 0) return prc;
+    const CliArgs *a = &args;
     const char *text = cli_str(a, "--text", NULL);
-    if (!text) {
-        fprintf(stderr, "bitlab tokenize: --text TEXT is required\n");
-        return 2;
-    }
     BlModel *m = cli_load_model(a);
     if (!m) return 1;
     int *ids = NULL, n = 0;

@@ -13,21 +13,6 @@
 #include "data/dataset.h"
 #include "trace/trace.h"
 
-static const char HELP[] =
-    "usage: bitlab trace --model PATH --data FILE.jsonl --k K --out TRACE\n"
-    "                    [--seq T] [--batch B] [--tau X] [--hidden] [--hidden-dtype f32|f16]\n"
-    "                    [--template NAME]\n"
-    "  runs the teacher over every example of FILE (chat or text JSONL lines, as\n"
-    "  bitlab.dataset reads them: the model's chat template, response-only targets)\n"
-    "  and writes its top-K token ids and log-probabilities at temperature X (default\n"
-    "  1) with the 'other' mass, for every position that has a next token, to TRACE.\n"
-    "  --seq cuts examples to their first T tokens (default: the longest example);\n"
-    "  --batch sequences per forward (default 1); --hidden also stores every block's\n"
-    "  hidden states (f32 by default, --hidden-dtype f16 halves them). The trace\n"
-    "  records the model's and the data's sha256: a trainer refuses a trace made\n"
-    "  from another model, other data, another K or another temperature.\n"
-    "  Prints one JSON line: records, positions, bytes, seconds, the two sha256.\n";
-
 /* "traced i/n" on one terminal line; nothing when stderr is a file */
 static void progress(void *ctx, int done, int total) {
     (void)ctx;
@@ -36,47 +21,53 @@ static void progress(void *ctx, int done, int total) {
     fflush(stderr);
 }
 
-static int parse_float(const char *name, const char *s, float *out) {
-    char *end;
-    double v = strtod(s, &end);
-    if (end == s || *end) {
-        fprintf(stderr, "bitlab trace: %s expects a number, got '%s'\n", name, s);
-        return -1;
-    }
-    *out = (float)v;
-    return 0;
-}
+static const CliOpt OPTS[] = {
+    CLI_STR_REQ("model"),
+    CLI_STR_REQ("data"),
+    CLI_INT_REQ("k", 1, 1 << 20),
+    CLI_STR_REQ("out"),
+    CLI_INT_OPT("seq", 1, 1 << 24),
+    CLI_INT_OPT("batch", 1, 4096),
+    CLI_NUM_OPT("tau", 0.01, 100),
+    CLI_FLAG_OPT("hidden"),
+    CLI_STR_OPT("hidden-dtype"),
+    CLI_STR_OPT("template"),
+    CLI_END};
 
-int cmd_trace(const CliArgs *a) {
-    static const char *const known[] = {"--model", "--data", "--k", "--out", "--seq", "--batch",
-                                        "--tau", "--hidden", "--hidden-dtype", "--template",
-                                        "--help", NULL};
-    if (cli_check_known(a, known)) return 2;
-    if (cli_flag(a, "--help")) {
-        fputs(HELP, stdout);
-        return 0;
-    }
+const CliSpec cli_trace_spec = {
+    .name = "trace",
+    .synopsis = "bitlab trace --model PATH --data FILE.jsonl --k K --out TRACE\n"
+                "             [--seq T] [--batch B] [--tau X] [--hidden] [--hidden-dtype f32|f16]\n"
+                "             [--template NAME]",
+    .summary = "runs the teacher over every example of FILE and writes its top-K token ids and\n"
+               "log-probabilities at temperature X with the 'other' mass to TRACE, which\n"
+               "trainers read instead of running the teacher",
+    .details = "FILE: chat or text JSONL lines, as bitlab.dataset reads them (the model's chat\n"
+               "template, or --template NAME; response-only targets); every position that has a\n"
+               "next token is traced. --tau X defaults to 1. --seq cuts examples to their first\n"
+               "T tokens (default: the longest example); --batch sequences per forward (default\n"
+               "1); --hidden also stores every block's hidden states (f32 by default,\n"
+               "--hidden-dtype f16 halves them). The trace records the model's and the data's\n"
+               "sha256: a trainer refuses a trace made from another model, other data, another\n"
+               "K or another temperature. Prints one JSON line: records, positions, bytes,\n"
+               "seconds, the two sha256",
+    .opts = OPTS,
+};
+
+int cmd_trace(int argc, char **argv) {
+    CliArgs args;
+    int prc = cli_parse(&args, &cli_trace_spec, argc, argv);
+    if (prc >= 0) return prc;
+    const CliArgs *a = &args;
     const char *data = cli_str(a, "--data", NULL), *out = cli_str(a, "--out", NULL);
     const char *dtype = cli_str(a, "--hidden-dtype", "f32");
-    BlTraceConfig c = {.tau = 1.0f, .progress = isatty(2) ? progress : NULL};
-    int K = 0, seq = 0, batch = 1;
-    if (cli_int(a, "--k", 0, &K) || cli_int(a, "--seq", 0, &seq) ||
-        cli_int(a, "--batch", 1, &batch) ||
-        (cli_str(a, "--tau", NULL) && parse_float("--tau", cli_str(a, "--tau", NULL), &c.tau)))
-        return 2;
-    if (!data || !out || K <= 0) {
-        fprintf(stderr, "bitlab trace: --model, --data, --k (>= 1) and --out are required\n%s",
-                HELP);
-        return 2;
-    }
-    if (strcmp(dtype, "f32") != 0 && strcmp(dtype, "f16") != 0) {
-        fprintf(stderr, "bitlab trace: --hidden-dtype is f32 or f16, got '%s'\n", dtype);
-        return 2;
-    }
-    if (cli_str(a, "--hidden-dtype", NULL) && !cli_flag(a, "--hidden")) {
-        fprintf(stderr, "bitlab trace: --hidden-dtype needs --hidden\n");
-        return 2;
-    }
+    BlTraceConfig c = {.tau = (float)cli_num(a, "--tau", 1.0),
+                       .progress = isatty(2) ? progress : NULL};
+    int K = cli_int(a, "--k", 0), seq = cli_int(a, "--seq", 0), batch = cli_int(a, "--batch", 1);
+    if (strcmp(dtype, "f32") != 0 && strcmp(dtype, "f16") != 0)
+        return cli_usage_error(a, "--hidden-dtype is f32 or f16, got '%s'", dtype);
+    if (cli_has(a, "--hidden-dtype") && !cli_flag(a, "--hidden"))
+        return cli_usage_error(a, "--hidden-dtype needs --hidden");
     c.K = K;
     c.batch = batch;
     c.hidden = !cli_flag(a, "--hidden") ? BL_TRACE_HIDDEN_NONE

@@ -264,9 +264,9 @@ def test_bad_input(tmp, models):
     expect_error(["--model", gp], 1, [gp, "llama.embedding_length"], "GGUF without embedding_length")
 
     cfg = models["llama-hf"]
-    expect_error(["--model", cfg, "--batch", "0"], 1, ["batch"], "batch 0")
+    expect_error(["--model", cfg, "--batch", "0"], 2, ["--batch"], "batch 0")
     expect_error(["--model", cfg, "--act-bits", "5"], 1, ["activation width"], "act bits 5")
-    expect_error(["--model", cfg, "--adapters", "1", "--rank", "0"], 1, ["rank"], "rank 0")
+    expect_error(["--model", cfg, "--adapters", "1", "--rank", "0"], 2, ["--rank"], "rank 0")
     expect_error(["--model", cfg, "--topk", "100000"], 1, ["top-K"], "top-K beyond the vocab")
     expect_error(["--model", cfg, "--batch", "two"], 2, ["--batch"], "non-numeric batch")
     expect_error(["--model", cfg, "--config", LLAMA7B], 2, ["exactly one"], "both sources")
