@@ -16,7 +16,13 @@
  * the ternary fast path; a NaN in the student (both skip the update).
  * Bounds: 1e-5 relative for losses, norms and gradients (both run the same
  * CPU functions except the concatenated LoRA product and the attention
- * backward), 1e-4 (nmse 1e-10) for the tensors after AdamW.
+ * backward, so they differ by float32 summation order, which depends on the
+ * BLAS kernel of the machine). The tensors after AdamW are compared element
+ * by element against 1e-4 of the tensor's scale plus what AdamW makes of the
+ * measured gradient difference: the update lr·m̂/(√v̂ + ε) moves by at most
+ * 2·lr·|Δg|/(√v̂ + ε) when g moves by Δg (and never by more than 2·lr), so an
+ * element whose gradient is near ε, where any float32 order difference is a
+ * large relative difference, is allowed exactly the change it can cause.
  *
  * test_cuda_step.c includes this file (DEVICE_STEP_NO_MAIN) and runs the
  * same cases with the CUDA backend and bf16 bounds. */
@@ -64,6 +70,38 @@ static float case_frand(void) { /* [−1, 1) */
 
 /* the worst differences of the case being run, for its summary line */
 static double worst_scal, worst_grad, worst_param;
+
+/* Per trainable tensor of the case being run: the largest |Δg| of each
+ * element over the steps so far (clip-scaled), and the parameter difference
+ * AdamW may have built from it (see the bounds above). */
+typedef struct {
+    float *dg, *allow;
+    size_t n;
+} Allowance;
+static Allowance *allowance;
+static int n_allowance;
+
+static void free_allowance(void) {
+    for (int i = 0; i < n_allowance; i++) {
+        free(allowance[i].dg);
+        free(allowance[i].allow);
+    }
+    free(allowance);
+    allowance = NULL;
+    n_allowance = 0;
+}
+
+/* fresh zeros for a student's tensors (a new case, or after a rotation) */
+static void reset_allowance(const BlStudent *s) {
+    free_allowance();
+    allowance = calloc((size_t)s->n_params, sizeof *allowance);
+    n_allowance = s->n_params;
+    for (int i = 0; i < s->n_params; i++) {
+        allowance[i].n = s->params[i].n;
+        allowance[i].dg = calloc(s->params[i].n, sizeof(float));
+        allowance[i].allow = calloc(s->params[i].n, sizeof(float));
+    }
+}
 
 static bool scal_close(double got, double want, double rel) {
     if (isnan(got) || isnan(want)) return isnan(got) && isnan(want);
@@ -186,6 +224,9 @@ static void compare_grads(const char *what, BlDeviceTrainer *dev, const BlStuden
         double mr, nm;
         bool close = tens_close(got, ref->params[i].g, p->n, b, &mr, &nm);
         worst_grad = fmax(worst_grad, mr);
+        if (i < n_allowance && allowance[i].n == p->n)
+            for (size_t j = 0; j < p->n; j++)
+                allowance[i].dg[j] = fmaxf(allowance[i].dg[j], fabsf(got[j] - ref->params[i].g[j]));
         CHECK(close,
               "%s: gradient of tensor %d (layer %d kind %d, %zu values): max rel %.3g, nmse %.3g",
               what, i, p->layer, p->kind, p->n, mr, nm);
@@ -193,19 +234,53 @@ static void compare_grads(const char *what, BlDeviceTrainer *dev, const BlStuden
     }
 }
 
+/* Updated values element by element: |got − want| ≤ pmaxrel·max|want| plus
+ * the allowance AdamW built from the measured gradient differences (this
+ * step's added first: clip-scaled |Δg| through 2·lr/(√v̂ + ε), at most 2·lr). */
+static bool params_close(const float *got, const float *want, size_t n, Allowance *al,
+                         const BlAdamWState *opt, const BlOptConfig *oc, double clip_scale,
+                         double pmaxrel, double *maxrel_out) {
+    const BlAdamWConfig *a = &oc->adamw;
+    double bc2 = 1.0 - pow(a->beta2, (double)opt->t), scale = 0.0, worst = 0.0;
+    for (size_t j = 0; j < n; j++) scale = fmax(scale, fabs(want[j]));
+    bool ok = true;
+    for (size_t j = 0; j < n; j++) {
+        if (isnan(got[j]) || isnan(want[j])) {
+            ok = ok && isnan(got[j]) && isnan(want[j]);
+            continue;
+        }
+        if (opt->t > 0) {
+            double vhat = sqrt(opt->v[j] / bc2) + a->eps;
+            al->allow[j] += (float)fmin(2.0 * a->lr, 2.0 * a->lr * clip_scale * al->dg[j] / vhat);
+        }
+        double d = fabs((double)got[j] - want[j]);
+        worst = fmax(worst, d / fmax(scale, 1e-12));
+        ok = ok && d <= pmaxrel * scale + al->allow[j];
+    }
+    *maxrel_out = worst;
+    return ok;
+}
+
 /* after download: values, moments and step counts against the reference */
 static void compare_students(const char *what, const BlStudent *got, const BlStudent *want,
-                             float *const *before, const Bounds *b) {
+                             float *const *before, const BlOptConfig *oc, double clip_scale,
+                             const Bounds *b) {
     CHECK(got->n_params == want->n_params, "%s: %d vs %d tensors", what, got->n_params,
           want->n_params);
     Bounds pb = {.maxrel = b->pmaxrel, .nmse = b->pnmse};
     for (int i = 0; i < got->n_params && i < want->n_params; i++) {
         size_t n = want->params[i].n;
-        double mr, nm;
-        bool close = tens_close(got->params[i].p, want->params[i].p, n, &pb, &mr, &nm);
+        double mr = 0.0, nm = 0.0;
+        /* pmaxrel 0 (the bf16 bounds of test_cuda_step): the tensor's nmse only */
+        bool close = b->pmaxrel == 0.0
+                         ? tens_close(got->params[i].p, want->params[i].p, n, &pb, &mr, &nm)
+                         : i < n_allowance &&
+                               params_close(got->params[i].p, want->params[i].p, n,
+                                            &allowance[i], &want->opt[i], oc, clip_scale,
+                                            b->pmaxrel, &mr);
         worst_param = fmax(worst_param, mr);
-        CHECK(close,
-              "%s: tensor %d: max rel %.3g, nmse %.3g", what, i, mr, nm);
+        CHECK(close, "%s: tensor %d: max rel %.3g beyond 1e-4 + what AdamW makes of the gradient "
+              "difference", what, i, mr);
         CHECK(tens_close(got->opt[i].m, want->opt[i].m, n, &pb, &mr, &nm),
               "%s: tensor %d AdamW m: max rel %.3g, nmse %.3g", what, i, mr, nm);
         CHECK(tens_close(got->opt[i].v, want->opt[i].v, n, &pb, &mr, &nm),
@@ -290,6 +365,7 @@ static void run_case(const StepCase *k, const BlBackend *be, const Bounds *bound
         }
         if (!ok) break;
         compare_results(what, &rd, &rr, m->cfg.n_layers, bounds);
+        if (step == 0) reset_allowance(&sref);
         compare_grads(what, &dev, &sref, bounds);
         float **before = snapshot(&sref);
         bl_trainer_update(&ref, &rr);
@@ -299,15 +375,18 @@ static void run_case(const StepCase *k, const BlBackend *be, const Bounds *bound
         CHECK(rd.skipped == k->nan, "%s: skipped %d, expected %d", what, rd.skipped, k->nan);
         ok = ok && bl_device_trainer_download(&dev, &err) == 0;
         CHECK(ok, "%s: download: %s", what, err.msg);
-        if (ok) compare_students(what, &sdev, &sref, before, bounds);
+        double clip = rr.grad_norm > oc.max_grad_norm ? oc.max_grad_norm / rr.grad_norm : 1.0;
+        if (ok) compare_students(what, &sdev, &sref, before, &oc, clip, bounds);
         free_snapshot(before, sref.n_params);
         if (ok && k->rotate && step == 0) { /* freeze, push r = 3 (α/r = 2), fresh moments */
             ok = bl_student_rotate(&sref, 3, 6.0f, 4242, &err) == 0 &&
                  bl_student_rotate(&sdev, 3, 6.0f, 4242, &err) == 0 &&
                  bl_device_trainer_upload(&dev, &err) == 0;
             CHECK(ok, "%s: rotation: %s", what, err.msg);
+            reset_allowance(&sref); /* the tensors are listed anew */
         }
     }
+    free_allowance();
     printf("  %-44s %s: worst rel. diff: losses/norms %.1e, grads %.1e, updated %.1e\n",
            k->name, be->name, worst_scal, worst_grad, worst_param);
     free(tokens);

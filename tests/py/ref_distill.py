@@ -31,9 +31,9 @@ Definitions (HF semantics)
   before actq; optional post-attention RMSNorm applied to o_proj's output
   before the residual add.  Their weights are trainable.
 * Losses (mask [B,T] of selected positions, default all):
-  sel_tok[b,t] = mask & t < len & t+1 < len  (CE, KL, top-K KL: logits at t
-  predict token t+1); sel_hid[b,t] = mask & t < len (hidden/magnitude, no
-  shift).
+  sel[b,t] = mask & t+1 < len: row t predicts token t+1; token losses (CE,
+  KL, top-K KL) and hidden losses (cos, magnitude) use the same rows
+  (sel_tok = sel_hid = sel).
   CE    = mean_sel −log softmax(s)[tok[t+1]]
   KL    = τ²·mean_sel KL(softmax(t/τ) ‖ softmax(s/τ))
   TopK  = τ²·mean_sel KL over K+1 buckets (teacher top-K ids by teacher
@@ -114,12 +114,44 @@ def round_half_away(v: torch.Tensor) -> torch.Tensor:
     return t + torch.sign(v) * ((v - t).abs() >= 0.5).to(v.dtype)
 
 
+# Rounding near ties, for comparisons that must survive a one-code flip.
+# Another correct float32 implementation computes every quantiser input v in
+# its own summation order, so a v within its float32 error of a rounding
+# boundary (k + ½) may round to the other code there. With TIE_SHIFT = ±δ the
+# quantisers round v + δ·sign(v): every v within δ of a boundary goes away
+# from zero (+δ) or towards it (−δ), values farther from a boundary are
+# unchanged. Running a reference at +δ and at −δ gives the spread of results
+# that such flips can cause (see tie_envelope in the tests that use it).
+TIE_SHIFT = 0.0
+
+
+def _round_q(v: torch.Tensor) -> torch.Tensor:
+    if TIE_SHIFT:
+        v = v + TIE_SHIFT * torch.sign(v)
+    return round_half_away(v)
+
+
+class tie_shift:
+    """with tie_shift(d): the quantisers round near-ties as TIE_SHIFT = d."""
+
+    def __init__(self, d):
+        self.d = d
+
+    def __enter__(self):
+        global TIE_SHIFT
+        self.old, TIE_SHIFT = TIE_SHIFT, self.d
+
+    def __exit__(self, *exc):
+        global TIE_SHIFT
+        TIE_SHIFT = self.old
+
+
 def wq(w: torch.Tensor) -> torch.Tensor:
     """Absmean ternary quantiser (value only, no gradient)."""
     with torch.no_grad():
         mean = w.abs().to(torch.float64).mean()     # double accumulator, like C
         s = 1.0 / torch.clamp(mean.to(w.dtype), min=1e-5)
-        return torch.clamp(round_half_away(w * s), -1.0, 1.0) / s
+        return torch.clamp(_round_q(w * s), -1.0, 1.0) / s
 
 
 def actq_levels(bits: int) -> int:
@@ -140,7 +172,7 @@ def actq(x: torch.Tensor, bits: int) -> torch.Tensor:
     with torch.no_grad():
         m = x.abs().amax(dim=-1, keepdim=True)
         s = Q / torch.clamp(m, min=1e-5)
-        return torch.clamp(round_half_away(x * s), -Q - 1.0, float(Q)) / s
+        return torch.clamp(_round_q(x * s), -Q - 1.0, float(Q)) / s
 
 
 def ste(v: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -639,8 +671,10 @@ def selections(tokens, lens, mask=None):
     t = torch.arange(T)[None, :]
     valid = t < lens[:, None]
     m = valid if mask is None else (torch.as_tensor(np.asarray(mask)).bool() & valid)
-    sel_tok = m & (t + 1 < lens[:, None])
-    return sel_tok, m
+    # the row rule (README, "The student, exactly"): row t predicts token
+    # t + 1, token and hidden-state losses alike
+    sel = m & (t + 1 < lens[:, None])
+    return sel, sel
 
 
 def distill_losses(s_logits, t_logits, s_hid, t_hid, tokens, lens, mask=None, tau=2.0,
