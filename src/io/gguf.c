@@ -308,6 +308,49 @@ static int place_tensor(const BlGguf *g, BlGgufTensor *t, BlError *err) {
     return 0;
 }
 
+static uint64_t align_up(uint64_t x, uint64_t a) { return x + (a - x % a) % a; }
+
+/* The data section as llama.cpp, the gguf package and bitlab's writer lay it
+ * out: tensors in table order, the first at offset 0, each one at the end of
+ * the one before rounded up to the alignment, and the section ending at the
+ * last tensor's end (exactly, or rounded up to the alignment). Anything else
+ * (overlaps, tensors out of order, gaps, unclaimed bytes at the end) means the
+ * table does not describe the data: a tensor dropped from the table, a type or
+ * shape edited without the data, or two tensors sharing bytes. */
+static int check_layout(const BlGguf *g, BlError *err) {
+    size_t data_size = g->size - (size_t)(g->data - (const uint8_t *)g->map);
+    for (uint64_t i = 1; i < g->n_tensors; i++) {
+        const BlGgufTensor *t = &g->tensors[i], *prev = &g->tensors[i - 1];
+        if (t->offset < prev->offset)
+            return bl_fail(err, "tensors out of order: tensor '%s' (#%" PRIu64 ") lies at data offset %" PRIu64
+                           ", before tensor '%s' (#%" PRIu64 ") at %" PRIu64, t->name, i, t->offset, prev->name,
+                           i - 1, prev->offset);
+        if (t->offset < prev->offset + prev->nbytes)
+            return bl_fail(err, "tensor '%s' at data [%" PRIu64 ", +%zu) overlaps tensor '%s' at [%" PRIu64
+                           ", +%zu)", t->name, t->offset, t->nbytes, prev->name, prev->offset, prev->nbytes);
+    }
+    uint64_t end = 0;
+    for (uint64_t i = 0; i < g->n_tensors; i++) {
+        const BlGgufTensor *t = &g->tensors[i];
+        uint64_t want = align_up(end, g->alignment);
+        if (t->offset != want && i == 0)
+            return bl_fail(err, "the first tensor '%s' is at data offset %" PRIu64 ", not 0: the tensor table "
+                           "does not account for %" PRIu64 " bytes", t->name, t->offset, t->offset);
+        if (t->offset != want)
+            return bl_fail(err, "tensor '%s' at data offset %" PRIu64 " leaves %" PRIu64 " unclaimed bytes after "
+                           "tensor '%s' (which ends at %" PRIu64 "; the next aligned offset is %" PRIu64 "): the "
+                           "tensor table does not match the data", t->name, t->offset, t->offset - end,
+                           g->tensors[i - 1].name, end, want);
+        end = t->offset + t->nbytes;
+    }
+    if (data_size > align_up(end, g->alignment))
+        return bl_fail(err, "the tensor table does not account for %" PRIu64 " bytes at the end of the data "
+                       "section (its %" PRIu64 " tensors end at data offset %" PRIu64 ", the section holds %zu "
+                       "bytes; a tensor missing from the table?)", (uint64_t)data_size - end, g->n_tensors, end,
+                       data_size);
+    return 0;
+}
+
 static int read_tensors(Cursor *c, BlGguf *g) {
     g->tensors = bl_calloc((size_t)g->n_tensors, sizeof *g->tensors, c->err);
     if (!g->tensors) return -1;
@@ -324,7 +367,7 @@ static int read_tensors(Cursor *c, BlGguf *g) {
     g->data = c->p + c->pos + (pad > left(c) ? left(c) : (size_t)pad);
     for (uint64_t i = 0; i < g->n_tensors; i++)
         if (place_tensor(g, &g->tensors[i], c->err)) return bl_fail_prefix(c->err, "tensor '%s'", g->tensors[i].name);
-    return 0;
+    return check_layout(g, c->err);
 }
 
 // ----------------------------------------------------------------------------

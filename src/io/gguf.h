@@ -66,8 +66,11 @@ typedef struct BlGguf {
 } BlGguf;
 
 /* Opens and validates the file (magic, version, every kv, tensor infos, that
- * each tensor lies inside the file). Errors name the file and the offending
- * key / tensor / offset. */
+ * each tensor lies inside the file, and that the tensor table describes the
+ * data section exactly: tensors in table order from offset 0, each at the
+ * previous one's end rounded up to the alignment, no overlaps, no unclaimed
+ * bytes beyond the last tensor's alignment padding). Errors name the file and
+ * the offending key / tensor / offset. */
 int bl_gguf_open(BlGguf **out, const char *path, BlError *err);
 void bl_gguf_close(BlGguf *g);
 

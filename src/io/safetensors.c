@@ -110,6 +110,55 @@ static bool has_tensor(const BlSafetensors *st, const char *name) {
     return bl_st_tensor(st, name) != NULL;
 }
 
+typedef struct {
+    uint64_t begin, end;
+    size_t index;
+} Span;
+
+static int cmp_span(const void *a, const void *b) {
+    const Span *x = a, *y = b;
+    if (x->begin != y->begin) return x->begin < y->begin ? -1 : 1;
+    return (x->end > y->end) - (x->end < y->end);
+}
+
+/* As the safetensors library requires: the tensors of a file tile its data
+ * section exactly, without overlaps, holes or unclaimed bytes at the end. */
+static int check_coverage(const BlSafetensors *st, size_t first, const BlStFile *f, size_t data_start,
+                          BlError *err) {
+    size_t n = st->n_tensors - first;
+    Span *v = bl_calloc(n + 1, sizeof *v, err);
+    if (!v) return -1;
+    const uint8_t *base = (const uint8_t *)f->map + data_start;
+    for (size_t i = 0; i < n; i++) {
+        const BlStTensor *t = &st->tensors[first + i];
+        v[i].begin = (uint64_t)((const uint8_t *)t->data - base);
+        v[i].end = v[i].begin + t->nbytes;
+        v[i].index = first + i;
+    }
+    qsort(v, n, sizeof *v, cmp_span);
+    uint64_t end = 0;
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const char *name = st->tensors[v[i].index].name;
+        if (v[i].begin < end)
+            rc = bl_fail(err, "%s: tensor '%s': data_offsets [%llu, %llu] overlap tensor '%s' (ending at %llu)",
+                         f->path, name, (unsigned long long)v[i].begin, (unsigned long long)v[i].end,
+                         st->tensors[v[i - 1].index].name, (unsigned long long)end);
+        else if (v[i].begin > end)
+            rc = bl_fail(err, "%s: tensor '%s': data_offsets start at %llu, leaving bytes [%llu, %llu) of the data "
+                         "section unclaimed by any tensor", f->path, name, (unsigned long long)v[i].begin,
+                         (unsigned long long)end, (unsigned long long)v[i].begin);
+        end = v[i].end;
+    }
+    if (rc == 0 && end != f->size - data_start)
+        rc = bl_fail(err, "%s: the header's tensors end at data offset %llu, the data section holds %llu bytes "
+                     "(%llu bytes unclaimed by any tensor)", f->path, (unsigned long long)end,
+                     (unsigned long long)(f->size - data_start),
+                     (unsigned long long)(f->size - data_start - end));
+    free(v);
+    return rc;
+}
+
 static int parse_header(BlSafetensors *st, int file, const char *json, size_t len,
                         size_t data_start, BlError *err) {
     const BlStFile *f = &st->files[file];
@@ -126,6 +175,7 @@ static int parse_header(BlSafetensors *st, int file, const char *json, size_t le
     }
     st->tensors = grown;
     int rc = 0;
+    size_t first = st->n_tensors;
     const cJSON *e;
     cJSON_ArrayForEach(e, root) {
         if (strcmp(e->string, "__metadata__") == 0) continue;
@@ -145,6 +195,7 @@ static int parse_header(BlSafetensors *st, int file, const char *json, size_t le
         if ((rc = parse_entry(t, e, f, data_start, err)) != 0) break;
     }
     cJSON_Delete(root);
+    if (rc == 0) rc = check_coverage(st, first, f, data_start, err);
     return rc;
 }
 

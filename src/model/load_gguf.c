@@ -4,7 +4,9 @@
  * student. llama.cpp's converter permutes q/k rows of
  * "llama" models for interleaved RoPE (and no other arch), so only those set
  * cfg.rope_interleaved. */
+#include <inttypes.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,6 +95,35 @@ static int parse_student(BlConfig *c, const BlGguf *g, BlError *err) {
     return 0;
 }
 
+/* The sizes everything is allocated from, against the tensors the file
+ * holds: block_count against the blk.N.* names, vocab_size and
+ * embedding_length against token_embd.weight, the token list against
+ * vocab_size. */
+static int check_against_tensors(const BlConfig *c, const Meta *mt, BlError *err) {
+    const BlGguf *g = mt->g;
+    int max_blk = -1;
+    for (uint64_t i = 0; i < g->n_tensors; i++) {
+        int b = bl_block_index(g->tensors[i].name, "blk.");
+        if (b > max_blk) max_blk = b;
+    }
+    char field[96];
+    snprintf(field, sizeof field, "%s.block_count", mt->arch);
+    if (bl_check_block_count(c->n_layers, max_blk, field, "blk.N.*", err) != 0)
+        return bl_fail_prefix(err, "%s", g->path);
+    const BlGgufTensor *e = bl_gguf_tensor(g, "token_embd.weight");
+    if (!e) return bl_fail(err, "%s: missing tensor token_embd.weight", g->path);
+    if (e->n_dims != 2 || e->ne[1] != (uint64_t)c->vocab_size || e->ne[0] != (uint64_t)c->dim)
+        return bl_fail(err, "%s: vocab_size %d and %s.embedding_length %d do not match tensor "
+                       "token_embd.weight (%" PRIu32 "-D, %llu rows of %llu)", g->path, c->vocab_size,
+                       mt->arch, c->dim, e->n_dims, (unsigned long long)e->ne[1],
+                       (unsigned long long)e->ne[0]);
+    const BlGgufKV *toks = bl_gguf_find(g, "tokenizer.ggml.tokens");
+    if (toks && toks->type == BL_GGUF_ARRAY && toks->v.arr.n > (uint64_t)c->vocab_size)
+        return bl_fail(err, "%s: tokenizer.ggml.tokens has %llu tokens, more than vocab_size %d",
+                       g->path, (unsigned long long)toks->v.arr.n, c->vocab_size);
+    return 0;
+}
+
 int bl_config_from_gguf(BlConfig *c, const BlGguf *g, BlError *err) {
     BlGgufStr s;
     char arch[64];
@@ -122,13 +153,24 @@ int bl_config_from_gguf(BlConfig *c, const BlGguf *g, BlError *err) {
                        "supported (head_dim is %d)", g->path, arch, rope_dims, c->head_dim);
     c->rope_interleaved = c->arch == BL_ARCH_LLAMA;
     c->tied_embeddings = bl_gguf_tensor(g, "output.weight") == NULL;
+    if (check_against_tensors(c, &mt, err) != 0) return -1;
     return parse_student(c, g, err);
 }
 
 // ----------------------------------------------------------------------------
 // weights
 
-static int load_slot(const BlGguf *g, const BlWeightSlot *s, BlError *err) {
+/* 1-D tensors (norm weights, biases) are never quantised by llama.cpp's
+ * converter or llama-quantize (it writes them as F32); a float type is
+ * accepted, a block-quantised one is refused. */
+static bool vector_type_ok(uint32_t type) {
+    return type == BL_GGML_F32 || type == BL_GGML_F16 || type == BL_GGML_BF16;
+}
+
+/* Present, the expected shape and type: checked for every weight before the
+ * arena is allocated (bl_model_plan), so s->dst may be NULL. */
+static int check_slot(void *ctx, const BlWeightSlot *s, BlError *err) {
+    const BlGguf *g = ctx;
     const BlGgufTensor *t = bl_gguf_tensor(g, s->name);
     if (!t) return bl_fail(err, "%s: missing tensor %s", g->path, s->name);
     /* ggml lists the contiguous dimension first; compare in row-major order */
@@ -144,6 +186,15 @@ static int load_slot(const BlGguf *g, const BlWeightSlot *s, BlError *err) {
         bl_shape_str(gs, sizeof gs, got, got_dims);
         return bl_fail(err, "%s: tensor %s: expected shape %s, got %s", g->path, s->name, ws, gs);
     }
+    if (!s->cols && !vector_type_ok(t->type))
+        return bl_fail(err, "%s: tensor %s: type %s is not allowed for a 1-D tensor (norm weights "
+                       "and biases must be F32, F16 or BF16; llama.cpp writes them as F32)", g->path,
+                       s->name, bl_ggml_type_name(t->type));
+    return 0;
+}
+
+static int load_slot(const BlGguf *g, const BlWeightSlot *s, BlError *err) {
+    const BlGgufTensor *t = bl_gguf_tensor(g, s->name);
     if (bl_dequantize(t->type, t->data, s->dst, t->n_elements, err) != 0)
         return bl_fail_prefix(err, "%s: tensor %s", g->path, s->name);
     return 0;
@@ -151,8 +202,8 @@ static int load_slot(const BlGguf *g, const BlWeightSlot *s, BlError *err) {
 
 static int load_weights(BlModel *m, const BlGguf *g, BlError *err) {
     BlWeightPlan plan;
-    int rc = bl_model_plan(m, &plan, err);
-    if (rc != 0) bl_fail_prefix(err, "%s", g->path);
+    int rc = bl_model_plan(m, &plan, check_slot, (void *)g, err);
+    if (rc != 0 && err && !strstr(err->msg, g->path)) bl_fail_prefix(err, "%s", g->path);
     for (int i = 0; rc == 0 && i < plan.n; i++) rc = load_slot(g, &plan.slots[i], err);
     bl_weight_plan_free(&plan);
     return rc;

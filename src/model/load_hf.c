@@ -72,25 +72,51 @@ static int json_bool(const cJSON *root, const char *path, const char *field, boo
     return 0;
 }
 
-/* model_type, or failing that the architectures[0] class name. */
+/* model_type and the "architectures" class names: every class listed must
+ * be a supported one and agree with model_type (a GPT2LMHeadModel folder
+ * whose model_type says "llama" is refused, not loaded as Llama). */
 static int config_arch(const cJSON *root, const char *path, BlArch *arch, BlError *err) {
     static const struct { const char *cls, *type; } classes[] = {
         {"LlamaForCausalLM", "llama"}, {"MistralForCausalLM", "mistral"},
         {"Qwen2ForCausalLM", "qwen2"}, {"Phi3ForCausalLM", "phi3"},
     };
+    static const char supported[] = "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, "
+                                    "Phi3ForCausalLM";
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "model_type");
     const char *name = cJSON_IsString(mt) ? mt->valuestring : NULL;
-    const cJSON *archs = cJSON_GetObjectItemCaseSensitive(root, "architectures");
-    const cJSON *cls = cJSON_IsArray(archs) ? cJSON_GetArrayItem(archs, 0) : NULL;
-    if (mt && !name) return bl_fail(err, "%s: field \"model_type\" must be a string", path);
-    for (size_t i = 0; !name && cJSON_IsString(cls) && i < sizeof classes / sizeof classes[0]; i++)
-        if (strcmp(cls->valuestring, classes[i].cls) == 0) name = classes[i].type;
-    if (!name)
-        return bl_fail(err, "%s: required field \"model_type\" is missing (and \"architectures\" "
-                       "names no known class)", path);
-    if (bl_arch_from_name(name, arch) != 0)
+    if (mt && !cJSON_IsNull(mt) && !name)
+        return bl_fail(err, "%s: field \"model_type\" must be a string", path);
+    if (name && bl_arch_from_name(name, arch) != 0)
         return bl_fail(err, "%s: model_type \"%.64s\" is not supported (llama, mistral, qwen2, phi3)",
                        path, name);
+    const cJSON *archs = cJSON_GetObjectItemCaseSensitive(root, "architectures");
+    if (archs && !cJSON_IsNull(archs) && !cJSON_IsArray(archs))
+        return bl_fail(err, "%s: field \"architectures\" must be a list of class names", path);
+    const cJSON *cls;
+    int i = 0;
+    const cJSON *list = cJSON_IsArray(archs) ? archs : NULL;
+    cJSON_ArrayForEach(cls, list) {
+        if (!cJSON_IsString(cls))
+            return bl_fail(err, "%s: architectures[%d] is not a string", path, i);
+        size_t k = 0;
+        while (k < sizeof classes / sizeof classes[0] && strcmp(cls->valuestring, classes[k].cls) != 0) k++;
+        if (k == sizeof classes / sizeof classes[0])
+            return bl_fail(err, "%s: architectures[%d] \"%.64s\" is not supported (supported: %s)", path,
+                           i, cls->valuestring, supported);
+        BlArch a;
+        bl_arch_from_name(classes[k].type, &a);
+        if (name && a != *arch)
+            return bl_fail(err, "%s: architectures[%d] \"%s\" contradicts model_type \"%.64s\"", path, i,
+                           cls->valuestring, name);
+        if (!name) {
+            name = classes[k].type;
+            *arch = a;
+        }
+        i++;
+    }
+    if (!name)
+        return bl_fail(err, "%s: required field \"model_type\" is missing (and \"architectures\" "
+                       "names no class; supported: %s)", path, supported);
     return 0;
 }
 
@@ -149,11 +175,18 @@ static int open_weights(BlSafetensors **st, Folder *f, BlError *err) {
                    f->dir);
 }
 
-static int load_slot(const BlSafetensors *st, const BlWeightSlot *s, const char *where,
-                     BlError *err) {
-    const BlStTensor *t = bl_st_tensor(st, s->hf_name);
-    if (!t) return bl_fail(err, "%s: missing tensor %s", where, s->hf_name);
-    const char *path = bl_st_tensor_path(st, t);
+typedef struct {
+    const BlSafetensors *st;
+    const char *where; /* where a missing tensor was looked for */
+} StCheck;
+
+/* Present with the expected shape: checked for every weight before the arena
+ * is allocated (bl_model_plan), so s->dst may be NULL. */
+static int check_slot(void *ctx, const BlWeightSlot *s, BlError *err) {
+    const StCheck *k = ctx;
+    const BlStTensor *t = bl_st_tensor(k->st, s->hf_name);
+    if (!t) return bl_fail(err, "%s: missing tensor %s", k->where, s->hf_name);
+    const char *path = bl_st_tensor_path(k->st, t);
     unsigned long long want[2] = {(unsigned long long)s->rows, (unsigned long long)s->cols};
     int want_dims = s->cols ? 2 : 1;
     bool ok = t->n_dims == want_dims;
@@ -166,7 +199,28 @@ static int load_slot(const BlSafetensors *st, const BlWeightSlot *s, const char 
         bl_shape_str(gs, sizeof gs, got, t->n_dims);
         return bl_fail(err, "%s: tensor %s: expected shape %s, got %s", path, s->hf_name, ws, gs);
     }
-    return bl_st_to_f32(st, t, s->dst, err);
+    return 0;
+}
+
+int bl_hf_check_sizes(const BlConfig *c, const BlSafetensors *st, const char *config_path,
+                      BlError *err) {
+    int max_layer = -1;
+    for (size_t i = 0; i < st->n_tensors; i++) {
+        int b = bl_block_index(st->tensors[i].name, "model.layers.");
+        if (b > max_layer) max_layer = b;
+    }
+    if (bl_check_block_count(c->n_layers, max_layer, "\"num_hidden_layers\"", "model.layers.N.*",
+                             err) != 0)
+        return bl_fail_prefix(err, "%s", config_path);
+    const BlStTensor *e = bl_st_tensor(st, "model.embed_tokens.weight");
+    if (!e) return bl_fail(err, "%s: missing tensor model.embed_tokens.weight", st->files[0].path);
+    if (e->n_dims != 2 || e->shape[0] != (uint64_t)c->vocab_size || e->shape[1] != (uint64_t)c->dim)
+        return bl_fail(err, "%s: \"vocab_size\" %d and \"hidden_size\" %d do not match tensor "
+                       "model.embed_tokens.weight (%d-D, %llu rows of %llu) in %s", config_path,
+                       c->vocab_size, c->dim, e->n_dims, (unsigned long long)e->shape[0],
+                       e->n_dims > 1 ? (unsigned long long)e->shape[1] : 0ULL,
+                       bl_st_tensor_path(st, e));
+    return 0;
 }
 
 static int load_weights(BlModel *m, Folder *f, BlError *err) {
@@ -176,10 +230,16 @@ static int load_weights(BlModel *m, Folder *f, BlError *err) {
     char where[sizeof f->path];
     snprintf(where, sizeof where, "%s",
              st->n_files == 1 ? st->files[0].path : file_in(f, "model.safetensors.index.json"));
-    BlWeightPlan plan;
-    int rc = bl_model_plan(m, &plan, err);
-    if (rc != 0) bl_fail_prefix(err, "%s", file_in(f, "config.json"));
-    for (int i = 0; rc == 0 && i < plan.n; i++) rc = load_slot(st, &plan.slots[i], where, err);
+    BlWeightPlan plan = {0};
+    StCheck k = {st, where};
+    int rc = bl_hf_check_sizes(&m->cfg, st, file_in(f, "config.json"), err);
+    if (rc == 0 && (rc = bl_model_plan(m, &plan, check_slot, &k, err)) != 0 && err &&
+        !strstr(err->msg, ".safetensors"))
+        bl_fail_prefix(err, "%s", file_in(f, "config.json"));
+    for (int i = 0; rc == 0 && i < plan.n; i++) {
+        const BlStTensor *t = bl_st_tensor(st, plan.slots[i].hf_name);
+        rc = bl_st_to_f32(st, t, plan.slots[i].dst, err);
+    }
     bl_weight_plan_free(&plan);
     bl_st_close(st);
     return rc;
@@ -254,6 +314,10 @@ static int load_tokenizer(BlModel *m, Folder *f, BlError *err) {
     snprintf(tok_json, sizeof tok_json, "%s", file_in(f, "tokenizer.json"));
     const char *tc = file_in(f, "tokenizer_config.json");
     if (bl_tokenizer_from_json(&m->tokenizer, tok_json, exists(tc) ? tc : NULL, err) != 0) return -1;
+    if (bl_tokenizer_vocab_size(m->tokenizer) > m->cfg.vocab_size)
+        return bl_fail(err, "%s: %d token ids, more than config.json's \"vocab_size\" %d (the "
+                       "embedding has no row for the rest)", tok_json,
+                       bl_tokenizer_vocab_size(m->tokenizer), m->cfg.vocab_size);
     bl_model_add_stop_token(m, bl_tokenizer_eos_id(m->tokenizer));
     if (load_generation_config(m, f, err) != 0) return -1;
     bl_model_add_default_stop_tokens(m);

@@ -19,9 +19,23 @@ typedef struct {
     int n;
 } BlWeightPlan;
 
-/* Checks m->cfg (arch flags are set from cfg.arch here), then allocates
- * m->arena and m->layers and lists every weight the architecture needs. */
-int bl_model_plan(BlModel *m, BlWeightPlan *plan, BlError *err);
+/* A loader's check of one weight against its file (present, shape, type),
+ * called with s->dst == NULL before the arena exists. */
+typedef int (*BlSlotCheck)(void *ctx, const BlWeightSlot *s, BlError *err);
+
+/* Checks m->cfg (arch flags are set from cfg.arch here), lists every weight
+ * the architecture needs and, when check is not NULL, checks each against
+ * the file; only then allocates m->arena and points the slots into it. The
+ * caller validates n_layers against the file first (bl_check_block_count):
+ * m->layers and the slot table are sized from it. */
+int bl_model_plan(BlModel *m, BlWeightPlan *plan, BlSlotCheck check, void *ctx, BlError *err);
+
+/* N when name is prefix + decimal N + ".", else -1 ("blk.", "model.layers."). */
+int bl_block_index(const char *name, const char *prefix);
+/* n_layers (the config's `field`) against the highest block index seen among
+ * the file's `what` tensors (-1: none). */
+int bl_check_block_count(int n_layers, int max_index, const char *field, const char *what,
+                         BlError *err);
 void bl_weight_plan_free(BlWeightPlan *plan);
 
 /* Formats "[a, b]" / "[a]" for shape errors. */
@@ -43,6 +57,12 @@ int bl_load_hf(BlModel *m, const char *dir, BlError *err);
  * format, 0 when there is no quantization_config, -1 for any other or a
  * malformed one; bl_load_packed_weights then fills the weights. */
 struct cJSON;
+struct BlSafetensors;
+/* load_hf.c: num_hidden_layers against the model.layers.N.* names, vocab_size
+ * and hidden_size against model.embed_tokens.weight (before anything is sized
+ * from them); errors name config_path. */
+int bl_hf_check_sizes(const BlConfig *c, const struct BlSafetensors *st, const char *config_path,
+                      BlError *err);
 int bl_packed_config(const struct cJSON *root, const char *path, BlConfig *c, BlError *err);
 int bl_load_packed_weights(BlModel *m, const char *dir, BlError *err);
 

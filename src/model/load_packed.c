@@ -213,7 +213,10 @@ int bl_load_packed_weights(BlModel *m, const char *dir, BlError *err) {
     cJSON *pk = read_packing(path, err);
     int rc = pk ? check_packing(pk, path, err) : -1;
     BlWeightPlan plan = {0};
-    if (rc == 0 && (rc = bl_model_plan(m, &plan, err)) != 0)
+    char cfg_path[4096 + 16];
+    snprintf(cfg_path, sizeof cfg_path, "%s/config.json", dir);
+    if (rc == 0) rc = bl_hf_check_sizes(&m->cfg, st, cfg_path, err);
+    if (rc == 0 && (rc = bl_model_plan(m, &plan, NULL, NULL, err)) != 0)
         bl_fail_prefix(err, "%s/config.json", dir);
     const cJSON *tensors = cJSON_GetObjectItemCaseSensitive(pk, "tensors");
     int n_linear = 0;

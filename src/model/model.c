@@ -80,7 +80,7 @@ typedef struct {
 static float *add_slot(Layout *L, const char *name, const char *hf_name, int rows, int cols) {
     float *dst = L->arena ? L->arena + L->used : NULL;
     L->used += (size_t)rows * (size_t)(cols ? cols : 1);
-    if (L->arena) {
+    if (L->plan->slots) {
         BlWeightSlot *s = &L->plan->slots[L->plan->n++];
         snprintf(s->name, sizeof s->name, "%s", name);
         snprintf(s->hf_name, sizeof s->hf_name, "%s", hf_name);
@@ -145,7 +145,7 @@ static void layout(Layout *L, BlModel *m) {
     }
 }
 
-int bl_model_plan(BlModel *m, BlWeightPlan *plan, BlError *err) {
+int bl_model_plan(BlModel *m, BlWeightPlan *plan, BlSlotCheck check, void *ctx, BlError *err) {
     memset(plan, 0, sizeof *plan);
     if (bl_config_check(&m->cfg, err) != 0) return -1;
     m->layers = bl_calloc((size_t)m->cfg.n_layers, sizeof *m->layers, err);
@@ -155,12 +155,43 @@ int bl_model_plan(BlModel *m, BlWeightPlan *plan, BlError *err) {
     layout(&L, m);
     if (L.used > SIZE_MAX / sizeof(float))
         return bl_fail(err, "the model's %zu weights overflow the address space", L.used);
+    plan->slots = bl_calloc(3 + 13 * (size_t)m->cfg.n_layers, sizeof *plan->slots, err);
+    if (!plan->slots) return -1;
+    /* list the slots (dst NULL) and let the loader check each against its
+     * file before the arena, sized from the config, is reserved */
+    L = (Layout){plan, 0, NULL};
+    layout(&L, m);
+    for (int i = 0; check && i < plan->n; i++)
+        if (check(ctx, &plan->slots[i], err) != 0) return -1;
     m->arena_floats = L.used;
     m->arena = bl_malloc(L.used * sizeof(float), err);
-    plan->slots = bl_calloc(3 + 13 * (size_t)m->cfg.n_layers, sizeof *plan->slots, err);
-    if (!m->arena || !plan->slots) return -1;
+    if (!m->arena) return -1;
+    plan->n = 0;
     L = (Layout){plan, 0, m->arena};
     layout(&L, m);
+    return 0;
+}
+
+int bl_block_index(const char *name, const char *prefix) {
+    size_t n = strlen(prefix);
+    if (strncmp(name, prefix, n) != 0) return -1;
+    const char *p = name + n;
+    long long v = 0;
+    if (*p < '0' || *p > '9') return -1;
+    for (; *p >= '0' && *p <= '9'; p++) {
+        v = v * 10 + (*p - '0');
+        if (v > INT_MAX) return -1;
+    }
+    return *p == '.' ? (int)v : -1;
+}
+
+int bl_check_block_count(int n_layers, int max_index, const char *field, const char *what,
+                         BlError *err) {
+    if (max_index < 0)
+        return bl_fail(err, "%s = %d but the file has no %s tensors", field, n_layers, what);
+    if (n_layers != max_index + 1)
+        return bl_fail(err, "%s = %d but the file has %s tensors for blocks 0..%d (%d blocks)", field,
+                       n_layers, what, max_index, max_index + 1);
     return 0;
 }
 

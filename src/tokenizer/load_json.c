@@ -393,22 +393,71 @@ static int parse_post(BlTokenizer *t, const cJSON *o, const char *where, BlError
 /* ---------------------------------------------------------------------------
  * model and added tokens */
 
+/* The id table's size: one past the largest id, which must be below the
+ * number of entries (vocab + added tokens), so that a stray huge id cannot
+ * size the tables (they are allocated from it) beyond what the file holds. */
 static int max_id(const cJSON *vocab, const cJSON *added, int *n, BlError *err)
 {
     int m = -1, id, i = 0;
-    for (const cJSON *c = vocab->child; c; c = c->next) {
+    long long entries = 0;
+    const char *where_max = NULL;
+    char added_where[64] = "";
+    for (const cJSON *c = vocab->child; c; c = c->next, entries++) {
         if (as_int(c, &id) < 0)
             return bl_fail(err, "model.vocab.\"%s\": expected a non-negative integer id", c->string);
-        m = id > m ? id : m;
+        if (id > m) {
+            m = id;
+            where_max = c->string;
+        }
     }
-    for (const cJSON *c = added ? added->child : NULL; c; c = c->next, i++) {
+    for (const cJSON *c = added ? added->child : NULL; c; c = c->next, i++, entries++) {
         char where[64];
         snprintf(where, sizeof where, "added_tokens[%d]", i);
         if (!cJSON_IsObject(c))
             return bl_fail(err, "%s: expected an object", where);
-        if (get_int(c, "id", -1, &id, where, err) < 0)
+        const char *content;
+        if (get_int(c, "id", -1, &id, where, err) < 0 ||
+            get_str(c, "content", NULL, &content, where, err) < 0)
             return -1;
-        m = id > m ? id : m;
+        if (id > m) {
+            m = id;
+            where_max = NULL;
+            snprintf(added_where, sizeof added_where, "%s", where);
+        }
+    }
+    if (m >= entries) {
+        if (where_max)
+            return bl_fail(err, "model.vocab.\"%.64s\": id %d is out of range (the file has %lld vocab "
+                           "and added-token entries; ids must be below that count)", where_max, m, entries);
+        return bl_fail(err, "%s.id: %d is out of range (the file has %lld vocab and added-token entries; "
+                       "ids must be below that count)", added_where, m, entries);
+    }
+    /* a repeated entry (the same token and id twice) must not stretch that
+     * bound: count each id once (plus the added tokens, which repeat vocab
+     * ids in HF files), as in what bl_tokenizer_save_json writes back, so
+     * that a tokenizer that loads also loads once saved (found by
+     * tests/fuzz/fuzz_tokenizer.c) */
+    if (m >= 0) {
+        unsigned char *seen = bl_calloc((size_t)m + 1, 1, err); /* m < entries: bounded by the file */
+        if (!seen)
+            return -1;
+        long long distinct = 0;
+        for (const cJSON *c = vocab->child; c; c = c->next)
+            if (as_int(c, &id) == 0 && !seen[id]) {
+                seen[id] = 1;
+                distinct++;
+            }
+        for (const cJSON *c = added ? added->child : NULL; c; c = c->next) {
+            const cJSON *v = field(c, "id");
+            if (v && as_int(v, &id) == 0 && id <= m && !seen[id]) {
+                seen[id] = 1;
+                distinct++;
+            }
+        }
+        free(seen);
+        if (m >= distinct + i)
+            return bl_fail(err, "model.vocab: id %d is out of range (the file has %lld distinct ids and "
+                           "%d added tokens; ids must be below that count)", m, distinct, i);
     }
     *n = m + 1;
     return 0;

@@ -81,10 +81,16 @@ static int read_header(BlTrace *t, const unsigned char *h, BlError *err) {
 static int read_table(BlTrace *t, size_t declared, BlError *err) {
     size_t need = TRACE_HEADER_BYTES + trace_table_bytes((size_t)t->records);
     if (need > t->bytes) return bl_fail(err, "truncated: the record table ends past the file");
+    size_t hb = t->hidden == BL_TRACE_HIDDEN_F32 ? 4 : t->hidden == BL_TRACE_HIDDEN_F16 ? 2 : 0;
+    /* every record holds at least 2 tokens: the count must fit in the file
+     * before the tables are sized from it */
+    size_t least = trace_record_bytes(2, (size_t)t->K, hb, (size_t)t->n_layers, (size_t)t->dim);
+    if ((size_t)t->records > (t->bytes - need) / least)
+        return bl_fail(err, "header: %d records of at least %zu bytes cannot fit in the %zu bytes after the "
+                       "record table", t->records, least, t->bytes - need);
     if (!(t->len = bl_malloc(sizeof(int) * t->records, err)) ||
         !(t->off = bl_malloc(sizeof(size_t) * t->records, err)))
         return -1;
-    size_t hb = t->hidden == BL_TRACE_HIDDEN_F32 ? 4 : t->hidden == BL_TRACE_HIDDEN_F16 ? 2 : 0;
     long long pos = 0, rows = 0;
     for (int i = 0; i < t->records; i++) {
         uint32_t n;

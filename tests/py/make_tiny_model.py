@@ -285,7 +285,8 @@ def write_hf(folder, cfg, weights, tok, st_dtype="F32", shards=1):
 
 
 def write_gguf(path, name, cfg, weights, tok, gguf_qtype="F32", extra=None):
-    """Writes weights (HF names) as a GGUF; extra: {GGUF name: array} added as is."""
+    """Writes weights (HF names) as a GGUF; extra: {GGUF name: array, or (raw bytes array,
+    GGMLQuantizationType) for pre-quantised data} added as is."""
     import gguf
     arch = cfg["model_type"]
     w = gguf.GGUFWriter(path, arch)
@@ -321,7 +322,10 @@ def write_gguf(path, name, cfg, weights, tok, gguf_qtype="F32", extra=None):
             qt = gguf.GGMLQuantizationType[gguf_qtype]
             w.add_tensor(gguf_name(hf_name), gguf.quants.quantize(t, qt), raw_dtype=qt)
     for gname, a in (extra or {}).items():
-        w.add_tensor(gname, a)
+        if isinstance(a, tuple):
+            w.add_tensor(gname, a[0], raw_dtype=a[1])
+        else:
+            w.add_tensor(gname, a)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

@@ -132,6 +132,17 @@ def cases():
         "element count overflow": (build(infos=with_info(0, tinfo(b"a", [2**32, 2**32, 2**32], T_F32, 0))), "overflow"),
         "zero dimension": (build(infos=with_info(0, tinfo(b"a", [32, 0], T_F32, 0))), r"ne\[1\] is 0"),
         "huge tensor size": (build(infos=with_info(0, tinfo(b"a", [2**62], T_F32, 0))), "too large|past end of file"),
+        # the tensor table must describe the data section exactly (issue 11)
+        "overlapping tensors": (build(infos=with_info(1, tinfo(b"b", [64], T_Q8_0, 224))), "overlaps tensor 'a'"),
+        "tensors out of order": (build(infos=[tinfo(b"b", [64], T_Q8_0, 256), tinfo(b"a", [32, 2], T_F32, 0)]),
+                                 "out of order"),
+        "gap between tensors": (build(infos=with_info(1, tinfo(b"b", [64], T_Q8_0, 288)), data=A_DATA + bytes(32) + B_DATA),
+                                "leaves 32 unclaimed bytes after tensor 'a'"),
+        "first tensor not at 0": (build(infos=[tinfo(b"a", [32, 2], T_F32, 32), tinfo(b"b", [64], T_Q8_0, 288)],
+                                        data=bytes(32) + A_DATA + B_DATA), "first tensor 'a' is at data offset 32"),
+        "n_tensors one short": (build(infos=BASE_INFOS[:1]), "does not account for 68 bytes"),
+        "type edited F32 -> F16": (build(infos=with_info(0, tinfo(b"a", [32, 2], 1, 0))), "leaves 128 unclaimed bytes"),
+        "trailing bytes past the padding": (build(data=A_DATA + B_DATA + bytes(29)), "does not account for 29 bytes"),
     }
     return c
 
@@ -146,6 +157,14 @@ def test_base(tmp):
             check([t.name for t in r.tensors] == ["a", "b"], "base file is valid for the gguf package's reader")
         res = run_dump(path)
         check(res.returncode == 0, f"base file v{version} accepted: exit {res.returncode} {res.stderr.decode()[:200]}")
+    # the last tensor's alignment padding, whole or in part, is allowed (llama.cpp and the
+    # gguf package pad the data section to the alignment; some writers stop at the last byte)
+    for extra in (28, 5):
+        with open(path, "wb") as f:
+            f.write(build(data=A_DATA + B_DATA + bytes(extra)))
+        res = run_dump(path)
+        check(res.returncode == 0, f"base file + {extra} padding bytes accepted: exit {res.returncode} "
+              f"{res.stderr.decode()[:200]}")
 
 
 def test_truncations(tmp):

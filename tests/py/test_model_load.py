@@ -16,6 +16,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import time
 
 import numpy as np
 
@@ -147,6 +148,37 @@ def write_bytes(path, fn):
         f.write(fn(data))
 
 
+def rewrite_gguf_table(src, dst, edit):
+    """Rewrites src's tensor table, data section unchanged: edit(infos) gets and returns a list of
+    [name, ne list, ggml type, offset] (drop, reorder or change entries)."""
+    import gguf
+    r = gguf.GGUFReader(src)
+    with open(src, "rb") as f:
+        data = f.read()
+    start = min(t.field.offset for t in r.tensors)
+    data_start = min(int(t.data_offset) for t in r.tensors)
+    infos, at = [], start
+    for _ in r.tensors:
+        (n,) = struct.unpack_from("<Q", data, at)
+        name = data[at + 8:at + 8 + n]
+        at += 8 + n
+        (nd,) = struct.unpack_from("<I", data, at)
+        ne = list(struct.unpack_from(f"<{nd}Q", data, at + 4))
+        at += 4 + 8 * nd
+        ttype, off = struct.unpack_from("<IQ", data, at)
+        at += 12
+        infos.append([name, ne, ttype, off])
+    infos = edit(infos)
+    head = bytearray(data[:start])
+    struct.pack_into("<Q", head, 8, len(infos))
+    for name, ne, ttype, off in infos:
+        head += struct.pack("<Q", len(name)) + name + struct.pack("<I", len(ne))
+        head += b"".join(struct.pack("<Q", x) for x in ne) + struct.pack("<IQ", ttype, off)
+    head += b"\0" * ((-len(head)) % 32)
+    with open(dst, "wb") as f:
+        f.write(bytes(head) + data[data_start:])
+
+
 def expect_fail(tag, model, tmp, *needles):
     rc, err = run_dump(model, os.path.join(tmp, "x.safetensors"))
     sanitizer = any(m in err for m in SANITIZER_MARKS)
@@ -215,6 +247,12 @@ def test_corrupt(tmp):
     edit_st_header(st, lambda h: h[q_name].update(data_offsets=[4, 4 + 64 * 64 * 4 - 8]))
     expect_fail("data_offsets size mismatch", d, tmp, "model.safetensors", q_name, "data_offsets")
     d, cfg, st = fresh()
+    edit_st_header(st, lambda h: h[q_name].update(data_offsets=[x - 4 for x in h[q_name]["data_offsets"]]))
+    expect_fail("overlapping data_offsets", d, tmp, "model.safetensors", q_name, "overlap")
+    d, cfg, st = fresh()
+    write_bytes(st, lambda b: b + bytes(16))
+    expect_fail("bytes unclaimed by any tensor", d, tmp, "model.safetensors", "16 bytes unclaimed")
+    d, cfg, st = fresh()
     edit_st_header(st, lambda h: h[q_name].update(shape=[2 ** 40, 2 ** 40]))
     expect_fail("shape overflow", d, tmp, "model.safetensors", q_name)
     d, cfg, st = fresh()
@@ -229,6 +267,9 @@ def test_corrupt(tmp):
                 "expected shape [64, 64], got [32, 128]")
     d, cfg, st = fresh()
     edit_st_header(st, lambda h: h.pop("model.layers.1.mlp.down_proj.weight"))
+    expect_fail("tensor dropped from the header", d, tmp, "model.safetensors", "unclaimed")
+    d, cfg, st = fresh()
+    tiny.write_safetensors(st, {k: v for k, v in base.items() if k != "model.layers.1.mlp.down_proj.weight"})
     expect_fail("missing tensor", d, tmp, "model.safetensors", "missing tensor",
                 "model.layers.1.mlp.down_proj.weight")
     d, cfg, st = fresh()
@@ -268,6 +309,60 @@ def test_corrupt(tmp):
     write_bytes(p, lambda b: b[:len(b) - 1000])
     expect_fail("gguf truncated", p, tmp, "trunc.gguf")
     expect_fail("no such path", os.path.join(tmp, "nope"), tmp, "nope")
+
+    # issue 11: a tensor table that does not describe the data, wrong tensor types, sizes
+    # from the header that the tensors contradict, unsupported architectures
+    p = os.path.join(tmp, "short.gguf")
+    rewrite_gguf_table(base.gguf_path, p, lambda t: [i for i in t if i[0] != b"output.weight"])
+    expect_fail("gguf n_tensors one short (output.weight dropped)", p, tmp, "short.gguf",
+                "the tensor table does not")
+    p = os.path.join(tmp, "overlap.gguf")
+    rewrite_gguf_table(base.gguf_path, p, lambda t: [i if k != 3 else i[:3] + [t[2][3]] for k, i in enumerate(t)])
+    expect_fail("gguf overlapping tensors", p, tmp, "overlap.gguf", "overlaps tensor")
+    p = os.path.join(tmp, "order.gguf")
+    rewrite_gguf_table(base.gguf_path, p, lambda t: [t[1], t[0]] + t[2:])
+    expect_fail("gguf tensors out of order", p, tmp, "order.gguf", "out of order")
+    p = os.path.join(tmp, "normf16.gguf")
+    rewrite_gguf_table(base.gguf_path, p,
+                       lambda t: [i[:2] + [1, i[3]] if i[0] == b"blk.0.ffn_norm.weight" else i for i in t])
+    expect_fail("gguf norm type edited F32 -> F16", p, tmp, "normf16.gguf", "the tensor table does not")
+    import gguf
+    norm = "model.layers.0.post_attention_layernorm.weight"
+    q8 = gguf.quants.quantize(base[norm], gguf.GGMLQuantizationType.Q8_0)
+    p = os.path.join(tmp, "normq8.gguf")
+    tiny.write_gguf(p, "x", base.config, {k: v for k, v in base.items() if k != norm}, tok,
+                    extra={"blk.0.ffn_norm.weight": (q8, gguf.GGMLQuantizationType.Q8_0)})
+    expect_fail("gguf Q8_0 norm", p, tmp, "normq8.gguf", "blk.0.ffn_norm.weight", "type Q8_0",
+                "must be F32, F16 or BF16")
+    p = os.path.join(tmp, "normf16ok.gguf")
+    tiny.write_gguf(p, "x", base.config, {k: v for k, v in base.items() if k != norm}, tok,
+                    extra={"blk.0.ffn_norm.weight": base[norm].astype(np.float16)})
+    got, _ = load(p, tmp)
+    check(got is not None, "a consistently written F16 norm is accepted")
+    for field, value, needles in (("num_hidden_layers", 10 ** 6, ("llama.block_count = 1000000", "blocks 0..1")),
+                                  ("vocab_size", 10 ** 9, ("vocab_size 1000000000", "token_embd.weight"))):
+        p = os.path.join(tmp, f"big_{field}.gguf")
+        tiny.write_gguf(p, "x", dict(base.config, **{field: value}), base, tok)
+        t0 = time.time()
+        expect_fail(f"gguf {field} = {value}", p, tmp, f"big_{field}.gguf", *needles)
+        check(time.time() - t0 < 10, f"gguf {field} = {value} refused before allocating ({time.time() - t0:.1f} s)")
+        d, cfg, st = fresh()
+        edit_json(cfg, lambda j: j.update({field: value}))
+        t0 = time.time()
+        expect_fail(f"config {field} = {value}", d, tmp, "config.json", field)
+        check(time.time() - t0 < 10, f"config {field} = {value} refused before allocating ({time.time() - t0:.1f} s)")
+    d, cfg, st = fresh()
+    edit_json(cfg, lambda j: j.update(intermediate_size=10 ** 8))
+    expect_fail("config intermediate_size = 1e8", d, tmp, "model.safetensors", "mlp.gate_proj.weight",
+                "expected shape [100000000, 64]")
+    d, cfg, st = fresh()
+    edit_json(cfg, lambda j: j.update(architectures=["GPT2LMHeadModel"]))
+    expect_fail("config architectures GPT2LMHeadModel", d, tmp, "config.json", "GPT2LMHeadModel",
+                "not supported", "LlamaForCausalLM")
+    d, cfg, st = fresh()
+    edit_json(cfg, lambda j: j.update(architectures=["Qwen2ForCausalLM"]))
+    expect_fail("config architectures contradict model_type", d, tmp, "config.json", "Qwen2ForCausalLM",
+                "contradicts model_type")
 
     # unknown extra tensors (rotary inv_freq buffers) are ignored
     p = os.path.join(tmp, "extra.gguf")

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_tokenizer_parity import tool  # noqa: E402
@@ -54,6 +55,9 @@ CASES = [  # (file text, substring the error must contain)
     (broken(post_processor={"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>"}}]}),
      "post_processor.special_tokens"),
     ("[]", "top level"),
+    # ids beyond the entry count would size the tables (issue 11: 1e8 took 8 s and 4.2 GB)
+    (broken(model__vocab={"a": 0, "b": 1, "ab": 100000000}), 'model.vocab."ab": id 100000000 is out of range'),
+    (broken(added_tokens=[{"id": 99999999, "content": "<x>", "special": True}]), "added_tokens[0].id"),
 ]
 
 
@@ -64,7 +68,11 @@ def main():
             path = os.path.join(tmp, f"broken{i}.json")
             with open(path, "w") as f:
                 f.write(text)
+            t0 = time.time()
             r = subprocess.run([tool(), "--json", path], capture_output=True, text=True)
+            if time.time() - t0 > 5:
+                bad += 1
+                print(f"case {i}: took {time.time() - t0:.1f} s")
             msg = r.stderr.strip()
             if r.returncode != 2 or path not in msg or field not in msg:
                 bad += 1

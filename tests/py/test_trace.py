@@ -297,7 +297,7 @@ case("longer_than_seq", function()
   local tr = bitlab.trainer{student = st, batch = #lists, seq = T, trace = cut, topk = 1, tau = 1.3}
   tr:step(ds:batch(#lists, T))
 end)
-for _, f in ipairs{"corrupt", "truncated", "not_trace", "version", "missing"} do
+for _, f in ipairs{"corrupt", "truncated", "not_trace", "version", "records", "missing"} do
   case(f, function() bitlab.load_trace(dir .. "/" .. f .. ".trace") end)
 end
 """
@@ -493,9 +493,13 @@ def main():
     corrupt[len(good) // 2] ^= 0x40
     version = bytearray(good)
     version[8] = 2
+    # a record count whose table fits in the file but whose records cannot (issue 11:
+    # checked before the tables are sized from it)
+    records = bytearray(good)
+    struct.pack_into("<I", records, 28, (len(good) - 320) // 4 - 8)
     for name, data in (("corrupt", bytes(corrupt)), ("truncated", good[:-100]),
                        ("not_trace", bytes(rng.integers(0, 256, 4000, dtype=np.uint8))),
-                       ("version", bytes(version))):
+                       ("version", bytes(version)), ("records", bytes(records))):
         with open(os.path.join(tmp, name + ".trace"), "wb") as f:
             f.write(data)
     rl = os.path.join(tmp, "refusals.lua")
@@ -521,6 +525,7 @@ def main():
         "truncated": ["truncated"],
         "not_trace": ["not a bitlab teacher trace"],
         "version": ["version 2"],
+        "records": ["records of at least", "cannot fit"],
         "missing": ["cannot open", "missing.trace"],
     }
     for name, words in expect.items():
