@@ -2,13 +2,17 @@
  * checkpoint.h). */
 #include "script/checkpoint.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <cblas.h>
 
 #include "core/bytebuf.h"
 
@@ -19,6 +23,19 @@ static uint64_t fnv1a(const unsigned char *p, size_t n) {
     uint64_t h = 0xcbf29ce484222325ull;
     for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ull;
     return h;
+}
+
+void bl_blas_info(char core[BL_CKPT_CORE_LEN], int *threads) {
+    const char *name = openblas_get_corename();
+    snprintf(core, BL_CKPT_CORE_LEN, "%s", name ? name : "unknown");
+    /* trailing blanks in some OpenBLAS builds */
+    for (size_t n = strlen(core); n > 0 && core[n - 1] == ' '; n--) core[n - 1] = 0;
+    *threads = openblas_get_num_threads();
+}
+
+const char *bl_qk_layout_name(int interleaved) {
+    return interleaved ? "interleaved (llama.cpp GGUF: q/k rows permuted for ggml's RoPE)"
+                       : "rotate-half (Hugging Face)";
 }
 
 // ----------------------------------------------------------------------------
@@ -45,6 +62,15 @@ static void serialise(BlByteBuf *b, const BlStudent *st, const BlTrainer *tr, co
     put_i64(b, c->n_layers);
     put_i64(b, c->dim);
     put_i64(b, c->vocab_size);
+    /* v2: the q/k row layout of the model trained on, and the BLAS that ran it */
+    put_i64(b, c->rope_interleaved ? 1 : 0);
+    char core[BL_CKPT_CORE_LEN];
+    int threads;
+    bl_blas_info(core, &threads);
+    put_i64(b, threads);
+    size_t cl = strlen(core);
+    put_i64(b, (int64_t)cl);
+    bl_bytebuf_put(b, core, cl);
     put_i64(b, (st->cfg.subln ? 1 : 0) | (st->cfg.post_attn_norm ? 2 : 0) | (st->cfg.dense ? 4 : 0));
     put_f32(b, st->cfg.lambda);
     put_i64(b, st->cfg.act_bits);
@@ -111,8 +137,41 @@ static int sync_dir(const char *path) {
     return rc;
 }
 
+/* Removes "<path>.tmp.PID" files left by a writer that was killed: those
+ * whose PID is not a live process (ours is kept: we are about to write it).
+ * Best effort; failures are ignored. */
+static void remove_stale_temps(const char *path) {
+    const char *slash = strrchr(path, '/');
+    char dir[4096];
+    const char *base = slash ? slash + 1 : path;
+    size_t dn = slash ? (size_t)(slash - path) : 0;
+    if (dn >= sizeof dir) return;
+    if (slash) memcpy(dir, path, dn), dir[dn] = 0;
+    else strcpy(dir, ".");
+    if (slash && dn == 0) strcpy(dir, "/");
+    DIR *d = opendir(dir);
+    if (!d) return;
+    size_t bn = strlen(base);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        const char *n = e->d_name;
+        if (strncmp(n, base, bn) != 0 || strncmp(n + bn, ".tmp.", 5) != 0) continue;
+        const char *q = n + bn + 5;
+        char *endp;
+        errno = 0;
+        long pid = strtol(q, &endp, 10);
+        if (*q < '0' || *q > '9' || *endp || errno || pid <= 0 || (pid_t)pid != pid) continue;
+        if (pid == (long)getpid()) continue;
+        if (kill((pid_t)pid, 0) == 0 || errno == EPERM) continue; /* alive (maybe another user's) */
+        char full[4096 + 256];
+        if ((size_t)snprintf(full, sizeof full, "%s/%s", dir, n) < sizeof full) unlink(full);
+    }
+    closedir(d);
+}
+
 int bl_checkpoint_save(const char *path, const BlStudent *st, const BlTrainer *tr,
                        const char *json, BlError *err) {
+    remove_stale_temps(path);
     BlByteBuf b = {0};
     serialise(&b, st, tr, json);
     if (b.failed) {
@@ -190,6 +249,32 @@ static void get_floats(Cur *c, float *dst, size_t n) {
     if (p && dst) memcpy(dst, p, n * sizeof(float));
 }
 
+/* What precedes the student flags: model shape and (v2) q/k layout, BLAS. */
+static void read_prelude(Cur *c, uint32_t version, BlCheckpointInfo *info) {
+    info->version = version;
+    info->n_layers = get_i64(c);
+    info->dim = get_i64(c);
+    info->vocab = get_i64(c);
+    info->qk_interleaved = -1;
+    info->blas_threads = 0;
+    snprintf(info->blas_core, sizeof info->blas_core, "unknown");
+    if (version < 2) return;
+    int64_t layout = get_i64(c);
+    info->qk_interleaved = layout == 1;
+    if (!c->bad && layout != 0 && layout != 1) c->bad = 2;
+    info->blas_threads = get_i64(c);
+    int64_t cl = get_i64(c);
+    if (!c->bad && (cl < 0 || cl >= BL_CKPT_CORE_LEN)) {
+        c->bad = 2;
+        return;
+    }
+    const char *p = take(c, (size_t)(cl > 0 ? cl : 0));
+    if (p) {
+        memcpy(info->blas_core, p, (size_t)cl);
+        info->blas_core[cl] = 0;
+    }
+}
+
 typedef struct {
     int64_t flags, act_bits, steps, skipped, na;
     float lambda;
@@ -197,9 +282,12 @@ typedef struct {
     float alpha[64];
 } Head;
 
-static int read_head(Cur *c, const BlStudent *st, Head *h, const char *path, BlError *err) {
+static int read_head(Cur *c, uint32_t version, const BlStudent *st, Head *h, BlCheckpointInfo *info,
+                     const char *path, BlError *err) {
     const BlConfig *cfg = &st->model->cfg;
-    int64_t L = get_i64(c), D = get_i64(c), V = get_i64(c);
+    read_prelude(c, version, info);
+    int64_t L = info->n_layers, D = info->dim, V = info->vocab;
+    if (c->bad == 2) return bl_fail(err, "%s: bad q/k layout or BLAS record in the checkpoint header (corrupt?)", path);
     if (!c->bad && (L != cfg->n_layers || D != cfg->dim || V != cfg->vocab_size))
         return bl_fail(err, "%s: checkpoint of a model with %lld layers, dim %lld, vocab %lld; "
                             "this model has %d, %d, %d", path, (long long)L, (long long)D,
@@ -308,22 +396,26 @@ static unsigned char *read_file(const char *path, size_t *n, BlError *err) {
 }
 
 /* The whole file, its header verified; *n is the payload size. */
-static unsigned char *read_verified(const char *path, size_t *n, BlError *err) {
+static unsigned char *read_verified(const char *path, size_t *n, uint32_t *version_out, BlError *err) {
     size_t size = 0;
     unsigned char *file = read_file(path, &size, err);
     if (!file) return NULL;
     int rc = 0;
-    uint32_t version = 0;
+    uint32_t version = 0, reserved = 0;
     uint64_t pn = 0, sum = 0;
     if (size < HEADER_BYTES || memcmp(file, MAGIC, 8) != 0) {
         rc = bl_fail(err, "%s: not a bitlab checkpoint (bad magic)", path);
     } else {
         memcpy(&version, file + 8, 4);
+        memcpy(&reserved, file + 12, 4);
         memcpy(&pn, file + 16, 8);
         memcpy(&sum, file + 24, 8);
-        if (version != BL_CKPT_VERSION)
-            rc = bl_fail(err, "%s: checkpoint version %u, this bitlab reads version %u", path,
+        if (version < 1 || version > BL_CKPT_VERSION)
+            rc = bl_fail(err, "%s: checkpoint version %u, this bitlab reads versions 1 to %u", path,
                          version, BL_CKPT_VERSION);
+        else if (reserved != 0)
+            rc = bl_fail(err, "%s: checkpoint header bytes 12..15 (reserved) are %#x, must be 0 "
+                              "(corrupt file?)", path, reserved);
         else if (pn != size - HEADER_BYTES)
             rc = bl_fail(err, "%s: checkpoint payload is %zu bytes, the header says %llu "
                               "(truncated?)", path, size - HEADER_BYTES, (unsigned long long)pn);
@@ -335,18 +427,81 @@ static unsigned char *read_verified(const char *path, size_t *n, BlError *err) {
         return NULL;
     }
     *n = pn;
+    *version_out = version;
     return file;
+}
+
+// ----------------------------------------------------------------------------
+// q/k row layout: a student trained on a Hugging Face folder (rotate-half
+// RoPE) loaded on the llama.cpp GGUF of the same weights (q/k rows permuted
+// for interleaved RoPE), or the other way round. The per-tensor ternary scale
+// and the per-token activation scale do not depend on row order, so permuting
+// the output rows of ΔW (every adapter's B, the dense ΔW) and of their AdamW
+// moments gives the same student on the other layout.
+
+/* Row h·hd + j·hd/2 + i (rotate-half) <-> row h·hd + 2i + j (interleaved). */
+static void permute_rows(float *p, float *tmp, int n_heads, int head_dim, size_t width, int to_interleaved) {
+    int half = head_dim / 2;
+    size_t rows = (size_t)n_heads * head_dim;
+    memcpy(tmp, p, rows * width * sizeof *p);
+    for (int h = 0; h < n_heads; h++)
+        for (int j = 0; j < 2; j++)
+            for (int i = 0; i < half; i++) {
+                size_t halves = (size_t)h * head_dim + (size_t)j * half + i;
+                size_t inter = (size_t)h * head_dim + 2 * (size_t)i + j;
+                size_t dst = to_interleaved ? inter : halves, src = to_interleaved ? halves : inter;
+                memcpy(p + dst * width, tmp + src * width, width * sizeof *p);
+            }
+}
+
+/* Scratch for convert_qk_layout, allocated before the student changes. */
+static float *qk_scratch(const BlStudent *st, const Head *h, BlError *err) {
+    const BlConfig *c = &st->model->cfg;
+    size_t need = 1;
+    for (int l = 0; l < c->n_layers; l++)
+        for (int k = BL_LIN_Q; k <= BL_LIN_K; k++) {
+            if (!bl_student_has(st, l, k)) continue;
+            const BlLinear *w = &st->model->layers[l].lin[k];
+            size_t width = (h->flags & 4) ? (size_t)w->in : 1;
+            for (int a = 0; a < h->na; a++) width = width > (size_t)h->r[a] ? width : (size_t)h->r[a];
+            if ((size_t)w->out * width > need) need = (size_t)w->out * width;
+        }
+    return bl_malloc(need * sizeof(float), err);
+}
+
+static void convert_qk_layout(BlStudent *st, float *tmp, int to_interleaved) {
+    const BlConfig *c = &st->model->cfg;
+    for (int l = 0; l < c->n_layers; l++)
+        for (int k = BL_LIN_Q; k <= BL_LIN_K; k++) {
+            if (!bl_student_has(st, l, k)) continue;
+            int nh = k == BL_LIN_Q ? c->n_heads : c->n_kv_heads;
+            BlLoraStack *s = &bl_student_linear(st, l, k)->lora;
+            for (int a = 0; a < s->n; a++)
+                permute_rows(s->ad[a].B, tmp, nh, c->head_dim, (size_t)s->ad[a].r, to_interleaved);
+            if (s->dense) permute_rows(s->dense, tmp, nh, c->head_dim, (size_t)s->in, to_interleaved);
+            for (int i = 0; i < st->n_params; i++) {
+                if (st->param_layer[i] != l || st->param_kind[i] != k) continue;
+                const float *p = st->params[i].p;
+                int is_b = s->n > 0 && p == s->ad[s->n - 1].B;
+                if (!is_b && p != s->dense) continue; /* A: its rows are the rank, not q/k */
+                size_t width = st->opt[i].n / (size_t)s->out;
+                permute_rows(st->opt[i].m, tmp, nh, c->head_dim, width, to_interleaved);
+                permute_rows(st->opt[i].v, tmp, nh, c->head_dim, width, to_interleaved);
+            }
+        }
 }
 
 int bl_checkpoint_load(const char *path, BlStudent *st, BlTrainer *tr, char **json, BlError *err) {
     size_t n = 0;
-    unsigned char *file = read_verified(path, &n, err);
+    uint32_t version = 0;
+    unsigned char *file = read_verified(path, &n, &version, err);
     if (!file) return -1;
     int rc = 0;
     Head h = {0};
+    BlCheckpointInfo info;
     Cur c = {.p = file + HEADER_BYTES, .n = n};
     /* pass 1: everything is validated before the student changes */
-    if (rc == 0) rc = read_head(&c, st, &h, path, err);
+    if (rc == 0) rc = read_head(&c, version, st, &h, &info, path, err);
     size_t weights_at = c.at;
     if (rc == 0) rc = read_weights(&c, st, &h, 0, path, err);
     size_t opt_at = c.at;
@@ -362,6 +517,11 @@ int bl_checkpoint_load(const char *path, BlStudent *st, BlTrainer *tr, char **js
         rc = skip.bad ? bl_fail(err, "%s: truncated optimizer state", path)
                       : read_json(&skip, NULL, path, err);
     }
+    /* v1 files do not record the layout: assumed to be the model's (as v1 did) */
+    int here = st->model->cfg.rope_interleaved ? 1 : 0;
+    int convert = info.qk_interleaved >= 0 && info.qk_interleaved != here;
+    float *scratch = NULL;
+    if (rc == 0 && convert && !(scratch = qk_scratch(st, &h, err))) rc = -1;
     /* the missing adapters, then the optimizer layout can be checked */
     const BlLoraStack *fs = first_stack(st);
     for (int a = fs ? fs->n : 0; rc == 0 && a < h.na; a++)
@@ -377,6 +537,7 @@ int bl_checkpoint_load(const char *path, BlStudent *st, BlTrainer *tr, char **js
         read_weights(&c, st, &h, 1, path, err);
         read_opt(&c, st, 1, path, err);
         rc = read_json(&c, json, path, err);
+        if (convert) convert_qk_layout(st, scratch, here);
         st->cfg.lambda = h.lambda;
         st->cfg.act_bits = (int)h.act_bits;
         if (tr) {
@@ -384,26 +545,40 @@ int bl_checkpoint_load(const char *path, BlStudent *st, BlTrainer *tr, char **js
             tr->skipped = h.skipped;
         }
     }
+    free(scratch);
     free(file);
     return rc;
 }
 
-int bl_checkpoint_peek(const char *path, BlStudentConfig *cfg, BlError *err) {
+int bl_checkpoint_info(const char *path, BlCheckpointInfo *info, BlError *err) {
     size_t n = 0;
-    unsigned char *file = read_verified(path, &n, err);
+    uint32_t version = 0;
+    memset(info, 0, sizeof *info);
+    unsigned char *file = read_verified(path, &n, &version, err);
     if (!file) return -1;
     Cur c = {.p = file + HEADER_BYTES, .n = n};
-    for (int i = 0; i < 3; i++) get_i64(&c); /* model shape: checked by the load */
+    read_prelude(&c, version, info);
     int64_t flags = get_i64(&c);
-    memset(cfg, 0, sizeof *cfg);
+    BlStudentConfig *cfg = &info->student;
     cfg->subln = flags & 1;
     cfg->post_attn_norm = flags >> 1 & 1;
     cfg->dense = flags >> 2 & 1;
     cfg->lambda = get_f32(&c);
     cfg->act_bits = (int)get_i64(&c);
-    int rc = c.bad ? bl_fail(err, "%s: truncated checkpoint header", path) : 0;
+    info->steps = get_i64(&c);
+    info->skipped = get_i64(&c);
+    int rc = c.bad == 2 ? bl_fail(err, "%s: bad q/k layout or BLAS record in the checkpoint header (corrupt?)", path)
+             : c.bad    ? bl_fail(err, "%s: truncated checkpoint header", path)
+                        : 0;
     free(file);
     return rc;
+}
+
+int bl_checkpoint_peek(const char *path, BlStudentConfig *cfg, BlError *err) {
+    BlCheckpointInfo info;
+    if (bl_checkpoint_info(path, &info, err) != 0) return -1;
+    *cfg = info.student;
+    return 0;
 }
 
 int bl_student_from_checkpoint(BlStudent *st, const BlModel *m, const char *path, char **json,

@@ -5,14 +5,27 @@
  * knob values, RNG state, data position).
  *
  * Layout (little-endian host order, this build's float format):
- *   header  "BLCKPT\0\0" | u32 version | u32 0 | u64 payload bytes | u64 FNV-1a of payload
- *   payload model shape, student flags, trainer counters, per linear its
- *           adapters (r, α, A, B), dense, SubLN; post-norm; per parameter
- *           its AdamW (n, t, m, v); the JSON text.
+ *   header  "BLCKPT\0\0" | u32 version | u32 0 (reserved, checked) | u64 payload bytes
+ *           | u64 FNV-1a of payload
+ *   payload model shape (layers, dim, vocab); since version 2 the q/k row
+ *           layout (0 rotate-half as in Hugging Face folders, 1 interleaved
+ *           as in llama.cpp's llama GGUFs) and the BLAS that produced the run
+ *           (thread count, core name length + name); student flags, trainer
+ *           counters, per linear its adapters (r, α, A, B), dense, SubLN;
+ *           post-norm; per parameter its AdamW (n, t, m, v); the JSON text.
+ *
+ * A checkpoint loaded on a model of the other q/k layout (trained on a HF
+ * folder, resumed on its GGUF, or the reverse) is converted: the output rows
+ * of ΔW on q and k (every adapter's B, the dense ΔW) and of their AdamW
+ * moments are permuted, which gives the same student (the quantisers'
+ * scales do not depend on row order). Version 1 files carry no layout and
+ * are taken to match the model, as before.
  *
  * Saving is atomic: a temporary file in the same directory is written,
  * fsync'd and renamed over the target, then the directory is fsync'd, so a
- * crash or a failing script never leaves a torn checkpoint behind.
+ * crash or a failing script never leaves a torn checkpoint behind. Temporary
+ * files "<path>.tmp.PID" of a writer that was killed (PID not alive) are
+ * removed by the next save to the same path.
  *
  * Loading reads and verifies the whole file (magic, version, size, checksum,
  * model shape, student flags) before it touches the student; the student
@@ -25,7 +38,29 @@
 #include "train/step.h"
 #include "train/student.h"
 
-#define BL_CKPT_VERSION 1u
+#define BL_CKPT_VERSION 2u
+#define BL_CKPT_CORE_LEN 64
+
+/* What the header of a checkpoint records (bl_checkpoint_info). */
+typedef struct {
+    uint32_t version;
+    int64_t n_layers, dim, vocab;
+    int qk_interleaved;            /* 1 llama.cpp GGUF order, 0 rotate-half, -1 unknown (v1) */
+    int64_t blas_threads;          /* 0 when unknown (v1) */
+    char blas_core[BL_CKPT_CORE_LEN]; /* openblas_get_corename() of the run, "unknown" for v1 */
+    BlStudentConfig student;
+    int64_t steps, skipped;
+} BlCheckpointInfo;
+
+/* The BLAS of this process: OpenBLAS's core name (the kernels it chose, or
+ * OPENBLAS_CORETYPE's) and its thread count. Step results are deterministic
+ * for one setting and differ (in the last bits) between settings. */
+void bl_blas_info(char core[BL_CKPT_CORE_LEN], int *threads);
+/* "interleaved (llama.cpp GGUF ...)" / "rotate-half (Hugging Face)". */
+const char *bl_qk_layout_name(int interleaved);
+
+/* The header fields (the whole file is verified first). */
+int bl_checkpoint_info(const char *path, BlCheckpointInfo *info, BlError *err);
 
 /* tr may be NULL (counters saved as 0); json may be NULL (saved empty). */
 int bl_checkpoint_save(const char *path, const BlStudent *st, const BlTrainer *tr,

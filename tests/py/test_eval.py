@@ -117,8 +117,13 @@ def parse_checkpoint(path, ref):
         off += 4 * n
         return a
 
-    L, D, V, flags = i64(), i64(), i64(), i64()
+    (version,) = struct.unpack_from("<I", data, 8)
+    L, D, V = i64(), i64(), i64()
     assert (L, D, V) == (ref.n_layers, ref.dim, ref.vocab)
+    if version >= 2:  # q/k row layout, BLAS threads, BLAS core name
+        _interleaved, _threads, core_len = i64(), i64(), i64()
+        off += core_len
+    flags = i64()
     lam = float(f32s(1)[0])
     act_bits, _steps, _skipped, na = i64(), i64(), i64(), i64()
     ranks = []
