@@ -91,9 +91,34 @@ local function progress(step, steps, r)
   io.stdout:flush()
 end
 
+-- o[name] must be nil or an integer >= lo (error level 3: the caller of bitlab.train)
+local function check_count(o, name, lo)
+  local v = o[name]
+  if v == nil then return end
+  if math.type(v) == "float" and v == math.floor(v) and v >= math.mininteger and v < math.maxinteger then
+    v = math.tointeger(v)
+  end
+  if math.type(v) ~= "integer" or v < lo then
+    error(string.format("bitlab.train: option '%s' must be an integer >= %d, got %s", name, lo, tostring(o[name])), 3)
+  end
+end
+
 return function(o)
+  if type(o) ~= "table" then
+    error("bad argument #1 to 'train' (table of options expected, got " .. type(o) .. ")", 2)
+  end
   local model, data, steps = o.model, o.data, o.steps
   assert(model and data and steps, "bitlab.train: model, data and steps are required")
+  for _, k in ipairs{"steps", "batch", "seq", "micro_batch", "rotate_every", "checkpoint_every",
+                     "generate_every", "progress_every", "max_tokens", "topk_k"} do
+    check_count(o, k, k == "topk_k" and 0 or 1)
+  end
+  for _, k in ipairs{"lr", "lambda", "act_bits"} do -- a number, a schedule (function) or a knob
+    local t = type(o[k])
+    if o[k] ~= nil and t ~= "number" and t ~= "function" and not (t == "userdata" and o[k].value) then
+      error(string.format("bitlab.train: option '%s' must be a number, a schedule or a knob, got %s", k, t), 2)
+    end
+  end
   local B = o.batch or 1
   local T = o.seq or data:max_len()
   local adapter = o.adapter

@@ -11,6 +11,7 @@
 
 #include <lualib.h>
 
+#include "script/checkpoint.h"
 #include "script/internal.h"
 
 static const char RT_KEY = 'r'; /* registry key: its address */
@@ -38,8 +39,7 @@ static int l_random(lua_State *L) {
     if (lua_isnoneornil(L, 1)) {
         lua_pushnumber(L, (double)(r >> 11) * 0x1.0p-53);
     } else {
-        lua_Integer n = luaL_checkinteger(L, 1);
-        luaL_argcheck(L, n >= 1, 1, "must be >= 1");
+        lua_Integer n = bl_check_int(L, 1, 1, LUA_MAXINTEGER);
         lua_pushinteger(L, (lua_Integer)(r % (uint64_t)n) + 1);
     }
     return 1;
@@ -222,6 +222,15 @@ int bl_runtime_create(BlRuntime **out, const BlRuntimeConfig *cfg, BlError *err)
         bl_runtime_free(rt);
         return -1;
     }
+    { /* the stream's first record: what produced the run (step results depend on the BLAS) */
+        char core[BL_CKPT_CORE_LEN];
+        int threads;
+        bl_blas_info(core, &threads);
+        cJSON *f = cJSON_CreateObject();
+        cJSON_AddStringToObject(f, "blas_core", core);
+        cJSON_AddNumberToObject(f, "blas_threads", threads);
+        bl_metrics_event(rt, "run", f);
+    }
     if (cfg->dash) { /* the header's identity line before the script says more */
         const char *slash = strrchr(cfg->script, '/');
         dash_set_info(cfg->dash, &(DashInfo){.experiment = slash ? slash + 1 : cfg->script, .backend = "cpu"});
@@ -261,16 +270,28 @@ static int msghandler(lua_State *L) {
     return 1;
 }
 
+/* Instructions between two looks at the Ctrl-C count while nothing is
+ * pending: the watch hook every thread inherits (coroutines included). */
+#define WATCH_COUNT 1000
+
+/* Raises "interrupted!" once two Ctrl-Cs came. It stays armed, now at every
+ * instruction of this thread, until the script ends: a pcall (or
+ * coroutine.resume) that swallows the error runs straight into the next
+ * one. Only count events re-arm it, so the C message handler and the
+ * traceback it writes run undisturbed. */
 static void stop_hook(lua_State *L, lua_Debug *ar) {
     (void)ar;
-    lua_sethook(L, NULL, 0, 0);
+    BlRuntime *rt = bl_rt(L);
+    if (!rt || rt->sigints < 2) return;
+    lua_sethook(L, stop_hook, LUA_MASKCOUNT, 1);
     luaL_error(L, INTERRUPTED);
 }
 
 void bl_runtime_interrupt(BlRuntime *rt) {
     /* the first Ctrl-C is a request honoured at the next step boundary; a
      * second one stops whatever Lua code runs (lua.c's trick: setting a hook
-     * is safe from a signal handler) */
+     * is safe from a signal handler; other threads see the count through
+     * the watch hook within WATCH_COUNT instructions) */
     if (++rt->sigints >= 2)
         lua_sethook(rt->L, stop_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
 }
@@ -280,8 +301,10 @@ int bl_runtime_run(BlRuntime *rt, bool *interrupted, BlError *err) {
     *interrupted = false;
     lua_pushcfunction(L, msghandler);
     int base = lua_gettop(L);
+    lua_sethook(L, stop_hook, LUA_MASKCOUNT, WATCH_COUNT); /* coroutines made from here inherit it */
     int rc = luaL_loadfilex(L, rt->cfg.script, "t"); /* text only: no binary chunks */
     if (rc == LUA_OK) rc = lua_pcall(L, 0, 0, base);
+    lua_sethook(L, NULL, 0, 0); /* the script is over: what runs later (finalizers) runs in peace */
     if (rc == LUA_OK) {
         lua_settop(L, base - 1);
         *interrupted = rt->sigints > 0;

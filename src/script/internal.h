@@ -54,8 +54,10 @@ BlRuntime *bl_rt(lua_State *L);
 int bl_lua_fail(lua_State *L, const BlError *err);
 
 /* Lua value at idx → cJSON (tables with keys 1..n become arrays, other
- * tables objects with sorted keys; functions/userdata are an error). */
-cJSON *bl_lua_to_json(lua_State *L, int idx, BlError *err);
+ * tables objects with sorted keys; functions/userdata are an error).
+ * NaN / ±inf: an error with finite_only (state that must come back as it
+ * went, e.g. a checkpoint's), else null (a metrics record's NaN loss). */
+cJSON *bl_lua_to_json(lua_State *L, int idx, bool finite_only, BlError *err);
 /* Pushes a cJSON value as Lua. */
 void bl_json_push(lua_State *L, const cJSON *j);
 
@@ -91,6 +93,14 @@ void bl_lua_push_ids(lua_State *L, const int *ids, int n);
  * as given. opts may be 0 (none). */
 int *bl_lua_prompt(lua_State *L, const BlModel *m, int idx, int opts, int *n);
 
+/* The most messages a prompt or a conversation may have. */
+#define BL_MAX_MESSAGES 64
+
+/* generate's max_tokens option (1..the context, default 128) and the check
+ * that prompt + answer fit the context, as `bitlab generate` refuses. */
+int bl_lua_max_tokens(lua_State *L, const BlModel *m, int opts);
+void bl_lua_check_context(lua_State *L, const BlModel *m, int n_prompt, int max_new);
+
 BlModel *bl_lua_check_model(lua_State *L, int idx);
 BlDataset *bl_lua_check_dataset(lua_State *L, int idx);
 /* A teacher trace at idx: a Trace userdata, or a path opened as one; pushes
@@ -101,10 +111,37 @@ struct BlStudent *bl_lua_check_student(lua_State *L, int idx);
 /* The arrays of the Batch userdata at idx. */
 void bl_lua_batch(lua_State *L, int idx, int *B, int *T, int **tokens, int **lens, uint8_t **mask);
 
-/* Reads an optional field of the table at idx. */
+/* Argument helpers (lua_aux.c). Every number is checked as a lua_Number /
+ * lua_Integer, before any narrowing cast; errors name the field ("option
+ * 'rank' must be an integer in 1..64, got 1000000000000") or the argument
+ * ("bad argument #2 to 'batch' (...)"), with the caller's file:line. */
+#define BL_NUM_BUF 32
+/* v as "%.9g" (lua_pushfstring knows no %g). */
+const char *bl_fmt_num(char buf[BL_NUM_BUF], lua_Number v);
+/* An optional options table at arg: its absolute index, 0 when none or nil
+ * (the bl_opt_* readers then return their defaults), else an argument error. */
+int bl_opt_table(lua_State *L, int arg);
+/* Optional fields of the table at idx (idx 0 or a non-table: the default).
+ * bl_opt_num: finite and in [lo, hi]; bl_opt_int: an integer in lo..hi. */
 lua_Number bl_opt_number(lua_State *L, int idx, const char *name, lua_Number dflt);
+lua_Number bl_opt_num(lua_State *L, int idx, const char *name, lua_Number dflt, lua_Number lo,
+                      lua_Number hi);
+lua_Integer bl_opt_int(lua_State *L, int idx, const char *name, lua_Integer dflt, lua_Integer lo,
+                       lua_Integer hi);
 lua_Integer bl_opt_integer(lua_State *L, int idx, const char *name, lua_Integer dflt);
 int bl_opt_bool(lua_State *L, int idx, const char *name, int dflt);
+/* Positional arguments: an integer in lo..hi (optional: dflt when none/nil),
+ * a finite number in [lo, hi]. */
+lua_Integer bl_check_int(lua_State *L, int arg, lua_Integer lo, lua_Integer hi);
+lua_Integer bl_optarg_int(lua_State *L, int arg, lua_Integer dflt, lua_Integer lo, lua_Integer hi);
+lua_Number bl_check_num(lua_State *L, int arg, lua_Number lo, lua_Number hi);
+/* Sets __metatable of the metatable at -1 (after its methods are set) to
+ * a stand-in {__name, __index = methods, methods}: scripts can list the
+ * methods (the API torture test does) but never reach __gc. */
+void bl_protect_metatable(lua_State *L);
+/* Pushes field `field` of the table at idx, checked to be a tname userdata
+ * (or nil when not required): "option 'model' must be a bitlab.Model". */
+void bl_field_udata(lua_State *L, int idx, const char *field, const char *tname, bool required);
 
 /* Registration of each file's functions into the module table at -1. */
 void bl_open_model(lua_State *L);

@@ -9,6 +9,7 @@
  * still set a knob itself between edits. Values are clamped to [min, max];
  * unknown names and malformed values are reported as events, never errors. */
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +33,7 @@ static double clamp(const BlKnob *k, double v) {
 
 /* Sets a knob, logging a "knob" event when the value changes. */
 static void set_knob(BlRuntime *rt, BlKnob *k, double v, const char *source) {
+    if (isnan(v)) return; /* the callers refuse it; never let one through */
     v = clamp(k, v);
     if (v == k->value) return;
     cJSON *f = cJSON_CreateObject();
@@ -130,7 +132,7 @@ static void poll_control(BlRuntime *rt) {
  * dashboard up it also applies the user's commands and waits while paused. */
 static int l_poll(lua_State *L) {
     BlRuntime *rt = bl_rt(L);
-    rt->step = (long)luaL_checkinteger(L, 1);
+    rt->step = (long)bl_check_int(L, 1, 0, LONG_MAX);
     if (rt->sigints > 0) {
         if (!rt->stop_reported) {
             rt->stop_reported = true;
@@ -153,10 +155,21 @@ static BlKnob *check_knob(lua_State *L, int idx) {
     return &bl_rt(L)->knobs[r->index];
 }
 
-static double opt_field(lua_State *L, const char *name, double dflt) {
-    lua_getfield(L, 1, name);
-    double v = lua_isnil(L, -1) ? dflt : luaL_checknumber(L, -1);
-    lua_pop(L, 1);
+/* A number field of the declaration; NaN is refused (±inf only for min/max). */
+static double opt_field(lua_State *L, const char *knob, const char *name, double dflt, bool inf_ok) {
+    double v = bl_opt_number(L, 1, name, dflt);
+    if (isnan(v) || (!inf_ok && !isfinite(v))) {
+        char got[BL_NUM_BUF];
+        luaL_error(L, "knob %s: option '%s' must be a %snumber, got %s", knob, name,
+                   inf_ok ? "non-NaN " : "finite ", bl_fmt_num(got, v));
+    }
+    return v;
+}
+
+/* A knob's new value from Lua argument arg: a number, not NaN. */
+static double check_value(lua_State *L, int arg) {
+    double v = luaL_checknumber(L, arg);
+    if (isnan(v)) luaL_argerror(L, arg, "a knob value cannot be NaN");
     return v;
 }
 
@@ -165,15 +178,22 @@ static double opt_field(lua_State *L, const char *name, double dflt) {
 static int l_knob(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     BlRuntime *rt = bl_rt(L);
-    lua_getfield(L, 1, "name");
-    const char *name = luaL_checkstring(L, -1);
+    if (lua_getfield(L, 1, "name") != LUA_TSTRING)
+        return luaL_error(L, "knob: option 'name' must be a string, got %s", luaL_typename(L, -1));
+    const char *name = lua_tostring(L, -1);
     if (!*name || strpbrk(name, "= \t\n#")) return luaL_error(L, "knob name '%s' is not a plain word", name);
     BlKnob *k = find(rt, name);
     if (!k) {
-        double v = opt_field(L, "value", 0.0);
-        double mn = opt_field(L, "min", -HUGE_VAL), mx = opt_field(L, "max", HUGE_VAL);
-        if (!(mn <= mx)) return luaL_error(L, "knob %s: min %g > max %g", name, mn, mx);
-        if (v < mn || v > mx) return luaL_error(L, "knob %s: value %g outside [%g, %g]", name, v, mn, mx);
+        double v = opt_field(L, name, "value", 0.0, false);
+        double mn = opt_field(L, name, "min", -HUGE_VAL, true), mx = opt_field(L, name, "max", HUGE_VAL, true);
+        double st = opt_field(L, name, "step", 0.0, false);
+        char a[BL_NUM_BUF], b[BL_NUM_BUF], c[BL_NUM_BUF]; /* lua_pushfstring knows no %g */
+        if (!(mn <= mx))
+            return luaL_error(L, "knob %s: min %s > max %s", name, bl_fmt_num(a, mn), bl_fmt_num(b, mx));
+        if (v < mn || v > mx)
+            return luaL_error(L, "knob %s: value %s outside [%s, %s]", name, bl_fmt_num(a, v),
+                              bl_fmt_num(b, mn), bl_fmt_num(c, mx));
+        if (st < 0) return luaL_error(L, "knob %s: step %s must be >= 0", name, bl_fmt_num(a, st));
         if (rt->n_knobs == rt->cap_knobs) {
             int cap = rt->cap_knobs ? rt->cap_knobs * 2 : 8;
             BlKnob *kn = realloc(rt->knobs, sizeof *kn * cap);
@@ -184,7 +204,7 @@ static int l_knob(lua_State *L) {
         char *nm = strdup(name);
         if (!nm) return luaL_error(L, "out of memory");
         k = &rt->knobs[rt->n_knobs++];
-        *k = (BlKnob){.name = nm, .value = v, .min = mn, .max = mx, .step = opt_field(L, "step", 0.0)};
+        *k = (BlKnob){.name = nm, .value = v, .min = mn, .max = mx, .step = st};
         if (rt->cfg.dash) dash_declare_knob(rt->cfg.dash, k->name, k->value, k->min, k->max, k->step);
     }
     KnobRef *r = lua_newuserdatauv(L, sizeof *r, 0);
@@ -211,7 +231,7 @@ static int knob_newindex(lua_State *L) {
     BlKnob *k = check_knob(L, 1);
     if (strcmp(luaL_checkstring(L, 2), "value") != 0)
         return luaL_error(L, "knob %s: only .value can be set", k->name);
-    set_knob(bl_rt(L), k, luaL_checknumber(L, 3), "script");
+    set_knob(bl_rt(L), k, check_value(L, 3), "script");
     return 0;
 }
 
@@ -221,7 +241,7 @@ static int knob_get(lua_State *L) {
 }
 
 static int knob_set(lua_State *L) {
-    set_knob(bl_rt(L), check_knob(L, 1), luaL_checknumber(L, 2), "script");
+    set_knob(bl_rt(L), check_knob(L, 1), check_value(L, 2), "script");
     return 0;
 }
 
@@ -248,6 +268,7 @@ void bl_open_knobs(lua_State *L) {
     static const luaL_Reg methods[] = {{"get", knob_get}, {"set", knob_set}, {NULL, NULL}};
     luaL_setfuncs(L, methods, 0);
     lua_setfield(L, -2, "methods");
+    bl_protect_metatable(L);
     lua_pop(L, 1);
     static const luaL_Reg fns[] = {{"knob", l_knob}, {"knobs", l_knobs}, {"poll", l_poll}, {NULL, NULL}};
     luaL_setfuncs(L, fns, 0);

@@ -17,6 +17,8 @@
  * care which mode it is in. Knob commands and quit are handled here in C;
  * the rest call the script's handlers, at a step boundary (bitlab.poll) or,
  * after a script error, from bl_runtime_serve_after_error. */
+#include <float.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -62,7 +64,11 @@ static int l_prompts(lua_State *L) {
         lua_Integer n = luaL_len(L, 1);
         for (lua_Integer i = 1; i <= n; i++) {
             lua_rawgeti(L, 1, i);
-            if (lua_type(L, -1) != LUA_TSTRING) return luaL_error(L, "prompt %d is not a string", (int)i);
+            if (lua_type(L, -1) != LUA_TSTRING) {
+                char msg[64];
+                snprintf(msg, sizeof msg, "prompt %d is not a string", (int)i);
+                return luaL_argerror(L, 1, msg);
+            }
             lua_pop(L, 1);
         }
         for (lua_Integer i = 1; i <= n; i++) {
@@ -97,14 +103,15 @@ static int l_info(lua_State *L) {
     DashInfo in = {.experiment = opt_string(L, 1, "experiment"),
                    .model = opt_string(L, 1, "model"),
                    .backend = opt_string(L, 1, "backend"),
-                   .total_steps = (long)bl_opt_integer(L, 1, "total_steps", 0),
-                   .n_adapters = (int)bl_opt_integer(L, 1, "adapters", 0),
-                   .rank = (int)bl_opt_integer(L, 1, "rank", 0)};
+                   .total_steps = (long)bl_opt_int(L, 1, "total_steps", 0, 0, LONG_MAX),
+                   .n_adapters = (int)bl_opt_int(L, 1, "adapters", 0, 0, INT_MAX),
+                   .rank = (int)bl_opt_int(L, 1, "rank", 0, 0, INT_MAX)};
     if (lua_getfield(L, 1, "mem") == LUA_TTABLE) {
-        in.mem_weights = bl_opt_number(L, -1, "weights", 0);
-        in.mem_adapters = bl_opt_number(L, -1, "adapters", 0);
-        in.mem_optimizer = bl_opt_number(L, -1, "optimizer", 0);
-        in.mem_activations = bl_opt_number(L, -1, "activations", 0);
+        int mem = lua_gettop(L);
+        in.mem_weights = bl_opt_num(L, mem, "weights", 0, 0, DBL_MAX);
+        in.mem_adapters = bl_opt_num(L, mem, "adapters", 0, 0, DBL_MAX);
+        in.mem_optimizer = bl_opt_num(L, mem, "optimizer", 0, 0, DBL_MAX);
+        in.mem_activations = bl_opt_num(L, mem, "activations", 0, 0, DBL_MAX);
     }
     lua_pop(L, 1);
     dash_set_info(rt->cfg.dash, &in);
@@ -146,10 +153,9 @@ static int l_show_generation(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     BlRuntime *rt = bl_rt(L);
     if (!rt->cfg.dash) return 0;
-    lua_Integer index = bl_opt_integer(L, 1, "index", 1);
-    luaL_argcheck(L, index >= 1, 1, "index must be >= 1");
+    lua_Integer index = bl_opt_int(L, 1, "index", 1, 1, INT_MAX);
     const char *prompt = opt_string(L, 1, "prompt");
-    lua_getfield(L, 1, "model");
+    bl_field_udata(L, 1, "model", BL_MT_MODEL, true);
     BlModel *m = bl_lua_check_model(L, -1);
     lua_newtable(L); /* anchors the piece strings */
     int anchor = lua_gettop(L);

@@ -1,6 +1,7 @@
 /* l_data.c - the Dataset and Batch userdata: building datasets from inline
  * chat pairs, texts and JSONL files, shuffling, batching, and the resumable
  * position. A Dataset keeps its Model alive (user value 1). */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,7 +30,7 @@ BlDataset *bl_lua_check_dataset(lua_State *L, int idx) {
 static void add_chat(lua_State *L, BlDataset *d, int idx) {
     idx = lua_absindex(L, idx);
     luaL_checktype(L, idx, LUA_TTABLE);
-    BlChatMessage msgs[64];
+    BlChatMessage msgs[BL_MAX_MESSAGES];
     int n = 0;
     lua_getfield(L, idx, "user");
     int pair = !lua_isnil(L, -1);
@@ -39,19 +40,22 @@ static void add_chat(lua_State *L, BlDataset *d, int idx) {
         for (int r = 0; r < 3; r++) {
             lua_getfield(L, idx, roles[r]);
             if (!lua_isnil(L, -1)) {
-                if (!lua_isstring(L, -1)) luaL_error(L, "chat pair field '%s' must be a string", roles[r]);
+                if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "chat pair field '%s' must be a string", roles[r]);
                 msgs[n++] = (BlChatMessage){roles[r], lua_tostring(L, -1)};
             }
             lua_pop(L, 1); /* the table keeps the string alive */
         }
     } else {
         lua_Integer len = luaL_len(L, idx);
-        if (len <= 0 || len > 64) luaL_error(L, "a conversation needs 1..64 messages");
+        if (len <= 0 || len > BL_MAX_MESSAGES)
+            luaL_error(L, "a conversation needs 1..%d messages", BL_MAX_MESSAGES);
         for (lua_Integer i = 1; i <= len; i++) {
-            lua_rawgeti(L, idx, i);
+            if (lua_rawgeti(L, idx, i) != LUA_TTABLE)
+                luaL_error(L, "message %d is not a {role=, content=} table", (int)i);
             lua_getfield(L, -1, "role");
             lua_getfield(L, -2, "content");
-            if (!lua_isstring(L, -2) || !lua_isstring(L, -1))
+            /* strings only: a number converted here would die with the stack slot */
+            if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
                 luaL_error(L, "message %d needs string role and content", (int)i);
             msgs[n++] = (BlChatMessage){lua_tostring(L, -2), lua_tostring(L, -1)};
             lua_pop(L, 3);
@@ -68,7 +72,10 @@ static void each_field(lua_State *L, BlDataset *d, const char *name,
     if (lua_istable(L, -1)) {
         lua_Integer n = luaL_len(L, -1);
         for (lua_Integer i = 1; i <= n; i++) {
-            lua_rawgeti(L, -1, i);
+            int t = lua_rawgeti(L, -1, i);
+            if (fn != add_chat && t != LUA_TSTRING)
+                luaL_error(L, "dataset option '%s': entry %d must be a string, got %s", name, (int)i,
+                           lua_typename(L, t));
             fn(L, d, lua_gettop(L));
             lua_pop(L, 1);
         }
@@ -92,9 +99,11 @@ static void add_file(lua_State *L, BlDataset *d, int idx) {
  * response_only=true, template=NAME, seed=0} */
 static int l_dataset(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
-    lua_getfield(L, 1, "model");
+    bl_field_udata(L, 1, "model", BL_MT_MODEL, true);
     BlModel *m = bl_lua_check_model(L, -1);
-    lua_getfield(L, 1, "template");
+    int tt = lua_getfield(L, 1, "template");
+    if (tt != LUA_TNIL && tt != LUA_TSTRING)
+        return luaL_error(L, "dataset option 'template' must be a string, got %s", lua_typename(L, tt));
     const char *tpl = lua_tostring(L, -1);
     LDataset *u = lua_newuserdatauv(L, sizeof *u, 1);
     u->live = 0;
@@ -108,10 +117,12 @@ static int l_dataset(lua_State *L) {
     each_field(L, &u->d, "chat", add_chat);
     each_field(L, &u->d, "text", add_text);
     each_field(L, &u->d, "files", add_file);
-    lua_getfield(L, 1, "file");
-    if (!lua_isnil(L, -1)) add_file(L, &u->d, lua_gettop(L));
+    int ft = lua_getfield(L, 1, "file");
+    if (ft != LUA_TNIL && ft != LUA_TSTRING)
+        return luaL_error(L, "dataset option 'file' must be a path, got %s", lua_typename(L, ft));
+    if (ft != LUA_TNIL) add_file(L, &u->d, lua_gettop(L));
     lua_pop(L, 1);
-    lua_Integer seed = bl_opt_integer(L, 1, "seed", 0);
+    lua_Integer seed = bl_opt_integer(L, 1, "seed", 0); /* any integer: its 64 bits seed */
     if (u->d.n > 0 && bl_dataset_shuffle(&u->d, (uint64_t)seed, &err)) return bl_lua_fail(L, &err);
     u->d.seed = (uint64_t)seed;
     return 1;
@@ -155,6 +166,7 @@ static int d_add_chat(lua_State *L) {
 
 static int d_add_text(lua_State *L) {
     BlDataset *d = bl_lua_check_dataset(L, 1);
+    luaL_checktype(L, 2, LUA_TSTRING);
     add_text(L, d, 2);
     restart(L, d);
     return 0;
@@ -165,8 +177,7 @@ static int d_add_tokens(lua_State *L) {
     BlDataset *d = bl_lua_check_dataset(L, 1);
     int n;
     int *ids = bl_lua_check_ids(L, 2, d->model, &n);
-    lua_Integer np = luaL_optinteger(L, 3, 0);
-    if (np < 0 || np >= n) return luaL_argerror(L, 3, "n_prompt must leave a target token");
+    lua_Integer np = bl_optarg_int(L, 3, 0, 0, n - 1); /* must leave a target token */
     uint8_t *tg = lua_newuserdatauv(L, (size_t)n, 0);
     for (int i = 0; i < n; i++) tg[i] = i >= np;
     BlError err = {{0}};
@@ -178,8 +189,8 @@ static int d_add_tokens(lua_State *L) {
 /* ds:example(i) → ids, targets (1-based i, insertion order) */
 static int d_example(lua_State *L) {
     BlDataset *d = bl_lua_check_dataset(L, 1);
-    lua_Integer i = luaL_checkinteger(L, 2);
-    if (i < 1 || i > d->n) return luaL_argerror(L, 2, "no such example");
+    if (d->n == 0) return luaL_argerror(L, 2, "the dataset has no examples");
+    lua_Integer i = bl_check_int(L, 2, 1, d->n);
     int n;
     const uint8_t *tg;
     const int *ids = bl_dataset_example(d, (int)i - 1, &n, &tg);
@@ -209,11 +220,11 @@ static int d_seek(lua_State *L) {
     BlDataset *d = bl_lua_check_dataset(L, 1);
     lua_Integer e, p;
     if (lua_istable(L, 2)) {
-        e = bl_opt_integer(L, 2, "epoch", 0);
-        p = bl_opt_integer(L, 2, "pos", 0);
+        e = bl_opt_int(L, 2, "epoch", 0, 0, LONG_MAX);
+        p = bl_opt_int(L, 2, "pos", 0, 0, LONG_MAX);
     } else {
-        e = luaL_checkinteger(L, 2);
-        p = luaL_checkinteger(L, 3);
+        e = bl_check_int(L, 2, 0, LONG_MAX);
+        p = bl_check_int(L, 3, 0, LONG_MAX);
     }
     BlError err = {{0}};
     if (bl_dataset_seek(d, (long)e, (long)p, &err)) return bl_lua_fail(L, &err);
@@ -223,10 +234,9 @@ static int d_seek(lua_State *L) {
 /* ds:batch(B [, T]) → Batch; T defaults to the longest example */
 static int d_batch(lua_State *L) {
     BlDataset *d = bl_lua_check_dataset(L, 1);
-    lua_Integer B = luaL_checkinteger(L, 2);
-    lua_Integer T = luaL_optinteger(L, 3, bl_dataset_max_len(d));
-    if (B <= 0 || B > 4096) return luaL_argerror(L, 2, "batch size 1..4096");
-    if (T < 2 || T > 1 << 20) return luaL_argerror(L, 3, "sequence length 2..2^20");
+    lua_Integer B = bl_check_int(L, 2, 1, 4096);
+    lua_Integer T = bl_optarg_int(L, 3, bl_dataset_max_len(d), 2, 1 << 20);
+    if (T < 2) return luaL_argerror(L, 3, "the dataset is empty: give the length");
     size_t M = (size_t)B * T;
     LBatch *b = lua_newuserdatauv(L, sizeof *b + M * (sizeof(int) + 1) + (size_t)B * sizeof(int), 0);
     b->B = (int)B;
@@ -279,10 +289,12 @@ void bl_open_dataset(lua_State *L) {
         {NULL, NULL}};
     luaL_setfuncs(L, methods, 0);
     lua_setfield(L, -2, "__index");
+    bl_protect_metatable(L);
     lua_pop(L, 1);
     luaL_newmetatable(L, BL_MT_BATCH);
     static const luaL_Reg bmeta[] = {{"__index", b_index}, {"__tostring", b_tostring}, {NULL, NULL}};
     luaL_setfuncs(L, bmeta, 0);
+    bl_protect_metatable(L);
     lua_pop(L, 1);
     lua_pushcfunction(L, l_dataset);
     lua_setfield(L, -2, "dataset");

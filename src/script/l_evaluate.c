@@ -13,6 +13,7 @@
  *
  * Every Lua argument is checked before anything is allocated, and the C
  * resources are freed before an evaluation failure is raised. */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -69,20 +70,20 @@ static int push_results(lua_State *L, const BlEvalOptions *opt, const BlEvalRepo
 
 static int l_eval(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
-    BlEvalOptions opt = {.max_tokens = (int)bl_opt_integer(L, 1, "max_tokens", BL_EVAL_DEFAULT_MAX_TOKENS),
-                         .seq = (int)bl_opt_integer(L, 1, "seq", BL_EVAL_DEFAULT_SEQ),
-                         .max_examples = (int)bl_opt_integer(L, 1, "max_examples", 0),
+    BlEvalOptions opt = {.max_tokens = (int)bl_opt_int(L, 1, "max_tokens", BL_EVAL_DEFAULT_MAX_TOKENS, 1, 1 << 20),
+                         .seq = (int)bl_opt_int(L, 1, "seq", BL_EVAL_DEFAULT_SEQ, 2, 1 << 20),
+                         .max_examples = (int)bl_opt_int(L, 1, "max_examples", 0, 0, INT_MAX),
                          .checkpoint_path = opt_string(L, "checkpoint")};
-    int act_bits = (int)bl_opt_integer(L, 1, "act_bits", 0);
+    int act_bits = (int)bl_opt_int(L, 1, "act_bits", 0, 0, 16);
     const char *json = opt_string(L, "json");
     if (opt.max_tokens < 1 || opt.seq < 2 || opt.max_examples < 0 ||
         (act_bits && bl_actq_levels(act_bits) < 0))
         return luaL_error(L, "bitlab.eval: max_tokens must be >= 1, seq >= 2, max_examples >= 0, "
                              "act_bits 4, 8 or 16");
 
-    lua_getfield(L, 1, "student");
+    bl_field_udata(L, 1, "student", BL_MT_STUDENT, false);
     BlStudent *live = lua_isnil(L, -1) ? NULL : bl_lua_check_student(L, -1);
-    lua_getfield(L, 1, "model");
+    bl_field_udata(L, 1, "model", BL_MT_MODEL, false);
     const BlModel *m = lua_isnil(L, -1) ? NULL : bl_lua_check_model(L, -1);
     if (live && m && live->model != m) return luaL_error(L, "bitlab.eval: student is of another model");
     if (live && opt.checkpoint_path) return luaL_error(L, "bitlab.eval: give student= or checkpoint=, not both");
@@ -95,7 +96,7 @@ static int l_eval(lua_State *L) {
     if (lua_type(L, -1) == LUA_TSTRING) {
         opt.data_path = lua_tostring(L, -1);
         opt.format = bl_eval_format_of(opt.data_path);
-    } else if (!lua_isnil(L, -1)) {
+    } else if (luaL_testudata(L, -1, BL_MT_DATASET)) {
         given = bl_lua_check_dataset(L, -1);
         opt.format = BL_EVAL_DATASET;
         if (given->model != m) return luaL_error(L, "bitlab.eval: data is a dataset of another model");

@@ -21,14 +21,16 @@
 
 static const char *opt_string(lua_State *L, const char *name, const char *dflt) {
     lua_getfield(L, 1, name);
-    const char *s = lua_isnil(L, -1) ? dflt : luaL_checkstring(L, -1);
+    if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING)
+        luaL_error(L, "bitlab.export: option '%s' must be a string, got %s", name, luaL_typename(L, -1));
+    const char *s = lua_isnil(L, -1) ? dflt : lua_tostring(L, -1);
     lua_pop(L, 1); /* the string stays alive: the option table holds it */
     return s;
 }
 
 static int l_export(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
-    lua_getfield(L, 1, "student");
+    bl_field_udata(L, 1, "student", BL_MT_STUDENT, true);
     BlStudent *st = bl_lua_check_student(L, -1);
     lua_pop(L, 1);
     const char *out = opt_string(L, "out", NULL);
@@ -47,7 +49,8 @@ static int l_export(lua_State *L) {
     lua_getfield(L, 1, "manifest");
     if (!lua_isnil(L, -1)) {
         if (!lua_istable(L, -1)) return luaL_error(L, "bitlab.export: manifest must be a table");
-        if (!(run = bl_lua_to_json(L, -1, &err))) return bl_lua_fail(L, &err);
+        if (!(run = bl_lua_to_json(L, -1, false, &err)))
+            return luaL_error(L, "bitlab.export: option 'manifest': %s", err.msg);
     }
     lua_pop(L, 1);
     req.run = run;

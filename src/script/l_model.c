@@ -24,43 +24,6 @@ BlModel *bl_lua_check_model(lua_State *L, int idx) {
 // ----------------------------------------------------------------------------
 // shared helpers
 
-lua_Number bl_opt_number(lua_State *L, int idx, const char *name, lua_Number dflt) {
-    if (lua_type(L, idx) != LUA_TTABLE) return dflt;
-    lua_getfield(L, idx, name);
-    if (lua_isnil(L, -1)) {
-        lua_pop(L, 1);
-        return dflt;
-    }
-    if (!lua_isnumber(L, -1)) luaL_error(L, "option '%s' must be a number", name);
-    lua_Number v = lua_tonumber(L, -1);
-    lua_pop(L, 1);
-    return v;
-}
-
-lua_Integer bl_opt_integer(lua_State *L, int idx, const char *name, lua_Integer dflt) {
-    if (lua_type(L, idx) != LUA_TTABLE) return dflt;
-    lua_getfield(L, idx, name);
-    if (lua_isnil(L, -1)) {
-        lua_pop(L, 1);
-        return dflt;
-    }
-    int ok = 0;
-    lua_Integer v = lua_tointegerx(L, -1, &ok);
-    if (!ok) luaL_error(L, "option '%s' must be an integer", name);
-    lua_pop(L, 1);
-    return v;
-}
-
-int bl_opt_bool(lua_State *L, int idx, const char *name, int dflt) {
-    if (lua_type(L, idx) != LUA_TTABLE) return dflt;
-    lua_getfield(L, idx, name);
-    int v = lua_isnil(L, -1) ? dflt : lua_toboolean(L, -1);
-    lua_pop(L, 1);
-    return v;
-}
-
-int bl_lua_fail(lua_State *L, const BlError *err) { return luaL_error(L, "%s", err->msg); }
-
 int *bl_lua_check_ids(lua_State *L, int idx, const BlModel *m, int *n) {
     idx = lua_absindex(L, idx);
     luaL_checktype(L, idx, LUA_TTABLE);
@@ -117,13 +80,18 @@ int *bl_lua_prompt(lua_State *L, const BlModel *m, int idx, int opts, int *n) {
         int is_msgs = lua_type(L, -1) == LUA_TTABLE;
         lua_pop(L, 1);
         if (!is_msgs) return bl_lua_check_ids(L, idx, m, n);
-        int nm = (int)luaL_len(L, idx);
+        lua_Integer len = luaL_len(L, idx);
+        if (len < 1 || len > BL_MAX_MESSAGES)
+            luaL_error(L, "a prompt needs 1..%d messages, got %I", BL_MAX_MESSAGES, len);
+        int nm = (int)len;
         BlChatMessage *msgs = lua_newuserdatauv(L, sizeof *msgs * (size_t)nm, 0);
         for (int i = 0; i < nm; i++) { /* strings stay referenced by the table */
-            lua_rawgeti(L, idx, i + 1);
+            if (lua_rawgeti(L, idx, i + 1) != LUA_TTABLE)
+                luaL_error(L, "message %d is not a {role=, content=} table", i + 1);
             lua_getfield(L, -1, "role");
             lua_getfield(L, -2, "content");
-            if (!lua_isstring(L, -2) || !lua_isstring(L, -1))
+            /* strings only: a number converted here would die with the stack slot */
+            if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
                 luaL_error(L, "message %d needs string role and content", i + 1);
             msgs[i] = (BlChatMessage){lua_tostring(L, -2), lua_tostring(L, -1)};
             lua_pop(L, 3);
@@ -148,13 +116,27 @@ int *bl_lua_prompt(lua_State *L, const BlModel *m, int idx, int opts, int *n) {
     int nm = 0;
     const char *system = NULL;
     if (opts && lua_type(L, opts) == LUA_TTABLE) {
-        lua_getfield(L, opts, "system");
+        int t = lua_getfield(L, opts, "system");
+        if (t != LUA_TNIL && t != LUA_TSTRING)
+            luaL_error(L, "option 'system' must be a string, got %s", lua_typename(L, t));
         system = lua_tostring(L, -1); /* stays alive: opts holds it */
         lua_pop(L, 1);
     }
     if (system) msgs[nm++] = (BlChatMessage){"system", system};
     msgs[nm++] = (BlChatMessage){"user", text};
     return render_ids(L, m, msgs, nm, n);
+}
+
+int bl_lua_max_tokens(lua_State *L, const BlModel *m, int opts) {
+    int ctx = m->cfg.max_seq_len > 0 ? m->cfg.max_seq_len : 1 << 20;
+    return (int)bl_opt_int(L, opts, "max_tokens", 128 < ctx ? 128 : ctx, 1, ctx);
+}
+
+void bl_lua_check_context(lua_State *L, const BlModel *m, int n_prompt, int max_new) {
+    /* as `bitlab generate`: the prompt and the answer must fit the context */
+    if (m->cfg.max_seq_len > 0 && (long)n_prompt + max_new > m->cfg.max_seq_len)
+        luaL_error(L, "the prompt (%d tokens) + max_tokens %d exceed the model's context of %d",
+                   n_prompt, max_new, m->cfg.max_seq_len);
 }
 
 // ----------------------------------------------------------------------------
@@ -245,7 +227,7 @@ static int m_decode(lua_State *L) {
 static int m_prompt(lua_State *L) {
     BlModel *m = bl_lua_check_model(L, 1);
     int n;
-    int *ids = bl_lua_prompt(L, m, 2, lua_istable(L, 3) ? 3 : 0, &n);
+    int *ids = bl_lua_prompt(L, m, 2, bl_opt_table(L, 3), &n);
     bl_lua_push_ids(L, ids, n);
     return 1;
 }
@@ -253,11 +235,10 @@ static int m_prompt(lua_State *L) {
 /* model:generate(prompt [, {max_tokens=, chat=, system=}]) → text, ids */
 static int m_generate(lua_State *L) {
     BlModel *m = bl_lua_check_model(L, 1);
-    int opts = lua_istable(L, 3) ? 3 : 0;
-    int max_new = (int)bl_opt_integer(L, opts, "max_tokens", 128);
-    if (max_new <= 0) return luaL_error(L, "max_tokens must be positive");
-    int n;
+    int opts = bl_opt_table(L, 3);
+    int n, max_new = bl_lua_max_tokens(L, m, opts);
     int *prompt = bl_lua_prompt(L, m, 2, opts, &n);
+    bl_lua_check_context(L, m, n, max_new);
     int *out = lua_newuserdatauv(L, sizeof(int) * (size_t)max_new, 0);
     int n_out = 0;
     BlError err = {{0}};
@@ -298,6 +279,7 @@ void bl_open_model(lua_State *L) {
                                        {NULL, NULL}};
     luaL_setfuncs(L, methods, 0);
     lua_setfield(L, -2, "__index");
+    bl_protect_metatable(L);
     lua_pop(L, 1);
     lua_pushcfunction(L, l_load_model);
     lua_setfield(L, -2, "load_model");

@@ -23,17 +23,17 @@ static int l_plan(lua_State *L) {
     const char *config = opt_path(L, "config"), *model = opt_path(L, "model");
     if (!config == !model) return luaL_error(L, "bitlab.plan: give exactly one of config= and model=");
     BlPlanRun run = {
-        .B = (int)bl_opt_integer(L, 1, "batch", 4),
-        .T = (int)bl_opt_integer(L, 1, "seq", 128),
-        .rank = (int)bl_opt_integer(L, 1, "rank", 16),
-        .adapters = (int)bl_opt_integer(L, 1, "adapters", 1),
+        .B = (int)bl_opt_int(L, 1, "batch", 4, 1, 1 << 16),
+        .T = (int)bl_opt_int(L, 1, "seq", 128, 2, 1 << 24),
+        .rank = (int)bl_opt_int(L, 1, "rank", 16, 0, 1 << 16),
+        .adapters = (int)bl_opt_int(L, 1, "adapters", 1, 0, 1 << 16),
         .dense = bl_opt_bool(L, 1, "dense", 0),
         .subln = bl_opt_bool(L, 1, "subln", 0),
         .post_attn_norm = bl_opt_bool(L, 1, "post_attn_norm", 0),
-        .act_bits = (int)bl_opt_integer(L, 1, "act_bits", 8),
-        .topk = (int)bl_opt_integer(L, 1, "topk", 0),
+        .act_bits = (int)bl_opt_int(L, 1, "act_bits", 8, 4, 16),
+        .topk = (int)bl_opt_int(L, 1, "topk", 0, 0, 1 << 20),
     };
-    double mib = bl_opt_number(L, 1, "baseline_mib", -1.0);
+    double mib = bl_opt_num(L, 1, "baseline_mib", -1.0, -1.0, 1e12);
     BlPlan *p = lua_newuserdatauv(L, sizeof *p, 0);             /* large: off the C stack */
     BlPlanSource *src = lua_newuserdatauv(L, sizeof *src, 0);
     BlError err = {{0}};

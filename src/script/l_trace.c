@@ -44,18 +44,19 @@ static BlTraceHidden opt_hidden(lua_State *L, int idx) {
  * model_sha256, data_sha256} */
 static int l_trace(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
-    lua_getfield(L, 1, "model");
+    bl_field_udata(L, 1, "model", BL_MT_MODEL, true);
     BlModel *m = bl_lua_check_model(L, -1);
-    lua_getfield(L, 1, "data");
+    bl_field_udata(L, 1, "data", BL_MT_DATASET, true);
     BlDataset *d = bl_lua_check_dataset(L, -1);
-    lua_getfield(L, 1, "out");
+    if (lua_getfield(L, 1, "out") != LUA_TSTRING && !lua_isnil(L, -1))
+        return luaL_error(L, "trace: option 'out' must be a path, got %s", luaL_typename(L, -1));
     const char *out = lua_tostring(L, -1);
     if (!out) return luaL_error(L, "trace: out= (the trace file's path) is required");
-    lua_Integer K = bl_opt_integer(L, 1, "k", 0);
+    lua_Integer K = bl_opt_int(L, 1, "k", 0, 0, 1 << 20);
     if (K <= 0) return luaL_error(L, "trace: k= (the top-K size, >= 1) is required");
-    BlTraceConfig c = {.K = (int)K, .tau = (float)bl_opt_number(L, 1, "tau", 1.0),
-                       .seq = (int)bl_opt_integer(L, 1, "seq", bl_dataset_max_len(d)),
-                       .batch = (int)bl_opt_integer(L, 1, "batch", 1), .hidden = opt_hidden(L, 1)};
+    BlTraceConfig c = {.K = (int)K, .tau = (float)bl_opt_num(L, 1, "tau", 1.0, 1e-2, 1e2),
+                       .seq = (int)bl_opt_int(L, 1, "seq", bl_dataset_max_len(d), 2, 1 << 20),
+                       .batch = (int)bl_opt_int(L, 1, "batch", 1, 1, 4096), .hidden = opt_hidden(L, 1)};
     BlTraceSummary s;
     BlError err = {{0}};
     if (bl_trace_write(m, d, &c, out, &s, &err)) return bl_lua_fail(L, &err);
@@ -147,6 +148,7 @@ void bl_open_trace(lua_State *L) {
     lua_newtable(L);
     luaL_setfuncs(L, methods, 0);
     lua_setfield(L, -2, "__index");
+    bl_protect_metatable(L);
     lua_pop(L, 1);
     static const luaL_Reg fns[] = {{"trace", l_trace}, {"load_trace", l_load_trace}, {NULL, NULL}};
     luaL_setfuncs(L, fns, 0);

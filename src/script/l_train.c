@@ -7,8 +7,11 @@
  * A Student keeps its Model alive and a Trainer its Student (user value 1)
  * and its Trace (user value 2), so the C structs they point into never
  * dangle. */
+#include <float.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -22,6 +25,18 @@
 #include "train/quant.h"
 #include "train/step.h"
 #include "train/student.h"
+
+/* The hyper-parameter guards: what a Lua option may set. Outside these the
+ * option is refused by name before it reaches the trainer. */
+#define BL_LR_MAX 1.0            /* AdamW moves every weight by about lr per step */
+#define BL_WEIGHT_DECAY_MAX 1.0  /* p *= 1 - lr·wd must not flip the sign */
+#define BL_EPS_MAX 1.0
+#define BL_TAU_MIN 1e-2          /* logits / τ must not overflow */
+#define BL_TAU_MAX 1e2
+#define BL_LOSS_WEIGHT_MAX FLT_MAX /* finite as a float */
+#define BL_CLIP_MAX FLT_MAX       /* 0 disables clipping */
+#define BL_BATCH_MAX 4096
+#define BL_SEQ_MAX (1 << 20)
 
 typedef struct {
     BlStudent s;
@@ -61,10 +76,10 @@ static void set_num(lua_State *L, const char *k, double v) {
  * post_attn_norm=false, dense=false} */
 static int l_student(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
-    lua_getfield(L, 1, "model");
+    bl_field_udata(L, 1, "model", BL_MT_MODEL, true);
     BlModel *m = bl_lua_check_model(L, -1);
-    BlStudentConfig c = {.lambda = (float)bl_opt_number(L, 1, "lambda", 1.0),
-                         .act_bits = (int)bl_opt_integer(L, 1, "act_bits", 8),
+    BlStudentConfig c = {.lambda = (float)bl_opt_num(L, 1, "lambda", 1.0, 0.0, 1.0),
+                         .act_bits = (int)bl_opt_int(L, 1, "act_bits", 8, 4, 16),
                          .subln = bl_opt_bool(L, 1, "subln", 0),
                          .post_attn_norm = bl_opt_bool(L, 1, "post_attn_norm", 0),
                          .dense = bl_opt_bool(L, 1, "dense", 0)};
@@ -92,6 +107,18 @@ static int n_adapters(const BlStudent *s) {
     return 0;
 }
 
+/* The largest LoRA rank: min(in, out) of the smallest adapted matrix. */
+static int max_rank(const BlStudent *s) {
+    int r = INT_MAX;
+    for (size_t i = 0; i < (size_t)s->model->cfg.n_layers * BL_LIN_KINDS; i++) {
+        const BlLoraStack *st = &s->lin[i].lora;
+        if (st->out <= 0) continue;
+        if (st->out < r) r = st->out;
+        if (st->in < r) r = st->in;
+    }
+    return r == INT_MAX ? 1 : r;
+}
+
 static int s_tostring(lua_State *L) {
     LStudent *u = luaL_checkudata(L, 1, BL_MT_STUDENT);
     if (!u->live) lua_pushliteral(L, "bitlab.Student (freed)");
@@ -103,10 +130,11 @@ static int s_tostring(lua_State *L) {
 /* student:add_adapter{rank=16, alpha=32, seed=} / student:rotate{...} */
 static int add_or_rotate(lua_State *L, int rotate) {
     BlStudent *s = check_student(L, 1);
-    int na = n_adapters(s);
-    int r = (int)bl_opt_integer(L, 2, "rank", 16);
-    float alpha = (float)bl_opt_number(L, 2, "alpha", 2.0 * r);
-    lua_Integer seed = bl_opt_integer(L, 2, "seed", 1 + 1000 * (lua_Integer)na);
+    int na = n_adapters(s), rmax = max_rank(s);
+    int opts = bl_opt_table(L, 2);
+    int r = (int)bl_opt_int(L, opts, "rank", 16 < rmax ? 16 : rmax, 1, rmax);
+    float alpha = (float)bl_opt_num(L, opts, "alpha", 2.0 * r, 0.0, 1e6);
+    lua_Integer seed = bl_opt_integer(L, opts, "seed", 1 + 1000 * (lua_Integer)na);
     BlError err = {{0}};
     if ((rotate ? bl_student_rotate : bl_student_add_adapter)(s, r, alpha, (uint64_t)seed, &err))
         return bl_lua_fail(L, &err);
@@ -144,7 +172,7 @@ static int s_lambda(lua_State *L) {
 
 static int s_set_act_bits(lua_State *L) {
     BlStudent *s = check_student(L, 1);
-    lua_Integer b = luaL_checkinteger(L, 2);
+    lua_Integer b = bl_check_int(L, 2, 4, 16);
     if (bl_actq_levels((int)b) < 0) return luaL_argerror(L, 2, "activation bits must be 4, 8 or 16");
     s->cfg.act_bits = (int)b;
     return 0;
@@ -158,11 +186,10 @@ static int s_act_bits(lua_State *L) {
 /* student:generate(prompt [, {max_tokens=, chat=, system=}]) → text, ids */
 static int s_generate(lua_State *L) {
     BlStudent *s = check_student(L, 1);
-    int opts = lua_istable(L, 3) ? 3 : 0;
-    int max_new = (int)bl_opt_integer(L, opts, "max_tokens", 128);
-    if (max_new <= 0) return luaL_error(L, "max_tokens must be positive");
-    int n;
+    int opts = bl_opt_table(L, 3);
+    int n, max_new = bl_lua_max_tokens(L, s->model, opts);
     int *prompt = bl_lua_prompt(L, s->model, 2, opts, &n);
+    bl_lua_check_context(L, s->model, n, max_new);
     int *out = lua_newuserdatauv(L, sizeof(int) * (size_t)max_new, 0);
     int n_out = 0;
     BlError err = {{0}};
@@ -220,7 +247,7 @@ static int l_perplexity(lua_State *L) {
     BlStudent *s = luaL_testudata(L, 1, BL_MT_STUDENT) ? check_student(L, 1) : NULL;
     const BlModel *m = s ? s->model : bl_lua_check_model(L, 1);
     BlDataset *d = bl_lua_check_dataset(L, 2);
-    int lim = (int)luaL_optinteger(L, 3, d->n);
+    int lim = (int)bl_optarg_int(L, 3, d->n, 0, INT_MAX);
     double nll = 0.0;
     long cnt = 0;
     BlError err = {{0}};
@@ -242,7 +269,7 @@ static int l_perplexity(lua_State *L) {
 static int l_agreement(lua_State *L) {
     BlStudent *s = check_student(L, 1);
     BlDataset *d = bl_lua_check_dataset(L, 2);
-    int lim = (int)luaL_optinteger(L, 3, d->n);
+    int lim = (int)bl_optarg_int(L, 3, d->n, 0, INT_MAX);
     long same = 0, rows = 0;
     BlError err = {{0}};
     for (int i = 0; i < d->n && i < lim; i++) {
@@ -283,25 +310,42 @@ static int l_common_prefix(lua_State *L) {
 // ----------------------------------------------------------------------------
 // Trainer
 
+/* The loss weights (finite, >= 0) and τ of the options table at idx. */
 static void read_loss_weights(lua_State *L, int idx, BlLossConfig *lc) {
-    lc->w_ce = (float)bl_opt_number(L, idx, "ce", lc->w_ce);
-    lc->w_kl = (float)bl_opt_number(L, idx, "kl", lc->w_kl);
-    lc->w_topk = (float)bl_opt_number(L, idx, "topk", lc->w_topk);
-    lc->w_cos = (float)bl_opt_number(L, idx, "cos", lc->w_cos);
-    lc->w_mag = (float)bl_opt_number(L, idx, "mag", lc->w_mag);
-    lc->tau = (float)bl_opt_number(L, idx, "tau", lc->tau);
+    lc->w_ce = (float)bl_opt_num(L, idx, "ce", lc->w_ce, 0.0, BL_LOSS_WEIGHT_MAX);
+    lc->w_kl = (float)bl_opt_num(L, idx, "kl", lc->w_kl, 0.0, BL_LOSS_WEIGHT_MAX);
+    lc->w_topk = (float)bl_opt_num(L, idx, "topk", lc->w_topk, 0.0, BL_LOSS_WEIGHT_MAX);
+    lc->w_cos = (float)bl_opt_num(L, idx, "cos", lc->w_cos, 0.0, BL_LOSS_WEIGHT_MAX);
+    lc->w_mag = (float)bl_opt_num(L, idx, "mag", lc->w_mag, 0.0, BL_LOSS_WEIGHT_MAX);
+    lc->tau = (float)bl_opt_num(L, idx, "tau", lc->tau, BL_TAU_MIN, BL_TAU_MAX);
+}
+
+/* A β of the options table at idx: in [0, 1) as the float AdamW uses. */
+static float read_beta(lua_State *L, int idx, const char *name, double dflt) {
+    double b = bl_opt_num(L, idx, name, dflt, 0.0, 1.0);
+    if (!((float)b < 1.0f)) {
+        char got[BL_NUM_BUF];
+        luaL_error(L, "option '%s' must be in [0, 1), got %s", name, bl_fmt_num(got, b));
+    }
+    return (float)b;
+}
+
+static float read_lr(lua_State *L, int idx, double dflt) {
+    return (float)bl_opt_num(L, idx, "lr", dflt, 0.0, BL_LR_MAX);
 }
 
 /* The trace= option (a path or a Trace) checked against the trainer's model
  * and, with data=, its dataset; pushes the Trace userdata (or nil). */
 static BlTrace *opt_trace(lua_State *L, const BlModel *m) {
-    lua_getfield(L, 1, "trace");
-    if (lua_isnil(L, -1)) return NULL;
+    int tt = lua_getfield(L, 1, "trace");
+    if (tt == LUA_TNIL) return NULL;
+    if (tt != LUA_TSTRING && !luaL_testudata(L, -1, BL_MT_TRACE))
+        luaL_error(L, "trainer: option 'trace' must be a path or a bitlab.Trace, got %s", lua_typename(L, tt));
     BlTrace *t = bl_lua_push_trace(L, lua_gettop(L));
     lua_remove(L, -2);
     BlError err = {{0}};
     if (bl_trace_check_model(t, m, &err)) bl_lua_fail(L, &err);
-    lua_getfield(L, 1, "data");
+    bl_field_udata(L, 1, "data", BL_MT_DATASET, false);
     if (!lua_isnil(L, -1) && bl_trace_check_data(t, bl_lua_check_dataset(L, -1), &err))
         bl_lua_fail(L, &err);
     lua_pop(L, 1);
@@ -327,22 +371,25 @@ static void use_trace(lua_State *L, LTrainer *u, BlTrace *t) {
  * dataset it was made from) */
 static int l_trainer(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
-    lua_getfield(L, 1, "student");
+    bl_field_udata(L, 1, "student", BL_MT_STUDENT, true);
     BlStudent *s = check_student(L, -1);
-    int B = (int)bl_opt_integer(L, 1, "batch", 1);
-    int T = (int)bl_opt_integer(L, 1, "seq", 0);
-    if (B <= 0 || T < 2) return luaL_error(L, "trainer: batch >= 1 and seq >= 2 are required");
+    int B = (int)bl_opt_int(L, 1, "batch", 1, 1, BL_BATCH_MAX);
+    lua_getfield(L, 1, "seq");
+    if (lua_isnil(L, -1)) return luaL_error(L, "trainer: option 'seq' (>= 2) is required");
+    lua_pop(L, 1);
+    int T = (int)bl_opt_int(L, 1, "seq", 0, 2, BL_SEQ_MAX);
     BlLossConfig lc = {.w_ce = 1.0f, .tau = 1.0f, .topk = 1};
     read_loss_weights(L, 1, &lc);
     BlTrace *trace = opt_trace(L, s->model); /* pushes the Trace or nil */
     int trace_idx = lua_gettop(L);
-    int K = (int)bl_opt_integer(L, 1, "k", trace ? trace->K : 0);
-    BlOptConfig oc = {.adamw = {.lr = (float)bl_opt_number(L, 1, "lr", 1e-4),
-                                .beta1 = (float)bl_opt_number(L, 1, "beta1", 0.9),
-                                .beta2 = (float)bl_opt_number(L, 1, "beta2", 0.95),
-                                .eps = (float)bl_opt_number(L, 1, "eps", 1e-8),
-                                .weight_decay = (float)bl_opt_number(L, 1, "weight_decay", 0.0)},
-                      .max_grad_norm = (float)bl_opt_number(L, 1, "clip", 1.0)};
+    int K = (int)bl_opt_int(L, 1, "k", trace ? trace->K : 0, 0, BL_TOPK_MAX);
+    BlOptConfig oc = {
+        .adamw = {.lr = read_lr(L, 1, 1e-4),
+                  .beta1 = read_beta(L, 1, "beta1", 0.9),
+                  .beta2 = read_beta(L, 1, "beta2", 0.95),
+                  .eps = (float)bl_opt_num(L, 1, "eps", 1e-8, FLT_MIN, BL_EPS_MAX),
+                  .weight_decay = (float)bl_opt_num(L, 1, "weight_decay", 0.0, 0.0, BL_WEIGHT_DECAY_MAX)},
+        .max_grad_norm = (float)bl_opt_num(L, 1, "clip", 1.0, 0.0, BL_CLIP_MAX)};
     if (lc.w_topk != 0.0f && K <= 0) return luaL_error(L, "trainer: the top-K loss needs k=");
     float w_topk = lc.w_topk;
     if (K > 0) { /* size the top-K buffers even when the weight starts at 0 */
@@ -429,25 +476,30 @@ static int t_step(lua_State *L) {
     bl_lua_batch(L, 2, &B, &T, &tokens, &lens, &mask);
     if (T > tr->T) return luaL_error(L, "batch length %d exceeds the trainer's seq %d", T, tr->T);
     if (B % tr->B) return luaL_error(L, "batch of %d is not a multiple of the trainer's %d", B, tr->B);
+    int opts = bl_opt_table(L, 3);
     BlLossConfig lc = tr->loss;
-    read_loss_weights(L, 3, &lc);
+    read_loss_weights(L, opts, &lc);
     if (lc.w_topk != 0.0f && u->topk_cap == 0)
         return luaL_error(L, "the top-K loss needs a trainer built with k=");
-    if (!(lc.tau > 0.0f)) return luaL_error(L, "tau must be positive");
-    double lr = bl_opt_number(L, 3, "lr", tr->opt.adamw.lr);
-    if (!(lr >= 0.0)) return luaL_error(L, "lr must be >= 0");
+    float lr = read_lr(L, opts, tr->opt.adamw.lr);
+    /* the overrides are this call's only: the trainer's own settings come back after it */
+    BlLossConfig saved_loss = tr->loss;
+    float saved_lr = tr->opt.adamw.lr;
     tr->loss = lc;
-    tr->opt.adamw.lr = (float)lr;
+    tr->opt.adamw.lr = lr;
     BlStepResult r;
     BlError err = {{0}};
     double t0 = now_s();
-    if (bl_distill_step(tr, tokens, lens, mask, B / tr->B, tr->B, T, &r, &err))
-        return bl_lua_fail(L, &err);
+    int rc = bl_distill_step(tr, tokens, lens, mask, B / tr->B, tr->B, T, &r, &err);
+    tr->loss = saved_loss;
+    tr->opt.adamw.lr = saved_lr;
+    if (rc) return bl_lua_fail(L, &err);
     double dt = now_s() - t0;
     long ntok = 0;
     for (int b = 0; b < B; b++) ntok += lens[b];
     if (r.skipped) {
         cJSON *f = cJSON_CreateObject();
+        cJSON_AddNumberToObject(f, "step", (double)tr->steps); /* the trainer's, poll or not */
         cJSON_AddNumberToObject(f, "skipped_total", (double)tr->skipped);
         bl_metrics_event(bl_rt(L), "nonfinite_skip", f);
     }
@@ -466,9 +518,9 @@ static int t_save(lua_State *L) {
     BlRuntime *rt = bl_rt(L);
     BlError err = {{0}};
     cJSON *o = cJSON_CreateObject(), *user = NULL;
-    if (!lua_isnoneornil(L, 3) && !(user = bl_lua_to_json(L, 3, &err))) {
+    if (!lua_isnoneornil(L, 3) && !(user = bl_lua_to_json(L, 3, true, &err))) {
         cJSON_Delete(o);
-        return bl_lua_fail(L, &err);
+        return luaL_argerror(L, 3, err.msg);
     }
     if (user) cJSON_AddItemToObject(o, "user", user);
     cJSON_AddItemToObject(o, "knobs", bl_knobs_json(rt));
@@ -485,6 +537,28 @@ static int t_save(lua_State *L) {
     cJSON_AddStringToObject(f, "path", path);
     bl_metrics_event(rt, "checkpoint", f);
     return 0;
+}
+
+/* The resume event records the BLAS that wrote the checkpoint and the one
+ * running now; a one-line notice when they differ (steps then differ in the
+ * last bits from an uninterrupted run: deterministic per setting) or when
+ * the checkpoint's q/k rows were converted to this model's layout. */
+static void blas_resume_notice(BlRuntime *rt, const char *path, cJSON *f) {
+    BlCheckpointInfo ci;
+    BlError err = {{0}};
+    if (bl_checkpoint_info(path, &ci, &err) != 0) return;
+    char core[BL_CKPT_CORE_LEN];
+    int threads;
+    bl_blas_info(core, &threads);
+    cJSON_AddStringToObject(f, "blas_core", core);
+    cJSON_AddNumberToObject(f, "blas_threads", threads);
+    cJSON_AddStringToObject(f, "checkpoint_blas_core", ci.blas_core);
+    cJSON_AddNumberToObject(f, "checkpoint_blas_threads", (double)ci.blas_threads);
+    if (ci.blas_threads > 0 && (ci.blas_threads != threads || strcmp(ci.blas_core, core) != 0) && !rt->cfg.dash)
+        fprintf(stderr, "bitlab: note: %s was written with BLAS core %s and %lld thread(s), this run uses %s "
+                "and %d: steps are deterministic per setting but will differ slightly from an uninterrupted "
+                "run (set OPENBLAS_CORETYPE / OPENBLAS_NUM_THREADS to match)\n", path, ci.blas_core,
+                (long long)ci.blas_threads, core, threads);
 }
 
 /* trainer:load(path) → state (restores adapters, optimizer, counters, knobs,
@@ -508,6 +582,7 @@ static int t_load(lua_State *L) {
     cJSON_Delete(o);
     cJSON *f = cJSON_CreateObject();
     cJSON_AddStringToObject(f, "path", path);
+    blas_resume_notice(rt, path, f);
     bl_metrics_event(rt, "resume", f);
     return 1;
 }
@@ -544,6 +619,7 @@ static void new_class(lua_State *L, const char *name, const luaL_Reg *meta, cons
     lua_newtable(L);
     luaL_setfuncs(L, methods, 0);
     lua_setfield(L, -2, "__index");
+    bl_protect_metatable(L);
     lua_pop(L, 1);
 }
 

@@ -27,8 +27,10 @@ void bl_metrics_event(BlRuntime *rt, const char *name, cJSON *fields) {
     cJSON *f;
     while (fields && (f = fields->child)) { /* move the fields over */
         cJSON_DetachItemViaPointer(fields, f);
-        if (cJSON_HasObjectItem(o, f->string)) cJSON_ReplaceItemInObject(o, f->string, f);
-        else cJSON_AddItemToObject(o, f->string, f);
+        /* a field overrides ours ("step"); not ReplaceItemInObject, which
+         * frees f->string before copying it as the key */
+        cJSON_DeleteItemFromObjectCaseSensitive(o, f->string);
+        cJSON_AddItemToObject(o, f->string, f);
     }
     cJSON_Delete(fields);
     bl_metrics_write(rt, o);
@@ -40,8 +42,8 @@ static int l_log(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     BlRuntime *rt = bl_rt(L);
     BlError err = {{0}};
-    cJSON *o = bl_lua_to_json(L, 1, &err);
-    if (!o) return bl_lua_fail(L, &err);
+    cJSON *o = bl_lua_to_json(L, 1, false, &err);
+    if (!o) return luaL_argerror(L, 1, err.msg);
     if (!cJSON_IsObject(o)) {
         cJSON_Delete(o);
         return luaL_argerror(L, 1, "a record needs named fields");
@@ -59,7 +61,7 @@ static int l_event(lua_State *L) {
     cJSON *f = NULL;
     if (!lua_isnoneornil(L, 2)) {
         luaL_checktype(L, 2, LUA_TTABLE);
-        if (!(f = bl_lua_to_json(L, 2, &err))) return bl_lua_fail(L, &err);
+        if (!(f = bl_lua_to_json(L, 2, false, &err))) return luaL_argerror(L, 2, err.msg);
         if (!cJSON_IsObject(f)) {
             cJSON_Delete(f);
             return luaL_argerror(L, 2, "event fields need names");

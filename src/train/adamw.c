@@ -30,16 +30,41 @@ void bl_adamw_reset(BlAdamWState *s) {
     s->t = 0;
 }
 
+/* The constants of step t, and the update of one element: the one place
+ * AdamW's arithmetic is written, for the step and for its guard. */
+typedef struct {
+    float step, rbc2, decay;
+} AdamWConsts;
+
+static AdamWConsts adamw_consts(const BlAdamWConfig *c, long t) {
+    double bc1 = 1.0 - pow(c->beta1, (double)t), bc2 = 1.0 - pow(c->beta2, (double)t);
+    return (AdamWConsts){.step = (float)(c->lr / bc1), .rbc2 = (float)(1.0 / sqrt(bc2)),
+                         .decay = 1.0f - c->lr * c->weight_decay};
+}
+
+static inline void adamw_elem(float *p, float g, float *m, float *v, const BlAdamWConfig *c,
+                              AdamWConsts k) {
+    *m = c->beta1 * *m + (1.0f - c->beta1) * g;
+    *v = c->beta2 * *v + (1.0f - c->beta2) * g * g;
+    *p = *p * k.decay - k.step * *m / (sqrtf(*v) * k.rbc2 + c->eps);
+}
+
 void bl_adamw_step(float *p, const float *g, BlAdamWState *s, const BlAdamWConfig *c) {
     s->t++;
-    double bc1 = 1.0 - pow(c->beta1, (double)s->t), bc2 = 1.0 - pow(c->beta2, (double)s->t);
-    float step = (float)(c->lr / bc1), rbc2 = (float)(1.0 / sqrt(bc2));
-    float decay = 1.0f - c->lr * c->weight_decay;
+    AdamWConsts k = adamw_consts(c, s->t);
+    for (size_t i = 0; i < s->n; i++) adamw_elem(&p[i], g[i], &s->m[i], &s->v[i], c, k);
+}
+
+bool bl_adamw_step_finite(const float *p, const float *g, const BlAdamWState *s,
+                          const BlAdamWConfig *c) {
+    AdamWConsts k = adamw_consts(c, s->t + 1);
+    bool ok = true;
     for (size_t i = 0; i < s->n; i++) {
-        float m = s->m[i] = c->beta1 * s->m[i] + (1.0f - c->beta1) * g[i];
-        float v = s->v[i] = c->beta2 * s->v[i] + (1.0f - c->beta2) * g[i] * g[i];
-        p[i] = p[i] * decay - step * m / (sqrtf(v) * rbc2 + c->eps);
+        float q = p[i], m = s->m[i], v = s->v[i];
+        adamw_elem(&q, g[i], &m, &v, c, k);
+        ok &= isfinite(q) && isfinite(m) && isfinite(v); /* no branch: vectorises */
     }
+    return ok;
 }
 
 double bl_grad_norm(const BlParamRef *ps, int n) {

@@ -37,6 +37,11 @@ void bl_adamw_reset(BlAdamWState *s);
  * p −= lr·wd·p;  p −= lr·(m/(1−β1ᵗ)) / (√(v/(1−β2ᵗ)) + ε)   (PyTorch AdamW). */
 void bl_adamw_step(float *p, const float *g, BlAdamWState *s, const BlAdamWConfig *c);
 
+/* Whether bl_adamw_step(p, g, s, c) would leave every value and moment
+ * finite: the same arithmetic (the same floats), nothing written. */
+bool bl_adamw_step_finite(const float *p, const float *g, const BlAdamWState *s,
+                          const BlAdamWConfig *c);
+
 /* √(Σ g²) over all tensors, accumulated in double. */
 double bl_grad_norm(const BlParamRef *ps, int n);
 

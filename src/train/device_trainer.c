@@ -215,7 +215,8 @@ static int stage_batch(BlDeviceTrainer *tr, const int *tokens, const int *lens,
             tr->h_ids[i] = valid ? tokens[i] : 0;
             tr->h_pos[i] = t;
             tr->h_targets[i] = valid ? tokens[i] : -1;
-            tr->h_tok[i] = tr->h_hid[i] = valid && (!mask || mask[i]);
+            /* the row rule of step.h: row t predicts token t + 1 */
+            tr->h_tok[i] = tr->h_hid[i] = t + 1 < lens[b] && (!mask || mask[i]);
         }
         tr->h_lens[b] = lens[b];
     }
@@ -366,6 +367,43 @@ static void adamw_all(BlDeviceTrainer *tr) {
     }
 }
 
+/* n floats from src to dst in backend memory (copy2d takes int sizes) */
+static void copy_floats(const BlBackend *be, float *dst, const float *src, size_t n) {
+    const size_t chunk = (size_t)1 << 30;
+    for (size_t o = 0; o < n; o += chunk) {
+        int k = (int)(n - o < chunk ? n - o : chunk);
+        be->copy2d(dst + o, k, src + o, k, 1, k);
+    }
+}
+
+/* AdamW under the non-finite guard: the values and moments are backed up
+ * (backend memory, for this step only) and put back when the update made
+ * any of them NaN/±Inf, so such an update never lands (*applied false). */
+static int guarded_adamw(BlDeviceTrainer *tr, bool *applied, BlError *err) {
+    const BlBackend *be = tr->be;
+    size_t n = tr->n_floats;
+    float *bk = be->alloc(sizeof(float) * 3 * n, err);
+    long *t = bl_malloc(sizeof(long) * (size_t)(tr->n_params ? tr->n_params : 1), err);
+    if (!bk || !t) {
+        if (bk) be->free(bk);
+        free(t);
+        return bl_fail_prefix(err, "device trainer: the update guard's backup");
+    }
+    float *arena[3] = {tr->p, tr->mom1, tr->mom2};
+    for (int a = 0; a < 3; a++) copy_floats(be, bk + a * n, arena[a], n);
+    for (int i = 0; i < tr->n_params; i++) t[i] = tr->params[i].t;
+    adamw_all(tr);
+    *applied = !(be->nonfinite(tr->p, n) || be->nonfinite(tr->mom1, n) || be->nonfinite(tr->mom2, n));
+    if (!*applied) {
+        for (int a = 0; a < 3; a++) copy_floats(be, arena[a], bk + a * n, n);
+        for (int i = 0; i < tr->n_params; i++) tr->params[i].t = t[i];
+    }
+    int rc = be->sync(err);
+    be->free(bk);
+    free(t);
+    return rc;
+}
+
 int bl_device_trainer_update(BlDeviceTrainer *tr, BlStepResult *res, BlError *err) {
     const BlBackend *be = tr->be;
     int nl = tr->m->cfg.n_layers;
@@ -387,18 +425,22 @@ int bl_device_trainer_update(BlDeviceTrainer *tr, BlStepResult *res, BlError *er
      * cannot overflow a double sum of squares */
     res->skipped = !isfinite(total);
     tr->steps++;
-    if (res->skipped) {
-        tr->skipped++;
-    } else {
+    if (!res->skipped) {
         float max_norm = tr->opt.max_grad_norm;
         if (max_norm > 0.0f) { /* bl_grad_clip: the norm over every element in one sum */
             double norm = sqrt(be->sumsq(tr->g, tr->n_floats));
             double cf = max_norm / (norm + 1e-6);
             if (cf < 1.0) be->scale(tr->g, tr->n_floats, (float)cf);
         }
-        adamw_all(tr);
-        bl_dev_student_refresh_cat(tr);
+        bool applied = false;
+        if (guarded_adamw(tr, &applied, err)) {
+            be->zero(tr->g, sizeof(float) * tr->n_floats);
+            return -1;
+        }
+        res->skipped = !applied;
+        if (applied) bl_dev_student_refresh_cat(tr);
     }
+    if (res->skipped) tr->skipped++;
     be->zero(tr->g, sizeof(float) * tr->n_floats);
     return be->sync(err);
 }

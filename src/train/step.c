@@ -253,7 +253,8 @@ static void set_masks(BlTrainer *tr, const int *tokens, const int *lens, const u
             size_t i = (size_t)b * T + t;
             int valid = t < lens[b];
             tr->targets[i] = valid ? tokens[i] : -1;
-            tr->tok_mask[i] = tr->hid_mask[i] = valid && (!mask || mask[i]);
+            /* the row rule of step.h: row t predicts token t + 1 */
+            tr->tok_mask[i] = tr->hid_mask[i] = t + 1 < lens[b] && (!mask || mask[i]);
         }
 }
 
@@ -396,10 +397,17 @@ void bl_trainer_update(BlTrainer *tr, BlStepResult *res) {
     res->grad_norm = sqrt(total);
     res->skipped = bl_grad_nonfinite(st->params, st->n_params);
     tr->steps++;
+    if (!res->skipped) {
+        bl_grad_clip(st->params, st->n_params, tr->opt.max_grad_norm);
+        /* the guard covers the update too: one that would make any weight or
+         * moment NaN/±Inf (an absurd LR, say) is not applied at all */
+        for (int i = 0; i < st->n_params && !res->skipped; i++)
+            res->skipped = !bl_adamw_step_finite(st->params[i].p, st->params[i].g, &st->opt[i],
+                                                 &tr->opt.adamw);
+    }
     if (res->skipped) {
         tr->skipped++;
     } else {
-        bl_grad_clip(st->params, st->n_params, tr->opt.max_grad_norm);
         for (int i = 0; i < st->n_params; i++)
             bl_adamw_step(st->params[i].p, st->params[i].g, &st->opt[i], &tr->opt.adamw);
     }

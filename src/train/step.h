@@ -5,9 +5,12 @@
  *
  *   total = w_ce·CE + w_kl·KL(τ) + w_topk·TopK-KL(K, τ) + w_cos·(1 − cos) + w_mag·mag
  *
- * Token losses use logits rows (b, t) with mask[b·T + t] != 0 and t + 1 <
- * lens[b] (the next token exists); hidden losses rows with mask != 0 and
- * t < lens[b]; mask NULL selects every token. A term whose weight is 0 is
+ * The row rule (every loss, every path): row (b, t) is selected when t + 1 <
+ * lens[b] (the next token exists) and mask[b·T + t] != 0, mask NULL
+ * selecting every such row. Token losses and hidden-state losses use the
+ * same rows: the hidden state at t is what predicts token t + 1, and a
+ * dataset's mask selects row t when token t + 1 is a target, so a batch
+ * from a dataset and a stand-alone batch follow one rule. A term whose weight is 0 is
  * not computed (reported as 0). Logits are formed two sequences at a time,
  * so the step holds the teacher's [B·T, V] logits but only [2·T, V] of the
  * student's and of their gradient.

@@ -134,18 +134,42 @@ check.raises(function() tr2:step(ds:batch(1, 160), {topk = 1}) end, "k=", "top-K
 check.eq(st:rotate{rank = 4, alpha = 8}, 2, "rotate adds an adapter")
 check.ok(tr:memory().activations > 0, "trainer memory report")
 
--- the non-finite guard: an absurd LR blows the weights up; the steps whose
--- gradients are not finite are skipped and counted, never applied
+-- the non-finite guard: a loss weight near the float limit overflows the
+-- gradients; such steps are skipped and counted, never applied. Absurd
+-- hyper-parameters are refused where they enter, naming the field.
 local stn = bitlab.student{model = m}
 stn:add_adapter{rank = 2}
 local trn = bitlab.trainer{student = stn, batch = 1, seq = 160}
+-- (tests/lua/nonfinite.lua sees the skips themselves, on a poisoned model)
 local rn
-for i = 1, 6 do rn = trn:step(ds:batch(1, 160), {lr = 1e30}) end
-check.ok(rn.skipped_total > 0, "non-finite steps are skipped (" .. rn.skipped_total .. ")")
-check.eq(select(2, trn:steps()), rn.skipped_total, "trainer counts skipped steps")
+for i = 1, 3 do rn = trn:step(ds:batch(1, 160), {ce = 3e38, kl = 3e38}) end
+check.eq(rn.skipped_total, 0, "huge (finite) loss weights: the gradients are clipped, nothing skipped")
+local _, snll0 = stn:forward(ids)
+check.ok(snll0 == snll0 and snll0 < math.huge, "the weights stay finite")
+for _, v in ipairs{1e30, 1e10, math.huge, -math.huge, 0 / 0, -1} do
+  check.raises(function() trn:step(ds:batch(1, 160), {lr = v}) end, "option 'lr'", "absurd lr " .. tostring(v) .. " refused")
+end
+check.raises(function() trn:step(ds:batch(1, 160), {tau = 0}) end, "option 'tau'", "tau 0 refused")
+check.raises(function() trn:step(ds:batch(1, 160), {ce = -1}) end, "option 'ce'", "negative loss weight refused")
+check.raises(function() trn:step(ds:batch(1, 160), {kl = 0 / 0}) end, "option 'kl'", "NaN loss weight refused")
+check.raises(function() bitlab.trainer{student = stn, seq = 16, beta1 = 1} end, "option 'beta1'", "beta1 = 1 refused")
+check.raises(function() bitlab.trainer{student = stn, seq = 16, beta2 = -0.1} end, "option 'beta2'", "negative beta2 refused")
+check.raises(function() bitlab.trainer{student = stn, seq = 16, eps = 0} end, "option 'eps'", "eps 0 refused")
+check.raises(function() bitlab.trainer{student = stn, seq = 16, weight_decay = math.huge} end, "option 'weight_decay'", "infinite weight decay refused")
+check.raises(function() bitlab.trainer{student = stn, seq = 16, clip = -1} end, "option 'clip'", "negative clip refused")
+check.eq(select(2, trn:steps()), rn.skipped_total, "refused steps are not steps")
+-- per-call overrides apply to that call only
+local tro = bitlab.trainer{student = stn, batch = 1, seq = 160, ce = 1, kl = 0, lr = 0}
+local bo = ds:batch(1, 160)
+local ro1 = tro:step(bo, {ce = 0, kl = 1})
+local ro2 = tro:step(bo)
+check.ok(ro1.ce == 0 and ro2.ce > 0 and ro2.kl == 0, "step overrides do not carry over")
 
 -- checkpoint round trip ------------------------------------------------------
 tr:save(tmp .. "/api.ckpt", {note = "x", list = {1, 2, 3}})
+-- state must come back as it went: no NaN or infinity written as null
+check.raises(function() tr:save(tmp .. "/inf.ckpt", {best = math.huge}) end, "value.best",
+  "a non-finite number in the state is refused, naming where")
 local ids_before = st:forward(ids)
 local st2 = bitlab.student{model = m, lambda = 1, act_bits = 8}
 local tr3 = bitlab.trainer{student = st2, batch = 2, seq = 160, k = 4}
