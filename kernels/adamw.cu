@@ -25,7 +25,7 @@ extern "C" void bl_cuda_adamw_step(float *p, const float *g, float *m, float *v,
     double bc1 = 1.0 - pow(c->beta1, (double)t), bc2 = 1.0 - pow(c->beta2, (double)t);
     float step = (float)(c->lr / bc1), rbc2 = (float)(1.0 / sqrt(bc2));
     float decay = 1.0f - c->lr * c->weight_decay;
-    adamw_kernel<<<bl_blocks(n, 256), 256, 0, bl_cuda_stream_()>>>(p, g, m, v, n, c->beta1,
+    BL_LAUNCH(bl_blocks(n, 256), 256, 0, bl_cuda_stream_(), adamw_kernel)(p, g, m, v, n, c->beta1,
                                                                    c->beta2, c->eps, step, rbc2,
                                                                    decay);
     BL_LAUNCHED("adamw");

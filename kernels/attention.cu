@@ -34,7 +34,7 @@ __device__ __forceinline__ RowGeom row_geom(const int *lens, int T, int pos0) {
 __global__ void attention_kernel(float *out, float *att, const float *q, const float *k,
                                  const float *v, const int *lens, int T, int nh, int nkv, int hd,
                                  int pos0, int att_ld) {
-    extern __shared__ float smem[];
+    BL_DYNAMIC_SHARED(float, smem);
     __shared__ float red[32];
     int h = blockIdx.y, g = h / (nh / nkv);
     size_t qd = (size_t)nh * hd, kvd = (size_t)nkv * hd;
@@ -114,7 +114,7 @@ extern "C" void bl_cuda_attention(float *out, float *att, const float *q, const 
     size_t smem = ((size_t)T + hd) * sizeof(float);
     if (smem_opt_in((const void *)attention_kernel, smem)) return;
     dim3 grid(T, nh, B);
-    attention_kernel<<<grid, head_threads(hd), smem, bl_cuda_stream_()>>>(out, att, q, k, v, lens,
+    BL_LAUNCH(grid, head_threads(hd), smem, bl_cuda_stream_(), attention_kernel)(out, att, q, k, v, lens,
                                                                          T, nh, nkv, hd, 0, T);
     BL_LAUNCHED("attention");
 }
@@ -129,7 +129,7 @@ extern "C" void bl_cuda_attention_kv(float *out, const float *q, const float *kc
     size_t smem = ((size_t)pos0 + n + hd) * sizeof(float);
     if (smem_opt_in((const void *)attention_kernel, smem)) return;
     dim3 grid(n, nh, 1);
-    attention_kernel<<<grid, head_threads(hd), smem, bl_cuda_stream_()>>>(
+    BL_LAUNCH(grid, head_threads(hd), smem, bl_cuda_stream_(), attention_kernel)(
         out, NULL, q, kcache, vcache, NULL, n, nh, nkv, hd, pos0, 0);
     BL_LAUNCHED("attention_kv");
 }
@@ -143,7 +143,7 @@ extern "C" void bl_cuda_attention_kv(float *out, const float *q, const float *kc
 __global__ void attention_ds_kernel(float *dq, float *ds, const float *dout, const float *att,
                                     const float *k, const float *v, const int *lens, int T, int nh,
                                     int nkv, int hd) {
-    extern __shared__ float smem[];
+    BL_DYNAMIC_SHARED(float, smem);
     __shared__ float red[32];
     int b = blockIdx.z, h = blockIdx.y, t = blockIdx.x, g = h / (nh / nkv);
     size_t qd = (size_t)nh * hd, kvd = (size_t)nkv * hd, row = (size_t)b * T + t;
@@ -229,14 +229,13 @@ extern "C" void bl_cuda_attention_backward(float *dq, float *dk, float *dv, cons
         if (!ds) return;
         size_t smem = ((size_t)T + hd) * sizeof(float);
         if (smem_opt_in((const void *)attention_ds_kernel, smem)) return;
-        attention_ds_kernel<<<dim3(T, nh, B), head_threads(hd), smem, bl_cuda_stream_()>>>(
+        BL_LAUNCH(dim3(T, nh, B), head_threads(hd), smem, bl_cuda_stream_(), attention_ds_kernel)(
             dq, ds, dout, att, k, v, lens, T, nh, nkv, hd);
         if (BL_LAUNCHED("attention_ds")) return;
     }
     if (dk || dv) {
         unsigned threads = (unsigned)((hd + 31) / 32 * 32);
-        attention_dkv_kernel<<<dim3(T, nkv, B), threads > 256 ? 256 : threads, 0,
-                               bl_cuda_stream_()>>>(dk, dv, ds, att, q, dout, lens, T, nh, nkv, hd);
+        BL_LAUNCH(dim3(T, nkv, B), threads > 256 ? 256 : threads, 0, bl_cuda_stream_(), attention_dkv_kernel)(dk, dv, ds, att, q, dout, lens, T, nh, nkv, hd);
         BL_LAUNCHED("attention_dkv");
     }
 }

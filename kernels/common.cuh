@@ -49,7 +49,19 @@ int bl_cuda_fail_(const char *file, int line, const char *msg);
 
 #define BL_CUDA_CHECK(call) bl_cuda_note_((call), __FILE__, __LINE__, #call)
 #define BL_CUBLAS_CHECK(call) bl_cublas_note_((call), __FILE__, __LINE__, #call)
-// after every <<<...>>>: launch-configuration errors surface here, faults at sync
+// A launch: BL_LAUNCH(grid, block, smem, stream, kernel)(args...) is
+// kernel<<<grid, block, smem, stream>>>(args...) under nvcc; compiled as host
+// C++ against tests/cuda_emu/cuda_emu.h it runs the kernel on the emulated
+// device. The kernel comes last so that a template's commas need no parentheses.
+#ifdef BITLAB_CUDA_EMU
+#define BL_LAUNCH(grid, block, smem, stream, ...) BL_EMU_LAUNCH(grid, block, smem, stream, __VA_ARGS__)
+// dynamic shared memory (the launch's smem bytes)
+#define BL_DYNAMIC_SHARED(type, name) type *const name = (type *)::bl_emu::dynamic_shared()
+#else
+#define BL_LAUNCH(grid, block, smem, stream, ...) __VA_ARGS__<<<grid, block, smem, stream>>>
+#define BL_DYNAMIC_SHARED(type, name) extern __shared__ type name[]
+#endif
+// after every launch: launch-configuration errors surface here, faults at sync
 #define BL_LAUNCHED(name) bl_cuda_note_(cudaGetLastError(), __FILE__, __LINE__, "launch " name)
 #define BL_FAIL(msg) bl_cuda_fail_(__FILE__, __LINE__, (msg))
 
@@ -121,12 +133,14 @@ __device__ __forceinline__ float bl_ternary(float w, float s) {
     return (float)(v >= 0.5f) - (float)(v <= -0.5f);
 }
 
-// roundf of v clamped to [lo, hi], NaN to lo (CUDA's roundf is half away
-// from zero, like C's)
+// v clamped to [lo, hi] (NaN to lo), rounded half away from zero with the
+// CPU's very operations: truncation through int, then ±1 when |v − t| ≥ ½.
+// (roundf would give −0 for v in (−½, 0) where the CPU gives +0.)
 __device__ __forceinline__ float bl_round_clamp(float v, float lo, float hi) {
     v = v > lo ? v : lo;
     v = v < hi ? v : hi;
-    return roundf(v);
+    float t = (float)(int)v;
+    return t + (fabsf(v - t) >= 0.5f ? copysignf(1.0f, v) : 0.0f);
 }
 
 // 1/τ-scaled softmax exponent; CPU uses bl_expf (~1 ulp), expf is ~2 ulp

@@ -32,16 +32,16 @@ extern "C" void bl_cuda_embed(float *y, const float *table, const int *ids, int 
     size_t n = (size_t)M * D;
     if (M <= 0 || D <= 0) return;
     if (bl_cuda_is_bf16(table))
-        embed_kernel<<<bl_blocks(n, 256), 256, 0, bl_cuda_stream_()>>>(
+        BL_LAUNCH(bl_blocks(n, 256), 256, 0, bl_cuda_stream_(), embed_kernel<__nv_bfloat16>)(
             y, (const __nv_bfloat16 *)table, ids, M, D);
     else
-        embed_kernel<<<bl_blocks(n, 256), 256, 0, bl_cuda_stream_()>>>(y, table, ids, M, D);
+        BL_LAUNCH(bl_blocks(n, 256), 256, 0, bl_cuda_stream_(), embed_kernel<float>)(y, table, ids, M, D);
     BL_LAUNCHED("embed");
 }
 
 extern "C" void bl_cuda_embed_backward(float *dtable, const float *dy, const int *ids, int M, int D) {
     size_t n = (size_t)M * D;
     if (!dtable || M <= 0 || D <= 0) return;
-    embed_backward_kernel<<<bl_blocks(n, 256), 256, 0, bl_cuda_stream_()>>>(dtable, dy, ids, M, D);
+    BL_LAUNCH(bl_blocks(n, 256), 256, 0, bl_cuda_stream_(), embed_backward_kernel)(dtable, dy, ids, M, D);
     BL_LAUNCHED("embed_backward");
 }

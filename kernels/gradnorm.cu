@@ -57,9 +57,9 @@ extern "C" double bl_cuda_sumsq(const float *x, size_t n) {
     unsigned blocks = bl_blocks(n, 256);
     if (blocks > SUMSQ_BLOCKS) blocks = SUMSQ_BLOCKS;
     cudaStream_t st = bl_cuda_stream_();
-    sumsq_partial_kernel<<<blocks, 256, 0, st>>>(partial, x, n);
+    BL_LAUNCH(blocks, 256, 0, st, sumsq_partial_kernel)(partial, x, n);
     if (BL_LAUNCHED("sumsq_partial")) return NAN;
-    sumsq_final_kernel<<<1, 256, 0, st>>>(partial + SUMSQ_BLOCKS, partial, (int)blocks);
+    BL_LAUNCH(1, 256, 0, st, sumsq_final_kernel)(partial + SUMSQ_BLOCKS, partial, (int)blocks);
     double v = NAN;
     if (BL_LAUNCHED("sumsq_final") || !read_back(&v, partial + SUMSQ_BLOCKS, sizeof v)) return NAN;
     return v;
@@ -78,7 +78,7 @@ extern "C" void bl_cuda_sumsq_segments(double *out, const float *x, const size_t
     if (BL_CUDA_CHECK(cudaMemcpyAsync(doff, off, sizeof(size_t) * ((size_t)n + 1),
                                       cudaMemcpyHostToDevice, st)))
         return;
-    sumsq_segments_kernel<<<n, 512, 0, st>>>(dout, x, doff);
+    BL_LAUNCH(n, 512, 0, st, sumsq_segments_kernel)(dout, x, doff);
     if (BL_LAUNCHED("sumsq_segments")) return;
     if (!read_back(out, dout, sizeof(double) * (size_t)n))
         for (int i = 0; i < n; i++) out[i] = NAN;
@@ -86,7 +86,7 @@ extern "C" void bl_cuda_sumsq_segments(double *out, const float *x, const size_t
 
 extern "C" void bl_cuda_scale(float *x, size_t n, float f) {
     if (n == 0) return;
-    scale_kernel<<<bl_blocks(n, 256), 256, 0, bl_cuda_stream_()>>>(x, n, f);
+    BL_LAUNCH(bl_blocks(n, 256), 256, 0, bl_cuda_stream_(), scale_kernel)(x, n, f);
     BL_LAUNCHED("scale");
 }
 
@@ -96,7 +96,7 @@ extern "C" bool bl_cuda_nonfinite(const float *x, size_t n) {
     if (!flag) return true;
     cudaStream_t st = bl_cuda_stream_();
     if (BL_CUDA_CHECK(cudaMemsetAsync(flag, 0, sizeof(int), st))) return true;
-    nonfinite_kernel<<<bl_blocks(n, 256), 256, 0, st>>>(flag, x, n);
+    BL_LAUNCH(bl_blocks(n, 256), 256, 0, st, nonfinite_kernel)(flag, x, n);
     int h = 1;
     if (BL_LAUNCHED("nonfinite") || !read_back(&h, flag, sizeof h)) return true;
     return h != 0;

@@ -61,7 +61,7 @@ static bool read_back(void *host, const void *dev, size_t bytes) {
 
 static int count_rows(LossScratch *s, const int *tokens, const uint8_t *mask, int nrows, int T,
                       int V, bool token_mode) {
-    count_rows_kernel<<<1, 256, 0, bl_cuda_stream_()>>>(s->count, tokens, mask, nrows, T, V,
+    BL_LAUNCH(1, 256, 0, bl_cuda_stream_(), count_rows_kernel)(s->count, tokens, mask, nrows, T, V,
                                                         token_mode);
     int n = -1;
     if (BL_LAUNCHED("count_rows") || !read_back(&n, s->count, sizeof n)) return -1;
@@ -69,7 +69,7 @@ static int count_rows(LossScratch *s, const int *tokens, const uint8_t *mask, in
 }
 
 static double total_rows(LossScratch *s, int nrows) {
-    sum_rows_kernel<<<1, 256, 0, bl_cuda_stream_()>>>(s->total, s->row, nrows);
+    BL_LAUNCH(1, 256, 0, bl_cuda_stream_(), sum_rows_kernel)(s->total, s->row, nrows);
     double v = NAN;
     if (BL_LAUNCHED("sum_rows") || !read_back(&v, s->total, sizeof v)) return NAN;
     return v;
@@ -118,7 +118,7 @@ extern "C" double bl_cuda_ce_loss(float *dlogits, float grad_weight, const float
     if (!loss_scratch(&s, nrows)) return NAN;
     int n = count_rows(&s, r->tokens, r->mask, nrows, r->T, r->V, true);
     if (n <= 0) return n == 0 ? 0.0 : NAN;
-    ce_row_kernel<<<nrows, 256, 0, bl_cuda_stream_()>>>(s.row, dlogits, logits, r->tokens, r->mask,
+    BL_LAUNCH(nrows, 256, 0, bl_cuda_stream_(), ce_row_kernel)(s.row, dlogits, logits, r->tokens, r->mask,
                                                         r->T, r->V, (double)grad_weight / n);
     if (BL_LAUNCHED("ce_row")) return NAN;
     return total_rows(&s, nrows) / n;
@@ -163,7 +163,7 @@ extern "C" double bl_cuda_kl_loss(float *dlogits, float grad_weight, const float
     if (!loss_scratch(&sc, nrows)) return NAN;
     int n = count_rows(&sc, r->tokens, r->mask, nrows, r->T, r->V, true);
     if (n <= 0) return n == 0 ? 0.0 : NAN;
-    kl_row_kernel<<<nrows, 256, 0, bl_cuda_stream_()>>>(sc.row, dlogits, s, t, r->tokens, r->mask,
+    BL_LAUNCH(nrows, 256, 0, bl_cuda_stream_(), kl_row_kernel)(sc.row, dlogits, s, t, r->tokens, r->mask,
                                                         r->T, r->V, tau,
                                                         (double)grad_weight * tau / n);
     if (BL_LAUNCHED("kl_row")) return NAN;
@@ -248,7 +248,7 @@ extern "C" void bl_cuda_topk_logprobs(int *ids, float *logp, const float *t, int
         BL_FAIL("topk_logprobs: K must be in 1..min(V, 256)");
         return;
     }
-    topk_logprobs_kernel<<<n, 256, 0, bl_cuda_stream_()>>>(ids, logp, t, V, K, tau);
+    BL_LAUNCH(n, 256, 0, bl_cuda_stream_(), topk_logprobs_kernel)(ids, logp, t, V, K, tau);
     BL_LAUNCHED("topk_logprobs");
 }
 
@@ -353,7 +353,7 @@ extern "C" double bl_cuda_topk_kl_loss(float *dlogits, float grad_weight, const 
     if (!loss_scratch(&sc, nrows)) return NAN;
     int n = count_rows(&sc, r->tokens, r->mask, nrows, r->T, r->V, true);
     if (n <= 0) return n == 0 ? 0.0 : NAN;
-    topk_kl_row_kernel<<<nrows, 256, 0, bl_cuda_stream_()>>>(sc.row, dlogits, s, t_ids, t_logp, K,
+    BL_LAUNCH(nrows, 256, 0, bl_cuda_stream_(), topk_kl_row_kernel)(sc.row, dlogits, s, t_ids, t_logp, K,
                                                              r->tokens, r->mask, r->T, r->V, tau,
                                                              (double)grad_weight * tau / n);
     if (BL_LAUNCHED("topk_kl_row")) return NAN;
@@ -414,14 +414,14 @@ extern "C" double bl_cuda_hidden_loss(float *const *dhs, float w_cos, float w_ma
     unsigned threads = D >= 256 ? 256 : (unsigned)((D + 31) / 32 * 32);
     for (int l = 0; l < n_layers; l++) {
         double wl = (layer_w ? layer_w[l] : 1.0) / (n * wsum);
-        hidden_row_kernel<<<M, threads, 0, bl_cuda_stream_()>>>(
+        BL_LAUNCH(M, threads, 0, bl_cuda_stream_(), hidden_row_kernel)(
             sc.row + (size_t)l * M, sc.row + rows + (size_t)l * M, dhs ? dhs[l] : NULL, hs[l],
             ht[l], mask, D, wl, w_cos, w_mag);
         if (BL_LAUNCHED("hidden_row")) return NAN;
     }
     double lcos = total_rows(&sc, (int)rows);
     // the magnitude rows follow the cosine rows
-    sum_rows_kernel<<<1, 256, 0, bl_cuda_stream_()>>>(sc.total + 1, sc.row + rows, (int)rows);
+    BL_LAUNCH(1, 256, 0, bl_cuda_stream_(), sum_rows_kernel)(sc.total + 1, sc.row + rows, (int)rows);
     double lmag = NAN;
     if (BL_LAUNCHED("sum_rows") || !read_back(&lmag, sc.total + 1, sizeof lmag)) return NAN;
     if (mag) *mag = lmag;

@@ -17,7 +17,7 @@ static const __nv_bfloat16 *as_bf16(const float *src, size_t n, int slot) {
     if (bl_cuda_is_bf16(src)) return (const __nv_bfloat16 *)src;
     __nv_bfloat16 *dst = (__nv_bfloat16 *)bl_cuda_scratch_(slot, n * sizeof(__nv_bfloat16));
     if (!dst) return NULL;
-    f32_to_bf16_kernel<<<bl_blocks(n, 256), 256, 0, bl_cuda_stream_()>>>(dst, src, n);
+    BL_LAUNCH(bl_blocks(n, 256), 256, 0, bl_cuda_stream_(), f32_to_bf16_kernel)(dst, src, n);
     return BL_LAUNCHED("f32_to_bf16") ? NULL : dst;
 }
 
@@ -60,7 +60,7 @@ extern "C" void bl_cuda_matmul(float *y, const float *x, const float *w, const f
     if (!x16 || !w16) return;
     gemm_bf16(CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, w16, K, x16, K, 0.0f, y, N);
     if (bias) {
-        add_bias_kernel<<<bl_blocks((size_t)M * N, 256), 256, 0, bl_cuda_stream_()>>>(y, bias, M, N);
+        BL_LAUNCH(bl_blocks((size_t)M * N, 256), 256, 0, bl_cuda_stream_(), add_bias_kernel)(y, bias, M, N);
         BL_LAUNCHED("add_bias");
     }
 }
@@ -81,7 +81,7 @@ extern "C" void bl_cuda_matmul_backward(float *dx, float *dw, float *db, const f
         gemm_bf16(CUBLAS_OP_N, CUBLAS_OP_T, K, N, M, x16, K, dy16, N, 1.0f, dw, K);
     }
     if (db) {
-        bias_grad_kernel<<<(N + 127) / 128, 128, 0, bl_cuda_stream_()>>>(db, dy, M, N);
+        BL_LAUNCH((N + 127) / 128, 128, 0, bl_cuda_stream_(), bias_grad_kernel)(db, dy, M, N);
         BL_LAUNCHED("bias_grad");
     }
 }

@@ -62,19 +62,19 @@ extern "C" int bl_cuda_actq(float *xq, float *scale, const float *x, int M, int 
             BL_CUDA_CHECK(cudaMemcpyAsync(xq, x, sizeof(float) * M * D, cudaMemcpyDeviceToDevice,
                                           bl_cuda_stream_()));
         if (scale) {
-            fill_kernel<<<bl_blocks((size_t)M, 256), 256, 0, bl_cuda_stream_()>>>(scale, M, 1.0f);
+            BL_LAUNCH(bl_blocks((size_t)M, 256), 256, 0, bl_cuda_stream_(), fill_kernel)(scale, M, 1.0f);
             BL_LAUNCHED("actq_scale_fill");
         }
         return 0;
     }
-    actq_kernel<<<M, row_threads(D), 0, bl_cuda_stream_()>>>(xq, scale, x, D, Q);
+    BL_LAUNCH(M, row_threads(D), 0, bl_cuda_stream_(), actq_kernel)(xq, scale, x, D, Q);
     BL_LAUNCHED("actq");
     return 0;
 }
 
 int bl_cuda_actq_int8_(int8_t *q, int ldq, float *scale, const float *x, int M, int D, int Q) {
     if (M <= 0 || D <= 0) return 0;
-    actq_int8_kernel<<<M, row_threads(D), 0, bl_cuda_stream_()>>>(q, ldq, scale, x, D, Q);
+    BL_LAUNCH(M, row_threads(D), 0, bl_cuda_stream_(), actq_int8_kernel)(q, ldq, scale, x, D, Q);
     return BL_LAUNCHED("actq_int8");
 }
 
@@ -163,17 +163,17 @@ static int weff_run(float *weff, int8_t *q, int ldq, float *s_out, const BlCudaW
     const float *lb = sp->rank > 0 ? sp->lora_b : NULL, *la = sp->rank > 0 ? sp->lora_a : NULL;
     int R = sp->rank > 0 ? sp->rank : 0;
     cudaStream_t st = bl_cuda_stream_();
-    weff_kernel<WT, WEFF_ABSSUM><<<grid, block, 0, st>>>(NULL, NULL, 0, partial, NULL, w, sp->dense,
+    BL_LAUNCH(grid, block, 0, st, weff_kernel<WT, WEFF_ABSSUM>)(NULL, NULL, 0, partial, NULL, w, sp->dense,
                                                          lb, la, R, sp->out, sp->in, sp->lambda);
     if (BL_LAUNCHED("weff_abssum")) return -1;
-    weff_scale_kernel<<<1, 256, 0, st>>>(s_dev, partial, nb, (double)sp->out * sp->in);
+    BL_LAUNCH(1, 256, 0, st, weff_scale_kernel)(s_dev, partial, nb, (double)sp->out * sp->in);
     if (BL_LAUNCHED("weff_scale")) return -1;
     if (q)
-        weff_kernel<WT, WEFF_WRITE_I8><<<grid, block, 0, st>>>(NULL, q, ldq, NULL, s_dev, w,
+        BL_LAUNCH(grid, block, 0, st, weff_kernel<WT, WEFF_WRITE_I8>)(NULL, q, ldq, NULL, s_dev, w,
                                                                sp->dense, lb, la, R, sp->out,
                                                                sp->in, sp->lambda);
     else
-        weff_kernel<WT, WEFF_WRITE_F32><<<grid, block, 0, st>>>(weff, NULL, 0, NULL, s_dev, w,
+        BL_LAUNCH(grid, block, 0, st, weff_kernel<WT, WEFF_WRITE_F32>)(weff, NULL, 0, NULL, s_dev, w,
                                                                 sp->dense, lb, la, R, sp->out,
                                                                 sp->in, sp->lambda);
     return BL_LAUNCHED("weff_write");

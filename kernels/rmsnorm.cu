@@ -52,7 +52,7 @@ __global__ void rmsnorm_dx_kernel(float *dx, const float *dy, const float *x, co
 extern "C" void bl_cuda_rmsnorm(float *y, float *rstd, const float *x, const float *g, int M,
                                 int D, float eps) {
     if (M <= 0 || D <= 0) return;
-    rmsnorm_kernel<<<M, row_threads(D), 0, bl_cuda_stream_()>>>(y, rstd, x, g, D, eps);
+    BL_LAUNCH(M, row_threads(D), 0, bl_cuda_stream_(), rmsnorm_kernel)(y, rstd, x, g, D, eps);
     BL_LAUNCHED("rmsnorm");
 }
 
@@ -60,11 +60,11 @@ extern "C" void bl_cuda_rmsnorm_backward(float *dx, float *dg, const float *dy, 
                                          const float *g, const float *rstd, int M, int D) {
     if (M <= 0 || D <= 0) return;
     if (dg) {
-        rmsnorm_dg_kernel<<<(D + 127) / 128, 128, 0, bl_cuda_stream_()>>>(dg, dy, x, rstd, M, D);
+        BL_LAUNCH((D + 127) / 128, 128, 0, bl_cuda_stream_(), rmsnorm_dg_kernel)(dg, dy, x, rstd, M, D);
         BL_LAUNCHED("rmsnorm_dg");
     }
     if (dx) {
-        rmsnorm_dx_kernel<<<M, row_threads(D), 0, bl_cuda_stream_()>>>(dx, dy, x, g, rstd, D);
+        BL_LAUNCH(M, row_threads(D), 0, bl_cuda_stream_(), rmsnorm_dx_kernel)(dx, dy, x, g, rstd, D);
         BL_LAUNCHED("rmsnorm_dx");
     }
 }

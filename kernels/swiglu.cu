@@ -27,7 +27,7 @@ __global__ void swiglu_backward_kernel(float *dgate, float *dup, const float *dy
 extern "C" void bl_cuda_swiglu(float *y, const float *gate, const float *up, int M, int H, int ld) {
     size_t n = (size_t)M * H;
     if (n == 0 || M < 0 || H < 0) return;
-    swiglu_kernel<<<bl_blocks(n, 256), 256, 0, bl_cuda_stream_()>>>(y, gate, up, M, H, ld);
+    BL_LAUNCH(bl_blocks(n, 256), 256, 0, bl_cuda_stream_(), swiglu_kernel)(y, gate, up, M, H, ld);
     BL_LAUNCHED("swiglu");
 }
 
@@ -35,7 +35,7 @@ extern "C" void bl_cuda_swiglu_backward(float *dgate, float *dup, const float *d
                                         const float *gate, const float *up, int M, int H, int ld) {
     size_t n = (size_t)M * H;
     if (n == 0 || M < 0 || H < 0 || (!dgate && !dup)) return;
-    swiglu_backward_kernel<<<bl_blocks(n, 256), 256, 0, bl_cuda_stream_()>>>(dgate, dup, dy, gate,
+    BL_LAUNCH(bl_blocks(n, 256), 256, 0, bl_cuda_stream_(), swiglu_backward_kernel)(dgate, dup, dy, gate,
                                                                              up, M, H, ld);
     BL_LAUNCHED("swiglu_backward");
 }

@@ -9,7 +9,7 @@ __global__ void add_kernel(float *y, const float *x, size_t n) {
 
 extern "C" void bl_cuda_add(float *y, const float *x, size_t n) {
     if (n == 0) return;
-    add_kernel<<<bl_blocks(n, 256), 256, 0, bl_cuda_stream_()>>>(y, x, n);
+    BL_LAUNCH(bl_blocks(n, 256), 256, 0, bl_cuda_stream_(), add_kernel)(y, x, n);
     BL_LAUNCHED("add");
 }
 

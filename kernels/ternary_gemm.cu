@@ -119,10 +119,10 @@ extern "C" int bl_cuda_ternary_matmul(float *y, const float *x, const BlCudaWeff
     if (lt == -2) return 0;  // cuBLASLt failed while running: recorded
     if (lt != 0) {
         dim3 block(TT, 8), grid((N + TT - 1) / TT, (M + TT - 1) / TT);
-        dp4a_gemm_kernel<<<grid, block, 0, st>>>(acc, xq, wq, M, N, Kp);
+        BL_LAUNCH(grid, block, 0, st, dp4a_gemm_kernel)(acc, xq, wq, M, N, Kp);
         if (BL_LAUNCHED("dp4a_gemm")) return 0;
     }
-    ternary_scale_kernel<<<bl_blocks((size_t)M * N, 256), 256, 0, st>>>(y, acc, sx, sw, bias, M, N);
+    BL_LAUNCH(bl_blocks((size_t)M * N, 256), 256, 0, st, ternary_scale_kernel)(y, acc, sx, sw, bias, M, N);
     BL_LAUNCHED("ternary_scale");
     return 0;
 }

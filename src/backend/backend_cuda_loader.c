@@ -2,10 +2,11 @@
  * (libbitlab_cuda.so, cuda_module.h) on first use, so that the CUDA
  * libraries are mapped only in processes that ask for CUDA.
  *
- * Where: the directory of the running executable (/proc/self/exe), where
- * the build puts the module beside bitlab and the tests; ../lib/bitlab/
- * from there, where `cmake --install` puts it; else the file
- * $BITLAB_CUDA_MODULE names (an executable living elsewhere). No module
+ * Where: the file $BITLAB_CUDA_MODULE names, when set (an executable
+ * living elsewhere, or the emulated device of tests/cuda_emu); else the
+ * directory of the running executable (/proc/self/exe), where the build
+ * puts the module beside bitlab and the tests; else ../lib/bitlab/ from
+ * there, where `cmake --install` puts it. No module
  * there means a build without CUDA; a module that is there but does not
  * load (a missing libcudart, another build's module) is an error of its own,
  * so a broken installation never reads as "built without CUDA".
@@ -46,6 +47,13 @@ static void exe_dir(char *dir, size_t cap) {
 
 /* the module's path into path; false (with why set) when there is none */
 static bool find_module(char *path, size_t cap) {
+    /* named explicitly, it wins (tests/cuda_emu points it at the emulated
+     * device beside a real module); if it is not there, dlopen says so */
+    const char *env = getenv("BITLAB_CUDA_MODULE");
+    if (env && env[0]) {
+        snprintf(path, cap, "%s", env);
+        return true;
+    }
     char dir[PATH_MAX];
     exe_dir(dir, sizeof dir);
     /* beside the executable (the build dir), then where `cmake --install`
@@ -54,12 +62,6 @@ static bool find_module(char *path, size_t cap) {
     for (size_t i = 0; dir[0] && i < sizeof beside / sizeof beside[0]; i++) {
         int n = snprintf(path, cap, "%s%s%s", dir, beside[i], BL_CUDA_MODULE_FILE);
         if (n > 0 && (size_t)n < cap && access(path, F_OK) == 0) return true;
-    }
-    const char *env = getenv("BITLAB_CUDA_MODULE");
-    if (env && env[0]) {
-        /* named explicitly: if it is not there, dlopen says so */
-        snprintf(path, cap, "%s", env);
-        return true;
     }
     bl_fail(&loader.why,
             "bitlab was built without CUDA (no %s beside %s; reconfigure with -DBITLAB_CUDA=ON "

@@ -57,6 +57,10 @@ typedef struct {
     double scal, maxrel, nmse;   /* losses, norms; gradients */
     double pmaxrel, pnmse;       /* tensors after AdamW, and its moments */
     double update_nmse;          /* the AdamW update p_after − p_before */
+    /* the bounds are for one step's rounding: from step s on, both sides also
+     * start from parameters the earlier steps' roundings moved apart, so the
+     * relative bounds grow s-fold (nmse s²-fold); off: the same every step */
+    bool drift_per_step;
 } Bounds;
 
 static uint64_t case_rng;
@@ -130,6 +134,97 @@ static bool tens_close(const float *got, const float *want, size_t n, const Boun
     if (maxd == 0.0) return true;
     return (b->maxrel == 0.0 || *maxrel_out <= b->maxrel) && (b->nmse == 0.0 || *nmse_out <= b->nmse);
 }
+
+// ----------------------------------------------------------------------------
+// bf16: the CUDA backend's rounding (kernels/README.md, "Numeric formats"),
+// for the device harness (test_cuda_step.c)
+
+/* x rounded to the nearest bf16, ties to even (__float2bfloat16_rn) */
+static float bf16_round(float x) {
+    if (isnan(x)) return x;
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    u &= 0xffff0000u;
+    memcpy(&x, &u, sizeof u);
+    return x;
+}
+
+/* Every frozen matrix of m rounded to bf16 in place (the ones
+ * bl_device_model_build uploads through weights_upload): the reference
+ * then sees the W the device holds. Norm weights and biases stay fp32. */
+static void bf16_round_model(BlModel *m) {
+    const BlConfig *c = &m->cfg;
+    size_t VD = (size_t)c->vocab_size * c->dim;
+    for (size_t i = 0; i < VD; i++) m->tok_embd[i] = bf16_round(m->tok_embd[i]);
+    if (m->lm_head != m->tok_embd)
+        for (size_t i = 0; i < VD; i++) m->lm_head[i] = bf16_round(m->lm_head[i]);
+    for (int l = 0; l < c->n_layers; l++)
+        for (int k = 0; k < BL_LIN_KINDS; k++) {
+            BlLinear *lin = &m->layers[l].lin[k];
+            for (size_t i = 0; lin->w && i < (size_t)lin->out * lin->in; i++)
+                lin->w[i] = bf16_round(lin->w[i]);
+        }
+}
+
+#ifdef DEVICE_STEP_NO_MAIN /* the device harness's: see test_cuda_step.c */
+static float *bf16_copy(const float *x, size_t n) {
+    float *y = malloc(sizeof(float) * (n ? n : 1));
+    for (size_t i = 0; i < n; i++) y[i] = bf16_round(x[i]);
+    return y;
+}
+
+/* The CPU backend with the CUDA backend's operand formats: frozen weights
+ * bf16 (weights_upload rounds), the GEMMs of matmul / matmul_backward on
+ * bf16-rounded operands with fp32 accumulation (the bias gradient from the
+ * fp32 dy, as bias_grad_kernel). Everything else is the CPU's. */
+static BlBackend cpu_bf16_be;
+
+static void bf16_matmul(float *y, const float *x, const float *w, const float *bias, int M,
+                        int N, int K) {
+    float *x16 = bf16_copy(x, (size_t)M * K), *w16 = bf16_copy(w, (size_t)N * K);
+    bl_backend_cpu()->matmul(y, x16, w16, bias, M, N, K);
+    free(x16);
+    free(w16);
+}
+
+static void bf16_matmul_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+                                 const float *w, int M, int N, int K) {
+    const BlBackend *cpu = bl_backend_cpu();
+    if (dx || dw) {
+        float *dy16 = bf16_copy(dy, (size_t)M * N);
+        float *x16 = dw ? bf16_copy(x, (size_t)M * K) : NULL;
+        float *w16 = dx ? bf16_copy(w, (size_t)N * K) : NULL;
+        cpu->matmul_backward(dx, dw, NULL, dy16, x16, w16, M, N, K);
+        free(dy16);
+        free(x16);
+        free(w16);
+    }
+    if (db) cpu->matmul_backward(NULL, NULL, db, dy, x, w, M, N, K);
+}
+
+static float *bf16_weights_upload(const float *host, size_t n, BlError *err) {
+    float *w = bl_backend_cpu()->weights_upload(host, n, err);
+    for (size_t i = 0; w && i < n; i++) w[i] = bf16_round(w[i]);
+    return w;
+}
+
+static const BlBackend *cpu_bf16_backend(void) {
+    cpu_bf16_be = *bl_backend_cpu();
+    cpu_bf16_be.name = "cpu-bf16";
+    cpu_bf16_be.matmul = bf16_matmul;
+    cpu_bf16_be.matmul_backward = bf16_matmul_backward;
+    cpu_bf16_be.weights_upload = bf16_weights_upload;
+    return &cpu_bf16_be;
+}
+
+#endif
+
+/* What a run compares against: the reference step (train/step.c, NULL) or
+ * the device trainer on another backend; and whether the model's matrices
+ * are rounded to bf16 first (both sides then hold the same W). */
+static const BlBackend *ref_backend;
+static bool bf16_weights;
 
 // ----------------------------------------------------------------------------
 // the student both trainers start from
@@ -212,6 +307,37 @@ static void compare_results(const char *what, const BlStepResult *got, const BlS
               want->kind_grad_norm[k]);
 }
 
+/* --verbose: where a tensor's difference sits: the worst element with its
+ * neighbours, and the share of Σ(a−b)² in its 3 worst elements (a few
+ * elements: a quantiser flip; spread: systematic) */
+static bool verbose;
+
+static void describe(const char *what, const char *tensor, const float *got, const float *want,
+                     size_t n) {
+    double num = 0.0, den = 0.0, top[3] = {0};
+    size_t worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (isnan(got[i]) || isnan(want[i])) continue;
+        double d = (double)got[i] - want[i];
+        num += d * d;
+        den += (double)want[i] * want[i];
+        if (fabs(d) > fabs((double)got[worst] - want[worst])) worst = i;
+        double e = d * d;
+        for (int t = 0; t < 3; t++)
+            if (e > top[t]) {
+                double x = top[t];
+                top[t] = e;
+                e = x;
+            }
+    }
+    if (num == 0.0) return;
+    printf("    %s %s: nmse %.3g, 3 worst hold %.0f%% of the error; [%zu]:", what, tensor,
+           num / fmax(den, 1e-30), 100.0 * (top[0] + top[1] + top[2]) / num, worst);
+    for (size_t i = worst > 2 ? worst - 2 : 0; i < n && i <= worst + 2; i++)
+        printf(" %s%.4g/%.4g", i == worst ? "*" : "", got[i], want[i]);
+    printf("\n");
+}
+
 /* every trainable tensor's gradient: the device arena against the reference */
 static void compare_grads(const char *what, BlDeviceTrainer *dev, const BlStudent *ref,
                           const Bounds *b) {
@@ -230,6 +356,11 @@ static void compare_grads(const char *what, BlDeviceTrainer *dev, const BlStuden
         CHECK(close,
               "%s: gradient of tensor %d (layer %d kind %d, %zu values): max rel %.3g, nmse %.3g",
               what, i, p->layer, p->kind, p->n, mr, nm);
+        if (verbose) {
+            char t[64];
+            snprintf(t, sizeof t, "grad %d (l%d k%d)", i, p->layer, p->kind);
+            describe(what, t, got, ref->params[i].g, p->n);
+        }
         free(got);
     }
 }
@@ -285,6 +416,11 @@ static void compare_students(const char *what, const BlStudent *got, const BlStu
               "%s: tensor %d AdamW m: max rel %.3g, nmse %.3g", what, i, mr, nm);
         CHECK(tens_close(got->opt[i].v, want->opt[i].v, n, &pb, &mr, &nm),
               "%s: tensor %d AdamW v: max rel %.3g, nmse %.3g", what, i, mr, nm);
+        if (verbose) {
+            char t[64];
+            snprintf(t, sizeof t, "m %d", i);
+            describe(what, t, got->opt[i].m, want->opt[i].m, n);
+        }
         CHECK(got->opt[i].t == want->opt[i].t, "%s: tensor %d step %ld vs %ld", what, i,
               got->opt[i].t, want->opt[i].t);
         if (before && b->update_nmse > 0.0) { /* the update itself, where it is tiny */
@@ -321,6 +457,7 @@ static void run_case(const StepCase *k, const BlBackend *be, const Bounds *bound
     BlError err = {{0}};
     worst_scal = worst_grad = worst_param = 0.0;
     BlModel *m = tiny_model(k->arch, 32, 2, 4, 48, 61, 0x5eed0 + k->arch);
+    if (bf16_weights) bf16_round_model(m);
     BlStudent sref, sdev;
     float lw[2] = {0.25f, 1.5f};
     BlLossConfig lc = k->loss;
@@ -330,7 +467,8 @@ static void run_case(const StepCase *k, const BlBackend *be, const Bounds *bound
                       .max_grad_norm = 0.5f};
     BlDeviceTrainerOptions o = {.ternary_fast_path = k->fast, .loss_chunk_seqs = k->chunk};
     BlTrainer ref;
-    BlDeviceTrainer dev;
+    BlDeviceTrainer dev, dref; /* dref: the reference on ref_backend, when set */
+    memset(&dref, 0, sizeof dref);
     int ok = make_student(&sref, m, k, 77, &err) == 0 && make_student(&sdev, m, k, 77, &err) == 0;
     CHECK(ok, "%s: student: %s", k->name, err.msg);
     if (!ok) return;
@@ -339,7 +477,9 @@ static void run_case(const StepCase *k, const BlBackend *be, const Bounds *bound
         sdev.params[0].p[1] = NAN;
     }
     int nb = k->n_micro;
-    ok = bl_build_trainer(&ref, &sref, SB, ST, &lc, &oc, &err) == 0;
+    ok = ref_backend ? bl_device_trainer_build(&dref, ref_backend, &sref, SB, ST, &lc, &oc, &o,
+                                               &err) == 0
+                     : bl_build_trainer(&ref, &sref, SB, ST, &lc, &oc, &err) == 0;
     CHECK(ok, "%s: reference trainer: %s", k->name, err.msg);
     ok = ok && bl_device_trainer_build(&dev, be, &sdev, SB, ST, &lc, &oc, &o, &err) == 0;
     CHECK(ok, "%s: device trainer: %s", k->name, err.msg);
@@ -348,16 +488,30 @@ static void run_case(const StepCase *k, const BlBackend *be, const Bounds *bound
     uint8_t *mask = malloc(M * 2 * nb);
     for (int i = 0; i < 2 * nb; i++)
         make_batch(tokens + i * M, lens + i * SB, mask + i * M, m->cfg.vocab_size, 1234 + i);
+    const Bounds *base_bounds = bounds;
     for (int step = 0; ok && step < 3; step++) {
         char what[160];
         snprintf(what, sizeof what, "%s step %d", k->name, step + 1);
+        Bounds sb = *base_bounds;
+        if (sb.drift_per_step) {
+            double f = step + 1;
+            sb.scal *= f;
+            sb.maxrel *= f;
+            sb.pmaxrel *= f;
+            sb.nmse *= f * f;
+            sb.pnmse *= f * f;
+        }
+        bounds = &sb;
         int set = step == 2 ? 1 : 0; /* steps 1 and 2 see the same batches */
         BlStepResult rr = {0}, rd = {0};
         for (int u = 0; ok && u < nb; u++) {
             size_t at = (size_t)(set * nb + u);
             const uint8_t *mk = k->masked ? mask + at * M : NULL;
-            ok = bl_trainer_accumulate(&ref, tokens + at * M, lens + at * SB, mk, SB, ST,
-                                       1.0f / nb, &rr, &err) == 0;
+            ok = (ref_backend ? bl_device_trainer_accumulate(&dref, tokens + at * M,
+                                                             lens + at * SB, mk, SB, ST,
+                                                             1.0f / nb, &rr, &err)
+                              : bl_trainer_accumulate(&ref, tokens + at * M, lens + at * SB, mk,
+                                                      SB, ST, 1.0f / nb, &rr, &err)) == 0;
             CHECK(ok, "%s: reference accumulate: %s", what, err.msg);
             ok = ok && bl_device_trainer_accumulate(&dev, tokens + at * M, lens + at * SB, mk, SB,
                                                     ST, 1.0f / nb, &rd, &err) == 0;
@@ -366,9 +520,20 @@ static void run_case(const StepCase *k, const BlBackend *be, const Bounds *bound
         if (!ok) break;
         compare_results(what, &rd, &rr, m->cfg.n_layers, bounds);
         if (step == 0) reset_allowance(&sref);
+        if (ref_backend) /* the reference's gradients into the host student's */
+            for (int i = 0; i < dref.n_params; i++)
+                CHECK(ref_backend->download(sref.params[i].g, dref.g + dref.params[i].off,
+                                            sizeof(float) * dref.params[i].n, &err) == 0,
+                      "%s", err.msg);
         compare_grads(what, &dev, &sref, bounds);
         float **before = snapshot(&sref);
-        bl_trainer_update(&ref, &rr);
+        if (ref_backend) {
+            ok = bl_device_trainer_update(&dref, &rr, &err) == 0 &&
+                 bl_device_trainer_download(&dref, &err) == 0;
+            CHECK(ok, "%s: reference update: %s", what, err.msg);
+        } else {
+            bl_trainer_update(&ref, &rr);
+        }
         ok = bl_device_trainer_update(&dev, &rd, &err) == 0;
         CHECK(ok, "%s: device update: %s", what, err.msg);
         compare_results(what, &rd, &rr, m->cfg.n_layers, bounds);
@@ -381,18 +546,21 @@ static void run_case(const StepCase *k, const BlBackend *be, const Bounds *bound
         if (ok && k->rotate && step == 0) { /* freeze, push r = 3 (α/r = 2), fresh moments */
             ok = bl_student_rotate(&sref, 3, 6.0f, 4242, &err) == 0 &&
                  bl_student_rotate(&sdev, 3, 6.0f, 4242, &err) == 0 &&
-                 bl_device_trainer_upload(&dev, &err) == 0;
+                 bl_device_trainer_upload(&dev, &err) == 0 &&
+                 (!ref_backend || bl_device_trainer_upload(&dref, &err) == 0);
             CHECK(ok, "%s: rotation: %s", what, err.msg);
             reset_allowance(&sref); /* the tensors are listed anew */
         }
     }
     free_allowance();
-    printf("  %-44s %s: worst rel. diff: losses/norms %.1e, grads %.1e, updated %.1e\n",
-           k->name, be->name, worst_scal, worst_grad, worst_param);
+    printf("  %-44s %s vs %s: worst rel. diff: losses/norms %.1e, grads %.1e, updated %.1e\n",
+           k->name, be->name, ref_backend ? ref_backend->name : "step.c", worst_scal, worst_grad,
+           worst_param);
     free(tokens);
     free(mask);
     bl_device_trainer_free(&dev);
-    bl_free_trainer(&ref);
+    if (ref_backend) bl_device_trainer_free(&dref);
+    else bl_free_trainer(&ref);
     bl_free_student(&sref);
     bl_free_student(&sdev);
     tiny_free(m);
@@ -420,13 +588,32 @@ static const StepCase CASES[] = {
      .loss = {1, 1, 0, 1, 0, 1.7f, 5, NULL}, .nan = true},
 };
 
-static void run_cases(const BlBackend *be, const Bounds *b) {
-    for (size_t i = 0; i < sizeof CASES / sizeof CASES[0]; i++) {
-        StepCase k = CASES[i];
+/* The emulated device's set (test_cuda_step --quick, ~25× slower than a
+ * GPU per launch under a sanitizer): fewer cases, each carrying more of the
+ * paths above, so that every one still runs: the three architectures, λ 0 /
+ * 0.5 / 1, A4 / A8 / A16, every loss and layer weights, SubLN, post-norm,
+ * dense, 2 micro-batches, 1-sequence chunks, rotation, fast path, NaN. */
+static const StepCase QUICK_CASES[] = {
+    {"qwen2 l=1 A8 everything but the fast path", BL_ARCH_QWEN2, 1.0f, 8, .subln = true,
+     .post_norm = true, .dense = true, .loss = {1, 0.5f, 0.7f, 1, 0.3f, 1.7f, 5, NULL},
+     .masked = true, .layer_w = true, .chunk = 1, .n_micro = 2, .rotate = true},
+    {"llama l=1 A4 ternary fast path + SubLN", BL_ARCH_LLAMA, 1.0f, 4, .subln = true,
+     .loss = {1, 1, 0.5f, 1, 0, 1.7f, 3, NULL}, .masked = true, .fast = true},
+    {"phi3 l=0.5 A16 ce+topk+cos, 2 micro-batches", BL_ARCH_PHI3, 0.5f, 16,
+     .loss = {1, 0, 1, 1, 0, 2.0f, 7, NULL}, .n_micro = 2},
+    {"qwen2 l=0 A4 NaN in the student: skip", BL_ARCH_QWEN2, 0.0f, 4,
+     .loss = {1, 1, 0, 1, 0, 1.7f, 5, NULL}, .nan = true},
+};
+
+#ifndef DEVICE_STEP_NO_MAIN
+static void run_cases(const BlBackend *be, const Bounds *b, const StepCase *cases, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        StepCase k = cases[i];
         if (k.n_micro < 1) k.n_micro = 1;
         run_case(&k, be, b);
     }
 }
+#endif
 
 // ----------------------------------------------------------------------------
 // what the device trainer refuses, with a message
@@ -486,7 +673,8 @@ int main(void) {
     Bounds b = {.scal = 1e-5, .maxrel = 1e-5, .pmaxrel = 1e-4, .pnmse = 1e-10,
                 .update_nmse = 1e-8};
     printf("device trainer on the CPU backend vs the reference step\n");
-    run_cases(cpu, &b);
+    run_cases(cpu, &b, CASES, sizeof CASES / sizeof CASES[0]);
+    run_cases(cpu, &b, QUICK_CASES, sizeof QUICK_CASES / sizeof QUICK_CASES[0]);
     check_refusals(cpu);
     if (failures) fprintf(stderr, "%d check(s) failed\n", failures);
     return failures ? 1 : 0;
