@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# resource_usage.sh - registers, shared memory, stack and spills of every
+# kernel (ptxas --resource-usage for sm_80 and sm_90), with
+# -warn-spills,-warn-lmem-usage as errors: a kernel that spills or uses local
+# memory (a stack frame) fails this script. Writes the table between the
+# markers "<!-- resource-usage:begin -->" / "<!-- resource-usage:end -->" of
+# kernels/README.md (or prints it with --print). Needs nvcc, not a GPU
+# (about 2 minutes on 2 cores).
+#
+#   kernels/resource_usage.sh [--print] [--nvcc PATH] [FILE.cu ...]
+#     FILE.cu ...  check these files only (implies --print), e.g. to see the
+#                  check fail on a kernel that spills
+#     NVCC=PATH    same as --nvcc
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(dirname "$here")
+nvcc=${NVCC:-nvcc}
+print=0
+files=()
+while [ $# -gt 0 ]; do
+    case $1 in
+    --print) print=1 ;;
+    --nvcc) [ $# -ge 2 ] || { echo "$0: --nvcc needs a path" >&2; exit 2; }; nvcc=$2; shift ;;
+    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -*) echo "usage: $0 [--print] [--nvcc PATH] [FILE.cu ...]" >&2; exit 2 ;;
+    *) files+=("$1"); print=1 ;;
+    esac
+    shift
+done
+[ ${#files[@]} -eq 0 ] && files=("$root"/kernels/*.cu)
+command -v "$nvcc" >/dev/null || { echo "resource_usage.sh: no nvcc ($nvcc)" >&2; exit 1; }
+command -v c++filt >/dev/null || { echo "resource_usage.sh: no c++filt (binutils)" >&2; exit 1; }
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+# the flags of the CMake build (Release: -O3; CMAKE_CUDA_ARCHITECTURES
+# 80-real 90-real: the 90-virtual PTX does not go through ptxas)
+for cu in "${files[@]}"; do
+    name=$(basename "$cu" .cu)
+    "$nvcc" -c -std=c++17 -O3 -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
+        --resource-usage -Xptxas -warn-spills,-warn-lmem-usage,-Werror \
+        -I"$root/kernels" -I"$root/src" -I"$root" -o "$tmp/$name.o" "$cu" >"$tmp/$name.log" 2>&1 || {
+        cat "$tmp/$name.log" >&2
+        echo "resource_usage.sh: $name.cu fails ptxas's spill / local-memory checks (or does not compile)" >&2
+        exit 1
+    }
+done
+
+# ptxas info: "Compiling entry function 'X' for 'sm_90'", then
+# "N bytes stack frame, S bytes spill stores, L bytes spill loads",
+# "Used R registers, used B barriers[, M bytes smem][, C bytes cmem[0]]..."
+# (device functions that are not entries have a "Function properties" line
+# and a stack line of their own, outside an entry's block: skipped)
+# -> file \t mangled \t arch \t regs \t smem \t stack \t spill
+for f in "$tmp"/*.log; do
+    file=$(basename "$f" .log).cu
+    awk -v file="$file" '
+        /Compiling entry function/ { fn = $0; sub(/.*function \x27/, "", fn); sub(/\x27.*/, "", fn);
+                                     arch = $0; sub(/.*for \x27/, "", arch); sub(/\x27.*/, "", arch); entry = 1; next }
+        entry && /bytes stack frame/ { stack = $1; spill = $5 + $9; next }
+        entry && /Used [0-9]+ registers/ {
+            regs = $0; sub(/.*Used /, "", regs); sub(/ registers.*/, "", regs)
+            smem = 0; if ($0 ~ /bytes smem/) { smem = $0; sub(/ bytes smem.*/, "", smem); sub(/.*, /, "", smem) }
+            print file "\t" fn "\t" arch "\t" regs "\t" smem "\t" stack "\t" spill; entry = 0 }
+    ' "$f"
+done >"$tmp/raw.tsv"
+[ -s "$tmp/raw.tsv" ] || { echo "resource_usage.sh: no 'Compiling entry function' lines in ptxas's output" >&2; exit 1; }
+
+# demangle (c++filt reads the mangled names one per line), then one row per
+# kernel: registers per arch, static shared memory (one value, or
+# "sm_80 / sm_90" where they differ), the largest stack frame and spill
+cut -f2 "$tmp/raw.tsv" | c++filt | sed 's/(.*//' >"$tmp/names"
+paste "$tmp/names" "$tmp/raw.tsv" | awk -F'\t' '
+    { key = $2 "\t" $1; if (!(key in seen)) { order[++n] = key; seen[key] = 1 }
+      r[key, $4] = $5; s[key, $4] = $6
+      if ($7 + 0 > st[key] + 0) st[key] = $7; if (!(key in st)) st[key] = 0
+      if ($8 + 0 > sp[key] + 0) sp[key] = $8; if (!(key in sp)) sp[key] = 0 }
+    END { for (i = 1; i <= n; i++) { k = order[i]; split(k, a, "\t")
+          sm = s[k, "sm_80"]; if (s[k, "sm_90"] != sm) sm = s[k, "sm_80"] " / " s[k, "sm_90"]
+          printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a[1], a[2], r[k, "sm_80"], r[k, "sm_90"], sm, st[k] + 0, sp[k] + 0 } }' |
+    LC_ALL=C sort -t$'\t' -k1,1 -k2,2 >"$tmp/rows.tsv"
+nk=$(wc -l <"$tmp/rows.tsv")
+bad=$(awk -F'\t' '$6 != 0 || $7 != 0' "$tmp/rows.tsv")
+
+md=$( {
+    echo "| file | kernel | registers sm_80 | registers sm_90 | static shared (bytes) | stack (bytes) | spills (bytes) |"
+    echo "| --- | --- | ---: | ---: | ---: | ---: | ---: |"
+    while IFS=$'\t' read -r file k r80 r90 smem stack spill; do
+        printf '| %s | `%s` | %s | %s | %s | %s | %s |\n' "$file" "$k" "$r80" "$r90" "$smem" "$stack" "$spill"
+    done <"$tmp/rows.tsv"
+    echo
+    echo "$nk kernels (template instances counted separately). Generated by \`kernels/resource_usage.sh\`"
+    echo "($("$nvcc" --version | sed -n 's/.*release \([0-9.]*\).*/nvcc \1/p'), \`-O3\`, sm_80 and sm_90 machine code, \`-Xptxas -warn-spills,-warn-lmem-usage,-Werror\`)."
+} )
+
+if [ -n "$bad" ]; then  # -Werror should have stopped it already
+    printf '%s\n' "$md" >&2
+    echo "resource_usage.sh: kernels with a stack frame or spills:" >&2
+    printf '%s\n' "$bad" >&2
+    exit 1
+fi
+if [ "$print" = 1 ]; then
+    printf '%s\n' "$md"
+    exit 0
+fi
+readme="$root/kernels/README.md"
+grep -q '<!-- resource-usage:begin -->' "$readme" && grep -q '<!-- resource-usage:end -->' "$readme" || {
+    echo "resource_usage.sh: no <!-- resource-usage:begin/end --> markers in $readme" >&2
+    exit 1
+}
+printf '%s\n' "$md" >"$tmp/table.md"
+awk -v tablefile="$tmp/table.md" '
+    /<!-- resource-usage:begin -->/ { print; while ((getline line < tablefile) > 0) print line; skip = 1; next }
+    /<!-- resource-usage:end -->/ { skip = 0 }
+    !skip { print }
+' "$readme" >"$tmp/README.md"
+cat "$tmp/README.md" >"$readme"
+echo "resource_usage.sh: table of $nk kernels written to kernels/README.md (0 spills, 0 stack)"
