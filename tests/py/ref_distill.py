@@ -117,25 +117,26 @@ def round_half_away(v: torch.Tensor) -> torch.Tensor:
 # Rounding near ties, for comparisons that must survive a one-code flip.
 # Another correct float32 implementation computes every quantiser input v in
 # its own summation order, so a v within its float32 error of a rounding
-# boundary (k + ½) may round to the other code there. With TIE_SHIFT = ±δ the
-# quantisers round v + δ·sign(v): every v within δ of a boundary goes away
-# from zero (+δ) or towards it (−δ), values farther from a boundary are
-# unchanged. Running a reference at +δ and at −δ gives the spread of results
-# that such flips can cause (see tie_envelope in the tests that use it).
-TIE_SHIFT = 0.0
+# boundary (k + ½) may round to the other code there. With TIE_SHIFT =
+# (dx, dw) the activation / weight quantisers round v + d·sign(v): every v
+# within |d| of a boundary goes away from zero (d > 0) or towards it (d < 0),
+# values farther from a boundary are unchanged. Running a reference both ways
+# gives the spread of results that such flips can cause (see tie_envelope in
+# the tests that use it).
+TIE_SHIFT = (0.0, 0.0)
 
 
-def _round_q(v: torch.Tensor) -> torch.Tensor:
-    if TIE_SHIFT:
-        v = v + TIE_SHIFT * torch.sign(v)
+def _round_q(v: torch.Tensor, d: float) -> torch.Tensor:
+    if d:
+        v = v + d * torch.sign(v)
     return round_half_away(v)
 
 
 class tie_shift:
-    """with tie_shift(d): the quantisers round near-ties as TIE_SHIFT = d."""
+    """with tie_shift(dx, dw): the quantisers round near-ties as TIE_SHIFT."""
 
-    def __init__(self, d):
-        self.d = d
+    def __init__(self, dx, dw):
+        self.d = (dx, dw)
 
     def __enter__(self):
         global TIE_SHIFT
@@ -151,7 +152,7 @@ def wq(w: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         mean = w.abs().to(torch.float64).mean()     # double accumulator, like C
         s = 1.0 / torch.clamp(mean.to(w.dtype), min=1e-5)
-        return torch.clamp(_round_q(w * s), -1.0, 1.0) / s
+        return torch.clamp(_round_q(w * s, TIE_SHIFT[1]), -1.0, 1.0) / s
 
 
 def actq_levels(bits: int) -> int:
@@ -172,7 +173,7 @@ def actq(x: torch.Tensor, bits: int) -> torch.Tensor:
     with torch.no_grad():
         m = x.abs().amax(dim=-1, keepdim=True)
         s = Q / torch.clamp(m, min=1e-5)
-        return torch.clamp(_round_q(x * s), -Q - 1.0, float(Q)) / s
+        return torch.clamp(_round_q(x * s, TIE_SHIFT[0]), -Q - 1.0, float(Q)) / s
 
 
 def ste(v: torch.Tensor, q: torch.Tensor) -> torch.Tensor:

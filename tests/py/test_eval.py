@@ -248,20 +248,23 @@ def ref_memory(w, ref, ck, gguf_path):
 # ----------------------------------------------------------------------------
 # comparisons
 
-# Near-tie rounding (ref_distill.TIE_SHIFT): a quantiser input of bitlab's
-# float32 forward differs from the reference's by its summation order, about
-# 1e-6 relative, i.e. ≤ 127·1e-6 ≈ 1.3e-4 quantisation steps at 8 bits; any
-# input within TIE_DELTA = 1e-3 steps of a boundary may round either way
-# (8× that error), and the reference is run with all of them rounded each way.
-TIE_DELTA = 1e-3
+# Near-tie rounding (ref_distill.TIE_SHIFT), in quantisation steps. An
+# activation entering actq differs from the reference's by its float32
+# summation order through the layers before it, about 1e-6 relative, i.e.
+# ≤ 127·1e-6 ≈ 1.3e-4 steps at 8 bits: TIE_DX = 4× that. A weight entering wq
+# is W + ΔW with ΔW a rank-r product summed in another order, ~1e-7 relative
+# of a value near one step: TIE_DW = 100× that. Any input that close to a
+# boundary may round either way, and the reference runs with all of them
+# rounded each way.
+TIE_DX, TIE_DW = 5e-4, 1e-5
 
 
 def ref_eval_envelope(ref, ck, examples, bits=None):
     """ref_eval at the plain rounding and with every near-tie quantiser input
     rounded away from / towards zero: {key: (lo, mid, hi)}."""
     runs = [ref_eval(ref, ck, examples, bits)]
-    for d in (TIE_DELTA, -TIE_DELTA):
-        with rd.tie_shift(d):
+    for sign in (1, -1):
+        with rd.tie_shift(sign * TIE_DX, sign * TIE_DW):
             runs.append(ref_eval(ref, ck, examples, bits))
     return {k: (min(r[k] for r in runs), runs[0][k], max(r[k] for r in runs)) for k in runs[0]}
 
