@@ -1,6 +1,6 @@
 /* attention.cuh - causal GQA attention with right padding, its backward, and
  * attention against a KV cache. CPU twins: bl_attention,
- * bl_attention_backward (nn/ops.h) and bl_attention_kv (nn/ops_decode.h):
+ * bl_attention_backward (ops/ops.h) and bl_attention_kv (ops/ops_decode.h):
  * same layouts (q [B·T, nh·hd], k/v [B·T, nkv·hd], head h reads kv head
  * h / (nh/nkv)), scale 1/√hd, padded query rows → zeros, att (NULL skips)
  * [B, nh, T, T] with zeros outside the causal valid part.

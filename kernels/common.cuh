@@ -2,7 +2,7 @@
 // included from C): the backend context (one stream, the cuBLAS/cuBLASLt
 // handles, growable scratch), the error macros that record file:line into
 // the sticky error reported at the next sync, block reductions, and the
-// rounding helpers that must match train/quant.c bit for bit.
+// rounding helpers that must match ops/quant.c bit for bit.
 #ifndef BITLAB_KERNELS_COMMON_CUH
 #define BITLAB_KERNELS_COMMON_CUH
 
@@ -125,7 +125,7 @@ __device__ __forceinline__ float bl_block_max(float v, float *sh) {
 }
 
 // ----------------------------------------------------------------------------
-// the quantisers' rounding, exactly as train/quant.c
+// the quantisers' rounding, exactly as ops/quant.c
 
 // clamp(roundf(w·s), −1, 1): half away from zero means |w·s| >= ½
 __device__ __forceinline__ float bl_ternary(float w, float s) {

@@ -4,8 +4,8 @@
  * .cu + .cuh per family); this header includes them all and is what
  * src/backend/backend_cuda.c includes.
  *
- * Contracts are those of the CPU twins named in each header (nn/ops.h,
- * train/quant.h, loss.h, adamw.h, bitlinear.h), including accumulate (+=)
+ * Contracts are those of the CPU twins named in each header (ops/ops.h,
+ * ops/quant.h, loss.h, adamw.h, bitlinear.h), including accumulate (+=)
  * versus overwrite and NULL meaning "skip".
  *
  * Errors: ops return void (or a value read back from the device) and record

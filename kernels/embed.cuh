@@ -1,5 +1,5 @@
 /* embed.cuh - token embedding lookup and its scatter-add backward. CPU
- * twins: bl_embed, bl_embed_backward (nn/ops.h). The table may be a bf16
+ * twins: bl_embed, bl_embed_backward (ops/ops.h). The table may be a bf16
  * weight handle (context.cuh); rows come out as fp32. The backward adds with
  * atomics, so the order of additions for a repeated token is not fixed. */
 #ifndef BITLAB_KERNELS_EMBED_CUH

@@ -1,6 +1,6 @@
 /* gradnorm.cuh - the trainer's step guards on device tensors. CPU twins:
  * the loops of bl_grad_norm, bl_grad_clip and bl_grad_nonfinite
- * (train/adamw.h), per tensor: the caller sums the squares of every tensor,
+ * (ops/adamw.h), per tensor: the caller sums the squares of every tensor,
  * takes the root, and scales each when clipping. Squares are summed in
  * double (per thread, per block, then across blocks in a fixed order). The
  * values are read back, so sumsq and nonfinite wait for the stream; on a

@@ -1,6 +1,6 @@
 /* loss.cuh - the distillation losses, each value and gradient in one call.
  * CPU twins: bl_ce_loss, bl_kl_loss, bl_topk_logprobs, bl_topk_kl_loss,
- * bl_hidden_loss (train/loss.h), with the same row selection (BlLossRows,
+ * bl_hidden_loss (ops/loss.h), with the same row selection (BlLossRows,
  * whose tokens and mask are DEVICE pointers here), the same "accumulate
  * grad_weight·dloss into the gradient, NULL skips" rule and the same τ²
  * scaling. Logits stay fp32; each row is one block; softmax sums are fp32
@@ -19,7 +19,7 @@ extern "C" {
 #endif
 
 /* C headers of src/: C linkage inside C++ */
-#include "train/loss.h"
+#include "ops/loss.h"
 
 double bl_cuda_ce_loss(float *dlogits, float grad_weight, const float *logits,
                        const BlLossRows *rows);

@@ -1,5 +1,5 @@
 /* matmul.cuh - GEMMs through cuBLAS. CPU twins: bl_matmul and
- * bl_matmul_backward (nn/ops.h) and cblas_sgemm (the LoRA products).
+ * bl_matmul_backward (ops/ops.h) and cblas_sgemm (the LoRA products).
  *
  * matmul / matmul_backward: bf16 operands, fp32 accumulate and output
  * (cublasGemmEx, CUBLAS_COMPUTE_32F). A weight that is a registered bf16

@@ -1,4 +1,4 @@
-/* quant.cuh - the student's quantisers. CPU twins: bl_actq (train/quant.h)
+/* quant.cuh - the student's quantisers. CPU twins: bl_actq (ops/quant.h)
  * and bl_bitlinear_weff (train/bitlinear.h: LoRA merge then bl_weff).
  *
  * actq: one block per row; the absmax is the largest sign-cleared bit

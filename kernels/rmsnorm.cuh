@@ -1,5 +1,5 @@
 /* rmsnorm.cuh - RMSNorm forward and backward. CPU twins: bl_rmsnorm,
- * bl_rmsnorm_backward (nn/ops.h), incl. dx aliasing dy. fp32 in and out, the
+ * bl_rmsnorm_backward (ops/ops.h), incl. dx aliasing dy. fp32 in and out, the
  * sum of squares reduced in fp32 per row, 1/rms formed in double. */
 #ifndef BITLAB_KERNELS_RMSNORM_CUH
 #define BITLAB_KERNELS_RMSNORM_CUH

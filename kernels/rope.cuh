@@ -1,5 +1,5 @@
 /* rope.cuh - rotary embedding in place, forward and backward (the inverse
- * rotation). CPU twins: bl_rope, bl_rope_backward (nn/ops.h), both pair
+ * rotation). CPU twins: bl_rope, bl_rope_backward (ops/ops.h), both pair
  * layouts (interleaved = ggml "normal", else HF/neox halves). Angles are
  * formed and rotated through sin/cos in double, as on the CPU. */
 #ifndef BITLAB_KERNELS_ROPE_CUH

@@ -1,6 +1,6 @@
 /* swiglu.cuh - y = silu(gate)·up with row stride ld (Phi-3's fused
  * gate_up uses ld = 2H), and its backward. CPU twins: bl_swiglu,
- * bl_swiglu_backward (nn/ops.h). fp32 elementwise. */
+ * bl_swiglu_backward (ops/ops.h). fp32 elementwise. */
 #ifndef BITLAB_KERNELS_SWIGLU_CUH
 #define BITLAB_KERNELS_SWIGLU_CUH
 

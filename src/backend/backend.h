@@ -1,12 +1,12 @@
 /* backend.h - where the tensors live and who runs the ops.
  *
  * A backend is a table of function pointers: memory (alloc/free and copies
- * between host and backend memory) and the ops of nn/ops.h with the same
+ * between host and backend memory) and the ops of ops/ops.h with the same
  * signatures and contract, all taking backend pointers. The forward, the
  * decoder and (later) the trainer call ops only through this table, so the
  * CUDA backend (kernels/) runs the same code paths as the CPU reference.
  *
- * Ops return void, as in nn/ops.h: a device backend queues them and reports a
+ * Ops return void, as in ops/ops.h: a device backend queues them and reports a
  * failure at the next sync(). The CPU backend's memory IS host memory. */
 #ifndef BITLAB_BACKEND_H
 #define BITLAB_BACKEND_H
@@ -15,8 +15,8 @@
 #include <stddef.h>
 
 #include "core/error.h"
-#include "train/adamw.h"
-#include "train/loss.h"
+#include "ops/adamw.h"
+#include "ops/loss.h"
 
 /* The weight of one student BitLinear as bitlinear_weff and ternary_matmul
  * read it (backend pointers): W + dense + B_cat·A_cat, where every adapter
@@ -53,7 +53,7 @@ typedef struct BlBackend {
     /* waits for every queued op; reports an asynchronous failure */
     int (*sync)(BlError *err);
 
-    /* the ops of nn/ops.h */
+    /* the ops of ops/ops.h */
     void (*matmul)(float *y, const float *x, const float *w, const float *bias, int M, int N,
                    int K);
     void (*matmul_backward)(float *dx, float *dw, float *db, const float *dy, const float *x,
@@ -77,7 +77,7 @@ typedef struct BlBackend {
     void (*embed)(float *y, const float *table, const int *ids, int M, int D);
     void (*embed_backward)(float *dtable, const float *dy, const int *ids, int M, int D);
 
-    /* inference: nn/ops_decode.h */
+    /* inference: ops/ops_decode.h */
     void (*attention_kv)(float *out, const float *q, const float *kcache, const float *vcache,
                          int n, int pos0, int nh, int nkv, int hd);
 
@@ -86,7 +86,7 @@ typedef struct BlBackend {
     void (*add)(float *y, const float *x, size_t n);
     void (*copy2d)(float *dst, int ld_dst, const float *src, int ld_src, int rows, int cols);
 
-    /* ---- the student and the trainer: twins of train/quant.h, bitlinear.h,
+    /* ---- the student and the trainer: twins of ops/quant.h, bitlinear.h,
      * loss.h and adamw.h. Loss rows (BlLossRows.tokens/mask) and every tensor
      * are backend pointers; values returned as double are read back (the
      * call waits), NAN on a device failure. */

@@ -1,5 +1,5 @@
 /* backend_cpu.c - the CPU backend: host memory and the reference ops of
- * nn/ops.h (forward: ops_forward.c, backward: ops_backward.c) and of train/
+ * ops/ops.h (forward: ops_forward.c, backward: ops_backward.c) and of train/
  * (quant, bitlinear, loss, adamw), nothing queued, so sync() has nothing to
  * wait for. The few entries that are not a train/ function as it is are thin
  * adapters to one, written here so the CUDA twins have a single reference. */
@@ -11,9 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "nn/ops.h"
-#include "nn/ops_decode.h"
-#include "train/quant.h"
+#include "ops/ops.h"
+#include "ops/ops_decode.h"
+#include "ops/quant.h"
 
 // ----------------------------------------------------------------------------
 // memory, counted (glibc's malloc_usable_size: the backend's free() is given

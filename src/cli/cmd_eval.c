@@ -7,8 +7,8 @@
 
 #include "cli/cli.h"
 #include "eval/evaluate.h"
-#include "script/checkpoint.h"
-#include "train/quant.h"
+#include "train/checkpoint.h"
+#include "ops/quant.h"
 
 /* --checkpoint's student, or a fresh one (no adapters) at 8-bit
  * activations; --act-bits overrides either's activation width. */

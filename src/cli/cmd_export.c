@@ -12,7 +12,7 @@
 #include "export/manifest.h"
 #include "export/packed_safetensors.h"
 #include "io/quants.h"
-#include "script/checkpoint.h"
+#include "train/checkpoint.h"
 
 static int parse_options(const CliArgs *a, BlExportRequest *req) {
     const char *tern = cli_str(a, "--ternary", "tq2_0"), *embed = cli_str(a, "--embed", "keep");

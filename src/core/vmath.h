@@ -1,5 +1,5 @@
 /* vmath.h - a branch-free expf for the hot elementwise loops (the softmaxes
- * over the vocabulary in train/loss.c, SwiGLU).  libm's expf/exp are scalar
+ * over the vocabulary in ops/loss.c, SwiGLU).  libm's expf/exp are scalar
  * calls that gcc cannot vectorise without -ffast-math, and they cost ~10% of a
  * CPU distillation step; this one is plain float arithmetic and bit moves, so
  * a simple loop over float arrays that calls it vectorises at -O3

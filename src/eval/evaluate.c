@@ -9,7 +9,7 @@
 #include "eval/evaluate.h"
 #include "nn/forward.h"
 #include "nn/generate.h"
-#include "script/eval.h"
+#include "eval/student_eval.h"
 #include "tokenizer/tokenizer.h"
 
 static double now(void) {

@@ -18,7 +18,7 @@
 #include "io/quants.h"
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
-#include "train/quant.h"
+#include "ops/quant.h"
 
 /* Hugging Face module names of the block linears */
 static const char *const HF_LINEAR[BL_LIN_KINDS] = {

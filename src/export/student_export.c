@@ -6,7 +6,7 @@
 
 #include "train/bitlinear.h"
 #include "train/lora.h"
-#include "train/quant.h"
+#include "ops/quant.h"
 
 int bl_student_export_check(const BlStudent *st, const char *format, BlError *err) {
     if (st->cfg.subln)

@@ -2,7 +2,7 @@
  * block linear's weight at λ = 1, wq(W + ΔW), as ternary codes {−1, 0, 1}
  * and one per-tensor scale, so Weff = codes · scale exactly (the student's
  * forward computes ternary(w·s)/s with scale = 1/s; the codes are what
- * train/quant.h's bl_wq_int8 returns for W + ΔW merged from the LoRA stack).
+ * ops/quant.h's bl_wq_int8 returns for W + ΔW merged from the LoRA stack).
  *
  * Exporters write the student at λ = 1 whatever λ it trained at last (the
  * manifest records that λ, and whether the export is "compression ready"). */

@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "export/packed_safetensors.h"
+#include "io/packed_format.h"
 #include "io/safetensors.h"
 #include "model/load_internal.h"
 

@@ -5,7 +5,7 @@
  * A ternary student exported by bitlab (cfg.ternary_act_bits 8 or 4) runs
  * as the plain model whose block linears already hold ternary × scale; what
  * it adds is the per-token absmax quantisation of every block linear's input
- * that the student trained with (train/quant.h's bl_actq, the one
+ * that the student trained with (ops/quant.h's bl_actq, the one
  * definition of it). The weights are not quantised again: wq is not
  * idempotent. */
 #include "nn/forward.h"
@@ -14,7 +14,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "train/quant.h"
+#include "ops/quant.h"
 
 // ----------------------------------------------------------------------------
 // state

@@ -6,7 +6,7 @@
 
 #include <string.h>
 
-#include "train/loss.h"
+#include "ops/loss.h"
 #include "train/student.h"
 
 #define MAX2(a, b) ((a) > (b) ? (a) : (b))

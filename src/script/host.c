@@ -11,7 +11,7 @@
 
 #include <lualib.h>
 
-#include "script/checkpoint.h"
+#include "train/checkpoint.h"
 #include "script/internal.h"
 
 static const char RT_KEY = 'r'; /* registry key: its address */

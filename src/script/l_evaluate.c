@@ -18,9 +18,9 @@
 #include <string.h>
 
 #include "eval/evaluate.h"
-#include "script/checkpoint.h"
+#include "train/checkpoint.h"
 #include "script/internal.h"
-#include "train/quant.h"
+#include "ops/quant.h"
 
 /* Optional string field of the table at 1 (NULL when absent). */
 static const char *opt_string(lua_State *L, const char *name) {

@@ -6,7 +6,7 @@
 #include "backend/backend.h"
 #include "model/model.h"
 #include "nn/generate.h"
-#include "script/eval.h"
+#include "eval/student_eval.h"
 #include "script/internal.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"

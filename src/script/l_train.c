@@ -17,12 +17,12 @@
 #include <time.h>
 
 #include "data/dataset.h"
-#include "script/checkpoint.h"
-#include "script/eval.h"
+#include "train/checkpoint.h"
+#include "eval/student_eval.h"
 #include "script/internal.h"
 #include "tokenizer/tokenizer.h"
 #include "trace/trace.h"
-#include "train/quant.h"
+#include "ops/quant.h"
 #include "train/step.h"
 #include "train/student.h"
 

@@ -14,7 +14,7 @@
 #include "core/sha256.h"
 #include "trace/trace.h"
 #include "trace/trace_format.h"
-#include "train/loss.h"
+#include "ops/loss.h"
 
 void bl_trace_close(BlTrace *t) {
     if (!t) return;

@@ -19,7 +19,7 @@
 #include "nn/forward.h"
 #include "trace/trace.h"
 #include "trace/trace_format.h"
-#include "train/loss.h"
+#include "ops/loss.h"
 
 const char *bl_trace_hidden_name(BlTraceHidden h) {
     return h == BL_TRACE_HIDDEN_F32 ? "f32" : h == BL_TRACE_HIDDEN_F16 ? "f16" : "none";

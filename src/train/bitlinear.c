@@ -4,8 +4,8 @@
 #include <cblas.h>
 #include <string.h>
 
-#include "nn/ops.h"
-#include "train/quant.h"
+#include "ops/ops.h"
+#include "ops/quant.h"
 
 void bl_bitlinear_weff(float *weff, const BlBitLinear *L) {
     size_t n = (size_t)L->out * L->in;

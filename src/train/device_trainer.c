@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "train/micro_loss.h"
-#include "train/quant.h"
+#include "ops/quant.h"
 
 #define MAX2(a, b) ((a) > (b) ? (a) : (b))
 

@@ -11,7 +11,7 @@
 
 #include "backend/backend.h"
 #include "train/bench_work.h"
-#include "train/loss.h"
+#include "ops/loss.h"
 #include "train/micro_loss.h"
 
 // ----------------------------------------------------------------------------

@@ -42,7 +42,7 @@
 
 #include "core/error.h"
 #include "nn/forward.h"
-#include "train/adamw.h"
+#include "ops/adamw.h"
 #include "train/student.h"
 #include "train/teacher_cache.h"
 #include "train/train_forward.h"

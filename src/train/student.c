@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "train/quant.h"
+#include "ops/quant.h"
 
 // ----------------------------------------------------------------------------
 // lookup

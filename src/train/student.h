@@ -20,7 +20,7 @@
 
 #include "core/error.h"
 #include "model/model.h"
-#include "train/adamw.h"
+#include "ops/adamw.h"
 #include "train/bitlinear.h"
 #include "train/lora.h"
 

@@ -10,7 +10,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "nn/ops.h"
+#include "ops/ops.h"
 #include "train/train_forward.h"
 
 // ----------------------------------------------------------------------------

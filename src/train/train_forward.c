@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "nn/ops.h"
-#include "train/quant.h"
+#include "ops/ops.h"
+#include "ops/quant.h"
 
 // ----------------------------------------------------------------------------
 // state

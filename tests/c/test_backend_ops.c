@@ -24,10 +24,10 @@
 
 #include "backend/backend.h"
 #include "backend/cuda_module.h"
-#include "nn/ops.h"
+#include "ops/ops.h"
 #include "train/bitlinear.h"
 #include "train/lora.h"
-#include "train/quant.h"
+#include "ops/quant.h"
 
 #include "check.h"
 

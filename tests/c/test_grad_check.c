@@ -1,5 +1,5 @@
 /* test_grad_check.c - every backward of the training core against central
- * finite differences: the ops of nn/ops.h, BitLinear (with its STE
+ * finite differences: the ops of ops/ops.h, BitLinear (with its STE
  * definition where quantisers make FD meaningless), the LoRA factors, every
  * loss, and AdamW against a two-step trajectory worked out by hand.
  *
@@ -17,12 +17,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "nn/ops.h"
-#include "train/adamw.h"
+#include "ops/ops.h"
+#include "ops/adamw.h"
 #include "train/bitlinear.h"
 #include "train/lora.h"
-#include "train/loss.h"
-#include "train/quant.h"
+#include "ops/loss.h"
+#include "ops/quant.h"
 
 #include "check.h"
 

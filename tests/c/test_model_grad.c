@@ -27,7 +27,7 @@
 #include <string.h>
 
 #include "nn/forward.h"
-#include "nn/ops.h"
+#include "ops/ops.h"
 #include "check.h"
 #include "tiny_model.h"
 #include "train/step.h"

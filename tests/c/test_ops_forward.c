@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "nn/ops.h"
-#include "nn/ops_decode.h"
+#include "ops/ops.h"
+#include "ops/ops_decode.h"
 
 #include "check.h"
 

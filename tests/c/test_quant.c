@@ -8,7 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "train/quant.h"
+#include "ops/quant.h"
 
 #include "check.h"
 

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 
 #include "nn/generate.h"
-#include "script/eval.h"
+#include "eval/student_eval.h"
 #include "train/student.h"
 #include "train/train_forward.h"
 

@@ -1,5 +1,5 @@
 /* fuzz_checkpoint.c - libFuzzer harness: the input is a checkpoint
- * (script/checkpoint.c) of the student of fuzz_model.h's model. Before it is
+ * (train/checkpoint.c) of the student of fuzz_model.h's model. Before it is
  * written, the header's payload size and FNV-1a checksum are set to match
  * the input, so that mutations reach the payload parser instead of dying at
  * the checksum. Then: info, peek, rebuild a student from it on the model and
@@ -11,7 +11,7 @@
 
 #include "fuzz_common.h"
 #include "fuzz_model.h"
-#include "script/checkpoint.h"
+#include "train/checkpoint.h"
 
 static BlModel *model, *model_hf; /* llama.cpp's interleaved q/k rows; Hugging Face's */
 

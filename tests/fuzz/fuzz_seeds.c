@@ -10,7 +10,7 @@
 
 #include "data/dataset.h"
 #include "fuzz_model.h"
-#include "script/checkpoint.h"
+#include "train/checkpoint.h"
 #include "trace/trace.h"
 
 static void check(int rc, const BlError *err, const char *what) {

@@ -25,10 +25,10 @@
 
 #include "io/quants.h"
 #include "model/model.h"
-#include "script/checkpoint.h"
-#include "script/eval.h"
+#include "train/checkpoint.h"
+#include "eval/student_eval.h"
 #include "train/bitlinear.h"
-#include "train/quant.h"
+#include "ops/quant.h"
 
 static const char *const STEMS[BL_LIN_KINDS] = {
     "attn_q", "attn_k", "attn_v", "attn_qkv", "attn_output", "ffn_gate", "ffn_up", "ffn_up", "ffn_down",
@@ -126,7 +126,7 @@ static int round_scales(BlModel *m, BlStudent *st) {
             float d16 = bl_fp16_to_fp32(bl_fp32_to_fp16(1.0f / s));
             float *w = m->layers[l].lin[k].w;
             for (size_t i = 0; i < cnt; i++) {
-                float v = merged[i] * s; /* the ternary rule of train/quant.c */
+                float v = merged[i] * s; /* the ternary rule of ops/quant.c */
                 w[i] = v >= 0.5f ? d16 : v <= -0.5f ? -d16 : 0.0f;
             }
         }

@@ -25,7 +25,7 @@
 #include "io/gguf.h"
 #include "model/model.h"
 #include "nn/forward.h"
-#include "script/checkpoint.h"
+#include "train/checkpoint.h"
 #include "tokenizer/tokenizer.h"
 #include "train/bitlinear.h"
 #include "train/train_forward.h"

@@ -20,8 +20,8 @@
 
 #include "train/bitlinear.h"
 #include "train/lora.h"
-#include "train/loss.h"
-#include "train/quant.h"
+#include "ops/loss.h"
+#include "ops/quant.h"
 
 static const char *dir;
 

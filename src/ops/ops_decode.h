@@ -1,4 +1,4 @@
-/* ops_decode.h - the one inference-only op beyond nn/ops.h: attention of new
+/* ops_decode.h - the one inference-only op beyond ops/ops.h: attention of new
  * queries against a KV cache, used by the greedy decoder for the prompt
  * (prefill) and for each generated token. It has no backward. */
 #ifndef BITLAB_OPS_DECODE_H

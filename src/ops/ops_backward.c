@@ -4,7 +4,7 @@
  * input gradients (dx, dq, dk, dv, dgate, dup) are overwritten, NULL skips.
  * Beyond ops.h: bl_rmsnorm_backward and bl_rope_backward are safe in place
  * (dx may alias dy), which BitLinear's SubLN relies on. */
-#include "nn/ops.h"
+#include "ops/ops.h"
 
 #include <cblas.h>
 #include <math.h>

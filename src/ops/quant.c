@@ -1,5 +1,5 @@
 /* quant.c - absmean ternary weights and absmax activations (see quant.h). */
-#include "train/quant.h"
+#include "ops/quant.h"
 
 #include <math.h>
 #include <string.h>

@@ -1,11 +1,11 @@
-/* ops_forward.c - the CPU forward of every op in nn/ops.h (the backwards live
- * in their own file), plus the KV-cache attention of nn/ops_decode.h.
+/* ops_forward.c - the CPU forward of every op in ops.h (the backwards live
+ * in their own file), plus the KV-cache attention of ops/ops_decode.h.
  *
  * Matrix products go to OpenBLAS; everything else is a plain loop. Sums that
  * decide accuracy (rms, rope angles) are taken in double so the CPU path can
  * serve as the reference the GPU backend is checked against. */
-#include "nn/ops.h"
-#include "nn/ops_decode.h"
+#include "ops/ops.h"
+#include "ops/ops_decode.h"
 
 #include <cblas.h>
 #include <math.h>

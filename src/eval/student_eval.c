@@ -1,5 +1,5 @@
 /* eval.c - student greedy decoding and sequence statistics (see eval.h). */
-#include "script/eval.h"
+#include "eval/student_eval.h"
 
 #include <math.h>
 #include <stdbool.h>
@@ -8,7 +8,7 @@
 #include "backend/backend.h"
 #include "nn/forward.h"
 #include "nn/generate.h"
-#include "nn/ops.h"
+#include "ops/ops.h"
 #include "train/train_forward.h"
 
 /* The student's linears for the KV-cache decoder: y = actq(subln(x))·Weffᵀ + b

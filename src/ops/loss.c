@@ -1,7 +1,7 @@
 /* loss.c - cross-entropy, KL, top-K KL and hidden cosine losses (see loss.h).
  * Softmaxes shift by the row maximum, exponentiate in float (bl_expf) and sum
  * in double. */
-#include "train/loss.h"
+#include "ops/loss.h"
 
 #include <math.h>
 #include <stddef.h>

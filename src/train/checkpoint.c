@@ -1,6 +1,6 @@
 /* checkpoint.c - atomic save and validated load of the training state (see
  * checkpoint.h). */
-#include "script/checkpoint.h"
+#include "train/checkpoint.h"
 
 #include <dirent.h>
 #include <errno.h>

@@ -1,5 +1,5 @@
 /* adamw.c - AdamW and the gradient guards (see adamw.h). */
-#include "train/adamw.h"
+#include "ops/adamw.h"
 
 #include <math.h>
 #include <stdlib.h>
