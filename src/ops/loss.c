@@ -1,10 +1,26 @@
 /* loss.c - cross-entropy, KL, top-K KL and hidden cosine losses (see loss.h).
  * Softmaxes shift by the row maximum, exponentiate in float (bl_expf) and sum
- * in double. */
+ * in double.
+ *
+ * The token losses work row by row on threads (as many as OpenBLAS uses):
+ * each selected row's value goes into its own slot and its gradient into its
+ * own dlogits row, and the values are summed in row order afterwards, so the
+ * results are the same bits as one thread's, for any thread count. */
+/* The bl_expf loops (core/vmath.h) vectorise only without -ftrapping-math:
+ * gcc will not if-convert its clamps while a comparison may raise FE_INVALID.
+ * No result depends on the floating-point exception flags, and the vector
+ * loops do the same float operations as the scalar ones, bit for bit. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-trapping-math")
+#endif
 #include "ops/loss.h"
 
+#include <cblas.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdlib.h>
 
 #include "core/vmath.h"
 
@@ -24,6 +40,58 @@ static int count_rows(const BlLossRows *r) {
     for (int b = 0; b < r->B; b++)
         for (int t = 0; t < r->T; t++) n += selected(r, b, t);
     return n;
+}
+
+/* The selected rows (b·T + t) in order, n of them; NULL when the list
+ * cannot be allocated (the callers then run row by row on one thread). */
+static int *selected_rows(const BlLossRows *r, int n) {
+    int *rows = malloc(sizeof(int) * (size_t)(n > 0 ? n : 1));
+    if (!rows) return NULL;
+    int i = 0;
+    for (int b = 0; b < r->B; b++)
+        for (int t = 0; t < r->T; t++)
+            if (selected(r, b, t)) rows[i++] = b * r->T + t;
+    return rows;
+}
+
+/* fn(ctx, i, scratch) for i in [0, n), spread over threads in contiguous
+ * ranges; each thread gets `scratch` floats of its own (NULL when they cannot
+ * be allocated: fn must cope). */
+typedef void (*RowFn)(void *ctx, int i, float *scratch);
+
+typedef struct {
+    RowFn fn;
+    void *ctx;
+    int i0, i1;
+    size_t scratch;
+} RowSpan;
+
+static void *run_span(void *arg) {
+    RowSpan *s = arg;
+    float *scr = s->scratch ? malloc(sizeof(float) * s->scratch) : NULL;
+    for (int i = s->i0; i < s->i1; i++) s->fn(s->ctx, i, scr);
+    free(scr);
+    return NULL;
+}
+
+enum { MAX_THREADS = 16 };
+
+static void parallel_rows(int n, RowFn fn, void *ctx, size_t scratch) {
+    int nt = openblas_get_num_threads();
+    nt = nt < 1 ? 1 : nt > MAX_THREADS ? MAX_THREADS : nt;
+    if (nt > n) nt = n;
+    RowSpan span[MAX_THREADS];
+    pthread_t th[MAX_THREADS];
+    bool started[MAX_THREADS] = {false};
+    for (int k = 0; k < nt; k++)
+        span[k] = (RowSpan){.fn = fn, .ctx = ctx, .i0 = (int)((long)n * k / nt),
+                            .i1 = (int)((long)n * (k + 1) / nt), .scratch = scratch};
+    for (int k = 1; k < nt; k++) started[k] = pthread_create(&th[k], NULL, run_span, &span[k]) == 0;
+    if (nt > 0) run_span(&span[0]);
+    for (int k = 1; k < nt; k++) {
+        if (started[k]) pthread_join(th[k], NULL);
+        else run_span(&span[k]); /* no thread: this one does that range too */
+    }
 }
 
 /* The softmaxes exponentiate with bl_expf (float, vectorised) in blocks of
@@ -51,19 +119,40 @@ static float row_max(const float *x, int V) {
     return mx;
 }
 
+/* e[k] = exp((x[k] − m)·rt), the one float expression of every softmax here */
+static void exp_block(float *e, const float *x, int n, float m, float rt) {
+    for (int k = 0; k < n; k++) e[k] = bl_expf((x[k] - m) * rt);
+}
+
 /* S = Σ_j exp((x_j − mx)/τ) with mx = max_j x_j, so log Σ_j exp(x_j/τ) =
- * mx/τ + log S.  The gradient loops recompute exp((x_j − mx)·(1/τ)) with the
- * same float expression, so their softmax is exactly the one summed here. */
-static double sum_exp(const float *x, int V, float tau, float *mx) {
+ * mx/τ + log S. With a cache of V floats the exponentials stay there for the
+ * gradient loops; without, those recompute exp((x_j − mx)·(1/τ)) with the
+ * same float expression: either way their softmax is exactly the one summed
+ * here. */
+static double sum_exp_cached(const float *x, int V, float tau, float *mx, float *cache) {
     float m = row_max(x, V), rt = 1.0f / tau, e[BLK];
     double acc[LANES] = {0};
     for (int j0 = 0; j0 < V; j0 += BLK) {
         int n = V - j0 < BLK ? V - j0 : BLK;
-        for (int k = 0; k < n; k++) e[k] = bl_expf((x[j0 + k] - m) * rt);
-        add_lanes(acc, e, n);
+        float *eb = cache ? cache + j0 : e;
+        exp_block(eb, x + j0, n, m, rt);
+        add_lanes(acc, eb, n);
     }
     *mx = m;
     return fold_lanes(acc);
+}
+
+static double sum_exp(const float *x, int V, float tau, float *mx) {
+    return sum_exp_cached(x, V, tau, mx, NULL);
+}
+
+/* the exponentials of x[j0 .. j0+n) as sum_exp_cached made them: from the
+ * cache, else recomputed into e[BLK] */
+static const float *exps(float *e, const float *cache, const float *x, int j0, int n, float m,
+                         float rt) {
+    if (cache) return cache + j0;
+    exp_block(e, x + j0, n, m, rt);
+    return e;
 }
 
 /* log Σ_j exp(x_j / τ) */
@@ -76,88 +165,154 @@ static double lse(const float *x, int V, float tau) {
 // ----------------------------------------------------------------------------
 // cross-entropy: −log softmax(z)[target]; dz = softmax(z) − onehot
 
+typedef struct {
+    float *dlogits;
+    const float *s, *t;
+    const BlLossRows *r;
+    const int *rows;
+    double *vals;
+    const int *t_ids;    /* top-K KL: the teacher's ids and log-probabilities */
+    const float *t_logp;
+    int K;
+    double g;
+    float tau;
+} TokenRows;
+
+/* the row loss −log softmax(z)[y]; d += g·(softmax(z) − onehot(y)) */
+static void ce_row(void *vctx, int i, float *cache) {
+    const TokenRows *c = vctx;
+    int V = c->r->V, row = c->rows[i], y = c->r->tokens[row + 1];
+    const float *z = c->s + (size_t)row * V;
+    float mx, e[BLK];
+    double S = sum_exp_cached(z, V, 1.0f, &mx, c->dlogits ? cache : NULL);
+    c->vals[i] = (double)mx + log(S) - z[y];
+    if (!c->dlogits) return;
+    float *d = c->dlogits + (size_t)row * V, gs = (float)(c->g / S); /* softmax_j = e_j / S */
+    for (int j0 = 0; j0 < V; j0 += BLK) {
+        int n = V - j0 < BLK ? V - j0 : BLK;
+        const float *eb = exps(e, cache, z, j0, n, mx, 1.0f);
+        for (int k = 0; k < n; k++) d[j0 + k] += gs * eb[k];
+    }
+    d[y] -= (float)c->g;
+}
+
+/* fn over the selected rows on threads (one thread, row by row, without the
+ * row list), then their values summed in row order */
+static double token_loss(TokenRows *c, int n, RowFn fn, size_t scratch) {
+    double one, loss = 0.0;
+    int *rows = selected_rows(c->r, n);
+    double *vals = rows ? malloc(sizeof(double) * (size_t)n) : NULL;
+    if (!vals) { /* the same rows and sums, serially */
+        free(rows);
+        float *scr = scratch ? malloc(sizeof(float) * scratch) : NULL;
+        c->vals = &one;
+        for (int b = 0; b < c->r->B; b++)
+            for (int t = 0; t < c->r->T; t++) {
+                if (!selected(c->r, b, t)) continue;
+                int row = b * c->r->T + t;
+                c->rows = &row;
+                fn(c, 0, scr);
+                loss += one;
+            }
+        free(scr);
+        return loss;
+    }
+    c->rows = rows;
+    c->vals = vals;
+    parallel_rows(n, fn, c, scratch);
+    for (int i = 0; i < n; i++) loss += vals[i];
+    free(vals);
+    free(rows);
+    return loss;
+}
+
 double bl_ce_loss(float *dlogits, float grad_weight, const float *logits, const BlLossRows *r) {
-    int n = count_rows(r), V = r->V;
+    int n = count_rows(r);
     if (n == 0) return 0.0;
-    double loss = 0.0, g = (double)grad_weight / n;
-    for (int b = 0; b < r->B; b++)
-        for (int t = 0; t < r->T; t++) {
-            if (!selected(r, b, t)) continue;
-            size_t row = (size_t)b * r->T + t;
-            const float *z = logits + row * V;
-            int y = r->tokens[row + 1];
-            float mx;
-            double S = sum_exp(z, V, 1.0f, &mx);
-            loss += (double)mx + log(S) - z[y];
-            if (!dlogits) continue;
-            float *d = dlogits + row * V, gs = (float)(g / S); /* softmax_j = e_j / S */
-            for (int j = 0; j < V; j++) d[j] += gs * bl_expf(z[j] - mx);
-            d[y] -= (float)g;
-        }
-    return loss / n;
+    TokenRows c = {.dlogits = dlogits, .s = logits, .r = r, .g = (double)grad_weight / n};
+    return token_loss(&c, n, ce_row, (size_t)r->V) / n;
 }
 
 // ----------------------------------------------------------------------------
 // KL: τ²·Σ p·(log p − log q); ds = τ·(q − p)
 
+/* the row's Σ p·(log p − log q); d += g·(q − p). cache: 2V floats (es, et) */
+static void kl_row(void *vctx, int i, float *cache) {
+    const TokenRows *c = vctx;
+    int V = c->r->V, row = c->rows[i];
+    float tau = c->tau;
+    const float *zs = c->s + (size_t)row * V, *zt = c->t + (size_t)row * V;
+    float *d = c->dlogits ? c->dlogits + (size_t)row * V : NULL;
+    float *cs = cache && d ? cache : NULL, *ct = cache ? cache + (d ? V : 0) : NULL;
+    float ms, mt;
+    double Ss = sum_exp_cached(zs, V, tau, &ms, cs), St = sum_exp_cached(zt, V, tau, &mt, ct);
+    /* log p_j − log q_j = (zt_j − zs_j)/τ − c, in double (the float
+     * difference is exact there); p_j = et_j / St, q_j = es_j / Ss */
+    double cc = ((double)mt - ms) / tau + log(St) - log(Ss), rtd = 1.0 / tau;
+    double acc[LANES] = {0};
+    float rt = 1.0f / tau, gq = (float)(c->g / Ss), gp = (float)(c->g / St);
+    float e1[BLK], e2[BLK];
+    for (int j0 = 0; j0 < V; j0 += BLK) {
+        int n = V - j0 < BLK ? V - j0 : BLK;
+        const float *s0 = zs + j0, *t0 = zt + j0;
+        const float *et = exps(e1, ct, zt, j0, n, mt, rt);
+        if (d) {
+            const float *es = exps(e2, cs, zs, j0, n, ms, rt);
+            for (int k = 0; k < n; k++) d[j0 + k] += gq * es[k] - gp * et[k];
+        }
+        int k = 0;
+        for (; k + LANES <= n; k += LANES)
+            for (int l = 0; l < LANES; l++)
+                acc[l] += et[k + l] * (((double)t0[k + l] - s0[k + l]) * rtd - cc);
+        for (int l = 0; k + l < n; l++)
+            acc[l] += et[k + l] * (((double)t0[k + l] - s0[k + l]) * rtd - cc);
+    }
+    c->vals[i] = fold_lanes(acc) / St;
+}
+
 double bl_kl_loss(float *dlogits, float grad_weight, const float *s, const float *t,
                   const BlLossRows *r, float tau) {
-    int n = count_rows(r), V = r->V;
+    int n = count_rows(r);
     if (n == 0) return 0.0;
-    double loss = 0.0, g = (double)grad_weight * tau / n;
-    for (int b = 0; b < r->B; b++)
-        for (int tt = 0; tt < r->T; tt++) {
-            if (!selected(r, b, tt)) continue;
-            size_t row = (size_t)b * r->T + tt;
-            const float *zs = s + row * V, *zt = t + row * V;
-            float ms, mt;
-            double Ss = sum_exp(zs, V, tau, &ms), St = sum_exp(zt, V, tau, &mt);
-            /* log p_j − log q_j = (zt_j − zs_j)/τ − c, in double (the float
-             * difference is exact there); p_j = et_j / St, q_j = es_j / Ss */
-            double c = ((double)mt - ms) / tau + log(St) - log(Ss), rtd = 1.0 / tau;
-            double acc[LANES] = {0};
-            float rt = 1.0f / tau, gq = (float)(g / Ss), gp = (float)(g / St);
-            float *d = dlogits ? dlogits + row * V : NULL;
-            float et[BLK];
-            for (int j0 = 0; j0 < V; j0 += BLK) {
-                int n = V - j0 < BLK ? V - j0 : BLK;
-                const float *s0 = zs + j0, *t0 = zt + j0;
-                for (int k = 0; k < n; k++) et[k] = bl_expf((t0[k] - mt) * rt);
-                if (d)
-                    for (int k = 0; k < n; k++)
-                        d[j0 + k] += gq * bl_expf((s0[k] - ms) * rt) - gp * et[k];
-                int k = 0;
-                for (; k + LANES <= n; k += LANES)
-                    for (int l = 0; l < LANES; l++)
-                        acc[l] += et[k + l] * (((double)t0[k + l] - s0[k + l]) * rtd - c);
-                for (int l = 0; k + l < n; l++)
-                    acc[l] += et[k + l] * (((double)t0[k + l] - s0[k + l]) * rtd - c);
-            }
-            loss += fold_lanes(acc) / St;
-        }
-    return (double)tau * tau * loss / n;
+    TokenRows c = {.dlogits = dlogits, .s = s, .t = t, .r = r, .tau = tau,
+                   .g = (double)grad_weight * tau / n};
+    return (double)tau * tau * token_loss(&c, n, kl_row, 2 * (size_t)r->V) / n;
 }
 
 // ----------------------------------------------------------------------------
 // top-K KL
 
-void bl_topk_logprobs(int *ids, float *logp, const float *t, int n, int V, int K, float tau) {
-    for (int i = 0; i < n; i++) {
-        const float *z = t + (size_t)i * V;
-        int *id = ids + (size_t)i * K;
-        int have = 0; /* id[0..have) sorted by descending z, ties by ascending id */
-        for (int j = 0; j < V; j++) {
-            if (have == K && !(z[j] > z[id[K - 1]])) continue;
-            int p = have < K ? have++ : K - 1;
-            while (p > 0 && z[j] > z[id[p - 1]]) {
-                id[p] = id[p - 1];
-                p--;
-            }
-            id[p] = j;
+typedef struct {
+    int *ids;
+    float *logp;
+    const float *t;
+    int V, K;
+    float tau;
+} TopkRows;
+
+static void topk_logprobs_row(void *vctx, int i, float *scratch) {
+    (void)scratch;
+    const TopkRows *c = vctx;
+    int V = c->V, K = c->K;
+    const float *z = c->t + (size_t)i * V;
+    int *id = c->ids + (size_t)i * K;
+    int have = 0; /* id[0..have) sorted by descending z, ties by ascending id */
+    for (int j = 0; j < V; j++) {
+        if (have == K && !(z[j] > z[id[K - 1]])) continue;
+        int p = have < K ? have++ : K - 1;
+        while (p > 0 && z[j] > z[id[p - 1]]) {
+            id[p] = id[p - 1];
+            p--;
         }
-        double l = lse(z, V, tau);
-        for (int k = 0; k < K; k++) logp[(size_t)i * K + k] = (float)(z[id[k]] / tau - l);
+        id[p] = j;
     }
+    double l = lse(z, V, c->tau);
+    for (int k = 0; k < K; k++) c->logp[(size_t)i * K + k] = (float)(z[id[k]] / c->tau - l);
+}
+
+void bl_topk_logprobs(int *ids, float *logp, const float *t, int n, int V, int K, float tau) {
+    TopkRows c = {.ids = ids, .logp = logp, .t = t, .V = V, .K = K, .tau = tau};
+    parallel_rows(n, topk_logprobs_row, &c, 0);
 }
 
 /* log Σ_{j ∉ ids} exp(z_j/τ) by walking the sorted ids alongside j, so the
@@ -215,20 +370,23 @@ static double topk_row(float *d, double g, const float *z, const int *id, const 
     return kl;
 }
 
+static void topk_kl_row(void *vctx, int i, float *scratch) {
+    (void)scratch;
+    const TokenRows *c = vctx;
+    int V = c->r->V, K = c->K;
+    size_t row = (size_t)c->rows[i];
+    c->vals[i] = topk_row(c->dlogits ? c->dlogits + row * V : NULL, c->g, c->s + row * V,
+                          c->t_ids + row * K, c->t_logp + row * K, K, V, c->tau);
+}
+
 double bl_topk_kl_loss(float *dlogits, float grad_weight, const float *s, const int *t_ids,
                        const float *t_logp, int K, const BlLossRows *r, float tau) {
     if (K < 1 || K > BL_TOPK_MAX || K > r->V) return NAN;
-    int n = count_rows(r), V = r->V;
+    int n = count_rows(r);
     if (n == 0) return 0.0;
-    double loss = 0.0, g = (double)grad_weight * tau / n;
-    for (int b = 0; b < r->B; b++)
-        for (int t = 0; t < r->T; t++) {
-            if (!selected(r, b, t)) continue;
-            size_t row = (size_t)b * r->T + t;
-            loss += topk_row(dlogits ? dlogits + row * V : NULL, g, s + row * V,
-                             t_ids + row * K, t_logp + row * K, K, V, tau);
-        }
-    return (double)tau * tau * loss / n;
+    TokenRows c = {.dlogits = dlogits, .s = s, .r = r, .tau = tau, .t_ids = t_ids,
+                   .t_logp = t_logp, .K = K, .g = (double)grad_weight * tau / n};
+    return (double)tau * tau * token_loss(&c, n, topk_kl_row, 0) / n;
 }
 
 // ----------------------------------------------------------------------------

@@ -4,6 +4,13 @@
  * Matrix products go to OpenBLAS; everything else is a plain loop. Sums that
  * decide accuracy (rms, rope angles) are taken in double so the CPU path can
  * serve as the reference the GPU backend is checked against. */
+/* The bl_expf loops (core/vmath.h) vectorise only without -ftrapping-math:
+ * gcc will not if-convert its clamps while a comparison may raise FE_INVALID.
+ * No result depends on the floating-point exception flags, and the vector
+ * loops do the same float operations as the scalar ones, bit for bit. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-trapping-math")
+#endif
 #include "ops/ops.h"
 #include "ops/ops_decode.h"
 
