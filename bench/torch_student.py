@@ -296,7 +296,7 @@ def make_optimizer(params, device):
 
 
 def lcg_tokens(n_batches, B, T, vocab):
-    """bitlab's bench tokens (src/train/step.c bl_bench_step): one 64-bit LCG
+    """bitlab's bench tokens (src/train/trainer_bench.c bl_bench_step): one 64-bit LCG
     stream, token = (r >> 33) mod vocab, batch after batch. The same tokens
     make the first step's losses comparable (B = 0: the adapter's A does not
     enter them)."""

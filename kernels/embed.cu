@@ -1,5 +1,4 @@
-// embed.cu - embedding rows from an fp32 or bf16 table, and the scatter-add
-// backward (see embed.cuh).
+// embed.cu - embedding rows from an fp32 or bf16 table (see embed.cuh).
 #include "common.cuh"
 
 template <typename T>
@@ -19,15 +18,6 @@ __global__ void embed_kernel(float *y, const T *table, const int *ids, int M, in
     }
 }
 
-__global__ void embed_backward_kernel(float *dtable, const float *dy, const int *ids, int M, int D) {
-    size_t n = (size_t)M * D;
-    for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < n;
-         t += (size_t)gridDim.x * blockDim.x) {
-        size_t m = t / D, i = t % D;
-        atomicAdd(&dtable[(size_t)ids[m] * D + i], dy[t]);
-    }
-}
-
 extern "C" void bl_cuda_embed(float *y, const float *table, const int *ids, int M, int D) {
     size_t n = (size_t)M * D;
     if (M <= 0 || D <= 0) return;
@@ -37,11 +27,4 @@ extern "C" void bl_cuda_embed(float *y, const float *table, const int *ids, int 
     else
         BL_LAUNCH(bl_blocks(n, 256), 256, 0, bl_cuda_stream_(), embed_kernel<float>)(y, table, ids, M, D);
     BL_LAUNCHED("embed");
-}
-
-extern "C" void bl_cuda_embed_backward(float *dtable, const float *dy, const int *ids, int M, int D) {
-    size_t n = (size_t)M * D;
-    if (!dtable || M <= 0 || D <= 0) return;
-    BL_LAUNCH(bl_blocks(n, 256), 256, 0, bl_cuda_stream_(), embed_backward_kernel)(dtable, dy, ids, M, D);
-    BL_LAUNCHED("embed_backward");
 }

@@ -1,4 +1,4 @@
-// gradnorm.cu - sum of squares, scaling and the non-finite check (see gradnorm.cuh).
+// gradnorm.cu - sums of squares and scaling (see gradnorm.cuh).
 #include "common.cuh"
 
 enum { SUMSQ_BLOCKS = 1024 };
@@ -36,12 +36,6 @@ __global__ void scale_kernel(float *x, size_t n, float f) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x)
         x[i] *= f;
-}
-
-__global__ void nonfinite_kernel(int *flag, const float *x, size_t n) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x)
-        if (!isfinite(x[i])) *flag = 1;  // any writer will do: they all write 1
 }
 
 static bool read_back(void *host, const void *dev, size_t bytes) {
@@ -88,16 +82,4 @@ extern "C" void bl_cuda_scale(float *x, size_t n, float f) {
     if (n == 0) return;
     BL_LAUNCH(bl_blocks(n, 256), 256, 0, bl_cuda_stream_(), scale_kernel)(x, n, f);
     BL_LAUNCHED("scale");
-}
-
-extern "C" bool bl_cuda_nonfinite(const float *x, size_t n) {
-    if (n == 0) return false;
-    int *flag = (int *)bl_cuda_scratch_(BL_WS_RED, sizeof(int));
-    if (!flag) return true;
-    cudaStream_t st = bl_cuda_stream_();
-    if (BL_CUDA_CHECK(cudaMemsetAsync(flag, 0, sizeof(int), st))) return true;
-    BL_LAUNCH(bl_blocks(n, 256), 256, 0, st, nonfinite_kernel)(flag, x, n);
-    int h = 1;
-    if (BL_LAUNCHED("nonfinite") || !read_back(&h, flag, sizeof h)) return true;
-    return h != 0;
 }

@@ -1,10 +1,11 @@
-/* gradnorm.cuh - the trainer's step guards on device tensors. CPU twins:
- * the loops of bl_grad_norm, bl_grad_clip and bl_grad_nonfinite
- * (ops/adamw.h), per tensor: the caller sums the squares of every tensor,
- * takes the root, and scales each when clipping. Squares are summed in
- * double (per thread, per block, then across blocks in a fixed order). The
- * values are read back, so sumsq and nonfinite wait for the stream; on a
- * device failure they return NAN / true (and sync reports it). */
+/* gradnorm.cuh - the gradient clip's pieces on device tensors. CPU twins:
+ * the loops of bl_grad_norm and bl_grad_clip (ops/adamw.h), per tensor: the
+ * caller sums the squares of every tensor, takes the root, and scales each
+ * when clipping. Squares are summed in double (per thread, per block, then
+ * across blocks in a fixed order). The sums are read back, so sumsq and
+ * sumsq_segments wait for the stream; on a device failure they return NAN
+ * (and sync reports it). The non-finite guard is adamw.cuh's
+ * bl_cuda_adamw_check. */
 #ifndef BITLAB_KERNELS_GRADNORM_CUH
 #define BITLAB_KERNELS_GRADNORM_CUH
 
@@ -22,8 +23,6 @@ double bl_cuda_sumsq(const float *x, size_t n);
 void bl_cuda_sumsq_segments(double *out, const float *x, const size_t *off, int n);
 /* x[i] *= f */
 void bl_cuda_scale(float *x, size_t n, float f);
-/* any x[i] NaN or ±Inf */
-bool bl_cuda_nonfinite(const float *x, size_t n);
 
 #ifdef __cplusplus
 }

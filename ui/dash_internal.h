@@ -62,10 +62,12 @@ typedef enum {
 
 typedef struct {
     /* run facts */
-    char experiment[128], model[128], backend[64];
+    char experiment[128], model[128], backend[128];
     long total_steps;
     int n_adapters, rank;
     double mem[4]; /* weights, adapters, optimizer, activations (bytes); NaN = unknown */
+    double dev_mem[4]; /* the backend's live, peak, device free, device total (bytes, the step
+                        * records' device_mem); NaN = unknown, free/total 0 = no such figure */
     /* the latest step record (NaN / -1 = missing) */
     long step;
     double lambda, lr, act_bits, adapter, grad_norm, tokens_per_s;

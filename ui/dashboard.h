@@ -91,7 +91,9 @@ bool dash_poll(Dash *d, int timeout_ms);
 // called by the worker (any thread)
 
 /* One line of the metrics stream: a step record ({"step":..., "ce":...,
- * "knobs":{...}}) or an event ({"event":"rotation", ...}). Unknown fields
+ * "knobs":{...}, "device_mem":{"live":, "peak":, "device_free":,
+ * "device_total":}} -- the backend's memory, shown in the header beside the
+ * backend) or an event ({"event":"rotation", ...}). Unknown fields
  * are ignored, missing ones shown as "–"; an unparsable line is shown as an
  * event. A "script_error"/"error" event pauses the dashboard. */
 void dash_push_line(Dash *d, const char *json_line);

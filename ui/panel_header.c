@@ -1,7 +1,7 @@
 /* panel_header.c - the three header lines: what runs (experiment, model,
- * backend) and whether it is running; progress (step / total, ETA, tokens/s,
- * elapsed); and the student's state (λ, LR, activation bits, adapter,
- * memory). */
+ * backend) with the backend's memory, and whether it is running; progress
+ * (step / total, ETA, tokens/s, elapsed); and the student's state (λ, LR,
+ * activation bits, adapter, memory). */
 #define _XOPEN_SOURCE 700
 #include <math.h>
 #include <stdio.h>
@@ -34,7 +34,23 @@ static void draw(Panel *p, WINDOW *w, const DashState *s) {
     int x = x0 + ui_put(w, y, x0, end - x0, ui_attr(ROLE_TITLE), "bitlab ");
     snprintf(buf, sizeof buf, "%s · %s · %s", s->experiment[0] ? s->experiment : "–",
              s->model[0] ? s->model : "–", s->backend[0] ? s->backend : "–");
-    ui_put(w, y, x, end - sw - 1 - x, ui_attr(ROLE_NORMAL), buf);
+    int idend = end - sw - 1;
+    x += ui_put(w, y, x, idend - x, ui_attr(ROLE_NORMAL), buf) + 2;
+    /* the backend's memory once a step record brought it: held now, its peak,
+     * and the device's free / total where the driver knows them */
+    if (isfinite(s->dev_mem[0])) {
+        ui_fmt_bytes(a, sizeof a, s->dev_mem[0]);
+        x = seg(w, y, x, idend, "dev-mem ", a);
+        ui_fmt_bytes(a, sizeof a, s->dev_mem[1]);
+        x = seg(w, y, x, idend, "peak ", a);
+        if (isfinite(s->dev_mem[3]) && s->dev_mem[3] > 0) {
+            char t[48], ft[100];
+            ui_fmt_bytes(b, sizeof b, s->dev_mem[2]);
+            ui_fmt_bytes(t, sizeof t, s->dev_mem[3]);
+            snprintf(ft, sizeof ft, "%s/%s", b, t);
+            seg(w, y, x, idend, "free ", ft);
+        }
+    }
 
     /* line 2: progress */
     y++;

@@ -30,7 +30,7 @@ void dash_state_init(DashState *s) {
     memset(s, 0, sizeof *s);
     s->total_steps = -1;
     s->n_adapters = s->rank = -1;
-    for (int i = 0; i < 4; i++) s->mem[i] = NAN;
+    for (int i = 0; i < 4; i++) s->mem[i] = s->dev_mem[i] = NAN;
     s->step = -1;
     s->lambda = s->lr = s->act_bits = s->adapter = s->grad_norm = s->tokens_per_s = NAN;
     s->clipped = -1;
@@ -209,6 +209,13 @@ static void record(DashState *s, const cJSON *o, double now) {
     for (int i = 0; i < 4 && cJSON_IsObject(mem); i++) {
         double v = num(mem, MEM[i]);
         if (isfinite(v)) s->mem[i] = v;
+    }
+    /* the backend's memory (bitlab.log adds it to every step record) */
+    const cJSON *dm = cJSON_GetObjectItemCaseSensitive(o, "device_mem");
+    static const char *const DEV_MEM[4] = {"live", "peak", "device_free", "device_total"};
+    for (int i = 0; i < 4 && cJSON_IsObject(dm); i++) {
+        double v = num(dm, DEV_MEM[i]);
+        if (isfinite(v) && v >= 0) s->dev_mem[i] = v;
     }
     double v;
     if (isfinite(v = num(o, "adapters"))) s->n_adapters = (int)v;

@@ -19,7 +19,9 @@ M.presets = {
 
 -- A copy of mix in which every number becomes a knob w_<term> (tau: "tau")
 -- with range [0, max] (default 100).
-function M.knobs(mix, max)
+-- fixed: a set of terms left as numbers (no knob), e.g. what a teacher trace
+-- fixes ({tau = true, kl = true}): a knob the run cannot serve is not offered.
+function M.knobs(mix, max, fixed)
   local out = {}
   -- declared in M.TERMS order (pairs' order varies between runs), so the
   -- dashboard lists the knobs the same way every time
@@ -33,7 +35,7 @@ function M.knobs(mix, max)
   end)
   for _, k in ipairs(keys) do
     local v = mix[k]
-    if type(v) == "number" then
+    if type(v) == "number" and not (fixed and fixed[k]) then
       local name = k == "tau" and "tau" or "w_" .. k
       local lo = k == "tau" and 0.05 or 0
       out[k] = bitlab.knob{name = name, value = v, min = lo, max = max or 100, step = 0.1}

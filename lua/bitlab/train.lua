@@ -131,7 +131,18 @@ return function(o)
     student:add_adapter{rank = adapter.rank, alpha = adapter.alpha, seed = adapter.seed or 1}
   end
   local mix = o.loss or lossmix.presets.kd_cos
-  if o.knobs ~= false then mix = lossmix.knobs(mix) end
+  if o.knobs ~= false then
+    -- a teacher trace fixes tau and holds no full logits (and maybe no hidden
+    -- states): those knobs are not offered, so no knob can ask for what the
+    -- run cannot serve
+    local fixed
+    if o.trace then
+      local t = type(o.trace) == "string" and bitlab.load_trace(o.trace) or o.trace
+      fixed = {tau = true, kl = true}
+      if not t:info().hidden then fixed.cos, fixed.mag = true, true end
+    end
+    mix = lossmix.knobs(mix, nil, fixed)
+  end
   local lr_scale = bitlab.knob{name = "lr_scale", value = 1, min = 0, max = 100, step = 0.1}
   local trainer = o.trainer or bitlab.trainer{
     student = student, batch = o.micro_batch or B, seq = T,

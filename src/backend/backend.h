@@ -75,7 +75,6 @@ typedef struct BlBackend {
     void (*swiglu_backward)(float *dgate, float *dup, const float *dy, const float *gate,
                             const float *up, int M, int H, int ld);
     void (*embed)(float *y, const float *table, const int *ids, int M, int D);
-    void (*embed_backward)(float *dtable, const float *dy, const int *ids, int M, int D);
 
     /* inference: ops/ops_decode.h */
     void (*attention_kv)(float *out, const float *q, const float *kcache, const float *vcache,
@@ -86,8 +85,8 @@ typedef struct BlBackend {
     void (*add)(float *y, const float *x, size_t n);
     void (*copy2d)(float *dst, int ld_dst, const float *src, int ld_src, int rows, int cols);
 
-    /* ---- the student and the trainer: twins of ops/quant.h, bitlinear.h,
-     * loss.h and adamw.h. Loss rows (BlLossRows.tokens/mask) and every tensor
+    /* ---- the student and the trainer: twins of ops/quant.h, ops/loss.h and
+     * ops/adamw.h (bitlinear_weff: bl_lora_merge + bl_weff). Loss rows (BlLossRows.tokens/mask) and every tensor
      * are backend pointers; values returned as double are read back (the
      * call waits), NAN on a device failure. */
 
@@ -117,10 +116,17 @@ typedef struct BlBackend {
     /* bl_adamw_step on (p, g, m, v) of n values; t = the step number (≥ 1) */
     void (*adamw_step)(float *p, const float *g, float *m, float *v, size_t n, long t,
                        const BlAdamWConfig *c);
-    /* the guards' pieces: Σ x², x *= f, any NaN/±Inf */
+    /* bl_adamw_check: true when adamw_step with these very arguments would
+     * leave every updated p, m and v finite (the same element arithmetic,
+     * bit for bit); writes nothing (read back: the call waits). True for
+     * n = 0; false on a device failure (sync reports it). The non-finite
+     * guard checks every tensor run of an update first, then steps them
+     * all only if every check is true. */
+    bool (*adamw_check)(const float *p, const float *g, const float *m, const float *v, size_t n,
+                        long t, const BlAdamWConfig *c);
+    /* the guards' pieces: Σ x², x *= f */
     double (*sumsq)(const float *x, size_t n);
     void (*scale)(float *x, size_t n, float f);
-    bool (*nonfinite)(const float *x, size_t n);
     /* out[i] = Σ x[off[i] .. off[i+1])² for i < n (out, off: host arrays),
      * i.e. sumsq of n tensors lying back to back, in one pass and one
      * read-back; NAN entries on a device failure */

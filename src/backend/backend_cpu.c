@@ -133,11 +133,6 @@ static void cpu_scale(float *x, size_t n, float f) {
     for (size_t i = 0; i < n; i++) x[i] *= f;
 }
 
-static bool cpu_nonfinite(const float *x, size_t n) {
-    BlParamRef r = {.p = NULL, .g = (float *)x, .n = n};
-    return bl_grad_nonfinite(&r, 1);
-}
-
 static void cpu_sumsq_segments(double *out, const float *x, const size_t *off, int n) {
     for (int i = 0; i < n; i++) out[i] = cpu_sumsq(x + off[i], off[i + 1] - off[i]);
 }
@@ -173,7 +168,6 @@ static const BlBackend cpu_backend = {
     .swiglu = bl_swiglu,
     .swiglu_backward = bl_swiglu_backward,
     .embed = bl_embed,
-    .embed_backward = bl_embed_backward,
     .attention_kv = bl_attention_kv,
     .add = cpu_add,
     .copy2d = cpu_copy2d,
@@ -187,9 +181,9 @@ static const BlBackend cpu_backend = {
     .topk_kl_loss = bl_topk_kl_loss,
     .hidden_loss = bl_hidden_loss,
     .adamw_step = cpu_adamw_step,
+    .adamw_check = bl_adamw_check,
     .sumsq = cpu_sumsq,
     .scale = cpu_scale,
-    .nonfinite = cpu_nonfinite,
     .sumsq_segments = cpu_sumsq_segments,
     .zero = cpu_zero,
     .mem_stats = cpu_mem_stats,

@@ -220,6 +220,18 @@ bool cli_has(const CliArgs *a, const char *name) {
     return a->val[index_of(a, name, (CliKind)-1)] != NULL;
 }
 
+const BlBackend *cli_backend(const CliArgs *a, const char *dflt) {
+    const char *name = cli_str(a, "--device", dflt ? dflt : "cpu");
+    if (strcmp(name, "cpu") != 0 && strcmp(name, "cuda") != 0 && strcmp(name, "auto") != 0) {
+        cli_usage_error(a, "--device expects cpu, cuda or auto, got '%s'", name);
+        return NULL;
+    }
+    BlError err = {{0}};
+    const BlBackend *be = bl_backend_select(name, &err);
+    if (!be) fprintf(stderr, "bitlab %s: --device %s: %s\n", a->spec->name, name, err.msg);
+    return be;
+}
+
 BlModel *cli_load_model(const CliArgs *a) {
     const char *path = cli_str(a, "--model", NULL);
     if (!path) {

@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 
+#include "backend/backend.h"
 #include "core/error.h"
 #include "model/model.h"
 
@@ -81,6 +82,13 @@ int cli_usage_error(const CliArgs *a, const char *fmt, ...)
 void cli_print_help(FILE *f, const CliSpec *spec);
 /* The synopsis and summary of spec, as `bitlab --help` lists them. */
 void cli_print_overview(FILE *f, const CliSpec *spec);
+
+/* --device cpu|cuda|auto (dflt when absent, "cpu" if dflt is NULL) as a
+ * backend, resolved before the command does any work: NULL after printing
+ * "bitlab CMD: --device NAME: <why>" for an unknown name or a CUDA that cannot
+ * run here (bl_backend_select's reason: built without CUDA, no CUDA device,
+ * the module failed to load); the caller exits 2. */
+const BlBackend *cli_backend(const CliArgs *a, const char *dflt);
 
 /* Loads --model (required), printing any error. NULL on failure. */
 BlModel *cli_load_model(const CliArgs *a);

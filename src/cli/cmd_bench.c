@@ -1,9 +1,7 @@
 /* cmd_bench.c - `bitlab bench forward|step`: teacher-forward and
- * distillation-step throughput on the backend --device picks. The step runs
- * the reference CPU trainer (train/step.h) or the device trainer
- * (train/device_trainer.h: every op through the backend, so on cuda too),
- * --trainer choosing on the CPU. The reference implementations run beside
- * them from bench/ (bench_forward.py, bench_step.py). */
+ * distillation-step throughput on the backend --device picks (the step: the
+ * trainer, train/trainer.h). The reference implementations run beside them
+ * from bench/ (bench_forward.py, bench_step.py). */
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -12,8 +10,7 @@
 #include "backend/device_model.h"
 #include "cli/cli.h"
 #include "nn/forward.h"
-#include "train/device_trainer.h"
-#include "train/step.h"
+#include "train/trainer.h"
 
 /* both benches: the model, the shape, the timed iterations and the backend */
 #define SIZE_OPTS                                                                         \
@@ -23,7 +20,6 @@
 static const CliOpt FORWARD_OPTS[] = {SIZE_OPTS, CLI_END};
 static const CliOpt STEP_OPTS[] = {SIZE_OPTS,
                                    CLI_INT_OPT("warmup", 0, 1000000),
-                                   CLI_STR_OPT("trainer"),
                                    CLI_FLAG_OPT("ternary-fast-path"),
                                    CLI_NUM_OPT("peak-tflops", 0.001, 1e6),
                                    CLI_END};
@@ -40,30 +36,20 @@ const CliSpec cli_bench_forward_spec = {
 const CliSpec cli_bench_step_spec = {
     .name = "bench step",
     .synopsis = "bitlab bench step --model PATH [--batch B] [--seq T] [--iters N] [--warmup N]\n"
-                "                  [--device cpu|cuda|auto] [--trainer reference|device]\n"
-                "                  [--ternary-fast-path] [--peak-tflops X]",
+                "                  [--device cpu|cuda|auto] [--ternary-fast-path] [--peak-tflops X]",
     .summary = "one distillation step (teacher fwd + student fwd + backward + AdamW; lambda 1,\n"
                "8-bit activations, LoRA r=16): tokens/s, peak memory and the memory breakdown;\n"
                "on a GPU also model FLOP utilisation against the card's bf16 peak",
-    .details = "Defaults 4 x 128, 5 timed steps after 2 warm-up steps. --trainer defaults to\n"
-               "reference (the CPU trainer) on cpu and device (the backend trainer) otherwise;\n"
-               "--ternary-fast-path runs the lambda-1 A8 student forward as an int8 product\n"
-               "(device trainer); --peak-tflops X overrides the card's bf16 peak (TFLOP/s)\n"
-               "that the utilisation is measured against. One JSON line",
+    .details = "Defaults 4 x 128, 5 timed steps after 2 warm-up steps. --ternary-fast-path\n"
+               "runs the lambda-1 A8 student forward as an int8 product; --peak-tflops X\n"
+               "overrides the card's bf16 peak (TFLOP/s) that the utilisation is measured\n"
+               "against. One JSON line",
     .opts = STEP_OPTS,
 };
 
-/* --device as a backend, or NULL after printing why */
-static const BlBackend *bench_backend(const CliArgs *a) {
-    BlError err = {{0}};
-    const BlBackend *be = bl_backend_select(cli_str(a, "--device", "cpu"), &err);
-    if (!be) fprintf(stderr, "bitlab bench: --device: %s\n", err.msg);
-    return be;
-}
-
 static int bench_forward(const CliArgs *a) {
     int B = cli_int(a, "--batch", 4), T = cli_int(a, "--seq", 128), iters = cli_int(a, "--iters", 3);
-    const BlBackend *be = bench_backend(a);
+    const BlBackend *be = cli_backend(a, "cpu");
     if (!be) return 2;
     BlModel *m = cli_load_model(a);
     if (!m) return 1;
@@ -84,31 +70,6 @@ static int bench_forward(const CliArgs *a) {
     return rc ? 1 : 0;
 }
 
-/* --trainer: "reference" (train/step.h, the CPU only) or "device"
- * (train/device_trainer.h, every op through the backend); the default is the
- * reference on the CPU (unless --ternary-fast-path asks for the device
- * trainer's switch) and the device trainer elsewhere */
-static int pick_trainer(const CliArgs *a, const BlBackend *be, bool *device) {
-    bool on_cpu = strcmp(be->name, "cpu") == 0;
-    bool fast = cli_flag(a, "--ternary-fast-path");
-    const char *t = cli_str(a, "--trainer", on_cpu && !fast ? "reference" : "device");
-    if (strcmp(t, "reference") != 0 && strcmp(t, "device") != 0) {
-        fprintf(stderr, "bitlab bench step: --trainer '%s': expected reference or device\n", t);
-        return -1;
-    }
-    *device = strcmp(t, "device") == 0;
-    if (!*device && !on_cpu) {
-        fprintf(stderr, "bitlab bench step: the reference trainer runs on the CPU only; use "
-                        "--trainer device on %s\n", be->name);
-        return -1;
-    }
-    if (!*device && fast) {
-        fprintf(stderr, "bitlab bench step: --ternary-fast-path needs --trainer device\n");
-        return -1;
-    }
-    return 0;
-}
-
 /* Dense bf16 tensor-core peak (TFLOP/s, datasheet) of a device by name, 0
  * when unknown; --peak-tflops overrides. */
 static double peak_tflops(const char *name) {
@@ -122,47 +83,19 @@ static double peak_tflops(const char *name) {
     return 0.0;
 }
 
-/* One JSON line: throughput, peak RSS and the trainer's memory breakdown. */
-static int bench_step_reference(const CliArgs *a, int B, int T, int iters, int warmup) {
+/* The trainer on be: one JSON line of throughput, model FLOP utilisation
+ * against the device's bf16 peak, peak RSS, the backend's memory high-water
+ * mark and the trainer's memory breakdown. */
+static int bench_step_on(const CliArgs *a, const BlBackend *be, int B, int T, int iters,
+                         int warmup) {
+    double peak_arg = cli_num(a, "--peak-tflops", 0.0);
+    BlTrainerShape sh = {.batch = B, .seq = T,
+                         .ternary_fast_path = cli_flag(a, "--ternary-fast-path")};
     BlModel *m = cli_load_model(a);
     if (!m) return 1;
     BlStepBench b;
     BlError err = {{0}};
-    int rc = bl_bench_step(m, B, T, warmup, iters, &b, &err);
-    if (rc == 0) {
-        struct rusage ru;
-        getrusage(RUSAGE_SELF, &ru);
-        double MiB = 1024.0 * 1024.0;
-        printf("{\"bench\": \"step\", \"impl\": \"bitlab\", \"backend\": \"cpu\", "
-               "\"trainer\": \"reference\", \"batch\": %d, "
-               "\"seq\": %d, \"steps\": %d, \"tokens_per_s\": %.2f, \"step_s_median\": %.4f, "
-               "\"step_s_min\": %.4f, \"last_loss\": %.5f, \"peak_rss_mib\": %.1f, "
-               "\"mem_mib\": {\"frozen_weights\": %.1f, \"adapters_frozen\": %.2f, "
-               "\"trainable\": %.2f, \"grads\": %.2f, \"optimizer\": %.2f, "
-               "\"activations\": %.1f, \"scratch\": %.1f}}\n",
-               B, T, b.steps, b.tokens_per_s, b.step_s_median, b.step_s_min, b.last_total,
-               ru.ru_maxrss / 1024.0, b.mem.student.frozen_weights / MiB,
-               b.mem.student.adapters_frozen / MiB, b.mem.student.adapters_trainable / MiB,
-               b.mem.student.grads / MiB, b.mem.student.optimizer / MiB, b.mem.activations / MiB,
-               b.mem.scratch / MiB);
-    } else {
-        fprintf(stderr, "bitlab bench: %s\n", err.msg);
-    }
-    bl_model_free(m);
-    return rc ? 1 : 0;
-}
-
-/* The device trainer on be: throughput, model FLOP utilisation against the
- * device's bf16 peak, and the backend's memory high-water mark. */
-static int bench_step_device(const CliArgs *a, const BlBackend *be, int B, int T, int iters,
-                             int warmup) {
-    double peak_arg = cli_num(a, "--peak-tflops", 0.0);
-    BlDeviceTrainerOptions o = {.ternary_fast_path = cli_flag(a, "--ternary-fast-path")};
-    BlModel *m = cli_load_model(a);
-    if (!m) return 1;
-    BlDeviceStepBench b;
-    BlError err = {{0}};
-    int rc = bl_device_bench_step(m, be, B, T, warmup, iters, &o, &b, &err);
+    int rc = bl_bench_step(m, be, &sh, warmup, iters, &b, &err);
     if (rc == 0) {
         struct rusage ru;
         getrusage(RUSAGE_SELF, &ru);
@@ -178,16 +111,22 @@ static int bench_step_device(const CliArgs *a, const BlBackend *be, int B, int T
         if (b.mem.device_total)
             snprintf(used, sizeof used, "%.1f", (b.mem.device_total - b.mem.device_free) / MiB);
         printf("{\"bench\": \"step\", \"impl\": \"bitlab\", \"backend\": \"%s\", "
-               "\"trainer\": \"device\", \"device\": \"%s\", \"ternary_fast_path\": %s, "
+               "\"device\": \"%s\", \"ternary_fast_path\": %s, "
                "\"batch\": %d, \"seq\": %d, \"steps\": %d, \"tokens_per_s\": %.2f, "
                "\"step_s_median\": %.5f, \"step_s_min\": %.5f, \"last_loss\": %.5f, "
                "\"flops_per_step\": %.4g, \"tflops\": %.3f, \"peak_tflops\": %s, \"mfu\": %s, "
                "\"peak_device_mib\": %.1f, \"weights_mib\": %.1f, \"device_used_mib\": %s, "
-               "\"peak_rss_mib\": %.1f}\n",
-               be->name, name, o.ternary_fast_path ? "true" : "false", B, T, b.steps,
+               "\"peak_rss_mib\": %.1f, "
+               "\"mem_mib\": {\"frozen_weights\": %.1f, \"adapters_frozen\": %.2f, "
+               "\"trainable\": %.2f, \"grads\": %.2f, \"optimizer\": %.2f, "
+               "\"device_student\": %.1f, \"activations\": %.1f, \"scratch\": %.1f}}\n",
+               be->name, name, sh.ternary_fast_path ? "true" : "false", B, T, b.steps,
                b.tokens_per_s, b.step_s_median, b.step_s_min, b.last_total, b.flops_per_step,
                tflops, peak_s, mfu, b.mem.peak / MiB, b.weight_bytes / MiB, used,
-               ru.ru_maxrss / 1024.0);
+               ru.ru_maxrss / 1024.0, b.tmem.student.frozen_weights / MiB,
+               b.tmem.student.adapters_frozen / MiB, b.tmem.student.adapters_trainable / MiB,
+               b.tmem.student.grads / MiB, b.tmem.student.optimizer / MiB,
+               b.tmem.device_student / MiB, b.tmem.activations / MiB, b.tmem.scratch / MiB);
     } else {
         fprintf(stderr, "bitlab bench: %s\n", err.msg);
     }
@@ -198,11 +137,9 @@ static int bench_step_device(const CliArgs *a, const BlBackend *be, int B, int T
 static int bench_step(const CliArgs *a) {
     int B = cli_int(a, "--batch", 4), T = cli_int(a, "--seq", 128), iters = cli_int(a, "--iters", 5);
     int warmup = cli_int(a, "--warmup", 2);
-    const BlBackend *be = bench_backend(a);
-    bool device;
-    if (!be || pick_trainer(a, be, &device)) return 2;
-    return device ? bench_step_device(a, be, B, T, iters, warmup)
-                  : bench_step_reference(a, B, T, iters, warmup);
+    const BlBackend *be = cli_backend(a, "cpu");
+    if (!be) return 2;
+    return bench_step_on(a, be, B, T, iters, warmup);
 }
 
 int cmd_bench(int argc, char **argv) {

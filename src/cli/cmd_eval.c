@@ -1,7 +1,8 @@
 /* cmd_eval.c - `bitlab eval`: the teacher against a ternary student (from a
  * checkpoint, or fresh as the before-training baseline) on held-out data
  * and a prompt list; a table on stdout and optionally JSON. The work is in
- * eval/evaluate.h. */
+ * eval/evaluate.h, on the backend of --device (cli_backend): the teacher's
+ * and the student's forwards and greedy answers all run there. */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -11,17 +12,11 @@
 #include "ops/quant.h"
 
 /* --checkpoint's student, or a fresh one (no adapters) at 8-bit
- * activations; --act-bits overrides either's activation width. */
-static int build_student(BlStudent *st, const BlModel *m, const char *ckpt, int act_bits,
-                         BlError *err) {
-    if (ckpt) {
-        if (bl_student_from_checkpoint(st, m, ckpt, NULL, err)) return -1;
-    } else {
-        BlStudentConfig c = {.lambda = 1.0f, .act_bits = 8};
-        if (bl_build_student(st, m, &c, err)) return -1;
-    }
-    if (act_bits) st->cfg.act_bits = act_bits;
-    return 0;
+ * activations. */
+static int build_student(BlStudent *st, const BlModel *m, const char *ckpt, BlError *err) {
+    if (ckpt) return bl_student_from_checkpoint(st, m, ckpt, NULL, err);
+    BlStudentConfig c = {.lambda = 1.0f, .act_bits = 8};
+    return bl_build_student(st, m, &c, err);
 }
 
 static const CliOpt OPTS[] = {
@@ -35,13 +30,14 @@ static const CliOpt OPTS[] = {
     CLI_INT_OPT("act-bits", 4, 16),
     CLI_STR_OPT("json"),
     CLI_FLAG_OPT("quiet"),
+    CLI_STR_OPT("device"),
     CLI_END};
 
 const CliSpec cli_eval_spec = {
     .name = "eval",
     .synopsis = "bitlab eval --model PATH --data FILE [--checkpoint CKPT] [--prompts FILE]\n"
                 "            [--max-tokens N] [--seq T] [--max-examples N] [--act-bits B]\n"
-                "            [--json OUT] [--quiet]",
+                "            [--json OUT] [--quiet] [--device cpu|cuda|auto]",
     .summary = "the teacher against its ternary student (lambda 1) on held-out data:\n"
                "perplexities, KL, top-1 agreement, common greedy prefixes, weight bytes and\n"
                "QEI; a table and --json OUT",
@@ -59,7 +55,8 @@ const CliSpec cli_eval_spec = {
         "examples longer than --seq cut. Without --checkpoint: a fresh student (no\n"
         "adapters), the before-training baseline. --max-examples N: only the first N\n"
         "(0, the default: all). --json OUT writes every number; --quiet drops the\n"
-        "progress lines on stderr",
+        "progress lines on stderr. --device: where both models run (cpu, the default;\n"
+        "cuda: the weights in bf16 on the GPU; auto: CUDA when a device is present)",
     .opts = OPTS,
 };
 
@@ -81,6 +78,8 @@ int cmd_eval(int argc, char **argv) {
     opt.format = bl_eval_format_of(opt.data_path);
     if (!cli_flag(a, "--quiet")) opt.progress = stderr;
     const char *json = cli_str(a, "--json", NULL);
+    const BlBackend *be = cli_backend(a, "cpu");
+    if (!be) return 2;
 
     BlModel *m = cli_load_model(a);
     if (!m) return 1;
@@ -90,7 +89,7 @@ int cmd_eval(int argc, char **argv) {
     BlEvalReport rep = {0};
     char **prompts = NULL;
     int rc = 1, have_student = 0, have_data = 0;
-    if (build_student(&st, m, opt.checkpoint_path, act_bits, &err)) goto done;
+    if (build_student(&st, m, opt.checkpoint_path, &err)) goto done;
     have_student = 1;
     if (bl_eval_load_data(&data, m, opt.data_path, opt.format, opt.seq, &err)) goto done;
     have_data = 1;
@@ -98,7 +97,9 @@ int cmd_eval(int argc, char **argv) {
         bl_eval_read_prompts(opt.prompts_path, &prompts, &opt.n_prompts, &err))
         goto done;
     opt.prompts = (const char *const *)prompts;
-    if (bl_evaluate(&st, &data, &opt, &rep, &err)) goto done;
+    /* the student as it would be exported: ternary (λ = 1) */
+    BlStudentMode mode = {.lambda = 1.0f, .act_bits = act_bits ? act_bits : st.cfg.act_bits};
+    if (bl_evaluate(be, &st, mode, &data, &opt, &rep, &err)) goto done;
     bl_eval_report_print(stdout, &opt, &rep);
     if (json && bl_eval_report_write_json(json, &opt, &rep, &err)) goto done;
     if (json) printf("  report: %s\n", json);

@@ -1,15 +1,18 @@
 /* cmd_generate.c - `bitlab generate`: greedy decoding with a KV cache,
- * printing text as it decodes, on the CPU or (--device cuda|auto) the GPU
- * with a device copy of the weights. */
+ * printing text as it decodes, by the teacher or (--checkpoint) its student,
+ * on the CPU or (--device cuda|auto) the GPU with a device copy of the
+ * weights; the work is eval/student_eval.h's bl_eval_generate. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backend/backend.h"
-#include "backend/device_model.h"
 #include "cli/cli.h"
+#include "eval/student_eval.h"
 #include "nn/generate.h"
+#include "ops/quant.h"
+#include "train/checkpoint.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
 
@@ -93,19 +96,26 @@ static const CliOpt OPTS[] = {
     CLI_STR_OPT("system"),
     CLI_STR_OPT("template"),
     CLI_INT_OPT("max-tokens", 1, 1 << 20),
+    CLI_STR_OPT("checkpoint"),
+    CLI_NUM_OPT("lambda", 0, 1),
+    CLI_INT_OPT("act-bits", 4, 16),
     CLI_STR_OPT("device"),
     CLI_END};
 
 const CliSpec cli_generate_spec = {
     .name = "generate",
     .synopsis = "bitlab generate --model PATH --prompt TEXT [--chat] [--system TEXT]\n"
-                "                [--template NAME] [--max-tokens N] [--device cpu|cuda|auto]",
+                "                [--template NAME] [--max-tokens N] [--checkpoint CKPT\n"
+                "                [--lambda L] [--act-bits B]] [--device cpu|cuda|auto]",
     .summary = "greedy decoding with a KV cache, streamed as it decodes. --chat wraps the\n"
                "prompt in the model's chat template (--template chatml|llama3|llama2|zephyr|phi3\n"
                "overrides the one from the model's metadata); --max-tokens defaults to 256.\n"
                "--device picks the backend (default cpu; auto: CUDA when a device is present);\n"
                "on cuda the weights are copied to the GPU once, in bf16. An exported student\n"
-               "(bitlab export) runs as trained: ternary weights, quantised activations",
+               "(bitlab export) runs as trained: ternary weights, quantised activations.\n"
+               "--checkpoint CKPT: the student of that checkpoint answers instead of the\n"
+               "teacher, at the checkpoint's lambda and activation bits (--lambda, --act-bits\n"
+               "override them)",
     .opts = OPTS,
 };
 
@@ -115,17 +125,22 @@ int cmd_generate(int argc, char **argv) {
     if (prc >= 0) return prc;
     const CliArgs *a = &args;
     int max_tokens = cli_int(a, "--max-tokens", 256);
+    const char *ckpt = cli_str(a, "--checkpoint", NULL);
+    int act_bits = cli_int(a, "--act-bits", 0);
+    if (act_bits && bl_actq_levels(act_bits) < 0)
+        return cli_usage_error(a, "--act-bits is 4, 8 or 16, got %d", act_bits);
+    if (!ckpt && (cli_has(a, "--lambda") || cli_has(a, "--act-bits")))
+        return cli_usage_error(a, "--lambda and --act-bits need --checkpoint (the student)");
     BlError err = {{0}};
-    const BlBackend *be = bl_backend_select(cli_str(a, "--device", "cpu"), &err);
-    if (!be) {
-        fprintf(stderr, "bitlab generate: --device: %s\n", err.msg);
-        return 2;
-    }
+    const BlBackend *be = cli_backend(a, "cpu");
+    if (!be) return 2;
     BlModel *m = cli_load_model(a);
     if (!m) return 1;
 
-    BlDeviceModel dm = {0};
-    Stream st = {.tok = m->tokenizer};
+    BlStudent student = {0};
+    BlStudent *st = NULL;
+    BlStudentMode mode = {0};
+    Stream out = {.tok = m->tokenizer};
     int *prompt_ids = NULL, n_prompt = 0, rc = 1;
     char *prompt = build_prompt(a, m, &err);
     if (!prompt) goto done;
@@ -138,10 +153,16 @@ int cmd_generate(int argc, char **argv) {
                 n_prompt, max_tokens, m->cfg.max_seq_len);
         goto done;
     }
-    if (bl_device_model_build(&dm, m, be, &err) != 0) goto done;
+    if (ckpt) {
+        if (bl_student_from_checkpoint(&student, m, ckpt, NULL, &err)) goto done;
+        st = &student;
+        mode = bl_student_mode(st);
+        mode.lambda = (float)cli_num(a, "--lambda", mode.lambda);
+        if (act_bits) mode.act_bits = act_bits;
+    }
     signal(SIGINT, on_sigint);
-    if (bl_generate_greedy(&dm.model, be, prompt_ids, n_prompt, max_tokens, on_token, &st, NULL,
-                           NULL, &err) != 0)
+    if (bl_eval_generate(be, m, st, mode, prompt_ids, n_prompt, max_tokens, on_token, &out, NULL,
+                         NULL, &err) != 0)
         goto done;
     printf("\n");
     rc = 0;
@@ -149,8 +170,8 @@ done:
     if (rc) fprintf(stderr, "bitlab generate: %s\n", err.msg);
     free(prompt);
     free(prompt_ids);
-    free(st.ids);
-    bl_device_model_free(&dm);
+    free(out.ids);
+    if (st) bl_free_student(st);
     bl_model_free(m);
     return rc;
 }

@@ -8,7 +8,11 @@
  * terminal, no curses starts and progress lines come from the script's loop
  * (bitlab.train prints one every N steps). This file prints the final
  * summary and maps the outcome to the exit code: 0 success (or quit from the
- * dashboard), 1 script error, 130 stopped by Ctrl-C, 2 bad command line. */
+ * dashboard), 1 script error, 130 stopped by Ctrl-C, 2 bad command line.
+ *
+ * --device is resolved here, once, before the script starts (an unknown
+ * name or an unusable CUDA is a command-line error, exit 2): the runtime
+ * gets the backend in its config and keeps it for the whole run. */
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -73,19 +77,24 @@ static const CliOpt OPTS[] = {CLI_FLAG_OPT("headless"),
                                CLI_STR_OPT("log"),
                                CLI_STR_OPT("resume"),
                                CLI_STR_OPT("control"),
+                               CLI_STR_OPT("device"),
                                CLI_END};
 
 const CliSpec cli_run_spec = {
     .name = "SCRIPT.lua",
     .synopsis = "bitlab SCRIPT.lua [--headless] [--log FILE] [--resume CKPT] [--control FILE]\n"
-                "                  [-- SCRIPT ARGS]",
+                "                  [--device cpu|cuda|auto] [-- SCRIPT ARGS]",
     .summary = "runs a Lua experiment (e.g. experiments/overfit.lua); the arguments after --\n"
                "are the script's own. `bitlab run SCRIPT ...` runs a script of any name",
     .details = "--log writes the metrics stream (one JSON object per line); --resume continues\n"
                "from a checkpoint; --control FILE is polled at each step for name=value knob\n"
-               "changes. In a terminal the live dashboard opens (? lists its keys); --headless,\n"
-               "or no tty, prints progress lines instead. Exit 0 on success (or q in the\n"
-               "dashboard), 1 on a script error, 130 when stopped by Ctrl-C, 2 on a bad\n"
+               "changes. --device picks the backend the script runs on: cpu (the default),\n"
+               "cuda, or auto (CUDA when a device is present, else the CPU); it is fixed for\n"
+               "the whole run (bitlab.device() says which), and a CUDA that cannot run here\n"
+               "(built without it, no device, the module does not load) exits 2 before the\n"
+               "script starts. In a terminal the live dashboard opens (? lists its keys);\n"
+               "--headless, or no tty, prints progress lines instead. Exit 0 on success (or q\n"
+               "in the dashboard), 1 on a script error, 130 when stopped by Ctrl-C, 2 on a bad\n"
                "command line. The Lua library is found in ../lua beside the executable or\n"
                "$BITLAB_LUA_PATH",
     .opts = OPTS,
@@ -110,6 +119,7 @@ int cmd_run(int argc, char **argv) {
         fprintf(stderr, "bitlab: cannot read script %s\n", cfg.script);
         return 2;
     }
+    if (!(cfg.be = cli_backend(&a, "cpu"))) return 2; /* before curses takes the terminal */
     BlError err = {{0}};
     Dash *dash = NULL;
     if (!cfg.headless && isatty(STDIN_FILENO) && isatty(STDOUT_FILENO) &&

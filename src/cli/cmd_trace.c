@@ -1,7 +1,9 @@
 /* cmd_trace.c - `bitlab trace`: precompute the teacher's top-K
  * log-probabilities (and optionally its hidden states) over a JSONL dataset
  * into a trace file that trainers read instead of running the teacher
- * (src/trace/trace.h has the format). */
+ * (src/trace/trace.h has the format). --device runs the teacher forward on a
+ * backend (a device copy of the weights); the top-K and the file are made on
+ * the host. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,13 +34,14 @@ static const CliOpt OPTS[] = {
     CLI_FLAG_OPT("hidden"),
     CLI_STR_OPT("hidden-dtype"),
     CLI_STR_OPT("template"),
+    CLI_STR_OPT("device"),
     CLI_END};
 
 const CliSpec cli_trace_spec = {
     .name = "trace",
     .synopsis = "bitlab trace --model PATH --data FILE.jsonl --k K --out TRACE\n"
                 "             [--seq T] [--batch B] [--tau X] [--hidden] [--hidden-dtype f32|f16]\n"
-                "             [--template NAME]",
+                "             [--template NAME] [--device cpu|cuda|auto]",
     .summary = "runs the teacher over every example of FILE and writes its top-K token ids and\n"
                "log-probabilities at temperature X with the 'other' mass to TRACE, which\n"
                "trainers read instead of running the teacher",
@@ -49,8 +52,12 @@ const CliSpec cli_trace_spec = {
                "1); --hidden also stores every block's hidden states (f32 by default,\n"
                "--hidden-dtype f16 halves them). The trace records the model's and the data's\n"
                "sha256: a trainer refuses a trace made from another model, other data, another\n"
-               "K or another temperature. Prints one JSON line: records, positions, bytes,\n"
-               "seconds, the two sha256",
+               "K or another temperature. --device picks the backend of the teacher forward:\n"
+               "cpu (the default), cuda, or auto (CUDA when a device is present); on cuda the\n"
+               "weights are copied to the GPU once, in bf16, so the trace holds that teacher's\n"
+               "values (a CPU step reading it sees them to bf16 precision, not bit for bit).\n"
+               "Prints one JSON line: records, positions, bytes, seconds, the two sha256, the\n"
+               "device",
     .opts = OPTS,
 };
 
@@ -73,6 +80,7 @@ int cmd_trace(int argc, char **argv) {
     c.hidden = !cli_flag(a, "--hidden") ? BL_TRACE_HIDDEN_NONE
                : strcmp(dtype, "f16") == 0 ? BL_TRACE_HIDDEN_F16
                                            : BL_TRACE_HIDDEN_F32;
+    if (!(c.be = cli_backend(a, "cpu"))) return 2;
     BlModel *m = cli_load_model(a);
     if (!m) return 1;
     BlDataset d;
@@ -99,6 +107,7 @@ int cmd_trace(int argc, char **argv) {
         cJSON_AddNumberToObject(o, "seconds", s.seconds);
         cJSON_AddStringToObject(o, "model_sha256", s.model_sha256);
         cJSON_AddStringToObject(o, "data_sha256", s.data_sha256);
+        cJSON_AddStringToObject(o, "device", c.be->name);
         char *line = cJSON_PrintUnformatted(o);
         cJSON_Delete(o);
         if (line) puts(line);

@@ -4,7 +4,7 @@
  * On every example of a held-out set (plain text cut into chunks, or chat /
  * text JSONL with the loss on assistant turns) the teacher and the student
  * (always at λ = 1, with the student's activation width) run the whole
- * sequence; per scored row t (token t+1 is a target) they give
+ * sequence, on the backend of the call (CPU or CUDA); per scored row t (token t+1 is a target) they give
  *   NLL  −log p(ids[t+1])          → perplexity exp(mean NLL), each model
  *   KL   Σ_v p_T(v)·(log p_T(v) − log p_S(v))   (τ = 1), mean over rows
  *   top-1 agreement  argmax p_T == argmax p_S, fraction of rows
@@ -36,8 +36,10 @@
 
 #include <cjson/cJSON.h>
 
+#include "backend/backend.h"
 #include "core/error.h"
 #include "data/dataset.h"
+#include "eval/student_eval.h"
 #include "model/model.h"
 #include "train/student.h"
 
@@ -100,7 +102,7 @@ typedef struct {
     double kl;          /* mean KL(teacher‖student), nats per token */
     long long agree;    /* rows with the same top-1 */
     double agreement;   /* agree / rows */
-    float lambda;       /* the student's, as evaluated (1) */
+    float lambda;       /* as evaluated (1) */
     int act_bits;
     int adapters;
     bool subln, post_attn_norm;
@@ -147,11 +149,13 @@ void bl_eval_memory(const BlModel *m, const BlStudent *st, BlEvalMemory *out);
 
 // ---- the evaluation (evaluate.c) ----------------------------------------------
 
-/* Evaluates st (λ set to 1 for the call, restored after) against its model
- * on d's examples and opt's prompts. r is filled (free with
- * bl_eval_report_free, also after a failure). */
-int bl_evaluate(BlStudent *st, const BlDataset *d, const BlEvalOptions *opt, BlEvalReport *r,
-                BlError *err);
+/* Evaluates st at mode (`bitlab eval`: λ = 1 and the student's activation
+ * width, or --act-bits) against its model on d's examples and opt's prompts,
+ * both models on be (eval/student_eval.h's runner; st itself is not
+ * changed). r is filled (free with bl_eval_report_free, also after a
+ * failure). */
+int bl_evaluate(const BlBackend *be, BlStudent *st, BlStudentMode mode, const BlDataset *d,
+                const BlEvalOptions *opt, BlEvalReport *r, BlError *err);
 void bl_eval_report_free(BlEvalReport *r);
 
 // ---- output (eval_report.c) -------------------------------------------------

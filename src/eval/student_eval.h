@@ -1,66 +1,143 @@
-/* eval.h - what experiments measure besides the training losses: greedy
- * decoding in student mode, and per-sequence next-token statistics (NLL and
- * argmax) of the teacher or the student, from which perplexity and
- * teacher–student top-1 agreement follow.
+/* student_eval.h - the one evaluation module: the teacher and the student as
+ * inference models on any backend, and what experiments measure with them
+ * (greedy answers, whole-sequence logits, next-token statistics, perplexity,
+ * teacher–student top-1 agreement), for the CLI and Lua alike.
  *
- * Student decoding is the teacher's KV-cache decoder (nn/generate.h) with
- * the student's linears and post-attention norm hooked in, computed with the
- * training forward's ops, so its tokens are the argmax of the training
- * forward over the growing sequence. A runner keeps those hooks (and the
- * materialised Weff) for many calls: greedy answers and whole-sequence
- * logits through the inference forward (nn/forward.h). */
-#ifndef BITLAB_EVAL_H
-#define BITLAB_EVAL_H
+ * The teacher is the model's frozen weights in backend memory; the student
+ * is a BlDeviceStudent sharing them (train/device_student.h), run by the
+ * inference forward (nn/forward.h) and the KV-cache decoder (nn/generate.h)
+ * with a BlStudentHook whose linears are THE BitLinear (bl_bitlinear_apply)
+ * and whose post-attention norm is the student's: so student answers are the
+ * argmax of the student's forward over the growing sequence, on the CPU or
+ * on CUDA. λ and the activation width are explicit arguments (a
+ * BlStudentMode); the student's own cfg values (bl_student_mode) are the
+ * default, and `bitlab eval` passes λ = 1. Nothing here changes the host
+ * student. */
+#ifndef BITLAB_STUDENT_EVAL_H
+#define BITLAB_STUDENT_EVAL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
+#include "backend/backend.h"
 #include "core/error.h"
+#include "data/dataset.h"
 #include "model/model.h"
+#include "nn/generate.h"
 #include "train/student.h"
 
 /* Default Weff cache budget: 2 GiB holds every Weff of a model up to ~500M
- * linear weights (SmolLM2-135M: 425 MB), i.e. one more copy of its weights. */
+ * linear weights (SmolLM2-135M: 425 MB), i.e. one more fp32 copy of its
+ * weights in backend memory. */
 #define BL_STUDENT_WEFF_CACHE_MAX ((size_t)2 << 30)
 
-/* Greedy continuation in student mode, stopping before any of the model's
- * stop tokens; out[max_new] receives the tokens, *n_out their count. When
- * every linear's Weff fits in weff_cache_max bytes they are materialised once
- * for the call (that much extra memory); otherwise each is rebuilt per decoder
- * step into a scratch of the largest linear (slower, same tokens). */
-int bl_student_generate_greedy(BlStudent *st, const int *prompt, int n_prompt, int max_new,
+/* What the student runs at: λ in [0, 1], activations 4, 8 or 16 bits. */
+typedef struct {
+    float lambda;
+    int act_bits;
+} BlStudentMode;
+
+/* The student's own cfg values: what callers pass by default. */
+BlStudentMode bl_student_mode(const BlStudent *st);
+
+// ----------------------------------------------------------------------------
+// the runner: teacher and student on one backend, for many calls
+
+/* The teacher of m (st == NULL) or of st->model and the student st at mode,
+ * on be, for many sequences and generations. The weights are uploaded once
+ * (CUDA: bf16, BlDeviceModel); the student's Weff of every linear is formed
+ * once at open when all fit in weff_cache_max bytes of backend memory, else
+ * per linear call into a scratch of the largest (slower, same values; at
+ * λ = 1 with 8- or 4-bit activations uncached linears take the backend's
+ * integer path). The runner uses the student as it is at open: changing its
+ * adapters afterwards needs a new runner. */
+typedef struct BlEvalRunner BlEvalRunner;
+int bl_eval_runner_open(BlEvalRunner **out, const BlBackend *be, const BlModel *m,
+                        BlStudent *st, BlStudentMode mode, size_t weff_cache_max, BlError *err);
+void bl_eval_runner_close(BlEvalRunner *r);
+/* The runner holds a student (opened with st != NULL). */
+bool bl_eval_runner_has_student(const BlEvalRunner *r);
+
+/* logits[n·V] (host) of one sequence ids[n] through the teacher or (student)
+ * the student. */
+int bl_eval_runner_logits(BlEvalRunner *r, bool student, const int *ids, int n, float *logits,
+                          BlError *err);
+/* Greedy continuation (bl_generate_greedy's contract: stops before a stop
+ * token; cb may be NULL; out, n_out may be NULL) by the teacher or the
+ * student. */
+int bl_eval_runner_generate(BlEvalRunner *r, bool student, const int *prompt, int n_prompt,
+                            int max_new, BlTokenCallback cb, void *user, int *out, int *n_out,
+                            BlError *err);
+/* One sequence: argmax[n] (may be NULL) receives each row's top-1; for rows
+ * t with rowmask[t] != 0 (NULL = all) and t + 1 < n, *nll_sum accumulates
+ * −log p(ids[t+1]) and *count the rows. */
+int bl_eval_runner_sequence(BlEvalRunner *r, bool student, const int *ids, int n,
+                            const uint8_t *rowmask, int *argmax, double *nll_sum, long *count,
+                            BlError *err);
+
+// ----------------------------------------------------------------------------
+// held-out data
+
+/* Which models bl_eval_dataset runs (teacher, student or both) and whether a
+ * non-finite score fails the call (else it is summed as it is). */
+enum { BL_EVAL_TEACHER = 1, BL_EVAL_STUDENT = 2, BL_EVAL_BOTH = 3, BL_EVAL_FINITE = 4 };
+
+/* Sums over the scored rows (row t of an example scored when token t+1 is a
+ * target), accumulated in double. KL(T‖S) at τ = 1 and agreement only when
+ * both models ran. */
+typedef struct {
+    int examples;       /* evaluated */
+    int truncated;      /* of them, cut to seq */
+    long long tokens;   /* tokens fed (each model) */
+    long long rows;     /* scored rows */
+    double nll_teacher, nll_student, kl; /* sums, nats */
+    long long agree;    /* rows with the same top-1 */
+} BlEvalSums;
+
+/* The first n_examples examples of d (capped at d->n), each cut to seq
+ * tokens (0: uncut; examples of < 2 tokens are counted, not scored), through
+ * the models of `what` (BL_EVAL_* flags), added into *s. progress (may be
+ * NULL) gets one line per example. */
+int bl_eval_dataset(BlEvalRunner *r, int what, const BlDataset *d, int n_examples, int seq,
+                    FILE *progress, BlEvalSums *s, BlError *err);
+
+/* exp(mean NLL) over the target rows of d's first n_examples examples of the
+ * teacher of m (st == NULL) or the student st at mode, on be; NAN when no
+ * row is scored. *rows (may be NULL) receives the row count. */
+int bl_eval_perplexity(const BlBackend *be, const BlModel *m, BlStudent *st, BlStudentMode mode,
+                       const BlDataset *d, int n_examples, double *ppl, long long *rows,
+                       BlError *err);
+/* Fraction of those rows where the teacher and the student st (at mode)
+ * agree on the top-1 next token; NAN when none. */
+int bl_eval_agreement(const BlBackend *be, BlStudent *st, BlStudentMode mode, const BlDataset *d,
+                      int n_examples, double *agreement, long long *rows, BlError *err);
+
+// ----------------------------------------------------------------------------
+// one-shot forms (a runner opened and closed per call)
+
+/* Greedy continuation of the teacher of m (st == NULL) or the student st at
+ * mode, on be, with the default Weff cache budget (see the runner). */
+int bl_eval_generate(const BlBackend *be, const BlModel *m, BlStudent *st, BlStudentMode mode,
+                     const int *prompt, int n_prompt, int max_new, BlTokenCallback cb,
+                     void *user, int *out, int *n_out, BlError *err);
+
+/* The student's greedy continuation with an explicit Weff cache budget:
+ * out[max_new] receives the tokens, *n_out their count. */
+int bl_student_generate_greedy(const BlBackend *be, BlStudent *st, BlStudentMode mode,
+                               const int *prompt, int n_prompt, int max_new,
                                size_t weff_cache_max, int *out, int *n_out, BlError *err);
 
-/* The student as an inference model for many sequences and generations of
- * up to `capacity` tokens each: every Weff is materialised once at open when
- * all fit in weff_cache_max bytes (else each is rebuilt per linear call into
- * a scratch of the largest). It uses the student as it is at open: changing
- * its adapters or λ afterwards needs a new runner. */
-typedef struct BlStudentRunner BlStudentRunner;
-int bl_student_runner_open(BlStudentRunner **out, BlStudent *st, int capacity,
-                           size_t weff_cache_max, BlError *err);
-void bl_student_runner_close(BlStudentRunner *r);
-/* logits[n·V] of ids[n]: the inference forward with the student's linears
- * and post-attention norm hooked in (the same ops as the training forward). */
-int bl_student_runner_logits(BlStudentRunner *r, const int *ids, int n, float *logits,
-                             BlError *err);
-/* Greedy continuation as bl_student_generate_greedy. */
-int bl_student_runner_generate(BlStudentRunner *r, const int *prompt, int n_prompt, int max_new,
-                               int *out, int *n_out, BlError *err);
+/* logits[n·V] of one sequence through the teacher of m (st == NULL) or the
+ * student st at mode, on be. */
+int bl_eval_logits(const BlBackend *be, const BlModel *m, BlStudent *st, BlStudentMode mode,
+                   const int *ids, int n, float *logits, BlError *err);
 
-/* logits[n·V] of one sequence ids[n] through the teacher (st == NULL, the
- * inference forward) or the student (its training forward, at st's λ and
- * activation width). */
-int bl_eval_logits(const BlModel *m, BlStudent *st, const int *ids, int n, float *logits,
-                   BlError *err);
-
-/* One sequence ids[n] through the teacher (st == NULL) or the student.
- * argmax[n] (may be NULL) receives each row's top-1 prediction; for rows t
- * with rowmask[t] != 0 (NULL = all) and t + 1 < n, *nll_sum accumulates
- * −log p(ids[t+1]) and *count the rows. */
-int bl_eval_sequence(const BlModel *m, BlStudent *st, const int *ids, int n,
-                     const uint8_t *rowmask, int *argmax, double *nll_sum, long *count,
-                     BlError *err);
+/* bl_eval_runner_sequence of the teacher of m (st == NULL) or the student. */
+int bl_eval_sequence(const BlBackend *be, const BlModel *m, BlStudent *st, BlStudentMode mode,
+                     const int *ids, int n, const uint8_t *rowmask, int *argmax,
+                     double *nll_sum, long *count, BlError *err);
 
 /* Length of the common prefix of a[na] and b[nb]. */
 int bl_common_prefix(const int *a, int na, const int *b, int nb);

@@ -4,7 +4,6 @@
 
 #include <string.h>
 
-#include "train/bitlinear.h"
 #include "train/lora.h"
 #include "ops/quant.h"
 
@@ -22,12 +21,14 @@ int bl_student_export_check(const BlStudent *st, const char *format, BlError *er
 
 void bl_student_ternary(BlStudent *st, int l, BlLinearKind kind, int8_t *codes, float *scale,
                         float *scratch) {
-    BlBitLinear L = bl_student_bitlinear(st, l, kind);
-    size_t n = (size_t)L.out * L.in;
-    /* W + ΔW, then wq's integer form: the same scale and rounding as
-     * bl_weff at λ = 1 (ternary(w·s)/s), so codes·(1/s) is the student's Weff */
-    if (L.lora) bl_lora_merge(scratch, L.w, L.lora);
-    else memcpy(scratch, L.w, n * sizeof(float));
+    const BlLinear *w = &st->model->layers[l].lin[kind];
+    const BlLoraStack *ls = &bl_student_linear(st, l, kind)->lora;
+    size_t n = (size_t)w->out * w->in;
+    /* W + ΔW merged on the host, then wq's integer form: the same scale and
+     * rounding as bl_weff at λ = 1 (ternary(w·s)/s), so codes·(1/s) is the
+     * student's Weff */
+    if (ls->n > 0 || ls->dense) bl_lora_merge(scratch, w->w, ls);
+    else memcpy(scratch, w->w, n * sizeof(float));
     float s = bl_wq_int8(codes, scratch, n);
     *scale = 1.0f / s;
 }

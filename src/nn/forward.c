@@ -5,37 +5,30 @@
  * A ternary student exported by bitlab (cfg.ternary_act_bits 8 or 4) runs
  * as the plain model whose block linears already hold ternary × scale; what
  * it adds is the per-token absmax quantisation of every block linear's input
- * that the student trained with (ops/quant.h's bl_actq, the one
- * definition of it). The weights are not quantised again: wq is not
- * idempotent. */
+ * that the student trained with (bl_actq of ops/quant.h, the one definition
+ * of it, as the backend's actq: so on any backend). The weights are not
+ * quantised again: wq is not idempotent. */
 #include "nn/forward.h"
 
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include "ops/quant.h"
 
 // ----------------------------------------------------------------------------
 // state
 
-int bl_build_forward_state(BlForwardState *s, const BlModel *m, const BlBackend *be, int B, int T,
-                           bool keep_att, BlError *err) {
-    memset(s, 0, sizeof *s);
-    if (B <= 0 || T <= 0) return bl_fail(err, "forward state: bad batch %d x %d", B, T);
-    const BlConfig *c = &m->cfg;
-    if (c->ternary_act_bits && strcmp(be->name, "cpu") != 0)
-        return bl_fail(err, "forward state: the %s backend cannot quantise activations; run this "
-                       "ternary student (bitlab.act_bits = %d) on the CPU", be->name,
-                       c->ternary_act_bits);
-    s->model = m;
-    s->be = be;
-    s->B = B;
-    s->T = T;
+/* The state's backend buffers and their sizes: one table for allocation and
+ * for bl_forward_state_bytes. */
+typedef struct { void **p; size_t bytes; } StateBuf;
+enum { STATE_BUFS = 15 };
+
+static void state_bufs(StateBuf bufs[STATE_BUFS], BlForwardState *s, const BlConfig *c, int B,
+                       int T, bool keep_att, int logits_rows) {
     size_t M = (size_t)B * T;
     size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
     size_t H = (size_t)c->hidden_dim, D = (size_t)c->dim, F = sizeof(float);
-    struct { void **p; size_t bytes; } bufs[] = {
+    StateBuf t[STATE_BUFS] = {
         {(void **)&s->ids, M * sizeof(int)},
         {(void **)&s->pos, M * sizeof(int)},
         {(void **)&s->lens, (size_t)B * sizeof(int)},
@@ -48,18 +41,49 @@ int bl_build_forward_state(BlForwardState *s, const BlModel *m, const BlBackend 
         {(void **)&s->h, M * D * F},
         {(void **)&s->gu, M * 2 * H * F},
         {(void **)&s->act, M * H * F},
-        {(void **)&s->logits, M * (size_t)c->vocab_size * F},
+        {(void **)&s->logits, (size_t)logits_rows * c->vocab_size * F},
         {(void **)&s->qkv, c->fused_qkv ? M * (qd + 2 * kvd) * F : 0},
         {(void **)&s->att, keep_att ? (size_t)B * c->n_heads * T * T * F : 0},
     };
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
+    memcpy(bufs, t, sizeof t);
+}
+
+size_t bl_forward_state_bytes(const BlConfig *c, int B, int T, bool keep_att, int logits_rows) {
+    BlForwardState dummy;
+    StateBuf bufs[STATE_BUFS];
+    state_bufs(bufs, &dummy, c, B, T, keep_att, logits_rows);
+    size_t n = (size_t)B * T * sizeof(int); /* host_ids */
+    for (int i = 0; i < STATE_BUFS; i++) n += bufs[i].bytes;
+    return n;
+}
+
+int bl_build_forward_state(BlForwardState *s, const BlModel *m, const BlBackend *be, int B, int T,
+                           bool keep_att, BlError *err) {
+    return bl_build_forward_state_rows(s, m, be, B, T, keep_att, B * T, err);
+}
+
+int bl_build_forward_state_rows(BlForwardState *s, const BlModel *m, const BlBackend *be, int B,
+                                int T, bool keep_att, int logits_rows, BlError *err) {
+    memset(s, 0, sizeof *s);
+    if (B <= 0 || T <= 0) return bl_fail(err, "forward state: bad batch %d x %d", B, T);
+    if (logits_rows < 1 || logits_rows > B * T)
+        return bl_fail(err, "forward state: %d logits rows is outside 1..%d", logits_rows, B * T);
+    const BlConfig *c = &m->cfg;
+    s->logits_rows = logits_rows;
+    s->model = m;
+    s->be = be;
+    s->B = B;
+    s->T = T;
+    StateBuf bufs[STATE_BUFS];
+    state_bufs(bufs, s, c, B, T, keep_att, logits_rows);
+    for (size_t i = 0; i < STATE_BUFS; i++) {
         if (!bufs[i].bytes) continue;
         if (!(*bufs[i].p = be->alloc(bufs[i].bytes, err))) {
             bl_free_forward_state(s);
             return bl_fail_prefix(err, "forward state for %d x %d tokens", B, T);
         }
     }
-    if (!(s->host_ids = bl_malloc(M * sizeof(int), err))) {
+    if (!(s->host_ids = bl_malloc((size_t)B * T * sizeof(int), err))) {
         bl_free_forward_state(s);
         return -1;
     }
@@ -81,11 +105,11 @@ void bl_free_forward_state(BlForwardState *s) {
 
 /* In place: a block linear's input x[M, D] quantised per token as an
  * exported ternary student's forward needs it (nothing for an ordinary model,
- * nor in student mode, where the hook quantises). The CPU backend's memory
- * is host memory (the state refuses other backends for such models). */
+ * nor in student mode, where the hook quantises), with the backend's actq. */
 static void exported_student_actq(const BlForwardState *s, float *x, int M, int D) {
     int bits = s->model->cfg.ternary_act_bits;
-    if (bits && !s->student) bl_actq(x, NULL, x, M, D, bits, NULL); /* bits: 8 or 4, checked at load */
+    if (bits && !s->student) /* bits: 8 or 4, checked at load */
+        s->be->actq(x, NULL, x, M, D, bits, NULL);
 }
 
 void bl_linear_apply(const BlForwardState *s, int l, BlLinearKind kind, const float *x, float *y,
@@ -128,8 +152,7 @@ void bl_block_tail(const BlForwardState *s, int l, int M) {
     bl_linear_apply(s, l, BL_LIN_O, s->ao, s->h, M);
     if (s->student && s->student->post_attn_norm) {
         /* xn is free until the MLP norm below overwrites it */
-        be->rmsnorm(s->xn, NULL, s->h, s->student->post_attn_norm + (size_t)l * c->dim, M, c->dim,
-                    c->norm_eps);
+        be->rmsnorm(s->xn, NULL, s->h, s->student->post_attn_norm[l], M, c->dim, c->norm_eps);
         be->add(s->x, s->xn, n);
     } else {
         be->add(s->x, s->h, n);
@@ -202,9 +225,12 @@ int bl_forward(BlForwardState *s, const int *tokens, const int *lens, int B, int
             be->download(hidden[l], s->x, (size_t)M * c->dim * sizeof(float), err))
             return -1;
     }
-    if (logits) {
-        bl_forward_logits(s, 0, M);
-        if (be->download(logits, s->logits, (size_t)M * c->vocab_size * sizeof(float), err))
+    /* the logits in chunks of the buffer's rows */
+    for (int r0 = 0; logits && r0 < M; r0 += s->logits_rows) {
+        int n = M - r0 < s->logits_rows ? M - r0 : s->logits_rows;
+        bl_forward_logits(s, r0, n);
+        if (be->download(logits + (size_t)r0 * c->vocab_size, s->logits,
+                         (size_t)n * c->vocab_size * sizeof(float), err))
             return -1;
     }
     return be->sync(err);

@@ -18,15 +18,20 @@
 #include "core/error.h"
 #include "model/model.h"
 
-/* Student mode for the block (train/ fills it in; nn/ knows no quantiser):
- * every block linear becomes linear(ctx, ...), and o_proj's output is
- * RMSNormed with post_attn_norm before the residual add, as in the student's
- * training forward. The hook reads and writes the state's buffers directly,
- * so it needs a backend with host memory (the CPU backend). */
+/* Student mode for the block (eval/ fills it in over a BlDeviceStudent; nn/
+ * knows no quantiser): every block linear becomes linear(ctx, ...), and
+ * o_proj's output is RMSNormed with post_attn_norm[l] before the residual
+ * add, as in the student's training forward. x and y are the state's
+ * buffers, i.e. memory of the state's backend, and so are the norm weights:
+ * the hook computes with that backend's ops only, so the student runs on
+ * any backend the teacher does. linear cannot fail (ops queue; a device
+ * failure shows at the forward's sync): a hook that can keeps its own error
+ * for its caller to read after the forward. */
 typedef struct BlStudentHook {
     void (*linear)(void *ctx, int l, BlLinearKind kind, const float *x, float *y, int M);
     void *ctx;
-    const float *post_attn_norm; /* [n_layers · dim] or NULL */
+    const float *const *post_attn_norm; /* host array [n_layers] of backend pointers to [dim]
+                                         * weights, or NULL */
 } BlStudentHook;
 
 /* Scratch for up to B sequences of T tokens (M = B·T rows), in backend
@@ -49,7 +54,8 @@ typedef struct BlForwardState {
     float *gu;     /* [M, 2H]: gate then up (fused: per row; separate: per block) */
     float *act;    /* [M, H] swiglu output */
     float *att;    /* [B, nh, T, T] probabilities, or NULL (see keep_att) */
-    float *logits; /* [M, vocab] */
+    float *logits; /* [logits_rows, vocab] */
+    int logits_rows; /* rows the logits buffer holds (B·T unless built smaller) */
     int *host_ids; /* [M] host staging for ids/pos */
     const BlStudentHook *student; /* NULL (as built): the teacher */
 } BlForwardState;
@@ -59,7 +65,13 @@ typedef struct BlForwardState {
  * Without it attention works in blocks on the stack. */
 int bl_build_forward_state(BlForwardState *s, const BlModel *m, const BlBackend *be, int B, int T,
                            bool keep_att, BlError *err);
+/* The same with a logits buffer of logits_rows rows (1..B·T): logits are then
+ * formed logits_rows rows at a time (a trainer forms its chunks' only). */
+int bl_build_forward_state_rows(BlForwardState *s, const BlModel *m, const BlBackend *be, int B,
+                                int T, bool keep_att, int logits_rows, BlError *err);
 void bl_free_forward_state(BlForwardState *s);
+/* The bytes bl_build_forward_state_rows takes for that shape (backend and host). */
+size_t bl_forward_state_bytes(const BlConfig *c, int B, int T, bool keep_att, int logits_rows);
 
 /* tokens[B·T] (host; padded entries ignored), lens[B] (host, 0..T). Writes
  * logits [B·T, vocab] and, for each layer l with hidden[l] != NULL, the
@@ -80,7 +92,7 @@ void bl_block_attn_inputs(const BlForwardState *s, int l, int M, float *k, float
 /* From s->ao: the O projection (post-attention norm in student mode),
  * residual add and the MLP half, into s->x. */
 void bl_block_tail(const BlForwardState *s, int l, int M);
-/* s->logits[0..M) = lm_head(rmsnorm(s->x rows row0..row0+M)) */
+/* s->logits[0..M) = lm_head(rmsnorm(s->x rows row0..row0+M)), M <= logits_rows */
 void bl_forward_logits(const BlForwardState *s, int row0, int M);
 
 /* 2·M·N·K summed over every matmul of a forward of M tokens, lm head

@@ -55,16 +55,21 @@ void bl_adamw_step(float *p, const float *g, BlAdamWState *s, const BlAdamWConfi
     for (size_t i = 0; i < s->n; i++) adamw_elem(&p[i], g[i], &s->m[i], &s->v[i], c, k);
 }
 
-bool bl_adamw_step_finite(const float *p, const float *g, const BlAdamWState *s,
-                          const BlAdamWConfig *c) {
-    AdamWConsts k = adamw_consts(c, s->t + 1);
+bool bl_adamw_check(const float *p, const float *g, const float *m, const float *v, size_t n,
+                    long t, const BlAdamWConfig *c) {
+    AdamWConsts k = adamw_consts(c, t);
     bool ok = true;
-    for (size_t i = 0; i < s->n; i++) {
-        float q = p[i], m = s->m[i], v = s->v[i];
-        adamw_elem(&q, g[i], &m, &v, c, k);
-        ok &= isfinite(q) && isfinite(m) && isfinite(v); /* no branch: vectorises */
+    for (size_t i = 0; i < n; i++) {
+        float qi = p[i], mi = m[i], vi = v[i];
+        adamw_elem(&qi, g[i], &mi, &vi, c, k);
+        ok &= isfinite(qi) && isfinite(mi) && isfinite(vi); /* no branch: vectorises */
     }
     return ok;
+}
+
+bool bl_adamw_step_finite(const float *p, const float *g, const BlAdamWState *s,
+                          const BlAdamWConfig *c) {
+    return bl_adamw_check(p, g, s->m, s->v, s->n, s->t + 1, c);
 }
 
 double bl_grad_norm(const BlParamRef *ps, int n) {

@@ -37,8 +37,16 @@ void bl_adamw_reset(BlAdamWState *s);
  * p −= lr·wd·p;  p −= lr·(m/(1−β1ᵗ)) / (√(v/(1−β2ᵗ)) + ε)   (PyTorch AdamW). */
 void bl_adamw_step(float *p, const float *g, BlAdamWState *s, const BlAdamWConfig *c);
 
-/* Whether bl_adamw_step(p, g, s, c) would leave every value and moment
- * finite: the same arithmetic (the same floats), nothing written. */
+/* Whether bl_adamw_step on (p, g, m, v) of n values as step number t (≥ 1:
+ * a state's t after the step's increment) would leave every updated p, m
+ * and v finite (no NaN, no ±Inf): the step's own element arithmetic, the
+ * same floats it would write, nothing written. True for n = 0. The
+ * backend op adamw_check (backend/backend.h) has this contract. */
+bool bl_adamw_check(const float *p, const float *g, const float *m, const float *v, size_t n,
+                    long t, const BlAdamWConfig *c);
+
+/* bl_adamw_check for bl_adamw_step(p, g, s, c): (p, g, s->m, s->v, s->n,
+ * s->t + 1, c). */
 bool bl_adamw_step_finite(const float *p, const float *g, const BlAdamWState *s,
                           const BlAdamWConfig *c);
 

@@ -1,10 +1,11 @@
 /* ops.h - the CPU reference of every transformer op: one forward and one
- * backward each (llm.c style). Activations are row-major [M, D] with
- * M = batch·seq rows (one row per token). Sequences are right-padded: row
- * b·T + t is padding when t >= lens[b]; padded query rows produce zeros.
+ * backward each (llm.c style; embed has no backward: nothing trains the
+ * table). Activations are row-major [M, D] with M = batch·seq rows (one
+ * row per token). Sequences are right-padded: row b·T + t is padding when
+ * t >= lens[b]; padded query rows produce zeros.
  *
- * Backward functions ACCUMULATE (+=) into parameter gradients (dw, db, dg,
- * dtable) so micro-batches can be summed, and OVERWRITE input gradients
+ * Backward functions ACCUMULATE (+=) into parameter gradients (dw, db, dg)
+ * so micro-batches can be summed, and OVERWRITE input gradients
  * (dx, dq, ...), unless noted. Any gradient pointer may be NULL to skip it. */
 #ifndef BITLAB_OPS_H
 #define BITLAB_OPS_H
@@ -47,6 +48,5 @@ void bl_swiglu_backward(float *dgate, float *dup, const float *dy, const float *
 
 /* y[M,D] = table[ids[m]] */
 void bl_embed(float *y, const float *table, const int *ids, int M, int D);
-void bl_embed_backward(float *dtable, const float *dy, const int *ids, int M, int D);
 
 #endif

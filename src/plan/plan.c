@@ -1,12 +1,18 @@
-/* plan.c - the memory plan of a distillation run (see plan.h). Every CPU
- * size below mirrors an allocation in src/train and src/nn; the comments
- * name the buffer so a change there is easy to follow here (and
- * tests/c/test_plan.c fails until it is). */
+/* plan.c - the memory plan of a distillation run (see plan.h). The
+ * trainer's buffers are its own table (train/trainer.h bl_trainer_buffers)
+ * and the teacher's forward state nn/forward.h's bl_forward_state_bytes, so
+ * they equal bl_trainer_memory by construction; the student's tensors and
+ * the rest mirror an allocation in src/train and src/nn, the comments naming
+ * it so a change there is easy to follow here (tests/c/test_plan.c fails
+ * until it is). */
 #include "plan/plan.h"
 
 #include <string.h>
 
+#include "backend/backend.h"
+#include "nn/forward.h"
 #include "ops/loss.h"
+#include "train/device_student.h"
 #include "train/student.h"
 
 #define MAX2(a, b) ((a) > (b) ? (a) : (b))
@@ -21,11 +27,12 @@ static const struct { const char *key, *label; } CATS[BL_PLAN_CATS] = {
     [BL_PLAN_TEACHER_STATE] = {"teacher_state", "teacher forward state"},
     [BL_PLAN_TEACHER_LOGITS] = {"teacher_logits", "teacher logits [B*T, V]"},
     [BL_PLAN_TEACHER_HIDDEN] = {"teacher_hidden", "teacher hidden states [L, B*T, dim]"},
-    [BL_PLAN_LOSS_CHUNKS] = {"loss_chunks", "loss chunks: [2, T, V] logits + grad"},
+    [BL_PLAN_LOSS_CHUNKS] = {"loss_chunks", "loss chunks: logits + grad, top-K, targets"},
     [BL_PLAN_BLOCK_SCRATCH] = {"block_scratch", "one block's scratch (fwd + bwd)"},
     [BL_PLAN_WEFF] = {"weff", "Weff of the largest linear"},
     [BL_PLAN_LORA_SCRATCH] = {"lora_scratch", "LoRA backward scratch"},
-    [BL_PLAN_BOOKKEEPING] = {"bookkeeping", "bookkeeping (param lists, positions)"},
+    [BL_PLAN_DEVICE_STUDENT] = {"device_student", "student in backend memory (see notes)"},
+    [BL_PLAN_BOOKKEEPING] = {"bookkeeping", "bookkeeping (param lists, staging)"},
     [BL_PLAN_BASELINE] = {"baseline", "process: binary, libs, OpenBLAS"},
     [BL_PLAN_TOKENIZER] = {"tokenizer", "tokenizer"},
     [BL_PLAN_CUDA_CONTEXT] = {"cuda_context", "CUDA context (estimate)"},
@@ -74,46 +81,76 @@ static void block_linears(const BlConfig *c, Linears *ls) {
     ls->n = n;
 }
 
-/* Element widths of one side: the CPU keeps everything fp32; the GPU design
- * stores weights and activation-like buffers in bf16. */
-typedef struct {
-    size_t weight, act; /* bytes per element */
-} Widths;
+/* The category of each of the trainer's buffers (trainer.h's table), and
+ * whether the GPU design keeps it in bf16 (activation-like values: saved
+ * activations, the block scratch, the teacher's hidden states, Weff) or as
+ * the trainer allocates it (RMSNorm statistics, token ids and masks, logits
+ * and their top-K, the LoRA scratch: fp32 / int / bytes). */
+static const struct { unsigned char cat, bf16; } BUFS[BL_BUF_COUNT] = {
+    [BL_BUF_TARGETS] = {BL_PLAN_LOSS_CHUNKS, 0},     [BL_BUF_TOK_MASK] = {BL_PLAN_LOSS_CHUNKS, 0},
+    [BL_BUF_HID_MASK] = {BL_PLAN_LOSS_CHUNKS, 0},    [BL_BUF_XS] = {BL_PLAN_ACTIVATIONS, 1},
+    [BL_BUF_RSTD1] = {BL_PLAN_ACTIVATIONS, 0},       [BL_BUF_RSTD2] = {BL_PLAN_ACTIVATIONS, 0},
+    [BL_BUF_Q] = {BL_PLAN_ACTIVATIONS, 1},           [BL_BUF_K] = {BL_PLAN_ACTIVATIONS, 1},
+    [BL_BUF_V] = {BL_PLAN_ACTIVATIONS, 1},           [BL_BUF_ATT] = {BL_PLAN_ACTIVATIONS, 1},
+    [BL_BUF_AO] = {BL_PLAN_ACTIVATIONS, 1},          [BL_BUF_XMID] = {BL_PLAN_ACTIVATIONS, 1},
+    [BL_BUF_GU] = {BL_PLAN_ACTIVATIONS, 1},          [BL_BUF_OPRE] = {BL_PLAN_ACTIVATIONS, 1},
+    [BL_BUF_RSTD_PA] = {BL_PLAN_ACTIVATIONS, 0},     [BL_BUF_RSTD_SUB] = {BL_PLAN_ACTIVATIONS, 0},
+    [BL_BUF_XF] = {BL_PLAN_ACTIVATIONS, 1},          [BL_BUF_RSTD_F] = {BL_PLAN_ACTIVATIONS, 0},
+    [BL_BUF_XN] = {BL_PLAN_BLOCK_SCRATCH, 1},        [BL_BUF_XQ] = {BL_PLAN_BLOCK_SCRATCH, 1},
+    [BL_BUF_Y] = {BL_PLAN_BLOCK_SCRATCH, 1},         [BL_BUF_ACT] = {BL_PLAN_BLOCK_SCRATCH, 1},
+    [BL_BUF_WEFF] = {BL_PLAN_WEFF, 1},               [BL_BUF_LSCRATCH] = {BL_PLAN_LORA_SCRATCH, 0},
+    [BL_BUF_DX] = {BL_PLAN_BLOCK_SCRATCH, 1},        [BL_BUF_DX2] = {BL_PLAN_BLOCK_SCRATCH, 1},
+    [BL_BUF_DXN] = {BL_PLAN_BLOCK_SCRATCH, 1},       [BL_BUF_DXF] = {BL_PLAN_BLOCK_SCRATCH, 1},
+    [BL_BUF_DGU] = {BL_PLAN_BLOCK_SCRATCH, 1},       [BL_BUF_DACT] = {BL_PLAN_BLOCK_SCRATCH, 1},
+    [BL_BUF_DQ] = {BL_PLAN_BLOCK_SCRATCH, 1},        [BL_BUF_DK] = {BL_PLAN_BLOCK_SCRATCH, 1},
+    [BL_BUF_DV] = {BL_PLAN_BLOCK_SCRATCH, 1},        [BL_BUF_DAO] = {BL_PLAN_BLOCK_SCRATCH, 1},
+    [BL_BUF_SLOGITS] = {BL_PLAN_LOSS_CHUNKS, 0},     [BL_BUF_DLOGITS] = {BL_PLAN_LOSS_CHUNKS, 0},
+    [BL_BUF_TOPK_IDS] = {BL_PLAN_LOSS_CHUNKS, 0},    [BL_BUF_TOPK_LOGP] = {BL_PLAN_LOSS_CHUNKS, 0},
+    [BL_BUF_T_HIDDEN] = {BL_PLAN_TEACHER_HIDDEN, 1},
+};
+/* a buffer the table gains needs its category above (unset it would count
+ * as frozen weights, and test_plan would fail on the trainer's figures) */
+_Static_assert(BL_BUF_COUNT == 39, "plan.c: map the trainer's new buffer to a category in BUFS");
 
-static const Widths CPU_W = {4, 4}, GPU_W = {2, 2};
+/* The shape the run's trainer is built with. */
+static BlTrainerShape run_shape(const BlPlanRun *r) {
+    return (BlTrainerShape){.batch = r->B, .seq = r->T, .topk = r->topk,
+                            .hidden = !r->no_teacher_hidden,
+                            .loss_chunk_seqs = r->loss_chunk_seqs};
+}
 
 // ----------------------------------------------------------------------------
 // one side
 
 static void plan_side(BlPlanSide *s, const BlConfig *c, const BlPlanRun *r, const BlPlanHost *h,
                       bool gpu) {
-    const Widths w = gpu ? GPU_W : CPU_W;
+    /* the GPU design's element widths: weights and activation-like buffers
+     * bf16 (half of the fp32 the CPU keeps), the rest as the trainer has it */
+    const size_t wbytes = gpu ? 2 : 4;
     const size_t F = sizeof(float), I = sizeof(int);
-    size_t L = (size_t)c->n_layers, D = (size_t)c->dim, H = (size_t)c->hidden_dim;
-    size_t V = (size_t)c->vocab_size, nh = (size_t)c->n_heads;
-    size_t qd = nh * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
+    size_t L = (size_t)c->n_layers, D = (size_t)c->dim;
+    size_t V = (size_t)c->vocab_size;
     size_t B = (size_t)r->B, T = (size_t)r->T, M = B * T;
-    size_t K = r->topk > 0 ? (size_t)r->topk : 1; /* the trainer sizes top-K buffers with K = 1 when off */
     size_t k = (size_t)r->adapters, rank = (size_t)r->rank;
     memset(s, 0, sizeof *s);
 
     Linears ls;
     block_linears(c, &ls);
-    size_t pairs = 0, dense = 0, ins = 0, wmax = 0; /* per layer: Σ(in+out), Σ out·in, Σ in */
+    size_t pairs = 0, dense = 0, ins = 0; /* per layer: Σ(in+out), Σ out·in, Σ in */
     for (int i = 0; i < ls.n; i++) {
         pairs += ls.in[i] + ls.out[i];
         dense += ls.out[i] * ls.in[i];
         ins += ls.in[i];
-        wmax = MAX2(wmax, ls.out[i] * ls.in[i]);
     }
     size_t *b = s->bytes;
 
     /* model.c: one arena of every weight (bl_config_param_count floats) */
-    b[BL_PLAN_WEIGHTS] = (size_t)bl_config_param_count(c) * w.weight;
+    b[BL_PLAN_WEIGHTS] = (size_t)bl_config_param_count(c) * wbytes;
 
-    /* student.c / lora.c, fp32 on both sides: older adapters keep A and B;
-     * the newest has dA, dB; a dense ΔW and its gradient; SubLN weights
-     * [in] per linear; the post-attention norm [L, dim]. AdamW: m and v. */
+    /* student.c / lora.c (bl_student_memory), fp32 on both sides: older
+     * adapters keep A and B; the newest has dA, dB; a dense ΔW and its
+     * gradient; SubLN weights [in] per linear; the post-attention norm
+     * [L, dim]. AdamW: m and v. */
     b[BL_PLAN_ADAPTERS_FROZEN] = F * (k > 1 ? (k - 1) * rank * pairs * L : 0);
     size_t trainable = (k >= 1 ? rank * pairs * L : 0) + (r->dense ? dense * L : 0) +
                        (r->subln ? ins * L : 0) + (r->post_attn_norm ? L * D : 0);
@@ -121,54 +158,61 @@ static void plan_side(BlPlanSide *s, const BlConfig *c, const BlPlanRun *r, cons
     b[BL_PLAN_GRADS] = F * trainable;
     b[BL_PLAN_OPTIMIZER] = 2 * F * trainable;
 
-    /* train_forward.c bl_build_train_state, the saved buffers: xs, q, k, v,
-     * att, ao, xmid, gu, opre, xf (activations) and the RMSNorm statistics
-     * rstd1, rstd2, rstd_pa, rstd_sub, rstd_f (fp32 on the GPU too) */
-    size_t acts = (L + 1) * M * D + L * M * qd + 2 * L * M * kvd + L * M * nh * T + L * M * qd +
-                  L * M * D + L * M * 2 * H + (r->post_attn_norm ? L * M * D : 0) + M * D;
-    size_t stats = 2 * L * M + (r->post_attn_norm ? L * M : 0) +
-                   (r->subln ? L * BL_LIN_KINDS * M : 0) + M;
-    b[BL_PLAN_ACTIVATIONS] = w.act * acts + F * stats;
+    /* the trainer's buffers: its one table (trainer.h bl_trainer_buffers),
+     * each buffer in its category. The CPU chunks the token losses by two
+     * sequences, a device by as many as keep the chunk's logits in 256 MiB
+     * (bl_trainer_default_chunk; only the backend's name matters to it). */
+    BlStudentConfig sc = {.lambda = 1.0f, .act_bits = r->act_bits, .subln = r->subln,
+                          .post_attn_norm = r->post_attn_norm, .dense = r->dense};
+    BlTrainerShape sh = run_shape(r);
+    static const BlBackend device_like = {.name = "cuda"};
+    int chunk = bl_trainer_default_chunk(gpu ? &device_like : bl_backend_cpu(), c, &sh);
+    BlTrainerBuffers tb;
+    bl_trainer_buffers(&tb, c, &sc, &sh, chunk, k >= 1 ? r->rank : 0);
+    for (int i = 0; i < BL_BUF_COUNT; i++)
+        b[BUFS[i].cat] += gpu && BUFS[i].bf16 ? tb.bytes[i] / 2 : tb.bytes[i];
 
-    /* ... and its scratch: xn, xq, y, act, dx, dx2, dxn, dxf, dgu, dact, dq,
-     * dk, dv, dao, dp; weff; the LoRA scratch grown by the first forward to
-     * M·r (at least one float) */
-    size_t maxin = MAX2(MAX2(D, qd), H), maxout = MAX2(D, qd + 2 * kvd);
-    size_t scratch = M * D + M * maxin + M * maxout + M * H + M * D + M * maxin + M * D + M * D +
-                     M * 2 * H + M * H + M * qd + 2 * M * kvd + M * qd + T * T;
-    b[BL_PLAN_BLOCK_SCRATCH] = w.act * scratch;
-    b[BL_PLAN_WEFF] = w.weight * wmax;
-    b[BL_PLAN_LORA_SCRATCH] = F * MAX2((size_t)1, k >= 1 ? M * rank : 0);
-
-    /* forward.c bl_build_forward_state (keep_att): ids, pos, lens, host_ids;
-     * x, xn, h, q, k, v, ao, gu, act, qkv (Phi-3), att; logits apart. Then
-     * step.c: the teacher cache key (tokens, lens) and the hidden pointers. */
-    size_t tfloats = M * (3 * D + 2 * qd + 2 * kvd + 3 * H) +
-                     (c->fused_qkv ? M * (qd + 2 * kvd) : 0) + B * nh * T * T;
-    b[BL_PLAN_TEACHER_STATE] = I * (2 * M + B + M) + w.act * tfloats + I * (M + B) +
-                               sizeof(float *) * L;
-    b[BL_PLAN_TEACHER_LOGITS] = F * M * V;
-    b[BL_PLAN_TEACHER_HIDDEN] = w.act * L * M * D;
-
-    /* step.c bl_build_trainer: slogits, dlogits [2, T, V]; topk_ids,
-     * topk_logp [2, T, K]; targets [M]; tok_mask, hid_mask [M] bytes */
-    b[BL_PLAN_LOSS_CHUNKS] = F * (4 * T * V + 2 * T * K) + I * (2 * T * K + M) + 2 * M;
+    /* forward.c bl_build_forward_state_rows (keep_att; bl_forward_state_bytes):
+     * the teacher's state, its logits [chunk·T, V] apart; on the GPU its float
+     * buffers bf16 but the logits, its ids, positions and lens (and the
+     * host's copy of the ids) as they are */
+    size_t lrows = (size_t)chunk * r->T; /* the trainer's: a chunk's rows (train/trainer.c) */
+    size_t state = bl_forward_state_bytes(c, r->B, r->T, true, (int)lrows), logits = F * lrows * V;
+    size_t ints = I * (3 * M + B);
+    b[BL_PLAN_TEACHER_LOGITS] = logits;
+    b[BL_PLAN_TEACHER_STATE] = gpu ? ints + (state - logits - ints) / 2 : state - logits;
 
     for (int i = 0; i < BL_PLAN_TRAINER_CATS; i++) s->trainer += b[i];
 
+    /* device_student.c: the student in backend memory, every linear's LoRA
+     * stack concatenated (the cat, at least one float) and the arenas of
+     * values, gradients and AdamW moments (at least one float each). On the
+     * CPU that is a second copy beside the host student's; on the GPU the
+     * trainer categories above are those arenas and the cat's older
+     * adapters, so only the newest adapter's copy in the cat is added. */
+    size_t cat = k >= 1 ? k * rank * pairs * L : 0;
+    b[BL_PLAN_DEVICE_STUDENT] =
+        gpu ? F * MAX2((size_t)1, k >= 1 ? rank * pairs * L : 0)
+            : F * (MAX2((size_t)1, cat) + 4 * MAX2((size_t)1, trainable));
+
     if (!gpu) {
-        /* host-side structs no figure of bl_trainer_memory counts */
+        /* host-side structs and staging no figure of bl_trainer_memory
+         * counts: the student's linears, adapters and parameter lists; the
+         * device student's linears, parameters and offsets; the trainer's
+         * micro-batch staging (ids, positions, targets, two masks, lens), per
+         * tensor Σg² and step-count backups, per-layer norms, the teacher
+         * cache key; the model's layer table */
         size_t n_params = (size_t)ls.n * L * ((k >= 1 ? 2 : 0) + r->dense + r->subln) +
                           (r->post_attn_norm ? L : 0);
         b[BL_PLAN_BOOKKEEPING] =
             L * BL_LIN_KINDS * sizeof(BlStudentLinear) + (size_t)ls.n * L * k * sizeof(BlLoraAdapter) +
             (n_params + 1) * (sizeof(BlParamRef) + sizeof(BlAdamWState) + 2 * sizeof(int)) +
-            I * (M + B) + sizeof(double) * L + L * sizeof(BlLayer) + sizeof(BlModel);
+            L * BL_LIN_KINDS * sizeof(BlDevLinear) + (n_params + 1) * (sizeof(BlDevParam) + sizeof(size_t)) +
+            (r->post_attn_norm ? 2 * L * sizeof(float *) : 0) +
+            I * (3 * M + B) + 2 * M + MAX2(n_params, (size_t)1) * (sizeof(double) + sizeof(long)) +
+            sizeof(double) * L + I * (M + B) + L * sizeof(BlLayer) + sizeof(BlModel);
         b[BL_PLAN_BASELINE] = h->baseline;
         b[BL_PLAN_TOKENIZER] = h->tokenizer;
-        /* with one sequence the second half of each [2, T, V] chunk is never
-         * written, so its pages never become resident */
-        s->untouched = B == 1 ? 2 * F * T * V : 0;
         s->load_peak = h->baseline + h->load_meta + b[BL_PLAN_WEIGHTS] + h->weight_files +
                        h->tokenizer;
     } else {
@@ -195,6 +239,9 @@ static int check_run(const BlConfig *c, const BlPlanRun *r, BlError *err) {
     int kmax = c->vocab_size < BL_TOPK_MAX ? c->vocab_size : BL_TOPK_MAX;
     if (r->topk < 0 || r->topk > kmax)
         return bl_fail(err, "plan: top-K %d is outside 0..%d (0: no top-K loss)", r->topk, kmax);
+    if (r->loss_chunk_seqs < 0)
+        return bl_fail(err, "plan: loss chunk of %d sequences (0: the backend's choice)",
+                       r->loss_chunk_seqs);
     /* the largest products must fit in size_t: the attention probabilities
      * [L, B·T, heads, T], the logits [B·T, V] and the weights */
     double M = (double)r->B * r->T;
@@ -240,6 +287,7 @@ void bl_plan_trainer_memory(const BlPlan *p, BlTrainerMemory *out) {
     out->student.adapters_trainable = b[BL_PLAN_TRAINABLE];
     out->student.grads = b[BL_PLAN_GRADS];
     out->student.optimizer = b[BL_PLAN_OPTIMIZER];
+    out->device_student = b[BL_PLAN_DEVICE_STUDENT];
     out->activations = b[BL_PLAN_ACTIVATIONS];
     out->scratch = b[BL_PLAN_TEACHER_STATE] + b[BL_PLAN_TEACHER_LOGITS] +
                    b[BL_PLAN_TEACHER_HIDDEN] + b[BL_PLAN_LOSS_CHUNKS] + b[BL_PLAN_BLOCK_SCRATCH] +

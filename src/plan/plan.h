@@ -1,19 +1,25 @@
 /* plan.h - the memory a distillation run will need, from the model's
  * hyper-parameters alone: no weight is loaded or dequantised.
  *
- * CPU: byte for byte what the CPU trainer allocates — the sizes of
- * bl_build_student, bl_student_add_adapter, bl_build_train_state,
- * bl_build_forward_state and bl_build_trainer — split into categories whose
- * trainer part sums to bl_trainer_memory's figures (tests/c/test_plan.c holds
- * them equal), plus what the process holds around the trainer (BlPlanHost,
- * measured by plan_host.h): the baseline, the tokenizer, and the weight file
- * mapped while loading.
+ * CPU: byte for byte what the trainer (train/trainer.h) allocates on the CPU
+ * backend — the host student (bl_build_student, bl_student_add_adapter), the
+ * trainer's buffers as its one table gives them (bl_trainer_buffers, which
+ * the trainer itself allocates from) and the teacher's forward state
+ * (bl_forward_state_bytes) — split into categories whose trainer part sums to
+ * bl_trainer_memory's figures by construction (tests/c/test_plan.c and
+ * tests/py/test_plan.py hold them equal); then the student in backend memory
+ * (device_student.h: on the CPU a second copy of the trainable tensors,
+ * gradients and moments, and the concatenated LoRA stacks), which
+ * bl_trainer_memory does not count, and what the process holds around the
+ * trainer (BlPlanHost, measured by plan_host.h): the baseline, the
+ * tokenizer, and the weight file mapped while loading.
  *
- * GPU: a DESIGN ESTIMATE (not measured) for the CUDA backend of issue #5:
- * frozen weights in bf16; adapters, gradients and AdamW moments in fp32;
- * saved activations, the teacher's forward state and hidden states and the
- * block scratch in bf16 (GEMMs accumulate in fp32; RMSNorm statistics stay
- * fp32); logits in fp32, chunked exactly as on the CPU; one bf16 Weff scratch;
+ * GPU: a DESIGN ESTIMATE (not measured) for the CUDA backend: the same table
+ * with the chunking a device gets (bl_trainer_default_chunk), frozen weights
+ * in bf16; adapters, gradients and AdamW moments in fp32; saved activations,
+ * the teacher's forward state and hidden states and the block scratch in
+ * bf16 (GEMMs accumulate in fp32; RMSNorm statistics stay fp32); logits in
+ * fp32; one bf16 Weff scratch; the newest adapter's copy in the LoRA cat;
  * plus a CUDA context and a cuBLAS workspace.
  *
  * Two alternatives are planned beside the run: (a) the student keeping its
@@ -27,9 +33,10 @@
 
 #include "core/error.h"
 #include "model/config.h"
-#include "train/step.h"
+#include "train/trainer.h"
 
-/* The run being planned, as bl_build_student / bl_build_trainer see it. */
+/* The run being planned, as bl_build_student / bl_build_trainer see it
+ * (zeros: the defaults of `bitlab plan`). */
 typedef struct {
     int B, T;           /* micro-batch capacity: B sequences of T tokens */
     int rank;           /* LoRA rank r */
@@ -38,7 +45,11 @@ typedef struct {
     bool subln;         /* RMSNorm weight inside every BitLinear */
     bool post_attn_norm;
     int act_bits;       /* 4, 8 or 16: changes no buffer, checked for the record */
-    int topk;           /* K of a top-K KL term, 0 = none */
+    int topk;           /* K of a top-K KL term, 0 = none (BlTrainerShape.topk) */
+    /* the trainer keeps no teacher hidden states (BlTrainerShape.hidden
+     * false: no cos / mag loss); false, the default, keeps them */
+    bool no_teacher_hidden;
+    int loss_chunk_seqs; /* BlTrainerShape.loss_chunk_seqs; 0: the backend's choice */
 } BlPlanRun;
 
 typedef enum {
@@ -50,15 +61,18 @@ typedef enum {
     BL_PLAN_OPTIMIZER,       /* AdamW m and v */
     BL_PLAN_ACTIVATIONS,     /* saved by the student forward for the backward */
     BL_PLAN_TEACHER_STATE,   /* the teacher forward's buffers but its logits */
-    BL_PLAN_TEACHER_LOGITS,  /* [B·T, V] */
+    BL_PLAN_TEACHER_LOGITS,  /* [chunk·T, V]: the trainer forms a loss chunk's at a time */
     BL_PLAN_TEACHER_HIDDEN,  /* [n_layers, B·T, dim] */
-    BL_PLAN_LOSS_CHUNKS,     /* [2, T, V] student logits + gradient, top-K, targets, masks, cache key */
+    BL_PLAN_LOSS_CHUNKS,     /* [chunk·T, V] student logits + gradient, [B·T, K] top-K, targets, masks */
     BL_PLAN_BLOCK_SCRATCH,   /* one block's forward and backward scratch, Weff aside */
     BL_PLAN_WEFF,            /* Weff of the largest linear, materialised one at a time */
     BL_PLAN_LORA_SCRATCH,    /* M·r for the LoRA backward */
     BL_PLAN_TRAINER_CATS,
     /* around the trainer */
-    BL_PLAN_BOOKKEEPING = BL_PLAN_TRAINER_CATS, /* CPU: parameter lists, positions, pointers */
+    BL_PLAN_DEVICE_STUDENT = BL_PLAN_TRAINER_CATS, /* the student in backend memory: CPU its
+                              * LoRA cat, values, gradients, moments (a second copy);
+                              * GPU the newest adapter's copy in the cat */
+    BL_PLAN_BOOKKEEPING,     /* CPU: parameter lists, staging, pointers */
     BL_PLAN_BASELINE,        /* CPU: binary, libraries, startup heap, OpenBLAS buffers (measured) */
     BL_PLAN_TOKENIZER,       /* CPU: the tokenizer's heap (measured) */
     BL_PLAN_CUDA_CONTEXT,    /* GPU: context, module images (estimate) */

@@ -12,7 +12,8 @@ static bool on_cpu(int c) {
 }
 
 static bool on_gpu(int c) {
-    return c < BL_PLAN_TRAINER_CATS || c == BL_PLAN_CUDA_CONTEXT || c == BL_PLAN_CUBLAS;
+    return c < BL_PLAN_TRAINER_CATS || c == BL_PLAN_DEVICE_STUDENT || c == BL_PLAN_CUDA_CONTEXT ||
+           c == BL_PLAN_CUBLAS;
 }
 
 /* The notes: what was measured, what assumed. Returns how many were written. */
@@ -20,8 +21,14 @@ static int notes(const BlPlan *p, const BlPlanSource *src, char out[][512], int 
     const BlPlanHost *h = &p->host;
     int n = 0;
     snprintf(out[n++], 512,
-             "CPU: the trainer's own allocations (src/train, src/nn), equal to bl_trainer_memory; "
-             "GPU: a design estimate for the CUDA backend (issue #5), not measured");
+             "CPU: the trainer's own allocations (its buffer table, src/train/trainer.h, and the "
+             "teacher's forward state), equal to bl_trainer_memory; GPU: a design estimate for "
+             "the CUDA backend, not measured");
+    snprintf(out[n++], 512,
+             "student in backend memory: the trainer's copy of the student (LoRA stacks "
+             "concatenated; on the CPU also a second copy of the trainable tensors, gradients "
+             "and AdamW moments, which bl_trainer_memory does not count); on the GPU the "
+             "trainer categories are those arenas, plus the newest adapter's copy here");
     snprintf(out[n++], 512, "%s",
              h->baseline_measured
                  ? "process baseline measured here: resident set at start, the code pages "
@@ -41,12 +48,13 @@ static int notes(const BlPlan *p, const BlPlanSource *src, char out[][512], int 
                  "into the fp32 arena, then unmapped");
     if (p->cpu.untouched)
         snprintf(out[n++], 512,
-                 "with B = 1 the second half of the [2, T, V] student logits and gradient chunks "
-                 "is allocated but never written, so it never becomes resident");
+                 "%zu bytes are allocated but never written, so they never become resident",
+                 p->cpu.untouched);
     snprintf(out[n++], 512,
              "GPU: weights bf16; adapters, gradients, AdamW fp32; activations, teacher state and "
-             "hidden states, block scratch and Weff bf16; logits fp32 in the CPU's chunks; CUDA "
-             "context %zu MiB and cuBLAS workspace %zu MiB are estimates",
+             "hidden states, block scratch and Weff bf16; logits fp32 in a device's chunks (as "
+             "many sequences as keep them within 256 MiB); CUDA context %zu MiB and cuBLAS "
+             "workspace %zu MiB are estimates",
              BL_PLAN_CUDA_CONTEXT_BYTES >> 20, BL_PLAN_CUBLAS_BYTES >> 20);
     return n < cap ? n : cap;
 }
@@ -105,6 +113,8 @@ cJSON *bl_plan_to_json(const BlPlan *p, const BlPlanSource *src) {
     cJSON_AddBoolToObject(rj, "post_attn_norm", r->post_attn_norm);
     add_num(rj, "act_bits", r->act_bits);
     add_num(rj, "topk", r->topk);
+    cJSON_AddBoolToObject(rj, "teacher_hidden", !r->no_teacher_hidden);
+    add_num(rj, "loss_chunk_seqs", r->loss_chunk_seqs);
 
     cJSON *cpu = side_json(&p->cpu, false);
     BlTrainerMemory tm;
@@ -174,11 +184,12 @@ void bl_plan_print_table(FILE *f, const BlPlan *p, const BlPlanSource *src) {
             p->params / 1e6, c->n_layers, c->dim, c->hidden_dim, c->n_heads, c->n_kv_heads,
             c->head_dim, c->vocab_size, c->tied_embeddings ? "tied" : "untied", p->n_linears);
     fprintf(f, "  run:   batch %d x seq %d, %d LoRA adapter%s of rank %d on every block linear%s%s%s, "
-               "A%d, top-K %s\n\n",
+               "A%d, top-K %s%s\n\n",
             r->B, r->T, r->adapters, r->adapters == 1 ? "" : "s", r->rank,
             r->dense ? " + dense dW" : "", r->subln ? ", SubLN" : "",
             r->post_attn_norm ? ", post-attention norm" : "", r->act_bits,
-            r->topk ? (snprintf(buf, sizeof buf, "%d", r->topk), buf) : "off");
+            r->topk ? (snprintf(buf, sizeof buf, "%d", r->topk), buf) : "off",
+            r->no_teacher_hidden ? ", no teacher hidden states" : "");
     fprintf(f, "  %-44s %14s %14s\n", "category", "CPU", "GPU (design)");
     for (int i = 0; i < BL_PLAN_TRAINER_CATS; i++)
         row(f, bl_plan_category_label((BlPlanCategory)i), true, p->cpu.bytes[i], true,
@@ -187,7 +198,7 @@ void bl_plan_print_table(FILE *f, const BlPlan *p, const BlPlanSource *src) {
     for (int i = BL_PLAN_TRAINER_CATS; i < BL_PLAN_CATS; i++)
         row(f, bl_plan_category_label((BlPlanCategory)i), on_cpu(i), p->cpu.bytes[i], on_gpu(i),
             p->gpu.bytes[i]);
-    if (p->cpu.untouched) row(f, "- never written (B = 1: 2nd logits chunk)", true, p->cpu.untouched, false, 0);
+    if (p->cpu.untouched) row(f, "- never written", true, p->cpu.untouched, false, 0);
     row(f, "peak while training", true, p->cpu.train_peak, true, p->gpu.train_peak);
     snprintf(buf, sizeof buf, "peak while loading (+ %s mapped)",
              human((char[32]){0}, 32, p->host.weight_files));

@@ -85,6 +85,7 @@ static void open_bitlab(lua_State *L, BlRuntime *rt) {
     bl_open_evaluate(L);
     bl_open_trace(L);
     bl_open_plan(L);
+    bl_open_device(L);
     static const luaL_Reg fns[] = {{"random", l_random}, {"seed", l_seed}, {"clock", l_clock},
                                    {NULL, NULL}};
     luaL_setfuncs(L, fns, 0);
@@ -199,6 +200,7 @@ int bl_runtime_create(BlRuntime **out, const BlRuntimeConfig *cfg, BlError *err)
     BlRuntime *rt = bl_calloc(1, sizeof *rt, err);
     if (!rt) return -1;
     rt->cfg = *cfg;
+    if (!rt->cfg.be) rt->cfg.be = bl_backend_cpu();
     rt->rng = 0x2545f4914f6cdd1dull;
     if (!(rt->lua_dir = find_lua_dir(cfg))) {
         free(rt);
@@ -229,11 +231,20 @@ int bl_runtime_create(BlRuntime **out, const BlRuntimeConfig *cfg, BlError *err)
         cJSON *f = cJSON_CreateObject();
         cJSON_AddStringToObject(f, "blas_core", core);
         cJSON_AddNumberToObject(f, "blas_threads", threads);
+        cJSON_AddStringToObject(f, "device", rt->cfg.be->name);
+        cJSON_AddStringToObject(f, "device_name", rt->cfg.be->device_name());
         bl_metrics_event(rt, "run", f);
     }
     if (cfg->dash) { /* the header's identity line before the script says more */
         const char *slash = strrchr(cfg->script, '/');
-        dash_set_info(cfg->dash, &(DashInfo){.experiment = slash ? slash + 1 : cfg->script, .backend = "cpu"});
+        const BlBackend *be = rt->cfg.be;
+        char backend[160]; /* "cuda · NVIDIA H200", or "cpu" where the device is the name */
+        const char *dev = be->device_name();
+        if (!dev || !dev[0] || strcmp(dev, be->name) == 0)
+            snprintf(backend, sizeof backend, "%s", be->name);
+        else
+            snprintf(backend, sizeof backend, "%s · %s", be->name, dev);
+        dash_set_info(cfg->dash, &(DashInfo){.experiment = slash ? slash + 1 : cfg->script, .backend = backend});
     }
     *out = rt;
     return 0;
@@ -253,6 +264,10 @@ void bl_runtime_free(BlRuntime *rt) {
 }
 
 long bl_runtime_steps_logged(const BlRuntime *rt) { return rt->steps_logged; }
+
+const BlBackend *bl_rt_backend(const BlRuntime *rt) {
+    return rt && rt->cfg.be ? rt->cfg.be : bl_backend_cpu();
+}
 
 // ----------------------------------------------------------------------------
 // running, errors and Ctrl-C

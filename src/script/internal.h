@@ -50,6 +50,14 @@ struct BlRuntime {
 /* The runtime of a Lua state (stored in the registry). */
 BlRuntime *bl_rt(lua_State *L);
 
+/* The backend of the run (`--device`; the CPU when the config named none),
+ * never NULL and the same for the whole run: what bindings build device
+ * state on (bl_device_model_build, the trainer, eval). */
+const BlBackend *bl_rt_backend(const BlRuntime *rt);
+/* Its memory (be->mem_stats without resetting the peak) as a JSON object
+ * {live, peak, device_free, device_total} in bytes (0: no such figure). */
+cJSON *bl_rt_device_mem_json(const BlRuntime *rt);
+
 /* Raises a Lua error with err's message. */
 int bl_lua_fail(lua_State *L, const BlError *err);
 
@@ -154,5 +162,6 @@ void bl_open_export(lua_State *L);
 void bl_open_evaluate(lua_State *L);
 void bl_open_trace(lua_State *L);
 void bl_open_plan(lua_State *L);
+void bl_open_device(lua_State *L);
 
 #endif

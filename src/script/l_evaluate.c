@@ -5,11 +5,13 @@
  *               max_tokens=64, seq=256, max_examples=0, act_bits=, json=}
  *     → report, text
  *
- * student= evaluates a live Student (at λ = 1 for the call, its activation
- * width); checkpoint= builds one from a file; neither evaluates a fresh
+ * student= evaluates a live Student (at λ = 1, its activation width or
+ * act_bits=; the Student itself is not changed); checkpoint= builds one from
+ * a file; neither evaluates a fresh
  * student (no adapters): the before-training baseline. data= is a file
  * path (.txt plain text, .jsonl chat/text) or a Dataset; prompts= a file
- * path or a list of strings.
+ * path or a list of strings. Both models run on the run's backend
+ * (`--device`).
  *
  * Every Lua argument is checked before anything is allocated, and the C
  * resources are freed before an evaluation failure is raised. */
@@ -117,7 +119,7 @@ static int l_eval(lua_State *L) {
     const BlDataset *data = given;
     BlEvalReport rep = {0};
     char **file_prompts = NULL;
-    int rc = 0, have_own = 0, have_data = 0, saved_bits = live ? live->cfg.act_bits : 0;
+    int rc = 0, have_own = 0, have_data = 0;
     if (!live) {
         BlStudentConfig c = {.lambda = 1.0f, .act_bits = 8};
         rc = opt.checkpoint_path ? bl_student_from_checkpoint(&own, m, opt.checkpoint_path, NULL, &err)
@@ -125,7 +127,6 @@ static int l_eval(lua_State *L) {
         have_own = rc == 0;
         st = &own;
     }
-    if (rc == 0 && act_bits) st->cfg.act_bits = act_bits;
     if (rc == 0 && !given) {
         rc = bl_eval_load_data(&loaded, m, opt.data_path, opt.format, opt.seq, &err);
         have_data = rc == 0;
@@ -136,10 +137,12 @@ static int l_eval(lua_State *L) {
         list = (const char **)file_prompts;
     }
     opt.prompts = list;
-    if (rc == 0) rc = bl_evaluate(st, data, &opt, &rep, &err);
+    if (rc == 0) {
+        BlStudentMode mode = {.lambda = 1.0f, .act_bits = act_bits ? act_bits : st->cfg.act_bits};
+        rc = bl_evaluate(bl_rt_backend(bl_rt(L)), st, mode, data, &opt, &rep, &err);
+    }
     if (rc == 0 && json) rc = bl_eval_report_write_json(json, &opt, &rep, &err);
     int pushed = rc == 0 ? push_results(L, &opt, &rep) : 0;
-    if (live) live->cfg.act_bits = saved_bits;
     bl_eval_report_free(&rep);
     bl_eval_free_prompts(file_prompts, file_prompts ? opt.n_prompts : 0);
     if (have_data) bl_dataset_free(&loaded);

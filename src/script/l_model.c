@@ -1,12 +1,11 @@
 /* l_model.c - the Model userdata: loading, tokenising, chat prompts, teacher
- * greedy generation and the teacher forward's next-token statistics. */
+ * greedy generation and the teacher forward's next-token statistics (both
+ * eval/student_eval.h's, on the run's backend). */
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend/backend.h"
-#include "model/model.h"
-#include "nn/generate.h"
 #include "eval/student_eval.h"
+#include "model/model.h"
 #include "script/internal.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
@@ -242,7 +241,8 @@ static int m_generate(lua_State *L) {
     int *out = lua_newuserdatauv(L, sizeof(int) * (size_t)max_new, 0);
     int n_out = 0;
     BlError err = {{0}};
-    if (bl_generate_greedy(m, bl_backend_cpu(), prompt, n, max_new, NULL, NULL, out, &n_out, &err))
+    if (bl_eval_generate(bl_rt_backend(bl_rt(L)), m, NULL, (BlStudentMode){0}, prompt, n,
+                         max_new, NULL, NULL, out, &n_out, &err))
         return bl_lua_fail(L, &err);
     char *text = NULL;
     if (bl_tokenizer_decode(m->tokenizer, out, n_out, true, &text, &err)) return bl_lua_fail(L, &err);
@@ -261,7 +261,9 @@ static int m_forward(lua_State *L) {
     double nll = 0.0;
     long cnt = 0;
     BlError err = {{0}};
-    if (bl_eval_sequence(m, NULL, ids, n, NULL, am, &nll, &cnt, &err)) return bl_lua_fail(L, &err);
+    if (bl_eval_sequence(bl_rt_backend(bl_rt(L)), m, NULL, (BlStudentMode){0}, ids, n, NULL, am,
+                         &nll, &cnt, &err))
+        return bl_lua_fail(L, &err);
     bl_lua_push_ids(L, am, n);
     lua_pushnumber(L, cnt ? nll / cnt : 0.0);
     return 2;

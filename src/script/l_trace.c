@@ -56,7 +56,8 @@ static int l_trace(lua_State *L) {
     if (K <= 0) return luaL_error(L, "trace: k= (the top-K size, >= 1) is required");
     BlTraceConfig c = {.K = (int)K, .tau = (float)bl_opt_num(L, 1, "tau", 1.0, 1e-2, 1e2),
                        .seq = (int)bl_opt_int(L, 1, "seq", bl_dataset_max_len(d), 2, 1 << 20),
-                       .batch = (int)bl_opt_int(L, 1, "batch", 1, 1, 4096), .hidden = opt_hidden(L, 1)};
+                       .batch = (int)bl_opt_int(L, 1, "batch", 1, 1, 4096), .hidden = opt_hidden(L, 1),
+                       .be = bl_rt_backend(bl_rt(L))}; /* the teacher forward on the run's device */
     BlTraceSummary s;
     BlError err = {{0}};
     if (bl_trace_write(m, d, &c, out, &s, &err)) return bl_lua_fail(L, &err);

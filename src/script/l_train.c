@@ -23,7 +23,7 @@
 #include "tokenizer/tokenizer.h"
 #include "trace/trace.h"
 #include "ops/quant.h"
-#include "train/step.h"
+#include "train/trainer.h"
 #include "train/student.h"
 
 /* The hyper-parameter guards: what a Lua option may set. Outside these the
@@ -38,15 +38,23 @@
 #define BL_BATCH_MAX 4096
 #define BL_SEQ_MAX (1 << 20)
 
+/* trainer: the live trainer of this student (its newest), whose backend
+ * holds the student's current values between steps; a binding that reads
+ * the host student's tensors syncs from it first (check_student_synced). */
 typedef struct {
     BlStudent s;
     int live;
+    BlTrainer *trainer;
 } LStudent;
 
+/* A Trainer: the one trainer (train/trainer.h) on the run's backend, and
+ * the step parameters a step uses unless its call overrides them (the
+ * binding's defaults, never written into the trainer). */
 typedef struct {
     BlTrainer t;
     int live;
-    int topk_cap;          /* K the buffers were built for, 0 = no top-K loss */
+    BlLossConfig loss;     /* the default loss mix and τ */
+    BlOptConfig opt;       /* the default AdamW settings and clipping */
     BlTraceReader *reader; /* the teacher from a trace, or NULL */
 } LTrainer;
 
@@ -56,7 +64,17 @@ static BlStudent *check_student(lua_State *L, int idx) {
     return &u->s;
 }
 
-BlStudent *bl_lua_check_student(lua_State *L, int idx) { return check_student(L, idx); }
+/* The student with its host tensors current: downloaded from its trainer's
+ * backend when a step updated them there. */
+static BlStudent *check_student_synced(lua_State *L, int idx) {
+    LStudent *u = luaL_checkudata(L, idx, BL_MT_STUDENT);
+    if (!u->live) luaL_error(L, "the student was freed");
+    BlError err = {{0}};
+    if (u->trainer && bl_trainer_sync_host(u->trainer, &err)) bl_lua_fail(L, &err);
+    return &u->s;
+}
+
+BlStudent *bl_lua_check_student(lua_State *L, int idx) { return check_student_synced(L, idx); }
 
 static LTrainer *check_trainer(lua_State *L, int idx) {
     LTrainer *u = luaL_checkudata(L, idx, BL_MT_TRAINER);
@@ -85,6 +103,7 @@ static int l_student(lua_State *L) {
                          .dense = bl_opt_bool(L, 1, "dense", 0)};
     LStudent *u = lua_newuserdatauv(L, sizeof *u, 1);
     u->live = 0;
+    u->trainer = NULL;
     luaL_setmetatable(L, BL_MT_STUDENT);
     lua_pushvalue(L, -2);
     lua_setiuservalue(L, -2, 1);
@@ -98,12 +117,6 @@ static int s_gc(lua_State *L) {
     LStudent *u = luaL_checkudata(L, 1, BL_MT_STUDENT);
     if (u->live) bl_free_student(&u->s);
     u->live = 0;
-    return 0;
-}
-
-static int n_adapters(const BlStudent *s) {
-    for (size_t i = 0; i < (size_t)s->model->cfg.n_layers * BL_LIN_KINDS; i++)
-        if (s->lin[i].lora.out > 0) return s->lin[i].lora.n;
     return 0;
 }
 
@@ -123,14 +136,14 @@ static int s_tostring(lua_State *L) {
     LStudent *u = luaL_checkudata(L, 1, BL_MT_STUDENT);
     if (!u->live) lua_pushliteral(L, "bitlab.Student (freed)");
     else lua_pushfstring(L, "bitlab.Student (lambda %f, %d-bit acts, %d adapters)",
-                         (double)u->s.cfg.lambda, u->s.cfg.act_bits, n_adapters(&u->s));
+                         (double)u->s.cfg.lambda, u->s.cfg.act_bits, bl_student_n_adapters(&u->s));
     return 1;
 }
 
 /* student:add_adapter{rank=16, alpha=32, seed=} / student:rotate{...} */
 static int add_or_rotate(lua_State *L, int rotate) {
-    BlStudent *s = check_student(L, 1);
-    int na = n_adapters(s), rmax = max_rank(s);
+    BlStudent *s = check_student_synced(L, 1);
+    int na = bl_student_n_adapters(s), rmax = max_rank(s);
     int opts = bl_opt_table(L, 2);
     int r = (int)bl_opt_int(L, opts, "rank", 16 < rmax ? 16 : rmax, 1, rmax);
     float alpha = (float)bl_opt_num(L, opts, "alpha", 2.0 * r, 0.0, 1e6);
@@ -152,7 +165,7 @@ static int s_add_adapter(lua_State *L) { return add_or_rotate(L, 0); }
 static int s_rotate(lua_State *L) { return add_or_rotate(L, 1); }
 
 static int s_n_adapters(lua_State *L) {
-    lua_pushinteger(L, n_adapters(check_student(L, 1)));
+    lua_pushinteger(L, bl_student_n_adapters(check_student(L, 1)));
     return 1;
 }
 
@@ -185,7 +198,7 @@ static int s_act_bits(lua_State *L) {
 
 /* student:generate(prompt [, {max_tokens=, chat=, system=}]) → text, ids */
 static int s_generate(lua_State *L) {
-    BlStudent *s = check_student(L, 1);
+    BlStudent *s = check_student_synced(L, 1);
     int opts = bl_opt_table(L, 3);
     int n, max_new = bl_lua_max_tokens(L, s->model, opts);
     int *prompt = bl_lua_prompt(L, s->model, 2, opts, &n);
@@ -193,8 +206,8 @@ static int s_generate(lua_State *L) {
     int *out = lua_newuserdatauv(L, sizeof(int) * (size_t)max_new, 0);
     int n_out = 0;
     BlError err = {{0}};
-    if (bl_student_generate_greedy(s, prompt, n, max_new, BL_STUDENT_WEFF_CACHE_MAX, out,
-                                   &n_out, &err))
+    if (bl_student_generate_greedy(bl_rt_backend(bl_rt(L)), s, bl_student_mode(s), prompt, n,
+                                   max_new, BL_STUDENT_WEFF_CACHE_MAX, out, &n_out, &err))
         return bl_lua_fail(L, &err);
     char *text = NULL;
     if (bl_tokenizer_decode(s->model->tokenizer, out, n_out, true, &text, &err))
@@ -207,14 +220,16 @@ static int s_generate(lua_State *L) {
 
 /* student:forward(ids) → argmax per position, mean next-token NLL */
 static int s_forward(lua_State *L) {
-    BlStudent *s = check_student(L, 1);
+    BlStudent *s = check_student_synced(L, 1);
     int n;
     int *ids = bl_lua_check_ids(L, 2, s->model, &n);
     int *am = lua_newuserdatauv(L, sizeof(int) * (size_t)n, 0);
     double nll = 0.0;
     long cnt = 0;
     BlError err = {{0}};
-    if (bl_eval_sequence(s->model, s, ids, n, NULL, am, &nll, &cnt, &err)) return bl_lua_fail(L, &err);
+    if (bl_eval_sequence(bl_rt_backend(bl_rt(L)), s->model, s, bl_student_mode(s), ids, n, NULL,
+                         am, &nll, &cnt, &err))
+        return bl_lua_fail(L, &err);
     bl_lua_push_ids(L, am, n);
     lua_pushnumber(L, cnt ? nll / cnt : 0.0);
     return 2;
@@ -235,59 +250,39 @@ static int s_memory(lua_State *L) {
 // ----------------------------------------------------------------------------
 // evaluation
 
-/* Row mask of example i: row t selected when token t+1 is a target. */
-static uint8_t *row_mask(lua_State *L, const uint8_t *tg, int n) {
-    uint8_t *rm = lua_newuserdatauv(L, (size_t)n, 0);
-    for (int t = 0; t < n; t++) rm[t] = t + 1 < n && tg[t + 1];
-    return rm;
-}
-
-/* bitlab.perplexity(model_or_student, ds [, max_examples]) → ppl, rows */
+/* bitlab.perplexity(model_or_student, ds [, max_examples]) → ppl, rows
+ * (eval/student_eval.h, on the run's backend; a student at its own λ and
+ * activation width) */
 static int l_perplexity(lua_State *L) {
-    BlStudent *s = luaL_testudata(L, 1, BL_MT_STUDENT) ? check_student(L, 1) : NULL;
+    BlStudent *s = luaL_testudata(L, 1, BL_MT_STUDENT) ? check_student_synced(L, 1) : NULL;
     const BlModel *m = s ? s->model : bl_lua_check_model(L, 1);
     BlDataset *d = bl_lua_check_dataset(L, 2);
     int lim = (int)bl_optarg_int(L, 3, d->n, 0, INT_MAX);
-    double nll = 0.0;
-    long cnt = 0;
+    double ppl = NAN;
+    long long rows = 0;
+    BlStudentMode mode = s ? bl_student_mode(s) : (BlStudentMode){0};
     BlError err = {{0}};
-    for (int i = 0; i < d->n && i < lim; i++) {
-        int n;
-        const uint8_t *tg;
-        const int *ids = bl_dataset_example(d, i, &n, &tg);
-        uint8_t *rm = row_mask(L, tg, n);
-        if (bl_eval_sequence(m, s, ids, n, rm, NULL, &nll, &cnt, &err)) return bl_lua_fail(L, &err);
-        lua_pop(L, 1);
-    }
-    lua_pushnumber(L, cnt ? exp(nll / cnt) : NAN);
-    lua_pushinteger(L, cnt);
+    if (bl_eval_perplexity(bl_rt_backend(bl_rt(L)), m, s, mode, d, lim, &ppl, &rows, &err))
+        return bl_lua_fail(L, &err);
+    lua_pushnumber(L, ppl);
+    lua_pushinteger(L, (lua_Integer)rows);
     return 2;
 }
 
 /* bitlab.agreement(student, ds [, max_examples]) → fraction of target rows
  * where teacher and student agree on the top-1 next token, rows */
 static int l_agreement(lua_State *L) {
-    BlStudent *s = check_student(L, 1);
+    BlStudent *s = check_student_synced(L, 1);
     BlDataset *d = bl_lua_check_dataset(L, 2);
     int lim = (int)bl_optarg_int(L, 3, d->n, 0, INT_MAX);
-    long same = 0, rows = 0;
+    double agree = NAN;
+    long long rows = 0;
     BlError err = {{0}};
-    for (int i = 0; i < d->n && i < lim; i++) {
-        int n;
-        const uint8_t *tg;
-        const int *ids = bl_dataset_example(d, i, &n, &tg);
-        int *at = lua_newuserdatauv(L, sizeof(int) * (size_t)n * 2, 0), *as = at + n;
-        double nll = 0.0;
-        long c = 0;
-        if (bl_eval_sequence(s->model, NULL, ids, n, NULL, at, &nll, &c, &err) ||
-            bl_eval_sequence(s->model, s, ids, n, NULL, as, &nll, &c, &err))
-            return bl_lua_fail(L, &err);
-        for (int t = 0; t + 1 < n; t++)
-            if (tg[t + 1]) rows++, same += at[t] == as[t];
-        lua_pop(L, 1);
-    }
-    lua_pushnumber(L, rows ? (double)same / rows : NAN);
-    lua_pushinteger(L, rows);
+    if (bl_eval_agreement(bl_rt_backend(bl_rt(L)), s, bl_student_mode(s), d, lim, &agree, &rows,
+                          &err))
+        return bl_lua_fail(L, &err);
+    lua_pushnumber(L, agree);
+    lua_pushinteger(L, (lua_Integer)rows);
     return 2;
 }
 
@@ -359,26 +354,32 @@ static void use_trace(lua_State *L, LTrainer *u, BlTrace *t) {
     if (bl_trace_reader_new(&u->reader, t, &err)) bl_lua_fail(L, &err);
     BlTeacherProvider p;
     bl_trace_provider(u->reader, &p);
-    if (bl_trainer_set_teacher(&u->t, &p, &err) || bl_trainer_check_teacher(&u->t, &err))
+    BlStepParams sp = bl_step_params(u->t.student, &u->loss, &u->opt);
+    if (bl_trainer_set_teacher(&u->t, &p, &err) || bl_trainer_check_params(&u->t, &sp, &err))
         bl_lua_fail(L, &err);
 }
 
 /* bitlab.trainer{student=, batch=1, seq=, ce=1, kl=0, topk=0, k=0, cos=0,
  * mag=0, tau=1, clip=1, lr=1e-4, beta1=0.9, beta2=0.95, eps=1e-8,
- * weight_decay=0, trace=nil, data=nil, teacher_cache=true}; batch and seq
- * are the micro-batch capacity; trace = a path or a Trace: the teacher's
- * outputs come from it (k defaults to its K; data, when given, must be the
- * dataset it was made from) */
+ * weight_decay=0, trace=nil, data=nil, teacher_cache=true,
+ * hidden_states=true}; batch and seq are the micro-batch capacity, k the
+ * top-K capacity (0: no top-K loss), hidden_states whether the teacher's
+ * block outputs are kept (the cos / mag losses need them); the loss weights,
+ * τ and the AdamW settings are the defaults of every step. trace = a path or
+ * a Trace: the teacher's outputs come from it (k defaults to its K; data,
+ * when given, must be the dataset it was made from). The trainer runs on the
+ * run's device (--device). */
 static int l_trainer(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     bl_field_udata(L, 1, "student", BL_MT_STUDENT, true);
-    BlStudent *s = check_student(L, -1);
+    BlStudent *s = check_student_synced(L, -1);
+    LStudent *owner = lua_touserdata(L, -1);
     int B = (int)bl_opt_int(L, 1, "batch", 1, 1, BL_BATCH_MAX);
     lua_getfield(L, 1, "seq");
     if (lua_isnil(L, -1)) return luaL_error(L, "trainer: option 'seq' (>= 2) is required");
     lua_pop(L, 1);
     int T = (int)bl_opt_int(L, 1, "seq", 0, 2, BL_SEQ_MAX);
-    BlLossConfig lc = {.w_ce = 1.0f, .tau = 1.0f, .topk = 1};
+    BlLossConfig lc = {.w_ce = 1.0f, .tau = 1.0f};
     read_loss_weights(L, 1, &lc);
     BlTrace *trace = opt_trace(L, s->model); /* pushes the Trace or nil */
     int trace_idx = lua_gettop(L);
@@ -391,32 +392,41 @@ static int l_trainer(lua_State *L) {
                   .weight_decay = (float)bl_opt_num(L, 1, "weight_decay", 0.0, 0.0, BL_WEIGHT_DECAY_MAX)},
         .max_grad_norm = (float)bl_opt_num(L, 1, "clip", 1.0, 0.0, BL_CLIP_MAX)};
     if (lc.w_topk != 0.0f && K <= 0) return luaL_error(L, "trainer: the top-K loss needs k=");
-    float w_topk = lc.w_topk;
-    if (K > 0) { /* size the top-K buffers even when the weight starts at 0 */
-        lc.topk = K;
-        lc.w_topk = 1.0f;
-    }
+    BlTrainerShape sh = {.batch = B, .seq = T, .topk = K,
+                         .hidden = bl_opt_bool(L, 1, "hidden_states", 1),
+                         .teacher_cache = bl_opt_bool(L, 1, "teacher_cache", 1)};
+    if (!sh.hidden && (lc.w_cos != 0.0f || lc.w_mag != 0.0f))
+        return luaL_error(L, "trainer: cos / mag losses need hidden_states = true");
     LTrainer *u = lua_newuserdatauv(L, sizeof *u, 2);
     u->live = 0;
     u->reader = NULL;
+    u->loss = lc;
+    u->opt = oc;
     luaL_setmetatable(L, BL_MT_TRAINER);
     lua_getfield(L, 1, "student");
     lua_setiuservalue(L, -2, 1);
     lua_pushvalue(L, trace_idx);
     lua_setiuservalue(L, -2, 2);
     BlError err = {{0}};
-    if (bl_build_trainer(&u->t, s, B, T, &lc, &oc, &err)) return bl_lua_fail(L, &err);
-    u->t.loss.w_topk = w_topk;
-    u->t.teacher_cache = bl_opt_bool(L, 1, "teacher_cache", 1);
-    u->topk_cap = K;
+    if (bl_build_trainer(&u->t, bl_rt_backend(bl_rt(L)), s, &sh, &err)) return bl_lua_fail(L, &err);
     u->live = 1;
+    owner->trainer = &u->t; /* the newest trainer holds the student's current values */
     if (trace) use_trace(L, u, trace);
     return 1;
 }
 
 static int t_gc(lua_State *L) {
     LTrainer *u = luaL_checkudata(L, 1, BL_MT_TRAINER);
-    if (u->live) bl_free_trainer(&u->t);
+    lua_getiuservalue(L, 1, 1);
+    LStudent *owner = luaL_testudata(L, -1, BL_MT_STUDENT);
+    if (u->live) {
+        /* the student keeps what was trained after its trainer is gone */
+        BlError err = {{0}};
+        if (owner && owner->live && bl_trainer_sync_host(&u->t, &err))
+            fprintf(stderr, "bitlab: the trained student could not be copied back: %s\n", err.msg);
+        bl_free_trainer(&u->t);
+    }
+    if (owner && owner->trainer == &u->t) owner->trainer = NULL;
     bl_trace_reader_free(u->reader);
     u->reader = NULL;
     u->live = 0;
@@ -426,7 +436,8 @@ static int t_gc(lua_State *L) {
 static int t_tostring(lua_State *L) {
     LTrainer *u = luaL_checkudata(L, 1, BL_MT_TRAINER);
     if (!u->live) lua_pushliteral(L, "bitlab.Trainer (freed)");
-    else lua_pushfstring(L, "bitlab.Trainer %d x %d, %d steps", u->t.B, u->t.T, (int)u->t.steps);
+    else lua_pushfstring(L, "bitlab.Trainer %d x %d on %s, %d steps", u->t.B, u->t.T, u->t.be->name,
+                         (int)u->t.steps);
     return 1;
 }
 
@@ -445,7 +456,7 @@ static void push_result(lua_State *L, const BlTrainer *tr, const BlStepResult *r
     set_num(L, "mag", r->mag);
     set_num(L, "total", r->total);
     set_num(L, "grad_norm", r->grad_norm);
-    int nl = tr->model->cfg.n_layers;
+    int nl = tr->m->cfg.n_layers;
     lua_createtable(L, nl, 0);
     for (int l = 0; l < nl; l++) {
         lua_pushnumber(L, r->block_grad_norm ? r->block_grad_norm[l] : 0.0);
@@ -477,23 +488,19 @@ static int t_step(lua_State *L) {
     if (T > tr->T) return luaL_error(L, "batch length %d exceeds the trainer's seq %d", T, tr->T);
     if (B % tr->B) return luaL_error(L, "batch of %d is not a multiple of the trainer's %d", B, tr->B);
     int opts = bl_opt_table(L, 3);
-    BlLossConfig lc = tr->loss;
-    read_loss_weights(L, opts, &lc);
-    if (lc.w_topk != 0.0f && u->topk_cap == 0)
-        return luaL_error(L, "the top-K loss needs a trainer built with k=");
-    float lr = read_lr(L, opts, tr->opt.adamw.lr);
-    /* the overrides are this call's only: the trainer's own settings come back after it */
-    BlLossConfig saved_loss = tr->loss;
-    float saved_lr = tr->opt.adamw.lr;
-    tr->loss = lc;
-    tr->opt.adamw.lr = lr;
+    /* this call's parameters: the trainer's defaults, the call's overrides,
+     * the student's λ and activation width as they are now */
+    BlStepParams p = bl_step_params(tr->student, &u->loss, &u->opt);
+    read_loss_weights(L, opts, &p.loss);
+    p.opt.adamw.lr = read_lr(L, opts, u->opt.adamw.lr);
     BlStepResult r;
     BlError err = {{0}};
+    /* a rotation or a new adapter changed the host student: the backend's copy follows */
+    if (!bl_device_student_current(&tr->ds) && bl_trainer_upload(tr, &err)) return bl_lua_fail(L, &err);
+    if (bl_trainer_check_params(tr, &p, &err)) return bl_lua_fail(L, &err);
     double t0 = now_s();
-    int rc = bl_distill_step(tr, tokens, lens, mask, B / tr->B, tr->B, T, &r, &err);
-    tr->loss = saved_loss;
-    tr->opt.adamw.lr = saved_lr;
-    if (rc) return bl_lua_fail(L, &err);
+    if (bl_trainer_step(tr, tokens, lens, mask, B / tr->B, tr->B, T, &p, &r, &err))
+        return bl_lua_fail(L, &err);
     double dt = now_s() - t0;
     long ntok = 0;
     for (int b = 0; b < B; b++) ntok += lens[b];
@@ -607,6 +614,7 @@ static int t_memory(lua_State *L) {
     lua_newtable(L);
     set_num(L, "activations", (double)mem.activations);
     set_num(L, "scratch", (double)mem.scratch);
+    set_num(L, "device_student", (double)mem.device_student);
     set_num(L, "student", (double)(mem.student.adapters_frozen + mem.student.adapters_trainable +
                                    mem.student.grads + mem.student.optimizer));
     set_num(L, "frozen_weights", (double)mem.student.frozen_weights);

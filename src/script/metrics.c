@@ -1,7 +1,10 @@
 /* metrics.c - the metrics stream: one JSON object per line, step records
  * (bitlab.log) and events (bitlab.event, and the runtime's own: knob
  * changes, script errors) interleaved in order. Lines are flushed at once so
- * a dashboard or `tail -f` sees them live and a crash loses nothing. */
+ * a dashboard or `tail -f` sees them live and a crash loses nothing.
+ * Records only ever gain fields (readers ignore the ones they do not know):
+ * the first record, "run", names the backend (device, device_name), step
+ * records carry its memory (device_mem). */
 #include "script/internal.h"
 
 void bl_metrics_write(BlRuntime *rt, cJSON *obj) {
@@ -37,7 +40,9 @@ void bl_metrics_event(BlRuntime *rt, const char *name, cJSON *fields) {
 }
 
 /* bitlab.log(record): a step record; the knob values are added under
- * "knobs" unless the record has them. */
+ * "knobs" and the backend's memory under "device_mem" ({live, peak,
+ * device_free, device_total} in bytes, l_device.c; what the dashboard's
+ * header shows) unless the record has them. */
 static int l_log(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     BlRuntime *rt = bl_rt(L);
@@ -49,6 +54,8 @@ static int l_log(lua_State *L) {
         return luaL_argerror(L, 1, "a record needs named fields");
     }
     if (!cJSON_HasObjectItem(o, "knobs")) cJSON_AddItemToObject(o, "knobs", bl_knobs_json(rt));
+    if (!cJSON_HasObjectItem(o, "device_mem"))
+        cJSON_AddItemToObject(o, "device_mem", bl_rt_device_mem_json(rt));
     rt->steps_logged++;
     bl_metrics_write(rt, o);
     return 0;

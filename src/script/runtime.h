@@ -6,12 +6,18 @@
  * "script_error" event, never a crash. Ctrl-C (bl_runtime_interrupt, from
  * the CLI's signal handler) first asks the loop to stop at the next step
  * boundary (bitlab.poll returns false); a second one raises "interrupted"
- * inside running Lua code through a count hook, as lua.c does. */
+ * inside running Lua code through a count hook, as lua.c does.
+ *
+ * The run has one backend (cfg.be, from `--device`), chosen before the
+ * runtime is created and never switched: bitlab.device() reports it, the
+ * metrics stream names it in its first record ("run": device, device_name)
+ * and every step record carries its memory ("device_mem"). */
 #ifndef BITLAB_RUNTIME_H
 #define BITLAB_RUNTIME_H
 
 #include <stdbool.h>
 
+#include "backend/backend.h"
 #include "core/error.h"
 #include "ui/dashboard.h"
 
@@ -27,6 +33,8 @@ typedef struct {
     const char *lua_dir;      /* the Lua library folder (lua/), or NULL to search */
     bool headless;
     Dash *dash;               /* the live dashboard, or NULL (headless) */
+    const BlBackend *be;      /* the backend --device chose (NULL: the CPU); fixed for the
+                               * run: bindings read it with bl_rt_backend (internal.h) */
 } BlRuntimeConfig;
 
 /* Creates the interpreter (base, package, coroutine, table, io, os, string,

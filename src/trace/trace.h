@@ -59,10 +59,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backend/backend.h"
 #include "core/error.h"
 #include "data/dataset.h"
 #include "model/model.h"
-#include "train/step.h"
+#include "train/trainer.h"
 
 #define BL_TRACE_VERSION 1
 
@@ -80,6 +81,10 @@ typedef struct {
     int seq;             /* examples are cut to their first seq tokens; >= 2 */
     int batch;           /* sequences per teacher forward; >= 1 */
     BlTraceHidden hidden;
+    /* the teacher's backend (NULL: the CPU). A device gets its own copy of
+     * the weights (bl_device_model_build; CUDA: bf16), so its trace holds
+     * that teacher's outputs, not the CPU's bit for bit. */
+    const BlBackend *be;
     /* called after each batch (may be NULL) */
     void (*progress)(void *ctx, int done, int total);
     void *progress_ctx;
@@ -93,8 +98,8 @@ typedef struct {
     char model_sha256[65], data_sha256[65];
 } BlTraceSummary;
 
-/* Runs the teacher (m, CPU) over every example of d in insertion order and
- * writes the trace to path (atomically: path.tmp, then renamed). */
+/* Runs the teacher (m, on c->be) over every example of d in insertion order
+ * and writes the trace to path (atomically: path.tmp, then renamed). */
 int bl_trace_write(const BlModel *m, const BlDataset *d, const BlTraceConfig *c, const char *path,
                    BlTraceSummary *out, BlError *err);
 

@@ -5,7 +5,9 @@
  * The forward and the top-K are the very calls the trainer's live teacher
  * makes (bl_forward with the attention probabilities kept, then
  * bl_forward_logits, then bl_topk_logprobs), so a step from the trace sees
- * the values a live step would. */
+ * the values a live step would. The forward runs on the config's backend
+ * with a device copy of the weights (backend/device_model.h); the logits and
+ * hidden states come back to host memory for the top-K and the file. */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -14,6 +16,7 @@
 #include <time.h>
 
 #include "backend/backend.h"
+#include "backend/device_model.h"
 #include "core/sha256.h"
 #include "io/quants.h"
 #include "nn/forward.h"
@@ -70,14 +73,20 @@ static void pad8(Out *o) {
 // the trace
 
 typedef struct {
+    BlDeviceModel dm;       /* the teacher on the backend (the host model itself on the CPU) */
+    bool have_dm;
     BlForwardState fs;
     int *tokens, *lens, *ids, *n;
     float *logp, *other, *hid;
+    float *host_logits;     /* [B·T, vocab] the logits read back from a device; NULL on the CPU */
+    const float *logits;    /* host logits of the batch just forwarded */
     uint16_t *h16;
 } Work;
 
 static void free_work(Work *w) {
     bl_free_forward_state(&w->fs);
+    if (w->have_dm) bl_device_model_free(&w->dm);
+    free(w->host_logits);
     free(w->tokens);
     free(w->lens);
     free(w->ids);
@@ -137,7 +146,7 @@ static void write_record(Out *o, Work *w, const BlModel *m, const BlTraceConfig 
     int n = w->lens[b], K = c->K, V = mc->vocab_size, D = mc->dim;
     size_t r0 = (size_t)b * Tb;
     put(o, w->tokens + r0, sizeof(int32_t) * n);
-    bl_topk_logprobs(w->ids, w->logp, w->fs.logits + r0 * V, n - 1, V, K, c->tau);
+    bl_topk_logprobs(w->ids, w->logp, w->logits + r0 * V, n - 1, V, K, c->tau);
     for (int t = 0; t + 1 < n; t++) {
         double psum = 0.0; /* as the top-K loss forms p_o */
         for (int k = 0; k < K; k++) psum += exp((double)w->logp[(size_t)t * K + k]);
@@ -185,7 +194,12 @@ static int write_all(Out *o, Work *w, const BlModel *m, const BlDataset *d,
                                     (size_t)mc->dim);
     }
     size_t M = (size_t)B * Tcap;
-    if (bl_build_forward_state(&w->fs, m, bl_backend_cpu(), B, Tcap, true, err) ||
+    const BlBackend *be = c->be ? c->be : bl_backend_cpu();
+    if (bl_device_model_build(&w->dm, m, be, err)) return bl_fail_prefix(err, "trace: %s", be->name);
+    w->have_dm = true;
+    if (bl_build_forward_state(&w->fs, &w->dm.model, be, B, Tcap, true, err) ||
+        (w->dm.uploaded &&
+         !(w->host_logits = bl_malloc(sizeof(float) * M * mc->vocab_size, err))) ||
         !(w->tokens = bl_malloc(sizeof(int) * M, err)) ||
         !(w->lens = bl_malloc(sizeof(int) * B, err)) ||
         !(w->ids = bl_malloc(sizeof(int) * Tcap * K, err)) ||
@@ -219,10 +233,14 @@ static int write_all(Out *o, Work *w, const BlModel *m, const BlDataset *d,
         float *hid[mc->n_layers];
         for (int l = 0; hb && l < mc->n_layers; l++)
             hid[l] = w->hid + (size_t)l * Bb * Tb * mc->dim;
-        if (bl_forward(&w->fs, w->tokens, w->lens, Bb, Tb, NULL, hb ? hid : NULL, err))
+        /* on a device bl_forward also forms the logits and reads them back;
+         * on the CPU they are read where they are (the backend's memory is
+         * the host's) */
+        if (bl_forward(&w->fs, w->tokens, w->lens, Bb, Tb, w->host_logits, hb ? hid : NULL, err))
             return bl_fail_prefix(err, "trace: teacher forward of examples %d..%d", e0 + 1,
                                   e0 + Bb);
-        bl_forward_logits(&w->fs, 0, Bb * Tb);
+        if (!w->host_logits) bl_forward_logits(&w->fs, 0, Bb * Tb);
+        w->logits = w->host_logits ? w->host_logits : w->fs.logits;
         for (int b = 0; b < Bb; b++) write_record(o, w, m, c, b, Tb, Bb);
         if (c->progress) c->progress(c->progress_ctx, e0 + Bb, N);
     }

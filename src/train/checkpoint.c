@@ -47,16 +47,6 @@ static void put_floats(BlByteBuf *b, const float *p, size_t n) {
     bl_bytebuf_put(b, p, n * sizeof(float));
 }
 
-/* The first present linear: its stack's adapter ranks stand for all (adapters
- * are added student-wide). */
-static const BlLoraStack *first_stack(const BlStudent *st) {
-    const BlConfig *c = &st->model->cfg;
-    for (int l = 0; l < c->n_layers; l++)
-        for (int k = 0; k < BL_LIN_KINDS; k++)
-            if (bl_student_has(st, l, k)) return &st->lin[(size_t)l * BL_LIN_KINDS + k].lora;
-    return NULL;
-}
-
 static void serialise(BlByteBuf *b, const BlStudent *st, const BlTrainer *tr, const char *json) {
     const BlConfig *c = &st->model->cfg;
     put_i64(b, c->n_layers);
@@ -76,7 +66,7 @@ static void serialise(BlByteBuf *b, const BlStudent *st, const BlTrainer *tr, co
     put_i64(b, st->cfg.act_bits);
     put_i64(b, tr ? tr->steps : 0);
     put_i64(b, tr ? tr->skipped : 0);
-    const BlLoraStack *fs = first_stack(st);
+    const BlLoraStack *fs = bl_student_first_stack(st);
     int na = fs ? fs->n : 0;
     put_i64(b, na);
     for (int a = 0; a < na; a++) {
@@ -169,8 +159,13 @@ static void remove_stale_temps(const char *path) {
     closedir(d);
 }
 
-int bl_checkpoint_save(const char *path, const BlStudent *st, const BlTrainer *tr,
-                       const char *json, BlError *err) {
+int bl_checkpoint_save(const char *path, BlStudent *st, BlTrainer *tr, const char *json,
+                       BlError *err) {
+    if (tr && tr->student != st)
+        return bl_fail(err, "%s: the trainer trains another student", path);
+    /* the trainer's tensors and moments live on its backend: the host copy
+     * first, when an update landed there since the host was last written */
+    if (tr && bl_trainer_sync_host(tr, err)) return bl_fail_prefix(err, "%s", path);
     remove_stale_temps(path);
     BlByteBuf b = {0};
     serialise(&b, st, tr, json);
@@ -312,7 +307,7 @@ static int read_head(Cur *c, uint32_t version, const BlStudent *st, Head *h, BlC
         if (!c->bad && (h->r[a] <= 0 || h->r[a] > 1 << 16))
             return bl_fail(err, "%s: adapter %d has rank %d (corrupt?)", path, a, h->r[a]);
     }
-    const BlLoraStack *fs = first_stack(st);
+    const BlLoraStack *fs = bl_student_first_stack(st);
     int have = fs ? fs->n : 0;
     if (!c->bad && have > h->na)
         return bl_fail(err, "%s: the student already has %d adapters, the checkpoint only %lld",
@@ -492,6 +487,8 @@ static void convert_qk_layout(BlStudent *st, float *tmp, int to_interleaved) {
 }
 
 int bl_checkpoint_load(const char *path, BlStudent *st, BlTrainer *tr, char **json, BlError *err) {
+    if (tr && tr->student != st)
+        return bl_fail(err, "%s: the trainer trains another student", path);
     size_t n = 0;
     uint32_t version = 0;
     unsigned char *file = read_verified(path, &n, &version, err);
@@ -523,7 +520,7 @@ int bl_checkpoint_load(const char *path, BlStudent *st, BlTrainer *tr, char **js
     float *scratch = NULL;
     if (rc == 0 && convert && !(scratch = qk_scratch(st, &h, err))) rc = -1;
     /* the missing adapters, then the optimizer layout can be checked */
-    const BlLoraStack *fs = first_stack(st);
+    const BlLoraStack *fs = bl_student_first_stack(st);
     for (int a = fs ? fs->n : 0; rc == 0 && a < h.na; a++)
         rc = bl_student_add_adapter(st, h.r[a], h.alpha[a], 0, err);
     if (rc == 0) {
@@ -545,6 +542,8 @@ int bl_checkpoint_load(const char *path, BlStudent *st, BlTrainer *tr, char **js
             tr->skipped = h.skipped;
         }
     }
+    /* the trainer's backend copy follows the restored host student */
+    if (rc == 0 && tr && bl_trainer_upload(tr, err)) rc = bl_fail_prefix(err, "%s", path);
     free(scratch);
     free(file);
     return rc;

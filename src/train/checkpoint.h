@@ -35,7 +35,7 @@
 #define BITLAB_CHECKPOINT_H
 
 #include "core/error.h"
-#include "train/step.h"
+#include "train/trainer.h"
 #include "train/student.h"
 
 #define BL_CKPT_VERSION 2u
@@ -62,12 +62,14 @@ const char *bl_qk_layout_name(int interleaved);
 /* The header fields (the whole file is verified first). */
 int bl_checkpoint_info(const char *path, BlCheckpointInfo *info, BlError *err);
 
-/* tr may be NULL (counters saved as 0); json may be NULL (saved empty). */
-int bl_checkpoint_save(const char *path, const BlStudent *st, const BlTrainer *tr,
-                       const char *json, BlError *err);
+/* tr (the trainer of st) may be NULL (counters saved as 0); with it, its
+ * backend's tensors and moments are downloaded into st first. json may be
+ * NULL (saved empty). The file is the same for every backend. */
+int bl_checkpoint_save(const char *path, BlStudent *st, BlTrainer *tr, const char *json,
+                       BlError *err);
 
-/* Restores st (and tr's counters when tr != NULL); *json (may be NULL)
- * receives the malloc'd JSON text. */
+/* Restores st (and, with tr its trainer, the counters and the backend's copy
+ * of the student); *json (may be NULL) receives the malloc'd JSON text. */
 int bl_checkpoint_load(const char *path, BlStudent *st, BlTrainer *tr, char **json, BlError *err);
 
 /* Reads only what building a matching student needs: its options (subln,

@@ -1,5 +1,5 @@
-/* micro_loss.h - the loss bookkeeping of one micro-batch that both trainers
- * share (step.c on the CPU, device_trainer.c on any backend): the hidden-
+/* micro_loss.h - the loss bookkeeping of one micro-batch (the trainer's,
+ * and the test reference's in tests/c/ref): the hidden-
  * state losses added layer by layer during the backward, each layer
  * weighted by layer_w[l] / Σ layer_w, and the step total as the configured
  * mix of the parts this micro-batch added. */
@@ -8,7 +8,7 @@
 
 #include <stdint.h>
 
-#include "train/step.h"
+#include "train/trainer.h"
 
 /* bl_hidden_loss's signature (the CPU reference, or a backend's) */
 typedef double (*BlHiddenLossFn)(float *const *dhs, float w_cos, float w_mag,

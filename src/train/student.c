@@ -18,14 +18,17 @@ bool bl_student_has(const BlStudent *s, int l, BlLinearKind kind) {
     return s->model->layers[l].lin[kind].w != NULL;
 }
 
-BlBitLinear bl_student_bitlinear(BlStudent *s, int l, BlLinearKind kind) {
-    const BlLinear *w = &s->model->layers[l].lin[kind];
-    BlStudentLinear *sl = bl_student_linear(s, l, kind);
-    return (BlBitLinear){.w = w->w, .b = w->b, .out = w->out, .in = w->in,
-                         .lora = sl->lora.n > 0 || sl->lora.dense ? &sl->lora : NULL,
-                         .lambda = s->cfg.lambda, .act_bits = s->cfg.act_bits,
-                         .subln = sl->subln, .dsubln = sl->dsubln,
-                         .subln_eps = s->model->cfg.norm_eps};
+const BlLoraStack *bl_student_first_stack(const BlStudent *s) {
+    const BlConfig *c = &s->model->cfg;
+    for (int l = 0; l < c->n_layers; l++)
+        for (int k = 0; k < BL_LIN_KINDS; k++)
+            if (bl_student_has(s, l, k)) return &s->lin[(size_t)l * BL_LIN_KINDS + k].lora;
+    return NULL;
+}
+
+int bl_student_n_adapters(const BlStudent *s) {
+    const BlLoraStack *st = bl_student_first_stack(s);
+    return st ? st->n : 0;
 }
 
 // ----------------------------------------------------------------------------

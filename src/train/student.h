@@ -3,8 +3,8 @@
  * an optional post-attention RMSNorm weight per layer, λ, the activation
  * width, and one AdamW state per trainable tensor.
  *
- * The student never copies W: BitLinears reference the model's weights and
- * materialise Weff transiently (see bitlinear.h). Teacher mode is the model
+ * The student never copies W: its BitLinears (train/device_student.h)
+ * reference the model's weights and materialise Weff in backend memory. Teacher mode is the model
  * itself (nn/forward.h), so switching allocates nothing.
  *
  * Trainable tensors are listed in `params` (with `opt` beside them) in a fixed
@@ -21,7 +21,6 @@
 #include "core/error.h"
 #include "model/model.h"
 #include "ops/adamw.h"
-#include "train/bitlinear.h"
 #include "train/lora.h"
 
 typedef struct {
@@ -75,9 +74,12 @@ int bl_student_add_adapter(BlStudent *s, int r, float alpha, uint64_t seed, BlEr
  * student's outputs are unchanged (the new B is 0). */
 int bl_student_rotate(BlStudent *s, int r, float alpha, uint64_t seed, BlError *err);
 
-/* The BitLinear of layer l's `kind` (lin.w == NULL when absent). */
-BlBitLinear bl_student_bitlinear(BlStudent *s, int l, BlLinearKind kind);
 bool bl_student_has(const BlStudent *s, int l, BlLinearKind kind);
+/* The stack of the first present linear: adapters are added student-wide,
+ * so its depth and ranks stand for every linear's (NULL: no linear). */
+const BlLoraStack *bl_student_first_stack(const BlStudent *s);
+/* Adapters on every BitLinear (the newest trains, the older are frozen). */
+int bl_student_n_adapters(const BlStudent *s);
 BlStudentLinear *bl_student_linear(BlStudent *s, int l, BlLinearKind kind);
 
 void bl_student_zero_grad(BlStudent *s);

@@ -1,7 +1,7 @@
 /* teacher_cache.h - the key of the one micro-batch whose teacher outputs a
- * trainer still holds (B, T, lens and the valid tokens), so that both
- * trainers (step.c on the CPU, device_trainer.c on any backend) can skip
- * the teacher's forward when a micro-batch repeats. */
+ * trainer still holds (B, T, lens and the valid tokens), so that the
+ * trainer (and the test reference, tests/c/ref) can skip the teacher's
+ * forward when a micro-batch repeats. */
 #ifndef BL_TEACHER_CACHE_H
 #define BL_TEACHER_CACHE_H
 

@@ -15,6 +15,7 @@
  * A case whose `ref` is set compares two paths on the backend under test
  * (the ternary fast path against the bf16 path; the own int8 kernel against
  * cuBLASLt) instead of the backend against the CPU. */
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -25,7 +26,7 @@
 #include "backend/backend.h"
 #include "backend/cuda_module.h"
 #include "ops/ops.h"
-#include "train/bitlinear.h"
+#include "bitlinear.h"
 #include "train/lora.h"
 #include "ops/quant.h"
 
@@ -469,23 +470,20 @@ static void mk_swiglu(Case *c, int M, int H, int ld, int backward) {
     c->tol = 1e-10;
 }
 
-/* embed: table, ids, y ; backward: dy, ids, dtable */
+/* embed: table, ids, y */
 static int run_embed(const Case *c, const BlBackend *be, void **d, double *s, BlError *e) {
     (void)s, (void)e;
-    if (c->i[3]) be->embed_backward(FP(2), FP(0), IP(1), c->i[0], c->i[2]);
-    else be->embed(FP(2), FP(0), IP(1), c->i[0], c->i[2]);
+    be->embed(FP(2), FP(0), IP(1), c->i[0], c->i[2]);
     return 0;
 }
-static void mk_embed(Case *c, int M, int V, int D, int backward, int w16) {
-    snprintf(c->label, sizeof c->label, "embed%s M=%d V=%d D=%d%s", backward ? "_backward" : "", M,
-             V, D, w16 ? " table=bf16-handle" : "");
-    if (backward) ftens(c, "dy", IN, (size_t)M * D, -1, 1);
-    else ftens(c, "table", w16 ? WEIGHT : IN, (size_t)V * D, -1, 1);
+static void mk_embed(Case *c, int M, int V, int D, int w16) {
+    snprintf(c->label, sizeof c->label, "embed M=%d V=%d D=%d%s", M, V, D,
+             w16 ? " table=bf16-handle" : "");
+    ftens(c, "table", w16 ? WEIGHT : IN, (size_t)V * D, -1, 1);
     int *ids = tens(c, "ids", I32, IN, M);
-    for (int m = 0; m < M; m++) ids[m] = irand(V < 4 ? V : V / 4); /* repeats: the scatter-add */
-    if (backward) ftens(c, "dtable", INOUT, (size_t)V * D, -1, 1);
-    else ftens(c, "y", OUT, (size_t)M * D, 0, 0);
-    c->i[0] = M, c->i[1] = V, c->i[2] = D, c->i[3] = backward;
+    for (int m = 0; m < M; m++) ids[m] = irand(V < 4 ? V : V / 4); /* repeated rows */
+    ftens(c, "y", OUT, (size_t)M * D, 0, 0);
+    c->i[0] = M, c->i[1] = V, c->i[2] = D;
     c->run = run_embed;
     c->tol = w16 ? 1e-5 : 1e-12; /* bf16 table: one rounding per value */
 }
@@ -757,11 +755,11 @@ static void mk_hidden(Case *c, int L, int M, int D, int masked, int weighted) {
 }
 
 /* adamw: p, g, m, v */
+static const BlAdamWConfig adamw_cfg = {.lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f,
+                                        .weight_decay = 0.01f};
 static int run_adamw(const Case *c, const BlBackend *be, void **d, double *s, BlError *e) {
     (void)s, (void)e;
-    BlAdamWConfig cfg = {.lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f,
-                         .weight_decay = 0.01f};
-    be->adamw_step(FP(0), FP(1), FP(2), FP(3), (size_t)c->i[0], c->i[1], &cfg);
+    be->adamw_step(FP(0), FP(1), FP(2), FP(3), (size_t)c->i[0], c->i[1], &adamw_cfg);
     return 0;
 }
 static void mk_adamw(Case *c, int n, int t) {
@@ -775,21 +773,68 @@ static void mk_adamw(Case *c, int n, int t) {
     c->tol = 1e-14; /* meant to be bit-identical (kernels/adamw.cuh) */
 }
 
-/* guards: sumsq / scale / nonfinite on x */
+/* adamw_check: p, g, m, v (compared bit for bit afterwards: nothing may be
+ * written); the answer as scalar 0, which must also be the one the case was
+ * built for (i[2]) */
+enum { ADAMW_FINITE, ADAMW_G2_OVERFLOW, ADAMW_P_OVERFLOW, ADAMW_M_NAN };
+static int run_adamw_check(const Case *c, const BlBackend *be, void **d, double *s, BlError *e) {
+    bool ok = be->adamw_check(FP(0), FP(1), FP(2), FP(3), (size_t)c->i[0], c->i[1], &adamw_cfg);
+    s[0] = ok ? 1.0 : 0.0;
+    if (ok != (c->i[2] == ADAMW_FINITE))
+        return bl_fail(e, "adamw_check on %s says %s; the case is built to be %s", be->name,
+                       ok ? "finite" : "non-finite", ok ? "non-finite" : "finite");
+    return 0;
+}
+static void mk_adamw_check(Case *c, int n, int t, int kind) {
+    static const char *const what[] = {"finite", "g^2 overflows v", "p=FLT_MAX overflows",
+                                       "NaN in m"};
+    int k = irand(n); /* the element made to fail, anywhere: any block, any lane */
+    snprintf(c->label, sizeof c->label, "adamw_check n=%d t=%d %s%s", n, t, what[kind],
+             kind == ADAMW_FINITE ? "" : " (one element)");
+    float *p = ftens(c, "p", INOUT, n, -1, 1);
+    float *g = ftens(c, "g", INOUT, n, -1, 1);
+    float *m = ftens(c, "m", INOUT, n, -0.1f, 0.1f);
+    float *v = ftens(c, "v", INOUT, n, 0.0f, 0.01f);
+    if (kind == ADAMW_G2_OVERFLOW) { /* (1−β2)·g·g = 5e38 > FLT_MAX: v = Inf, m and p finite */
+        g[k] = urand() < 0.5 ? 1e20f : -1e20f;
+    } else if (kind == ADAMW_P_OVERFLOW) {
+        /* v stays 0 (g² underflows), so the step is lr/bc1 · m / ε ≈ −1e35·m̂:
+         * with m = −1e30 it adds ~1e35 to p = FLT_MAX (decay takes off only
+         * ~3e33): p = +Inf, m and v finite */
+        p[k] = FLT_MAX, g[k] = -1e-30f, m[k] = -1e30f, v[k] = 0.0f;
+    } else if (kind == ADAMW_M_NAN) {
+        m[k] = NAN;
+    }
+    if (kind != ADAMW_FINITE) { /* the element fails where the case says, and only there */
+        float q = p[k], mk = m[k], vk = v[k];
+        BlAdamWState st = {.m = &mk, .v = &vk, .n = 1, .t = t - 1};
+        bl_adamw_step(&q, &g[k], &st, &adamw_cfg);
+        bool fp = isfinite(q), fm = isfinite(mk), fv = isfinite(vk);
+        CHECK(kind == ADAMW_G2_OVERFLOW ? fp && fm && !fv
+              : kind == ADAMW_P_OVERFLOW ? !fp && fm && fv
+                                         : !fm, /* NaN in m: m NaN (p follows) */
+              "adamw_check case \"%s\": p %g, m %g, v %g after the step", what[kind],
+              (double)q, (double)mk, (double)vk);
+    }
+    c->i[0] = n, c->i[1] = t, c->i[2] = kind;
+    c->nscal = 1;
+    c->run = run_adamw_check;
+    c->tol = 0.0;
+    c->stol = 0.0;
+}
+
+/* guards: sumsq / scale on x */
 static int run_guard(const Case *c, const BlBackend *be, void **d, double *s, BlError *e) {
     (void)e;
     size_t n = (size_t)c->i[1];
     if (c->i[0] == 0) s[0] = be->sumsq(FP(0), n);
-    else if (c->i[0] == 1) be->scale(FP(0), n, 0.37f);
-    else s[0] = be->nonfinite(FP(0), n) ? 1.0 : 0.0;
+    else be->scale(FP(0), n, 0.37f);
     return 0;
 }
-static void mk_guard(Case *c, int which, int n, int inject) {
-    static const char *const names[] = {"sumsq", "scale", "nonfinite"};
-    static const char *const inj[] = {"", " +NaN", " +Inf"};
-    snprintf(c->label, sizeof c->label, "%s n=%d%s", names[which], n, inj[inject]);
-    float *x = ftens(c, "x", which == 1 ? INOUT : IN, n, -1, 1);
-    if (inject) x[irand(n)] = inject == 1 ? NAN : -INFINITY;
+static void mk_guard(Case *c, int which, int n) {
+    static const char *const names[] = {"sumsq", "scale"};
+    snprintf(c->label, sizeof c->label, "%s n=%d", names[which], n);
+    ftens(c, "x", which == 1 ? INOUT : IN, n, -1, 1);
     c->i[0] = which, c->i[1] = n;
     c->nscal = which == 1 ? 0 : 1;
     c->run = run_guard;
@@ -875,7 +920,8 @@ static void build_cases(bool perf) {
         mk_kl(new_case("kl_loss"), 2, 128, 49152, 0, 2.0f);
         mk_topk_lp(new_case("topk_logprobs"), 256, 49152, 32, 1.3f);
         mk_adamw(new_case("adamw_step"), 1 << 22, 3);
-        mk_guard(new_case("sumsq"), 0, 1 << 22, 0);
+        mk_adamw_check(new_case("adamw_check"), 1 << 22, 3, ADAMW_FINITE);
+        mk_guard(new_case("sumsq"), 0, 1 << 22);
         return;
     }
     static const int MS[] = {1, 3, 17, 64};
@@ -911,10 +957,10 @@ static void build_cases(bool perf) {
     for (int bw = 0; bw < 2; bw++) {
         mk_swiglu(new_case(bw ? "swiglu_backward" : "swiglu"), 3, 33, 33, bw);
         mk_swiglu(new_case(bw ? "swiglu_backward" : "swiglu"), 17, 64, 128, bw);
-        mk_embed(new_case(bw ? "embed_backward" : "embed"), 17, 50, 33, bw, 0);
-        mk_embed(new_case(bw ? "embed_backward" : "embed"), 1, 7, 576, bw, 0);
     }
-    mk_embed(new_case("embed"), 64, 300, 64, 0, 1);
+    mk_embed(new_case("embed"), 17, 50, 33, 0);
+    mk_embed(new_case("embed"), 1, 7, 576, 0);
+    mk_embed(new_case("embed"), 64, 300, 64, 1);
     mk_add(new_case("add"), 1001);
     mk_copy2d(new_case("copy2d"), 17, 33, 97, 40);
     for (int bits = 4; bits <= 16; bits += 4) {
@@ -949,9 +995,15 @@ static void build_cases(bool perf) {
     mk_hidden(new_case("hidden_loss"), 2, 5, 576, 0, 0);
     mk_adamw(new_case("adamw_step"), 1001, 1);
     mk_adamw(new_case("adamw_step"), 4097, 7);
-    mk_guard(new_case("sumsq"), 0, 100003, 0);
-    mk_guard(new_case("scale"), 1, 1001, 0);
-    for (int inj = 0; inj < 3; inj++) mk_guard(new_case("nonfinite"), 2, 5003, inj);
+    mk_adamw_check(new_case("adamw_check"), 1, 1, ADAMW_FINITE);
+    mk_adamw_check(new_case("adamw_check"), 4097, 7, ADAMW_FINITE);
+    mk_adamw_check(new_case("adamw_check"), 100003, 1, ADAMW_FINITE);
+    for (int kind = ADAMW_G2_OVERFLOW; kind <= ADAMW_M_NAN; kind++) {
+        mk_adamw_check(new_case("adamw_check"), 1, 1, kind);
+        mk_adamw_check(new_case("adamw_check"), 100003, 1 + 3 * kind, kind);
+    }
+    mk_guard(new_case("sumsq"), 0, 100003);
+    mk_guard(new_case("scale"), 1, 1001);
     static const int SEG1[] = {1}, SEG5[] = {4097, 0, 33, 100003, 7};
     mk_segments(new_case("sumsq_segments"), 1, SEG1);
     mk_segments(new_case("sumsq_segments"), 5, SEG5);
@@ -1018,6 +1070,15 @@ static void broken_matmul(float *y, const float *x, const float *w, const float 
     bl_matmul(y, x, w, b, M, N, K);
     for (int i = 0; i < M * N; i++) y[i] *= 1.1f; /* a 10% error: nmse 1e-2 */
 }
+static bool broken_adamw_check(const float *p, const float *g, const float *m, const float *v,
+                               size_t n, long t, const BlAdamWConfig *c) {
+    /* the right answer, by stepping in place: the check must write nothing */
+    float *pw = (float *)p, *mw = (float *)m, *vw = (float *)v;
+    bl_backend_cpu()->adamw_step(pw, g, mw, vw, n, t, c);
+    bool ok = true;
+    for (size_t i = 0; i < n; i++) ok &= isfinite(p[i]) && isfinite(m[i]) && isfinite(v[i]);
+    return ok;
+}
 static int broken_actq(float *xq, float *scale, const float *x, int M, int D, int bits,
                        BlError *err) {
     int rc = bl_actq(xq, scale, x, M, D, bits, err);
@@ -1074,6 +1135,71 @@ static void check_weff_contract(const BlBackend *be) {
     bl_lora_free(&st);
 }
 
+/* bl_adamw_check (the CPU backend's adamw_check) agrees with "run the step
+ * on a copy and look for a non-finite value", and writes nothing: random
+ * small tensors, random configurations and step numbers, elements sprinkled
+ * with edge values (NaN, ±Inf, ±FLT_MAX, ±0, subnormals, overflowing
+ * gradients, negative v) */
+static float adamw_edge_value(float lo, float hi) {
+    static const float edge[] = {0.0f,     -0.0f,     NAN,     INFINITY, -INFINITY, FLT_MAX,
+                                 -FLT_MAX, 1e20f,     -1e20f,  1e30f,    -1e30f,    1e-30f,
+                                 -1e-30f,  FLT_MIN,   1e-42f,  -1e-42f,  3e19f,     -1.0f};
+    if (urand() < 0.02) return edge[irand((int)(sizeof edge / sizeof edge[0]))];
+    return frand(lo, hi);
+}
+
+static void check_adamw_check_contract(const BlBackend *be) {
+    static const float lrs[] = {1e-3f, 0.1f, 1e32f}, wds[] = {0.0f, 0.01f, 1e30f};
+    static const float b1s[] = {0.9f, 0.0f}, b2s[] = {0.95f, 0.999f}, epss[] = {1e-8f, 0.0f};
+    static const long ts[] = {1, 2, 7, 1000};
+    enum { TRIALS = 4000, NMAX = 40 };
+    int agree = 0, finite = 0, trials = 0;
+    for (int trial = 0; trial < TRIALS; trial++) {
+        size_t n = (size_t)(trial % 7 == 0 ? 0 : 1 + irand(NMAX));
+        BlAdamWConfig c = {.lr = lrs[irand(3)], .beta1 = b1s[irand(2)], .beta2 = b2s[irand(2)],
+                           .eps = epss[irand(2)], .weight_decay = wds[irand(3)]};
+        if (urand() < 0.5) c.lr = 1e-3f, c.weight_decay = 0.01f; /* mostly a real one */
+        long t = ts[irand(4)];
+        float in[4][NMAX] = {{0}}, work[4][NMAX];
+        for (size_t i = 0; i < n; i++) {
+            in[0][i] = adamw_edge_value(-1, 1);
+            in[1][i] = adamw_edge_value(-1, 1);
+            in[2][i] = adamw_edge_value(-0.1f, 0.1f);
+            in[3][i] = adamw_edge_value(0.0f, 0.01f);
+        }
+        memcpy(work, in, sizeof in);
+        bool got = bl_adamw_check(work[0], work[1], work[2], work[3], n, t, &c);
+        bool got_be = be->adamw_check(work[0], work[1], work[2], work[3], n, t, &c);
+        BlAdamWState st = {.m = work[2], .v = work[3], .n = n, .t = t - 1};
+        bool got_state = bl_adamw_step_finite(work[0], work[1], &st, &c);
+        CHECK(memcmp(work, in, sizeof in) == 0, "adamw_check wrote to its inputs (trial %d)", trial);
+        /* the reference: the step itself, on a copy, through the backend */
+        be->adamw_step(work[0], work[1], work[2], work[3], n, t, &c);
+        bool want = true;
+        for (size_t i = 0; i < n; i++)
+            want &= isfinite(work[0][i]) && isfinite(work[2][i]) && isfinite(work[3][i]);
+        /* and bl_adamw_step on a state (t counted up to the same step number) */
+        memcpy(work, in, sizeof in);
+        bl_adamw_step(work[0], work[1], &st, &c);
+        bool want_state = st.t == t;
+        for (size_t i = 0; i < n; i++)
+            want_state &= isfinite(work[0][i]) && isfinite(work[2][i]) && isfinite(work[3][i]);
+        bool ok = got == want && got_be == want && got_state == want && want_state == want;
+        CHECK(ok, "trial %d (n=%zu t=%ld lr=%g wd=%g b1=%g b2=%g eps=%g): check %d, backend %d, "
+              "step_finite %d, the step itself %d (on a state %d)", trial, n, t, (double)c.lr,
+              (double)c.weight_decay, (double)c.beta1, (double)c.beta2, (double)c.eps, got,
+              got_be, got_state, want, want_state);
+        agree += ok;
+        finite += want;
+        trials++;
+    }
+    /* both answers must be well represented for the comparison to mean much */
+    CHECK(finite > trials / 5 && trials - finite > trials / 5, "adamw_check contract: %d of %d "
+          "random cases finite: a lopsided sample", finite, trials);
+    printf("  %s  %-58s %d/%d agree (%d finite)\n", agree == trials ? "OK  " : "FAIL",
+           "adamw_check == step on a copy + isfinite (random, edges)", agree, trials, finite);
+}
+
 static int self_check(const char *only) {
     const BlBackend *cpu = bl_backend_cpu();
     int checked;
@@ -1090,7 +1216,9 @@ static int self_check(const char *only) {
     broken.actq = broken_actq;
     broken.ce_loss = broken_ce;
     broken.topk_logprobs = broken_topk;
-    static const char *const ops[] = {"rmsnorm", "matmul", "actq", "ce_loss", "topk_logprobs"};
+    broken.adamw_check = broken_adamw_check;
+    static const char *const ops[] = {"rmsnorm", "matmul", "actq", "ce_loss", "topk_logprobs",
+                                      "adamw_check"};
     for (size_t o = 0; o < sizeof ops / sizeof ops[0]; o++) {
         if (only && strcmp(only, ops[o]) != 0) continue;
         int caught = 0, n = 0;
@@ -1107,6 +1235,7 @@ static int self_check(const char *only) {
 
     printf("self-check 3/3: contracts of the cpu entries\n");
     if (!only || !strcmp(only, "bitlinear_weff")) check_weff_contract(cpu);
+    if (!only || !strcmp(only, "adamw_check")) check_adamw_check_contract(cpu);
     return failures ? 1 : 0;
 }
 

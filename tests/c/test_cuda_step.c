@@ -1,10 +1,12 @@
-/* test_cuda_step.c - the device trainer on the CUDA backend: the cases,
+/* test_cuda_step.c - the trainer on the CUDA backend: the cases,
  * comparisons and refusals of test_device_step.c (included here, llm.c's
  * test_gpt2 style), on a model whose matrices are rounded to bf16 first (the
  * W the device holds; --fp32-weights keeps them fp32).
  *
- * The reference (default) is the fp32 step, train/step.c. The device's bf16
- * GEMM operands alone, with no CUDA code, already move a step far from it
+ * The reference (default) is the same trainer on the CPU backend (fp32;
+ * test_device_step holds it to the reference step, tests/c/ref/ref_step.c,
+ * which --ref-step compares against instead). The device's bf16 GEMM
+ * operands alone, with no CUDA code, already move a step far from it
  * (--dev-cpu-bf16 runs the CPU backend with those operands as the device:
  * 818 checks over the bounds below, tests/cuda_emu/README.md, "Findings"),
  * so these bounds only catch gross errors:
@@ -14,12 +16,12 @@
  *   tensors and AdamW moments nmse 1e-3 after each update
  *   the update itself         nmse 0.2
  *
- * --ref-cpu-bf16 compares against the device trainer on that CPU backend
- * with bf16 operands instead: both sides then round the same operands, and
- * what is left is float32 summation order (cuBLAS vs OpenBLAS, the kernels'
+ * --ref-cpu-bf16 compares against the trainer on that CPU backend with bf16
+ * operands instead: both sides then round the same operands, and what is
+ * left is float32 summation order (cuBLAS vs OpenBLAS, the kernels'
  * reductions) and an operand it puts on the neighbouring bf16, one bf16 ulp
  * (2⁻⁸ relative) on a rare element. Bounds: STRICT below. The emulated
- * device's CI tests run this (--quick: the 4 cases of QUICK_CASES).
+ * device's CI tests run this (--quick: the 5 cases of QUICK_CASES).
  *
  * Exit 77 without a device ("no CUDA device") or in a build without CUDA;
  * a CUDA module that fails to load is a failure. */
@@ -30,9 +32,12 @@ int main(int argc, char **argv) {
     bool no_quant = false, dev_cpu_bf16 = false, quick = false;
     const char *only = NULL;
     int index = -1;
+    bool strict = false;
     bf16_weights = true;
+    ref_backend = bl_backend_cpu();
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--ref-cpu-bf16")) ref_backend = cpu_bf16_backend();
+        if (!strcmp(argv[i], "--ref-cpu-bf16")) ref_backend = cpu_bf16_backend(), strict = true;
+        else if (!strcmp(argv[i], "--ref-step")) ref_backend = NULL, strict = false;
         else if (!strcmp(argv[i], "--fp32-weights")) bf16_weights = false;
         else if (!strcmp(argv[i], "--dev-cpu-bf16")) dev_cpu_bf16 = true;
         else if (!strcmp(argv[i], "--no-quant")) no_quant = true;
@@ -41,7 +46,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--case") && i + 1 < argc) only = argv[++i];
         else if (!strcmp(argv[i], "--case-index") && i + 1 < argc) index = atoi(argv[++i]);
         else {
-            fprintf(stderr, "usage: %s [--ref-cpu-bf16] [--fp32-weights] [--no-quant] [--verbose] [--quick] [--case SUBSTR] [--case-index I]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--ref-cpu-bf16 | --ref-step] [--fp32-weights] [--no-quant] [--verbose] [--quick] [--case SUBSTR] [--case-index I]\n", argv[0]);
             return 2;
         }
     }
@@ -58,7 +63,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "cuda backend: %s\n", err.msg);
         return 1;
     }
-    printf("device trainer on %s (%s) vs %s\n", cuda->name, cuda->device_name(),
+    printf("the trainer on %s (%s) vs %s\n", cuda->name, cuda->device_name(),
            ref_backend ? ref_backend->name : "the CPU reference step");
     Bounds b = {.scal = 5e-2, .nmse = 2e-2, .pnmse = 1e-3, .update_nmse = 0.2};
     /* STRICT (--ref-cpu-bf16): one bf16 ulp, 2⁻⁸, relative on losses and
@@ -67,7 +72,7 @@ int main(int argc, char **argv) {
      * gradients and moments); the update as above (sign flips of elements
      * whose |g| is within the noise). Per step of drift: from step s on both
      * sides start from parameters s − 1 such roundings apart (drift_per_step) */
-    if (ref_backend)
+    if (strict)
         b = (Bounds){.scal = 0x1p-8, .nmse = 0x1p-16, .pnmse = 0x1p-16, .update_nmse = 0.2,
                      .drift_per_step = true};
     const StepCase *cases = quick ? QUICK_CASES : CASES;

@@ -1,10 +1,10 @@
-/* test_device_step.c - the device trainer (train/device_trainer.h) on the CPU
- * backend against the reference step (train/step.h, bl_trainer_accumulate /
- * bl_trainer_update) on the same tiny model, student and batches: every
- * loss, every trainable tensor's gradient, the global / per-block / per-kind
- * gradient norms, the skip flag, then the updated tensors, AdamW moments and
- * step counts after bl_device_trainer_download, over three steps (the second
- * repeats the first batch: the teacher cache).
+/* test_device_step.c - the trainer (train/trainer.h) on the CPU backend
+ * against the reference step (tests/c/ref/ref_step.h, bl_ref_accumulate /
+ * bl_ref_update) on the same tiny model, student and batches: every loss,
+ * every trainable tensor's gradient (bl_trainer_download_grads), the global
+ * / per-block / per-kind gradient norms, the skip flag, then the updated
+ * tensors, AdamW moments and step counts after bl_trainer_download, over
+ * three steps (the second repeats the first batch: the teacher cache).
  *
  * Cases: llama (interleaved RoPE), qwen2 (q/k/v bias), phi3 (fused qkv and
  * gate_up), all GQA (n_kv = n_heads/2); right-padded batches with a
@@ -13,7 +13,12 @@
  * rotation between steps; SubLN, post-attention norm, dense ΔW; every loss
  * (CE, KL, top-K KL, hidden cosine + magnitude with layer weights);
  * gradient accumulation over two micro-batches; one-sequence logits chunks;
- * the ternary fast path; a NaN in the student (both skip the update).
+ * the ternary fast path; a NaN in the student (both skip the update); the
+ * teacher's outputs given (top-K and hidden states precomputed: the first
+ * step through bl_trainer_accumulate_given, the others through a
+ * BlTeacherProvider, as a teacher trace serves them). λ and the activation
+ * width reach the trainer through BlStepParams only: its student's own cfg
+ * holds other values (the reference reads its student's cfg).
  * Bounds: 1e-5 relative for losses, norms and gradients (both run the same
  * CPU functions except the concatenated LoRA product and the attention
  * backward, so they differ by float32 summation order, which depends on the
@@ -25,7 +30,8 @@
  * large relative difference, is allowed exactly the change it can cause.
  *
  * test_cuda_step.c includes this file (DEVICE_STEP_NO_MAIN) and runs the
- * same cases with the CUDA backend and bf16 bounds. */
+ * same cases with the CUDA backend against the trainer on the CPU backend
+ * (or the CPU backend with bf16 operands) and bf16 bounds. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,8 +40,9 @@
 #include "backend/backend.h"
 #include "check.h"
 #include "tiny_model.h"
-#include "train/device_trainer.h"
-#include "train/step.h"
+#include "ops/loss.h"
+#include "ref_step.h"
+#include "train/trainer.h"
 
 enum { SB = 3, ST = 9 };
 
@@ -45,11 +52,16 @@ typedef struct {
     float lambda;
     int bits;
     bool subln, post_norm, dense;
-    BlLossConfig loss;
+    BlRefLossConfig loss;   /* the reference's mix, with the top-K K */
     bool masked, layer_w;
     int chunk, n_micro;
     bool fast, rotate, nan;
+    /* the teacher's outputs given instead of computed: GIVEN_HIDDEN with
+     * its hidden states, GIVEN_TOPK top-K only */
+    int given;
 } StepCase;
+
+enum { GIVEN_NONE, GIVEN_HIDDEN, GIVEN_TOPK };
 
 /* Bounds of a comparison: scalars relative; tensors by max |a−b| relative to
  * max |b| (maxrel) and by normalised squared error (nmse); 0 skips one. */
@@ -220,8 +232,8 @@ static const BlBackend *cpu_bf16_backend(void) {
 
 #endif
 
-/* What a run compares against: the reference step (train/step.c, NULL) or
- * the device trainer on another backend; and whether the model's matrices
+/* What a run compares against: the reference step (tests/c/ref/ref_step.c,
+ * NULL) or the trainer on another backend; and whether the model's matrices
  * are rounded to bf16 first (both sides then hold the same W). */
 static const BlBackend *ref_backend;
 static bool bf16_weights;
@@ -229,9 +241,25 @@ static bool bf16_weights;
 // ----------------------------------------------------------------------------
 // the student both trainers start from
 
-static BlLossConfig make_loss(float ce, float kl, float topk, float cos, float mag) {
-    return (BlLossConfig){.w_ce = ce, .w_kl = kl, .w_topk = topk, .w_cos = cos, .w_mag = mag,
-                          .tau = 1.7f, .topk = 5};
+static BlRefLossConfig make_loss(float ce, float kl, float topk, float cos, float mag) {
+    return (BlRefLossConfig){.w_ce = ce, .w_kl = kl, .w_topk = topk, .w_cos = cos, .w_mag = mag,
+                             .tau = 1.7f, .topk = 5};
+}
+
+/* The trainer's side of a case's loss mix: the weights and τ (K is the
+ * shape's), and the shape: top-K buffers only with a top-K loss, the
+ * teacher's hidden states only with a hidden loss. */
+static BlLossConfig trainer_loss(const BlRefLossConfig *r) {
+    return (BlLossConfig){.w_ce = r->w_ce, .w_kl = r->w_kl, .w_topk = r->w_topk,
+                          .w_cos = r->w_cos, .w_mag = r->w_mag, .tau = r->tau,
+                          .layer_w = r->layer_w};
+}
+
+static BlTrainerShape case_shape(const StepCase *k, const BlRefLossConfig *r) {
+    return (BlTrainerShape){.batch = SB, .seq = ST, .topk = r->w_topk != 0.0f ? r->topk : 0,
+                            .hidden = r->w_cos != 0.0f || r->w_mag != 0.0f,
+                            .teacher_cache = true, .ternary_fast_path = k->fast,
+                            .loss_chunk_seqs = k->chunk};
 }
 
 /* Two adapters on every linear (r 4 then 2, α/r = 2), both with random B;
@@ -338,15 +366,18 @@ static void describe(const char *what, const char *tensor, const float *got, con
     printf("\n");
 }
 
-/* every trainable tensor's gradient: the device arena against the reference */
-static void compare_grads(const char *what, BlDeviceTrainer *dev, const BlStudent *ref,
+/* every trainable tensor's gradient: the trainer's (downloaded into its host
+ * student) against the reference's */
+static void compare_grads(const char *what, BlTrainer *dev, const BlStudent *ref,
                           const Bounds *b) {
-    for (int i = 0; i < dev->n_params; i++) {
-        const BlDevParam *p = &dev->params[i];
-        float *got = malloc(sizeof(float) * p->n);
-        BlError err;
-        CHECK(dev->be->download(got, dev->g + p->off, sizeof(float) * p->n, &err) == 0, "%s",
-              err.msg);
+    BlError err = {{0}};
+    BlStudent *st = dev->student;
+    CHECK(bl_trainer_download_grads(dev, &err) == 0, "%s: download_grads: %s", what, err.msg);
+    CHECK(st->n_params == ref->n_params, "%s: %d vs %d tensors", what, st->n_params,
+          ref->n_params);
+    for (int i = 0; i < st->n_params && i < ref->n_params; i++) {
+        const BlDevParam *p = &dev->ds.params[i];
+        const float *got = st->params[i].g;
         double mr, nm;
         bool close = tens_close(got, ref->params[i].g, p->n, b, &mr, &nm);
         worst_grad = fmax(worst_grad, mr);
@@ -361,7 +392,6 @@ static void compare_grads(const char *what, BlDeviceTrainer *dev, const BlStuden
             snprintf(t, sizeof t, "grad %d (l%d k%d)", i, p->layer, p->kind);
             describe(what, t, got, ref->params[i].g, p->n);
         }
-        free(got);
     }
 }
 
@@ -452,6 +482,114 @@ static void free_snapshot(float **p, int n) {
     free(p);
 }
 
+// ----------------------------------------------------------------------------
+// given teacher outputs: precomputed on the host, served as a trace would
+
+/* Per batch of a case: the teacher's top-K (ids, log-probabilities at τ) and
+ * block outputs, from the model's own forward (nn/forward.h) on the CPU. At
+ * padded rows (never read) distinct ids and zeros. */
+typedef struct {
+    int n, K, L, D;
+    float tau;
+    bool has_hidden;
+    const int *tokens;        /* [n, SB·ST] the batches */
+    int *ids;                 /* [n, SB·ST, K] */
+    float *logp;              /* [n, SB·ST, K] */
+    float *hidden;            /* [n, L, SB·ST, D] */
+    const float **hid_ptrs;   /* [n, L] into hidden */
+    int fetches;
+} GivenSet;
+
+static void free_given_set(GivenSet *g) {
+    free(g->ids);
+    free(g->logp);
+    free(g->hidden);
+    free(g->hid_ptrs);
+    memset(g, 0, sizeof *g);
+}
+
+static int make_given_set(GivenSet *g, const BlModel *m, const int *tokens, const int *lens, int n,
+                          int K, float tau, bool hidden, BlError *err) {
+    const BlConfig *c = &m->cfg;
+    size_t M = (size_t)SB * ST, V = (size_t)c->vocab_size, D = (size_t)c->dim;
+    int L = c->n_layers;
+    *g = (GivenSet){.n = n, .K = K, .L = L, .D = (int)D, .tau = tau, .has_hidden = hidden,
+                    .tokens = tokens};
+    g->ids = malloc(sizeof(int) * n * M * K);
+    g->logp = malloc(sizeof(float) * n * M * K);
+    g->hidden = calloc((size_t)n * L * M * D, sizeof(float));
+    g->hid_ptrs = malloc(sizeof(float *) * n * L);
+    float *logits = malloc(sizeof(float) * M * V);
+    BlForwardState fs;
+    int rc = bl_build_forward_state(&fs, m, bl_backend_cpu(), SB, ST, false, err);
+    for (int i = 0; rc == 0 && i < n; i++) {
+        float *hid[L];
+        for (int l = 0; l < L; l++) {
+            hid[l] = g->hidden + ((size_t)i * L + l) * M * D;
+            g->hid_ptrs[(size_t)i * L + l] = hid[l];
+        }
+        rc = bl_forward(&fs, tokens + i * M, lens + i * SB, SB, ST, logits, hid, err);
+        for (int b = 0; rc == 0 && b < SB; b++) {
+            int nb = lens[i * SB + b];
+            size_t r0 = (size_t)b * ST;
+            int *ids = g->ids + (i * M + r0) * K;
+            float *lp = g->logp + (i * M + r0) * K;
+            if (nb > 0) bl_topk_logprobs(ids, lp, logits + r0 * V, nb, (int)V, K, tau);
+            for (int t = nb; t < ST; t++) {
+                for (int j = 0; j < K; j++) {
+                    ids[(size_t)t * K + j] = j;
+                    lp[(size_t)t * K + j] = -logf((float)K);
+                }
+                for (int l = 0; l < L; l++) memset(hid[l] + (r0 + t) * D, 0, sizeof(float) * D);
+            }
+        }
+    }
+    bl_free_forward_state(&fs);
+    free(logits);
+    return rc;
+}
+
+/* batch i of the set as a BlTeacherGiven */
+static BlTeacherGiven given_of(const GivenSet *g, int i) {
+    size_t M = (size_t)SB * ST;
+    return (BlTeacherGiven){.K = g->K, .tau = g->tau, .topk_ids = g->ids + i * M * g->K,
+                            .topk_logp = g->logp + i * M * g->K,
+                            .hidden = g->has_hidden ? g->hid_ptrs + (size_t)i * g->L : NULL};
+}
+
+/* BlTeacherProvider.fetch: the batch whose tokens these are */
+static int given_fetch(void *ctx, const int *tokens, const int *lens, int B, int T, int *ids,
+                       float *logp, float *other, float *const *hidden, BlError *err) {
+    (void)lens;
+    GivenSet *g = ctx;
+    size_t M = (size_t)SB * ST;
+    if (B != SB || T != ST) return bl_fail(err, "given: a %d x %d batch", B, T);
+    for (int i = 0; i < g->n; i++) {
+        if (memcmp(tokens, g->tokens + i * M, sizeof(int) * M) != 0) continue;
+        memcpy(ids, g->ids + i * M * g->K, sizeof(int) * M * g->K);
+        memcpy(logp, g->logp + i * M * g->K, sizeof(float) * M * g->K);
+        for (size_t r = 0; r < M; r++) other[r] = 0.0f; /* not read by the step */
+        for (int l = 0; hidden && l < g->L; l++)
+            memcpy(hidden[l], g->hid_ptrs[(size_t)i * g->L + l], sizeof(float) * M * g->D);
+        g->fetches++;
+        return 0;
+    }
+    return bl_fail(err, "given: a batch the set does not hold");
+}
+
+static BlTeacherProvider given_provider(GivenSet *g) {
+    return (BlTeacherProvider){.fetch = given_fetch, .ctx = g, .K = g->K, .tau = g->tau,
+                               .has_hidden = g->has_hidden, .what = "the test's given outputs"};
+}
+
+/* The trainer's student holds λ and the width of another case (the step
+ * parameters carry the case's), so that a trainer reading them from its
+ * student's cfg fails the comparison. */
+static void scramble_cfg(BlStudent *s, const StepCase *k) {
+    s->cfg.lambda = k->lambda == 0.25f ? 0.75f : 0.25f;
+    s->cfg.act_bits = k->bits == 16 ? 8 : 16;
+}
+
 /* Three steps (batch 1, batch 1 again, batch 2) of the case on both trainers. */
 static void run_case(const StepCase *k, const BlBackend *be, const Bounds *bounds) {
     BlError err = {{0}};
@@ -460,34 +598,48 @@ static void run_case(const StepCase *k, const BlBackend *be, const Bounds *bound
     if (bf16_weights) bf16_round_model(m);
     BlStudent sref, sdev;
     float lw[2] = {0.25f, 1.5f};
-    BlLossConfig lc = k->loss;
-    if (k->layer_w) lc.layer_w = lw;
+    BlRefLossConfig rlc = k->loss;
+    if (k->layer_w) rlc.layer_w = lw;
     BlOptConfig oc = {.adamw = {.lr = 2e-3f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f,
                                 .weight_decay = 0.01f},
                       .max_grad_norm = 0.5f};
-    BlDeviceTrainerOptions o = {.ternary_fast_path = k->fast, .loss_chunk_seqs = k->chunk};
-    BlTrainer ref;
-    BlDeviceTrainer dev, dref; /* dref: the reference on ref_backend, when set */
+    BlTrainerShape shape = case_shape(k, &rlc);
+    BlStepParams sp = {.loss = trainer_loss(&rlc), .opt = oc, .lambda = k->lambda,
+                       .act_bits = k->bits};
+    BlRefTrainer ref;
+    BlTrainer dev, dref; /* dref: the reference on ref_backend, when set */
+    memset(&ref, 0, sizeof ref);
+    memset(&dev, 0, sizeof dev);
     memset(&dref, 0, sizeof dref);
+    GivenSet gs = {0};
     int ok = make_student(&sref, m, k, 77, &err) == 0 && make_student(&sdev, m, k, 77, &err) == 0;
     CHECK(ok, "%s: student: %s", k->name, err.msg);
     if (!ok) return;
+    scramble_cfg(&sdev, k);
+    if (ref_backend) scramble_cfg(&sref, k);
     if (k->nan) { /* one NaN in the newest adapter: every gradient goes NaN */
         sref.params[0].p[1] = NAN;
         sdev.params[0].p[1] = NAN;
     }
     int nb = k->n_micro;
-    ok = ref_backend ? bl_device_trainer_build(&dref, ref_backend, &sref, SB, ST, &lc, &oc, &o,
-                                               &err) == 0
-                     : bl_build_trainer(&ref, &sref, SB, ST, &lc, &oc, &err) == 0;
+    ok = ref_backend ? bl_build_trainer(&dref, ref_backend, &sref, &shape, &err) == 0
+                     : bl_ref_build_trainer(&ref, &sref, SB, ST, &rlc, &oc, &err) == 0;
     CHECK(ok, "%s: reference trainer: %s", k->name, err.msg);
-    ok = ok && bl_device_trainer_build(&dev, be, &sdev, SB, ST, &lc, &oc, &o, &err) == 0;
-    CHECK(ok, "%s: device trainer: %s", k->name, err.msg);
+    ok = ok && bl_build_trainer(&dev, be, &sdev, &shape, &err) == 0;
+    CHECK(ok, "%s: trainer: %s", k->name, err.msg);
+    ok = ok && bl_trainer_check_params(&dev, &sp, &err) == 0;
+    CHECK(ok, "%s: step parameters: %s", k->name, err.msg);
     size_t M = (size_t)SB * ST;
     int *tokens = malloc(sizeof(int) * M * 2 * nb), lens[SB * 4];
     uint8_t *mask = malloc(M * 2 * nb);
     for (int i = 0; i < 2 * nb; i++)
         make_batch(tokens + i * M, lens + i * SB, mask + i * M, m->cfg.vocab_size, 1234 + i);
+    if (ok && k->given) {
+        ok = make_given_set(&gs, m, tokens, lens, 2 * nb, rlc.topk, rlc.tau,
+                            k->given == GIVEN_HIDDEN, &err) == 0;
+        CHECK(ok, "%s: given outputs: %s", k->name, err.msg);
+    }
+    BlTeacherProvider pv = given_provider(&gs);
     const Bounds *base_bounds = bounds;
     for (int step = 0; ok && step < 3; step++) {
         char what[160];
@@ -503,42 +655,68 @@ static void run_case(const StepCase *k, const BlBackend *be, const Bounds *bound
         }
         bounds = &sb;
         int set = step == 2 ? 1 : 0; /* steps 1 and 2 see the same batches */
+        if (k->given && step == 1) { /* from now on through a provider, as a trace */
+            ok = (ref_backend ? bl_trainer_set_teacher(&dref, &pv, &err)
+                              : bl_ref_set_teacher(&ref, &pv, &err)) == 0;
+            CHECK(ok, "%s: reference set_teacher: %s", what, err.msg);
+            ok = ok && bl_trainer_set_teacher(&dev, &pv, &err) == 0 &&
+                 bl_trainer_check_params(&dev, &sp, &err) == 0;
+            CHECK(ok, "%s: set_teacher: %s", what, err.msg);
+        }
         BlStepResult rr = {0}, rd = {0};
         for (int u = 0; ok && u < nb; u++) {
             size_t at = (size_t)(set * nb + u);
+            const int *tk = tokens + at * M, *ln = lens + at * SB;
             const uint8_t *mk = k->masked ? mask + at * M : NULL;
-            ok = (ref_backend ? bl_device_trainer_accumulate(&dref, tokens + at * M,
-                                                             lens + at * SB, mk, SB, ST,
-                                                             1.0f / nb, &rr, &err)
-                              : bl_trainer_accumulate(&ref, tokens + at * M, lens + at * SB, mk,
-                                                      SB, ST, 1.0f / nb, &rr, &err)) == 0;
+            bool direct = k->given && step == 0; /* bl_*_accumulate_given */
+            BlTeacherGiven g = {0};
+            if (direct) g = given_of(&gs, (int)at);
+            if (ref_backend)
+                ok = (direct ? bl_trainer_accumulate_given(&dref, tk, ln, mk, SB, ST, 1.0f / nb,
+                                                           &g, &sp, &rr, &err)
+                             : bl_trainer_accumulate(&dref, tk, ln, mk, SB, ST, 1.0f / nb, &sp,
+                                                     &rr, &err)) == 0;
+            else
+                ok = (direct ? bl_ref_accumulate_given(&ref, tk, ln, mk, SB, ST, 1.0f / nb, &g,
+                                                       &rr, &err)
+                             : bl_ref_accumulate(&ref, tk, ln, mk, SB, ST, 1.0f / nb, &rr,
+                                                 &err)) == 0;
             CHECK(ok, "%s: reference accumulate: %s", what, err.msg);
-            ok = ok && bl_device_trainer_accumulate(&dev, tokens + at * M, lens + at * SB, mk, SB,
-                                                    ST, 1.0f / nb, &rd, &err) == 0;
-            CHECK(ok, "%s: device accumulate: %s", what, err.msg);
+            ok = ok && (direct ? bl_trainer_accumulate_given(&dev, tk, ln, mk, SB, ST, 1.0f / nb,
+                                                             &g, &sp, &rd, &err)
+                               : bl_trainer_accumulate(&dev, tk, ln, mk, SB, ST, 1.0f / nb, &sp,
+                                                       &rd, &err)) == 0;
+            CHECK(ok, "%s: trainer accumulate: %s", what, err.msg);
         }
         if (!ok) break;
         compare_results(what, &rd, &rr, m->cfg.n_layers, bounds);
+        if (k->given)
+            CHECK(rd.teacher == BL_TEACHER_TRACE, "%s: teacher %s with given outputs", what,
+                  bl_teacher_source_name(rd.teacher));
+        else
+            CHECK(rd.teacher == (step == 1 ? BL_TEACHER_CACHED : BL_TEACHER_COMPUTED) ||
+                      (nb > 1 && rd.teacher == BL_TEACHER_COMPUTED),
+                  "%s: teacher %s", what, bl_teacher_source_name(rd.teacher));
         if (step == 0) reset_allowance(&sref);
         if (ref_backend) /* the reference's gradients into the host student's */
-            for (int i = 0; i < dref.n_params; i++)
-                CHECK(ref_backend->download(sref.params[i].g, dref.g + dref.params[i].off,
-                                            sizeof(float) * dref.params[i].n, &err) == 0,
-                      "%s", err.msg);
+            CHECK(bl_trainer_download_grads(&dref, &err) == 0, "%s: reference grads: %s", what,
+                  err.msg);
         compare_grads(what, &dev, &sref, bounds);
         float **before = snapshot(&sref);
         if (ref_backend) {
-            ok = bl_device_trainer_update(&dref, &rr, &err) == 0 &&
-                 bl_device_trainer_download(&dref, &err) == 0;
+            ok = bl_trainer_update(&dref, &sp, &rr, &err) == 0 &&
+                 bl_trainer_download(&dref, &err) == 0;
             CHECK(ok, "%s: reference update: %s", what, err.msg);
         } else {
-            bl_trainer_update(&ref, &rr);
+            bl_ref_update(&ref, &rr);
         }
-        ok = bl_device_trainer_update(&dev, &rd, &err) == 0;
-        CHECK(ok, "%s: device update: %s", what, err.msg);
+        ok = ok && bl_trainer_update(&dev, &sp, &rd, &err) == 0;
+        CHECK(ok, "%s: trainer update: %s", what, err.msg);
         compare_results(what, &rd, &rr, m->cfg.n_layers, bounds);
         CHECK(rd.skipped == k->nan, "%s: skipped %d, expected %d", what, rd.skipped, k->nan);
-        ok = ok && bl_device_trainer_download(&dev, &err) == 0;
+        CHECK(dev.steps == step + 1 && dev.skipped == (k->nan ? step + 1 : 0),
+              "%s: trainer counts %ld steps, %ld skipped", what, dev.steps, dev.skipped);
+        ok = ok && bl_trainer_download(&dev, &err) == 0;
         CHECK(ok, "%s: download: %s", what, err.msg);
         double clip = rr.grad_norm > oc.max_grad_norm ? oc.max_grad_norm / rr.grad_norm : 1.0;
         if (ok) compare_students(what, &sdev, &sref, before, &oc, clip, bounds);
@@ -546,21 +724,28 @@ static void run_case(const StepCase *k, const BlBackend *be, const Bounds *bound
         if (ok && k->rotate && step == 0) { /* freeze, push r = 3 (α/r = 2), fresh moments */
             ok = bl_student_rotate(&sref, 3, 6.0f, 4242, &err) == 0 &&
                  bl_student_rotate(&sdev, 3, 6.0f, 4242, &err) == 0 &&
-                 bl_device_trainer_upload(&dev, &err) == 0 &&
-                 (!ref_backend || bl_device_trainer_upload(&dref, &err) == 0);
+                 bl_trainer_upload(&dev, &err) == 0 &&
+                 (!ref_backend || bl_trainer_upload(&dref, &err) == 0);
             CHECK(ok, "%s: rotation: %s", what, err.msg);
             reset_allowance(&sref); /* the tensors are listed anew */
         }
     }
+    if (k->given)
+        CHECK(gs.fetches == 2 * 2 * nb, "%s: the provider served %d micro-batches, not %d",
+              k->name, gs.fetches, 2 * 2 * nb);
     free_allowance();
     printf("  %-44s %s vs %s: worst rel. diff: losses/norms %.1e, grads %.1e, updated %.1e\n",
-           k->name, be->name, ref_backend ? ref_backend->name : "step.c", worst_scal, worst_grad,
-           worst_param);
+           k->name, be->name, ref_backend ? ref_backend->name : "ref_step.c", worst_scal,
+           worst_grad, worst_param);
     free(tokens);
     free(mask);
-    bl_device_trainer_free(&dev);
-    if (ref_backend) bl_device_trainer_free(&dref);
-    else bl_free_trainer(&ref);
+    free_given_set(&gs);
+    if (dev.be) bl_free_trainer(&dev);
+    if (ref_backend) {
+        if (dref.be) bl_free_trainer(&dref);
+    } else {
+        bl_ref_free_trainer(&ref);
+    }
     bl_free_student(&sref);
     bl_free_student(&sdev);
     tiny_free(m);
@@ -586,13 +771,19 @@ static const StepCase CASES[] = {
      .loss = {1, 1, 0.5f, 1, 0, 1.7f, 3, NULL}, .masked = true, .fast = true},
     {"qwen2 l=1 A8 NaN in the student: skip", BL_ARCH_QWEN2, 1.0f, 8,
      .loss = {1, 1, 0, 1, 0, 1.7f, 5, NULL}, .nan = true},
+    {"llama l=1 A8 given top-K + hidden (trace)", BL_ARCH_LLAMA, 1.0f, 8,
+     .loss = {1, 0, 1, 1, 0.3f, 1.3f, 6, NULL}, .masked = true, .layer_w = true,
+     .given = GIVEN_HIDDEN},
+    {"qwen2 l=0.5 A4 given top-K only, 2 micro-batches", BL_ARCH_QWEN2, 0.5f, 4,
+     .loss = {1, 0, 1, 0, 0, 1.3f, 4, NULL}, .chunk = 1, .n_micro = 2, .given = GIVEN_TOPK},
 };
 
 /* The emulated device's set (test_cuda_step --quick, ~25× slower than a
  * GPU per launch under a sanitizer): fewer cases, each carrying more of the
  * paths above, so that every one still runs: the three architectures, λ 0 /
  * 0.5 / 1, A4 / A8 / A16, every loss and layer weights, SubLN, post-norm,
- * dense, 2 micro-batches, 1-sequence chunks, rotation, fast path, NaN. */
+ * dense, 2 micro-batches, 1-sequence chunks, rotation, fast path, NaN,
+ * given teacher outputs (accumulate_given, then a provider). */
 static const StepCase QUICK_CASES[] = {
     {"qwen2 l=1 A8 everything but the fast path", BL_ARCH_QWEN2, 1.0f, 8, .subln = true,
      .post_norm = true, .dense = true, .loss = {1, 0.5f, 0.7f, 1, 0.3f, 1.7f, 5, NULL},
@@ -603,6 +794,8 @@ static const StepCase QUICK_CASES[] = {
      .loss = {1, 0, 1, 1, 0, 2.0f, 7, NULL}, .n_micro = 2},
     {"qwen2 l=0 A4 NaN in the student: skip", BL_ARCH_QWEN2, 0.0f, 4,
      .loss = {1, 1, 0, 1, 0, 1.7f, 5, NULL}, .nan = true},
+    {"phi3 l=1 A8 given top-K + hidden (trace)", BL_ARCH_PHI3, 1.0f, 8,
+     .loss = {1, 0, 1, 1, 0.3f, 1.3f, 6, NULL}, .masked = true, .given = GIVEN_HIDDEN},
 };
 
 #ifndef DEVICE_STEP_NO_MAIN
@@ -616,50 +809,94 @@ static void run_cases(const BlBackend *be, const Bounds *b, const StepCase *case
 #endif
 
 // ----------------------------------------------------------------------------
-// what the device trainer refuses, with a message
+// what the trainer refuses, with a message
 
 static void check_refusals(const BlBackend *be) {
     BlModel *m = tiny_model(BL_ARCH_LLAMA, 32, 2, 4, 48, 61, 11);
     StepCase k = {.lambda = 1.0f, .bits = 8};
     BlStudent st;
     BlError err = {{0}};
-    BlLossConfig lc = make_loss(1, 1, 0, 1, 0);
+    BlRefLossConfig rlc = make_loss(1, 1, 0, 1, 0);
     BlOptConfig oc = {.adamw = {.lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f}};
-    BlDeviceTrainer dev;
+    BlTrainer dev;
     CHECK(make_student(&st, m, &k, 5, &err) == 0, "%s", err.msg);
-    CHECK(bl_device_trainer_build(&dev, be, &st, SB, ST, &lc, &oc, NULL, &err) == 0, "%s",
-          err.msg);
+    BlTrainerShape shape = case_shape(&k, &rlc);
+    CHECK(bl_build_trainer(&dev, be, &st, &shape, &err) == 0, "%s", err.msg);
+    BlLossConfig lc = trainer_loss(&rlc);
+    BlStepParams sp = bl_step_params(&st, &lc, &oc);
+    CHECK(sp.lambda == st.cfg.lambda && sp.act_bits == st.cfg.act_bits &&
+              sp.loss.w_kl == lc.w_kl && sp.opt.adamw.lr == oc.adamw.lr,
+          "bl_step_params: lambda %g bits %d", sp.lambda, sp.act_bits);
     int tokens[SB * ST], lens[SB];
     uint8_t mask[SB * ST];
     make_batch(tokens, lens, mask, m->cfg.vocab_size, 9);
     BlStepResult r = {0};
     lens[1] = ST + 1;
-    CHECK(bl_device_trainer_accumulate(&dev, tokens, lens, NULL, SB, ST, 1.0f, &r, &err) != 0 &&
+    CHECK(bl_trainer_accumulate(&dev, tokens, lens, NULL, SB, ST, 1.0f, &sp, &r, &err) != 0 &&
               strstr(err.msg, "lens[1]"),
           "bad lens: '%s'", err.msg);
     lens[1] = 6;
     tokens[3] = 61;
-    CHECK(bl_device_trainer_accumulate(&dev, tokens, lens, NULL, SB, ST, 1.0f, &r, &err) != 0 &&
+    CHECK(bl_trainer_accumulate(&dev, tokens, lens, NULL, SB, ST, 1.0f, &sp, &r, &err) != 0 &&
               strstr(err.msg, "outside the vocab"),
           "bad token: '%s'", err.msg);
     tokens[3] = 0;
-    CHECK(bl_device_trainer_accumulate(&dev, tokens, lens, NULL, SB + 1, ST, 1.0f, &r, &err) != 0 &&
+    CHECK(bl_trainer_accumulate(&dev, tokens, lens, NULL, SB + 1, ST, 1.0f, &sp, &r, &err) != 0 &&
               strstr(err.msg, "exceeds"),
           "big batch: '%s'", err.msg);
+    /* step parameters the trainer cannot serve, each naming its knob */
+    struct { BlStepParams p; const char *needle; } bad[] = {
+        {sp, "topk"}, {sp, "cos/mag"}, {sp, "lambda"}, {sp, "act_bits"}, {sp, "tau"}, {sp, "ce"},
+    };
+    bad[0].p.loss.w_topk = 1.0f; /* no top-K buffers (k = 0) */
+    bad[1].p.loss.w_cos = 1.0f;  /* built without the teacher's hidden states */
+    bad[2].p.lambda = 1.5f;
+    bad[3].p.act_bits = 5;
+    bad[4].p.loss.tau = 0.0f;
+    bad[5].p.loss.w_ce = -1.0f;
+    BlTrainer nohid;
+    BlTrainerShape sh2 = shape;
+    sh2.hidden = false;
+    bool have_nohid = bl_build_trainer(&nohid, be, &st, &sh2, &err) == 0;
+    CHECK(have_nohid, "trainer without hidden states: %s", err.msg);
+    for (size_t i = 0; have_nohid && i < sizeof bad / sizeof bad[0]; i++) {
+        BlTrainer *t = i == 1 ? &nohid : &dev;
+        err.msg[0] = 0;
+        CHECK(bl_trainer_check_params(t, &bad[i].p, &err) != 0 && strstr(err.msg, bad[i].needle),
+              "bad step parameters %zu: expected a message naming '%s', got '%s'", i,
+              bad[i].needle, err.msg);
+        err.msg[0] = 0;
+        CHECK(bl_trainer_accumulate(t, tokens, lens, NULL, SB, ST, 1.0f, &bad[i].p, &r, &err) !=
+                      0 && strstr(err.msg, bad[i].needle),
+              "accumulate with bad step parameters %zu: '%s'", i, err.msg);
+    }
+    if (have_nohid) bl_free_trainer(&nohid);
+    /* a provider needs top-K buffers of its K */
+    GivenSet gs = {.K = 3, .tau = 1.0f};
+    BlTeacherProvider pv = given_provider(&gs);
+    CHECK(bl_trainer_set_teacher(&dev, &pv, &err) != 0 && strstr(err.msg, "k="),
+          "a provider on a trainer without top-K: '%s'", err.msg);
+    CHECK(bl_trainer_set_teacher(&dev, NULL, &err) == 0, "back to the live teacher: %s", err.msg);
     CHECK(bl_student_rotate(&st, 2, 4.0f, 3, &err) == 0, "%s", err.msg);
-    CHECK(bl_device_trainer_accumulate(&dev, tokens, lens, NULL, SB, ST, 1.0f, &r, &err) != 0 &&
-              strstr(err.msg, "bl_device_trainer_upload"),
+    CHECK(bl_trainer_accumulate(&dev, tokens, lens, NULL, SB, ST, 1.0f, &sp, &r, &err) != 0 &&
+              strstr(err.msg, "bl_trainer_upload"),
           "stale student: '%s'", err.msg);
-    CHECK(bl_device_trainer_download(&dev, &err) != 0 && strstr(err.msg, "bl_device_trainer_upload"),
+    CHECK(bl_trainer_download(&dev, &err) != 0 && strstr(err.msg, "upload it again"),
           "stale download: '%s'", err.msg);
-    CHECK(bl_device_trainer_upload(&dev, &err) == 0, "%s", err.msg);
-    CHECK(bl_device_trainer_accumulate(&dev, tokens, lens, NULL, SB, ST, 1.0f, &r, &err) == 0,
+    CHECK(bl_trainer_download_grads(&dev, &err) != 0 && strstr(err.msg, "changed since the upload"),
+          "stale gradient download: '%s'", err.msg);
+    CHECK(bl_trainer_upload(&dev, &err) == 0, "%s", err.msg);
+    CHECK(bl_trainer_accumulate(&dev, tokens, lens, NULL, SB, ST, 1.0f, &sp, &r, &err) == 0,
           "after upload: %s", err.msg);
     CHECK(isfinite(r.total) && r.total > 0.0, "loss %g", r.total);
+    st.cfg.subln = true; /* a structural change needs a new trainer */
+    CHECK(bl_trainer_upload(&dev, &err) != 0 && strstr(err.msg, "new trainer"),
+          "SubLN switched on under a built trainer: '%s'", err.msg);
+    st.cfg.subln = false;
     BlMemStats ms;
     be->mem_stats(&ms, false);
     CHECK(ms.live > 0 && ms.peak >= ms.live, "memory stats live %zu peak %zu", ms.live, ms.peak);
-    bl_device_trainer_free(&dev);
+    bl_free_trainer(&dev);
     bl_free_student(&st);
     tiny_free(m);
 }
@@ -672,7 +909,7 @@ int main(void) {
      * amplified; the tensor as a whole stays within nmse 1e-10 */
     Bounds b = {.scal = 1e-5, .maxrel = 1e-5, .pmaxrel = 1e-4, .pnmse = 1e-10,
                 .update_nmse = 1e-8};
-    printf("device trainer on the CPU backend vs the reference step\n");
+    printf("the trainer on the CPU backend vs the reference step\n");
     run_cases(cpu, &b, CASES, sizeof CASES / sizeof CASES[0]);
     run_cases(cpu, &b, QUICK_CASES, sizeof QUICK_CASES / sizeof QUICK_CASES[0]);
     check_refusals(cpu);

@@ -19,7 +19,7 @@
 
 #include "ops/ops.h"
 #include "ops/adamw.h"
-#include "train/bitlinear.h"
+#include "bitlinear.h"
 #include "train/lora.h"
 #include "ops/loss.h"
 #include "ops/quant.h"
@@ -206,23 +206,6 @@ static void test_swiglu(void) {
     for (int m = 0; m < M; m++)
         for (int j = H; j < ld; j++) CHECK(dg2[m * ld + j] == 0.0f, "dup skipped but written");
     free(gu), free(dgu), free(keep), free(op.R), free(op.y), free(dg2);
-}
-
-static double loss_embed(void) {
-    bl_embed(op.y, op.w, op.ids, op.M, op.D);
-    return dot(op.y, op.R, (size_t)op.M * op.D);
-}
-
-static void test_embed(void) {
-    int V = 7, D = 3, M = 5, ids[5] = {4, 1, 4, 6, 0};
-    op.M = M, op.D = D, op.ids = ids;
-    op.w = rnd(V * D, 1), op.R = rnd(M * D, 1), op.y = zeros(M * D);
-    float *dt0 = rnd(V * D, 1), *dt = malloc(sizeof(float) * V * D);
-    memcpy(dt, dt0, sizeof(float) * V * D);
-    bl_embed_backward(dt, op.R, ids, M, D);
-    for (int i = 0; i < V * D; i++) dt[i] -= dt0[i];
-    fd_check("embed dtable (repeated ids)", op.w, dt, V * D, loss_embed);
-    free(op.w), free(op.R), free(op.y), free(dt0), free(dt);
 }
 
 // ----------------------------------------------------------------------------
@@ -610,7 +593,6 @@ int main(void) {
     test_rope();
     test_attention();
     test_swiglu();
-    test_embed();
     test_lora_stack();
     test_bitlinear();
     test_losses();

@@ -1,5 +1,7 @@
-/* test_model_grad.c - the whole student's gradients on tiny random models
- * built in C (llama, qwen2 with q/k/v biases, phi3 with fused linears):
+/* test_model_grad.c - the whole student's gradients, as the trainer
+ * (train/trainer.h) on the CPU backend computes them (downloaded with
+ * bl_trainer_download_grads), on tiny random models built in C (llama, qwen2
+ * with q/k/v biases, phi3 with fused linears):
  *
  *  1. central finite differences of the full loss (CE + KL + 1−cos + mag,
  *     layer weights, a loss mask, padding) w.r.t. sampled entries of the
@@ -9,8 +11,9 @@
  *     model: with a dense ΔW beside the adapter, dL/dΔW = G = dyᵀ·xq and the
  *     adapter must get exactly dA = s·Bᵀ·G, dB = s·G·Aᵀ;
  *  3. λ = 0, 16 bits, a fresh adapter: the student forward equals the teacher
- *     forward (nn/forward.c);
- *  4. the GEMM attention backward equals the reference bl_attention_backward;
+ *     forward (nn/forward.c): the reference's (tests/c/ref/train_forward.c)
+ *     output by output, the trainer's through its KL and cosine losses (0);
+ *  4. the reference's GEMM attention backward equals bl_attention_backward;
  *  5. gradient accumulation: two micro-batches of one sequence with weight ½
  *     give the gradients and losses of the batch of both (equal lengths, so
  *     both weigh the same in the batch mean).
@@ -30,7 +33,8 @@
 #include "ops/ops.h"
 #include "check.h"
 #include "tiny_model.h"
-#include "train/step.h"
+#include "train/trainer.h"
+#include "train_forward.h"
 
 /* FD tolerance: |analytic − FD| <= FD_REL·|FD| + FD_ABS, the absolute part
  * a few times the noise the float forward's rounding leaves in the stencil
@@ -59,12 +63,33 @@ static void add_adapter(BlStudent *st, int r, float alpha, uint64_t seed) {
         }
 }
 
-static double loss_of(BlTrainer *tr, const uint8_t *mask) {
+/* The trainer on the CPU backend for B x T, top-K buffers of K (0: none),
+ * the teacher's hidden states when the mix has a hidden loss. */
+static int build_trainer(BlTrainer *tr, BlStudent *st, const BlLossConfig *lc, int K,
+                         BlError *err) {
+    BlTrainerShape sh = {.batch = B, .seq = T, .topk = K,
+                         .hidden = lc->w_cos != 0.0f || lc->w_mag != 0.0f, .teacher_cache = true};
+    return bl_build_trainer(tr, bl_backend_cpu(), st, &sh, err);
+}
+
+static BlStepResult accumulate(BlTrainer *tr, const BlStepParams *p, const int *lens,
+                               const uint8_t *mask) {
     BlError err;
     BlStepResult acc = {0};
-    if (bl_trainer_accumulate(tr, TOKENS, LENS, mask, B, T, 1.0f, &acc, &err))
+    if (bl_trainer_accumulate(tr, TOKENS, lens, mask, B, T, 1.0f, p, &acc, &err))
         CHECK(0, "accumulate: %s", err.msg);
-    return acc.total;
+    return acc;
+}
+
+static double loss_of(BlTrainer *tr, const BlStepParams *p, const uint8_t *mask) {
+    return accumulate(tr, p, LENS, mask).total;
+}
+
+/* the accumulated gradients into the host student's, then zero on the trainer */
+static void take_grads(BlTrainer *tr) {
+    BlError err;
+    CHECK(bl_trainer_download_grads(tr, &err) == 0, "download_grads: %s", err.msg);
+    bl_trainer_zero_grads(tr);
 }
 
 // ----------------------------------------------------------------------------
@@ -78,7 +103,7 @@ static void fd_check(BlArch arch) {
     BlError err;
     float lw[2] = {1.0f, 2.0f};
     BlLossConfig lc = {.w_ce = 1.0f, .w_kl = 0.7f, .w_cos = 2.0f, .w_mag = 1.3f, .tau = 1.5f,
-                       .topk = 1, .layer_w = lw};
+                       .layer_w = lw};
     BlOptConfig oc = {0};
     if (bl_build_student(&st, m, &sc, &err)) {
         CHECK(0, "build student: %s", err.msg);
@@ -90,15 +115,17 @@ static void fd_check(BlArch arch) {
     for (int i = 0; i < st.n_params; i++) /* norm weights near, not at, 1 */
         if (st.param_kind[i] == BL_GRAD_KIND_NORM)
             for (size_t j = 0; j < st.params[i].n; j++) st.params[i].p[j] = 1.0f + 0.2f * tiny_frand();
-    if (bl_build_trainer(&tr, &st, B, T, &lc, &oc, &err)) {
+    if (build_trainer(&tr, &st, &lc, 0, &err)) {
         CHECK(0, "build trainer: %s", err.msg);
         bl_free_student(&st);
         tiny_free(m);
         return;
     }
+    BlStepParams sp = bl_step_params(&st, &lc, &oc);
     uint8_t mask[B * T];
     for (int i = 0; i < B * T; i++) mask[i] = i != 2;
-    loss_of(&tr, mask);
+    loss_of(&tr, &sp, mask);
+    take_grads(&tr);
     /* the analytic gradients, kept before FD's evaluations add to them */
     float **g = calloc((size_t)st.n_params, sizeof *g);
     for (int i = 0; i < st.n_params; i++) {
@@ -116,11 +143,13 @@ static void fd_check(BlArch arch) {
             float *p = &st.params[i].p[j], v = *p;
             double l[4]; /* at v − 2h, v − h, v + h, v + 2h: the O(h⁴) stencil */
             float at[4] = {v - 2 * h, v - h, v + h, v + 2 * h};
-            for (int e = 0; e < 4; e++) {
+            for (int e = 0; e < 4; e++) { /* the host student changed: upload it */
                 *p = at[e];
-                l[e] = loss_of(&tr, mask);
+                CHECK(bl_trainer_upload(&tr, &err) == 0, "upload: %s", err.msg);
+                l[e] = loss_of(&tr, &sp, mask);
             }
             *p = v;
+            CHECK(bl_trainer_upload(&tr, &err) == 0, "upload: %s", err.msg);
             fd[s] = (8.0 * (l[2] - l[1]) - (l[3] - l[0])) / (6.0 * ((double)at[2] - at[1]));
             an[s] = g[i][j];
         }
@@ -150,19 +179,20 @@ static void fd_check(BlArch arch) {
 static void ste_check(BlArch arch) {
     BlModel *m = tiny_model(arch, 16, 2, 4, 24, 37, 21 + arch);
     BlStudentConfig sc = {.lambda = 1.0f, .act_bits = 8, .dense = true};
-    BlLossConfig lc = {.w_ce = 1.0f, .w_kl = 1.0f, .w_cos = 1.0f, .w_mag = 1.0f, .tau = 2.0f,
-                       .topk = 1};
+    BlLossConfig lc = {.w_ce = 1.0f, .w_kl = 1.0f, .w_cos = 1.0f, .w_mag = 1.0f, .tau = 2.0f};
     BlOptConfig oc = {0};
     BlStudent st;
     BlTrainer tr;
     BlError err;
     if (bl_build_student(&st, m, &sc, &err) ||
-        (add_adapter(&st, 4, 8.0f, 3), bl_build_trainer(&tr, &st, B, T, &lc, &oc, &err))) {
+        (add_adapter(&st, 4, 8.0f, 3), build_trainer(&tr, &st, &lc, 0, &err))) {
         CHECK(0, "%s", err.msg);
         tiny_free(m);
         return;
     }
-    loss_of(&tr, NULL);
+    BlStepParams sp = bl_step_params(&st, &lc, &oc);
+    loss_of(&tr, &sp, NULL);
+    take_grads(&tr);
     double worst = 0.0;
     for (int l = 0; l < m->cfg.n_layers; l++)
         for (int k = 0; k < BL_LIN_KINDS; k++) {
@@ -222,9 +252,9 @@ static void teacher_check(BlArch arch) {
     ok = ok && !bl_forward(&fs, TOKENS, LENS, B, T, tl, hid, &err);
     ok = ok && !bl_train_forward(&ts, &st, TOKENS, LENS, B, T, &err);
     CHECK(ok, "%s", err.msg);
+    double e = 0.0;
     if (ok) {
         bl_train_logits(&ts, 0, B * T, sl);
-        double e = 0.0;
         for (int b = 0; b < B; b++)
             for (int t = 0; t < LENS[b]; t++) {
                 size_t r = (size_t)b * T + t;
@@ -237,6 +267,22 @@ static void teacher_check(BlArch arch) {
               ARCH_NAMES[arch], e);
         bl_free_forward_state(&fs);
         bl_free_train_state(&ts);
+    }
+    /* the trainer's student forward: KL and 1 − cos against the teacher vanish */
+    BlLossConfig lc = {.w_kl = 1.0f, .w_cos = 1.0f, .tau = 1.0f};
+    BlOptConfig oc = {0};
+    BlTrainer tr;
+    if (ok && build_trainer(&tr, &st, &lc, 0, &err) == 0) {
+        BlStepParams sp = bl_step_params(&st, &lc, &oc);
+        BlStepResult r = accumulate(&tr, &sp, LENS, NULL);
+        CHECK(fabs(r.kl) < 1e-6 && fabs(r.cos) < 1e-6,
+              "%s: the trainer's student (λ=0, 16 bits, B=0) is not the teacher: KL %.3g, "
+              "1 - cos %.3g", ARCH_NAMES[arch], r.kl, r.cos);
+        printf("  %s: λ=0/16-bit fresh student vs teacher: reference forward max diff %.2e, "
+               "trainer KL %.2e, 1 - cos %.2e\n", ARCH_NAMES[arch], e, r.kl, r.cos);
+        bl_free_trainer(&tr);
+    } else if (ok) {
+        CHECK(0, "%s: trainer: %s", ARCH_NAMES[arch], err.msg);
     }
     bl_free_student(&st);
     free(tl);
@@ -275,30 +321,31 @@ static void attention_check(void) {
 static void accumulation_check(void) {
     BlModel *m = tiny_model(BL_ARCH_LLAMA, 16, 2, 4, 24, 37, 41);
     BlStudentConfig sc = {.lambda = 1.0f, .act_bits = 8, .subln = true};
-    BlLossConfig lc = {.w_ce = 1, .w_kl = 1, .w_topk = 1, .w_cos = 1, .w_mag = 1, .tau = 2.0f,
-                       .topk = 4};
+    BlLossConfig lc = {.w_ce = 1, .w_kl = 1, .w_topk = 1, .w_cos = 1, .w_mag = 1, .tau = 2.0f};
     BlOptConfig oc = {0};
     BlStudent st;
     BlTrainer tr;
     BlError err;
     if (bl_build_student(&st, m, &sc, &err) ||
-        (add_adapter(&st, 4, 8.0f, 5), bl_build_trainer(&tr, &st, B, T, &lc, &oc, &err))) {
+        (add_adapter(&st, 4, 8.0f, 5), build_trainer(&tr, &st, &lc, 4, &err))) {
         CHECK(0, "%s", err.msg);
         tiny_free(m);
         return;
     }
+    BlStepParams sp = bl_step_params(&st, &lc, &oc);
     const int lens[B] = {T, T};
     BlStepResult whole = {0}, parts = {0};
-    int rc = bl_trainer_accumulate(&tr, TOKENS, lens, NULL, B, T, 1.0f, &whole, &err);
+    int rc = bl_trainer_accumulate(&tr, TOKENS, lens, NULL, B, T, 1.0f, &sp, &whole, &err);
+    take_grads(&tr);
     size_t n = 0;
     for (int i = 0; i < st.n_params; i++) n += st.params[i].n;
     float *g = malloc(sizeof(float) * n);
     for (int i = 0, o = 0; i < st.n_params; o += (int)st.params[i].n, i++)
         memcpy(g + o, st.params[i].g, sizeof(float) * st.params[i].n);
-    bl_student_zero_grad(&st);
     for (int b = 0; rc == 0 && b < B; b++)
-        rc = bl_trainer_accumulate(&tr, TOKENS + b * T, lens, NULL, 1, T, 0.5f, &parts, &err);
+        rc = bl_trainer_accumulate(&tr, TOKENS + b * T, lens, NULL, 1, T, 0.5f, &sp, &parts, &err);
     CHECK(rc == 0, "%s", err.msg);
+    take_grads(&tr);
     double gmax = 0.0, e = 0.0;
     for (int i = 0, o = 0; i < st.n_params; o += (int)st.params[i].n, i++)
         for (size_t j = 0; j < st.params[i].n; j++) {

@@ -1,13 +1,15 @@
 /* test_plan.c - the planner's CPU trainer figures equal what the trainer
- * really allocates: for tiny random models of each architecture (llama,
- * qwen2's q/k/v biases, phi3's fused qkv and gate_up) and runs with several
- * adapters, ranks, a dense ΔW, SubLN, the post-attention norm and a top-K
- * loss, a student and trainer are built and one distillation step is taken
- * (the first forward grows the LoRA scratch); bl_trainer_memory must then
- * equal bl_plan_trainer_memory in every field, byte for byte. The weights
- * figure is checked against the tensors the test model actually allocated.
- * Also: bad runs are refused with a message naming the field, and the
- * plan's own arithmetic (totals, the dense and copy alternatives) holds. */
+ * (train/trainer.h, on the CPU backend) really allocates: for tiny random
+ * models of each architecture (llama, qwen2's q/k/v biases, phi3's fused qkv
+ * and gate_up) and runs with several adapters, ranks, a dense ΔW, SubLN, the
+ * post-attention norm, a top-K loss, no teacher hidden states and a given
+ * loss chunk, a student and trainer are built and one distillation step is
+ * taken; bl_trainer_memory must then equal bl_plan_trainer_memory in every
+ * field, byte for byte, and the plan's student in backend memory what the
+ * device student allocated. The weights figure is checked against the
+ * tensors the test model actually allocated. Also: bad runs are refused with
+ * a message naming the field, and the plan's own arithmetic (totals, the
+ * dense and copy alternatives) holds. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,7 +17,7 @@
 #include "check.h"
 #include "plan/plan.h"
 #include "tiny_model.h"
-#include "train/step.h"
+#include "train/trainer.h"
 
 /* Floats the tiny model allocated, counted from its own tensors. */
 static size_t tiny_weight_bytes(const BlModel *m) {
@@ -44,8 +46,12 @@ static void check_case(const Case *cs) {
     const BlPlanRun *r = &cs->run;
     BlStudentConfig sc = {.lambda = 1.0f, .act_bits = r->act_bits, .subln = r->subln,
                           .post_attn_norm = r->post_attn_norm, .dense = r->dense};
-    BlLossConfig lc = {.w_ce = 1.0f, .w_kl = 1.0f, .w_cos = 1.0f, .w_topk = r->topk ? 1.0f : 0.0f,
-                       .tau = 2.0f, .topk = r->topk ? r->topk : 1};
+    /* the planner's run: CE + KL (+ cos with the teacher's hidden states, + top-K) */
+    BlLossConfig lc = {.w_ce = 1.0f, .w_kl = 1.0f, .w_cos = r->no_teacher_hidden ? 0.0f : 1.0f,
+                       .w_topk = r->topk ? 1.0f : 0.0f, .tau = 2.0f};
+    BlTrainerShape sh = {.batch = r->B, .seq = r->T, .topk = r->topk,
+                         .hidden = !r->no_teacher_hidden, .teacher_cache = true,
+                         .loss_chunk_seqs = r->loss_chunk_seqs};
     BlOptConfig oc = {.adamw = {.lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f},
                       .max_grad_norm = 1.0f};
     BlError err = {{0}};
@@ -54,7 +60,7 @@ static void check_case(const Case *cs) {
     int rc = bl_build_student(&st, m, &sc, &err);
     for (int a = 0; rc == 0 && a < r->adapters; a++)
         rc = bl_student_add_adapter(&st, r->rank, 2.0f * r->rank, 10 + a, &err);
-    if (rc == 0) rc = bl_build_trainer(&tr, &st, r->B, r->T, &lc, &oc, &err);
+    if (rc == 0) rc = bl_build_trainer(&tr, bl_backend_cpu(), &st, &sh, &err);
     CHECK(rc == 0, "%s: build: %s", cs->name, err.msg);
     if (rc != 0) {
         tiny_free(m);
@@ -66,7 +72,8 @@ static void check_case(const Case *cs) {
     for (int i = 0; i < M; i++) tokens[i] = (int)((tiny_frand() + 1.0f) * 0.5f * (cs->vocab - 1));
     for (int b = 0; b < r->B; b++) lens[b] = b % 2 ? r->T : r->T - b % 3;
     BlStepResult res;
-    rc = bl_distill_step(&tr, tokens, lens, NULL, 1, r->B, r->T, &res, &err);
+    BlStepParams sp = bl_step_params(&st, &lc, &oc);
+    rc = bl_trainer_step(&tr, tokens, lens, NULL, 1, r->B, r->T, &sp, &res, &err);
     CHECK(rc == 0, "%s: step: %s", cs->name, err.msg);
 
     BlTrainerMemory got, want;
@@ -85,9 +92,21 @@ static void check_case(const Case *cs) {
     SAME(student.adapters_trainable);
     SAME(student.grads);
     SAME(student.optimizer);
+    SAME(device_student);
     SAME(activations);
     SAME(scratch);
 #undef SAME
+    /* the student in backend memory: what bl_build_device_student allocated
+     * (bl_device_student_bytes counts the one-float minimum allocations) */
+    size_t ds = bl_device_student_bytes(&tr.ds);
+    CHECK(p.cpu.bytes[BL_PLAN_DEVICE_STUDENT] == ds, "%s: device student: plan %zu, trainer %zu",
+          cs->name, p.cpu.bytes[BL_PLAN_DEVICE_STUDENT], ds);
+    /* the buffer table the trainer allocated from is the plan's */
+    size_t table = 0;
+    for (int i = 0; i < BL_BUF_COUNT; i++) table += tr.buf.bytes[i];
+    CHECK(table == tr.buf.saved_total + tr.buf.scratch_total && got.activations == tr.buf.saved_total,
+          "%s: the trainer's table: %zu bytes, saved %zu + scratch %zu", cs->name, table,
+          tr.buf.saved_total, tr.buf.scratch_total);
     /* the plan's totals add up */
     size_t sum = 0;
     for (int i = 0; i < BL_PLAN_TRAINER_CATS; i++) sum += p.cpu.bytes[i];
@@ -151,6 +170,8 @@ static void check_refusals(void) {
         {{.B = 1, .T = 8, .rank = 4, .adapters = 1, .act_bits = 5}, "activation width"},
         {{.B = 1, .T = 8, .rank = 4, .adapters = 1, .act_bits = 8, .topk = 51}, "top-K"},
         {{.B = 1 << 30, .T = 1 << 30, .rank = 4, .adapters = 1, .act_bits = 8}, "10^18"},
+        {{.B = 1, .T = 8, .rank = 4, .adapters = 1, .act_bits = 8, .loss_chunk_seqs = -1},
+         "loss chunk"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         BlError err = {{0}};
@@ -176,6 +197,11 @@ int main(void) {
           .post_attn_norm = true}},
         {"phi3 no adapters", BL_ARCH_PHI3, 32, 1, 2, 40, 40,
          {.B = 1, .T = 5, .rank = 0, .adapters = 0, .act_bits = 8, .post_attn_norm = true}},
+        {"qwen2 no teacher hidden, topk", BL_ARCH_QWEN2, 48, 2, 4, 64, 70,
+         {.B = 3, .T = 7, .rank = 4, .adapters = 1, .act_bits = 8, .topk = 5,
+          .no_teacher_hidden = true}},
+        {"llama 1-seq loss chunks", BL_ARCH_LLAMA, 32, 2, 4, 48, 50,
+         {.B = 3, .T = 6, .rank = 2, .adapters = 2, .act_bits = 8, .loss_chunk_seqs = 1}},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_case(&cases[i]);
     check_dense_student();

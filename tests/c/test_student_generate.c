@@ -1,6 +1,7 @@
 /* test_student_generate.c - the student's KV-cache greedy decoder
- * (bl_student_generate_greedy) against the argmax of the full training
- * forward over the growing sequence, on hand-built random models of each arch
+ * (bl_student_generate_greedy: nn/generate with eval/'s BitLinear hook, on the
+ * CPU backend) against the argmax of the reference training forward
+ * (tests/c/ref/train_forward.c) over the growing sequence, on hand-built random models of each arch
  * with and without SubLN / post-attention norm, λ ∈ {0.5, 1}, 8- and 4-bit
  * activations and a LoRA adapter with nonzero B; both with every Weff cached
  * for the call and with Weff rebuilt per step. */
@@ -8,10 +9,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "backend/backend.h"
 #include "nn/generate.h"
 #include "eval/student_eval.h"
 #include "train/student.h"
-#include "train/train_forward.h"
+#include "train_forward.h"
 
 #include "check.h"
 #include "tiny_model.h"
@@ -75,7 +77,8 @@ static void test_config(BlModel *m, const BlStudentConfig *sc) {
     reference(&st, ref);
     const size_t budgets[2] = {SIZE_MAX, 0}; /* every Weff cached / rebuilt per step */
     for (int b = 0; b < 2; b++) {
-        if (bl_student_generate_greedy(&st, PROMPT, NP, STEPS, budgets[b], out, &n_out, &err)) {
+        if (bl_student_generate_greedy(bl_backend_cpu(), &st, bl_student_mode(&st), PROMPT, NP,
+                                       STEPS, budgets[b], out, &n_out, &err)) {
             CHECK(0, "generate: %s", err.msg);
             continue;
         }
@@ -90,7 +93,8 @@ static void test_config(BlModel *m, const BlStudentConfig *sc) {
     m->n_stop_tokens = 1;
     int first = 0;
     while (ref[first] != ref[5]) first++;
-    if (bl_student_generate_greedy(&st, PROMPT, NP, STEPS, SIZE_MAX, out, &n_out, &err))
+    if (bl_student_generate_greedy(bl_backend_cpu(), &st, bl_student_mode(&st), PROMPT, NP, STEPS,
+                                   SIZE_MAX, out, &n_out, &err))
         CHECK(0, "generate: %s", err.msg);
     else
         CHECK(n_out == first, "%s: stop token: %d tokens, want %d", ARCH_NAMES[m->cfg.arch],

@@ -5,7 +5,8 @@
  * (freeze + fresh B = 0 adapter + fresh optimizer state): the loss recomputed
  * right after the rotation must equal the one right before it, bit for bit,
  * since a zero B adds exactly nothing to W + ΔW. Also checks that the step
- * is deterministic (a second run from the same seed gives the same losses). */
+ * is deterministic (a second run from the same seed gives the same losses).
+ * The trainer (train/trainer.h) on the CPU backend. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,17 +14,19 @@
 
 #include "check.h"
 #include "tiny_model.h"
-#include "train/step.h"
+#include "train/trainer.h"
 
 enum { B = 2, T = 16, STEPS = 200, ROTATE_AT = 100 };
 
 /* The KL of the current student on the batch, without an update. */
-static double current_kl(BlTrainer *tr, const int *tokens, const int *lens) {
+static double current_kl(BlTrainer *tr, const BlStepParams *p, const int *tokens,
+                         const int *lens) {
     BlError err;
     BlStepResult acc = {0};
-    if (bl_trainer_accumulate(tr, tokens, lens, NULL, B, T, 1.0f, &acc, &err))
+    if (bl_trainer_accumulate(tr, tokens, lens, NULL, B, T, 1.0f, p, &acc, &err))
         CHECK(0, "accumulate: %s", err.msg);
-    bl_student_zero_grad(tr->student);
+    /* no update: the accumulated gradients are dropped */
+    bl_trainer_zero_grads(tr);
     return acc.kl;
 }
 
@@ -31,7 +34,7 @@ static double current_kl(BlTrainer *tr, const int *tokens, const int *lens) {
 static int train(const BlModel *m, const int *tokens, const int *lens, double *kl,
                  double *before_rot, double *after_rot) {
     BlStudentConfig sc = {.lambda = 1.0f, .act_bits = 8};
-    BlLossConfig lc = {.w_kl = 1.0f, .tau = 1.0f, .topk = 1};
+    BlLossConfig lc = {.w_kl = 1.0f, .tau = 1.0f};
     BlOptConfig oc = {.adamw = {.lr = 1e-2f, .beta1 = 0.9f, .beta2 = 0.99f, .eps = 1e-8f},
                       .max_grad_norm = 1.0f};
     BlStudent st;
@@ -41,21 +44,26 @@ static int train(const BlModel *m, const int *tokens, const int *lens, double *k
         CHECK(0, "%s", err.msg);
         return -1;
     }
+    BlTrainerShape sh = {.batch = B, .seq = T, .teacher_cache = true};
     if (bl_student_add_adapter(&st, 8, 16.0f, 42, &err) ||
-        bl_build_trainer(&tr, &st, B, T, &lc, &oc, &err)) {
+        bl_build_trainer(&tr, bl_backend_cpu(), &st, &sh, &err)) {
         CHECK(0, "%s", err.msg);
         bl_free_student(&st);
         return -1;
     }
+    BlStepParams p = bl_step_params(&st, &lc, &oc);
     int rc = 0;
     for (int i = 0; i < STEPS && rc == 0; i++) {
         if (i == ROTATE_AT) {
-            *before_rot = current_kl(&tr, tokens, lens);
-            rc = bl_student_rotate(&st, 8, 16.0f, 1000 + i, &err);
-            *after_rot = current_kl(&tr, tokens, lens);
+            *before_rot = current_kl(&tr, &p, tokens, lens);
+            /* the host student is the source of truth: bring it up to date,
+             * rotate it, and let the trainer re-read it */
+            rc = bl_trainer_download(&tr, &err) || bl_student_rotate(&st, 8, 16.0f, 1000 + i, &err) ||
+                 bl_trainer_upload(&tr, &err);
+            if (rc == 0) *after_rot = current_kl(&tr, &p, tokens, lens);
         }
-        BlStepResult res;
-        if (rc == 0) rc = bl_distill_step(&tr, tokens, lens, NULL, 1, B, T, &res, &err);
+        BlStepResult res = {0};
+        if (rc == 0) rc = bl_trainer_step(&tr, tokens, lens, NULL, 1, B, T, &p, &res, &err);
         CHECK(rc == 0, "step %d: %s", i, err.msg);
         CHECK(!res.skipped, "step %d skipped", i);
         kl[i] = res.kl;

@@ -104,6 +104,7 @@ local CASES = {
   ["bitlab.random"] = {args = function() return {10} end},
   ["bitlab.seed"] = {args = function() return {42} end},
   ["bitlab.clock"] = {args = function() return {} end},
+  ["bitlab.device"] = {args = function() return {} end},
   ["bitlab.train"] = {args = function()
       local n = 0 -- stop after one step, whatever steps= says
       return {{model = m, data = ds, steps = 1, knobs = false, adapter = false, student = st,

@@ -87,7 +87,7 @@ def main(tmp):
          [f"--model={M}", "--batch=1", "--seq=4", "--iters=1", "--device=cpu"]),
         ("bench step", ["bench", "step"],
          [f"--model={M}", "--batch=1", "--seq=4", "--iters=1", "--warmup=0",
-          "--trainer=reference"]),
+          "--device=cpu"]),
         ("export", ["export"],
          [f"--model={M}", f"--checkpoint={ckpt}", f"--out={tmp}/out.gguf", "--ternary=tq2_0"]),
         ("eval", ["eval"],

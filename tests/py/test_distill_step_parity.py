@@ -18,7 +18,9 @@ Protocol of tests/tools/step_tool (C side)
   as given (adapter i = i-th in the file); the last one is the trainable one.
 * tokens.bin (little-endian): int32 B, int32 T, then int32 tokens [B, T]
   row-major.  --lens: B comma-separated lengths (right padding, 1..T).
-* The step: teacher forward (plain linears) and student forward (BitLinear,
+* The step is THE trainer's (src/train/trainer.h on the CPU backend:
+  bl_trainer_accumulate, then bl_trainer_download_grads into the host
+  student): teacher forward (plain linears) and student forward (BitLinear,
   Weff = (1−λ)(W+ΔW) + λ·wq(W+ΔW), y = actq(x)·Weffᵀ), no SubLN, no
   post-attention norm, mask = every non-padded position, losses
   CE, KL(τ), top-K KL(τ, K), hidden 1−cos, hidden log-magnitude², all with

@@ -1,4 +1,4 @@
-"""test_trace.py - teacher traces (src/trace) and the teacher cache (src/train/step.c).
+"""test_trace.py - teacher traces (src/trace) and the teacher cache (src/train/trainer.c).
 
 On tiny random llama GGUFs (make_tiny_model) and datasets of random token
 ids:

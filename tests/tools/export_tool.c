@@ -27,7 +27,7 @@
 #include "model/model.h"
 #include "train/checkpoint.h"
 #include "eval/student_eval.h"
-#include "train/bitlinear.h"
+#include "bitlinear.h"
 #include "ops/quant.h"
 
 static const char *const STEMS[BL_LIN_KINDS] = {
@@ -146,7 +146,8 @@ static int logits(BlModel *m, BlStudent *st, const char *ids_path, const char *o
     float *lg = malloc((size_t)n * m->cfg.vocab_size * sizeof(float));
     BlError err = {{0}};
     if (st && st->cfg.lambda != 0.0f) st->cfg.lambda = 1.0f;
-    if (bl_eval_logits(m, st, ids, n, lg, &err)) {
+    BlStudentMode mode = st ? bl_student_mode(st) : (BlStudentMode){0};
+    if (bl_eval_logits(bl_backend_cpu(), m, st, mode, ids, n, lg, &err)) {
         free(lg);
         return fail(&err);
     }

@@ -27,8 +27,8 @@
 #include "nn/forward.h"
 #include "train/checkpoint.h"
 #include "tokenizer/tokenizer.h"
-#include "train/bitlinear.h"
-#include "train/train_forward.h"
+#include "bitlinear.h"
+#include "train_forward.h"
 
 static int write_raw(const char *path, const void *p, size_t n, BlError *err) {
     FILE *f = fopen(path, "wb");

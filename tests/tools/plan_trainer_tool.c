@@ -1,9 +1,11 @@
-/* plan_trainer_tool.c - what the CPU trainer really allocates, for
- * tests/py/test_plan.py to hold `bitlab plan` against: loads a model, builds
- * the student (k adapters of rank r, optional dense ΔW / SubLN /
- * post-attention norm) and the trainer for B x T, takes one distillation
- * step on pseudo-random full-length tokens (the first forward grows the LoRA
- * scratch), then prints bl_trainer_memory as one JSON line, in bytes.
+/* plan_trainer_tool.c - what the trainer (train/trainer.h) really allocates
+ * on the CPU backend, for tests/py/test_plan.py to hold `bitlab plan`
+ * against: loads a model, builds the student (k adapters of rank r, optional
+ * dense ΔW / SubLN / post-attention norm) and the trainer for B x T (top-K
+ * buffers of K with --topk, the teacher's hidden states kept: CE + KL + cos,
+ * the planner's run), takes one distillation step on pseudo-random
+ * full-length tokens, then prints bl_trainer_memory as one JSON line, in
+ * bytes.
  *
  *   plan_trainer_tool --model PATH --batch B --seq T --rank R --adapters K
  *                     [--dense] [--subln] [--post-attn-norm] [--act-bits N] [--topk K] */
@@ -12,8 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/backend.h"
 #include "model/model.h"
-#include "train/step.h"
+#include "train/trainer.h"
 
 static const char *opt(int argc, char **argv, const char *name, const char *dflt) {
     for (int i = 1; i + 1 < argc; i++)
@@ -48,7 +51,9 @@ int main(int argc, char **argv) {
                           .subln = flag(argc, argv, "--subln"),
                           .post_attn_norm = flag(argc, argv, "--post-attn-norm")};
     BlLossConfig lc = {.w_ce = 1.0f, .w_kl = 1.0f, .w_cos = 1.0f, .w_topk = topk ? 1.0f : 0.0f,
-                       .tau = 2.0f, .topk = topk ? topk : 1};
+                       .tau = 2.0f};
+    BlTrainerShape sh = {.batch = B, .seq = T, .topk = topk, .hidden = true,
+                         .teacher_cache = true};
     BlOptConfig oc = {.adamw = {.lr = 1e-4f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f},
                       .max_grad_norm = 1.0f};
     BlStudent st;
@@ -56,7 +61,7 @@ int main(int argc, char **argv) {
     int rc = bl_build_student(&st, m, &sc, &err);
     int built = rc == 0;
     for (int a = 0; rc == 0 && a < k; a++) rc = bl_student_add_adapter(&st, rank, 2.0f * rank, 1 + a, &err);
-    int trainer = rc == 0 && bl_build_trainer(&tr, &st, B, T, &lc, &oc, &err) == 0;
+    int trainer = rc == 0 && bl_build_trainer(&tr, bl_backend_cpu(), &st, &sh, &err) == 0;
     if (rc == 0 && !trainer) rc = -1;
     size_t M = (size_t)B * T;
     int *tokens = malloc(sizeof(int) * M), *lens = malloc(sizeof(int) * B);
@@ -67,7 +72,10 @@ int main(int argc, char **argv) {
     }
     for (int b = 0; b < B; b++) lens[b] = T;
     BlStepResult res;
-    if (rc == 0) rc = bl_distill_step(&tr, tokens, lens, NULL, 1, B, T, &res, &err);
+    if (rc == 0) {
+        BlStepParams sp = bl_step_params(&st, &lc, &oc);
+        rc = bl_trainer_step(&tr, tokens, lens, NULL, 1, B, T, &sp, &res, &err);
+    }
     if (rc == 0) {
         BlTrainerMemory mem;
         bl_trainer_memory(&tr, &mem);

@@ -5,17 +5,20 @@
  *             --lens L0,L1,... --lam LAMBDA --bits {4,8,16} --tau TAU --topk K
  *             --out out.bin
  *
- * The parity mode runs one accumulate (teacher + student forward, every loss
- * with weight 1, backward; no update) and writes the losses and the newest
- * adapter's gradients. (The step benchmark is `bitlab bench step`.) */
+ * The parity mode runs one accumulate of THE trainer (train/trainer.h, on the
+ * CPU backend: teacher + student forward, every loss with weight 1,
+ * backward; no update), downloads the gradients into the host student
+ * (bl_trainer_download_grads) and writes the losses and the newest adapter's
+ * gradients. (The step benchmark is `bitlab bench step`.) */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/backend.h"
 #include "model/model.h"
-#include "train/step.h"
 #include "train/student.h"
+#include "train/trainer.h"
 
 static const char *arg(int argc, char **argv, const char *name, const char *def) {
     for (int i = 1; i + 1 < argc; i++)
@@ -122,8 +125,9 @@ static int run_step(BlModel *m, int argc, char **argv, BlError *err) {
     BlStudentConfig sc = {.lambda = strtof(arg(argc, argv, "--lam", "1"), NULL),
                           .act_bits = atoi(arg(argc, argv, "--bits", "8"))};
     BlLossConfig lc = {.w_ce = 1, .w_kl = 1, .w_topk = 1, .w_cos = 1, .w_mag = 1,
-                       .tau = strtof(arg(argc, argv, "--tau", "2"), NULL),
-                       .topk = atoi(arg(argc, argv, "--topk", "8"))};
+                       .tau = strtof(arg(argc, argv, "--tau", "2"), NULL)};
+    BlTrainerShape sh = {.batch = B, .seq = T, .topk = atoi(arg(argc, argv, "--topk", "8")),
+                         .hidden = true};
     BlOptConfig oc = {.adamw = {.lr = 0}};
     BlStudent st;
     BlTrainer tr;
@@ -131,9 +135,12 @@ static int run_step(BlModel *m, int argc, char **argv, BlError *err) {
     int rc = bl_build_student(&st, m, &sc, err);
     if (rc == 0) {
         rc = load_adapters(&st, ap, err);
-        if (rc == 0) rc = bl_build_trainer(&tr, &st, B, T, &lc, &oc, err);
+        if (rc == 0) rc = bl_build_trainer(&tr, bl_backend_cpu(), &st, &sh, err);
         if (rc == 0) {
-            rc = bl_trainer_accumulate(&tr, tk + 2, lens, NULL, B, T, 1.0f, &res, err);
+            /* λ and the width as the student was built with (--lam, --bits) */
+            BlStepParams sp = bl_step_params(&st, &lc, &oc);
+            rc = bl_trainer_accumulate(&tr, tk + 2, lens, NULL, B, T, 1.0f, &sp, &res, err);
+            if (rc == 0) rc = bl_trainer_download_grads(&tr, err);
             if (rc == 0) rc = write_out(&st, &res, op, err);
             bl_free_trainer(&tr);
         }

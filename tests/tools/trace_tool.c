@@ -7,8 +7,11 @@
  * tokens.bin (little-endian): int32 B, int32 T, int32 tokens [B, T].
  * One student (λ = 1, 8-bit activations, one LoRA adapter r=4 α=8 whose B
  * is filled with fixed pseudo-random values so that both dA and dB are
- * non-zero), then three accumulates of the same micro-batch (weight 1, no
- * update), gradients zeroed between them:
+ * non-zero) and two trainers of it (train/trainer.h on the CPU backend,
+ * top-K buffers of K, the teacher's hidden states kept, the teacher cache
+ * on), then three accumulates of the same micro-batch (weight 1, no
+ * update), the gradients downloaded (bl_trainer_download_grads) and zeroed
+ * between them:
  *   0  trainer 1, live teacher (computed)
  *   1  trainer 1 again (its teacher cache holds this micro-batch: cached)
  *   2  trainer 2 whose teacher is the trace (trace)
@@ -21,10 +24,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/backend.h"
 #include "model/model.h"
 #include "trace/trace.h"
-#include "train/step.h"
 #include "train/student.h"
+#include "train/trainer.h"
 
 static const char *arg(int argc, char **argv, const char *name, const char *def) {
     for (int i = 1; i + 1 < argc; i++)
@@ -50,7 +54,10 @@ static int32_t *read_tokens(const char *path, BlError *err) {
     return tk;
 }
 
-static int write_mode(FILE *f, BlStudent *st, const BlStepResult *r) {
+static int write_mode(FILE *f, BlTrainer *tr, const BlStepResult *r, BlError *err) {
+    BlStudent *st = tr->student;
+    if (bl_trainer_download_grads(tr, err)) return -1;
+    bl_trainer_zero_grads(tr); /* no update: dropped */
     int32_t src = (int32_t)r->teacher;
     double losses[6] = {r->ce, r->kl, r->topk, r->cos, r->mag, r->total};
     int ok = fwrite(&src, 4, 1, f) == 1 && fwrite(losses, sizeof losses, 1, f) == 1;
@@ -62,8 +69,7 @@ static int write_mode(FILE *f, BlStudent *st, const BlStepResult *r) {
             ok = fwrite(ad->dA, sizeof(float) * ad->r * s->in, 1, f) == 1 &&
                  fwrite(ad->dB, sizeof(float) * s->out * ad->r, 1, f) == 1;
         }
-    bl_student_zero_grad(st);
-    return ok ? 0 : -1;
+    return ok ? 0 : bl_fail(err, "write failed");
 }
 
 /* B of the adapter ← fixed pseudo-random values in ±0.05. */
@@ -86,8 +92,8 @@ static int run(BlModel *m, int argc, char **argv, BlError *err) {
     const char *op = arg(argc, argv, "--out", NULL), *trp = arg(argc, argv, "--trace", NULL);
     const char *wp = arg(argc, argv, "--weights", "1,0,1,0,0");
     if (!tp || !lp || !op || !trp) return bl_fail(err, "missing --tokens/--lens/--out/--trace");
-    BlLossConfig lc = {.tau = strtof(arg(argc, argv, "--tau", "1"), NULL),
-                       .topk = atoi(arg(argc, argv, "--k", "8"))};
+    BlLossConfig lc = {.tau = strtof(arg(argc, argv, "--tau", "1"), NULL)};
+    int K = atoi(arg(argc, argv, "--k", "8"));
     if (sscanf(wp, "%f,%f,%f,%f,%f", &lc.w_ce, &lc.w_kl, &lc.w_topk, &lc.w_cos, &lc.w_mag) != 5)
         return bl_fail(err, "--weights needs five numbers");
     int32_t *tk = read_tokens(tp, err);
@@ -100,6 +106,7 @@ static int run(BlModel *m, int argc, char **argv, BlError *err) {
     }
     BlStudentConfig sc = {.lambda = 1.0f, .act_bits = 8};
     BlOptConfig oc = {.adamw = {.lr = 0}};
+    BlTrainerShape sh = {.batch = B, .seq = T, .topk = K, .hidden = true, .teacher_cache = true};
     BlStudent st;
     BlTrainer live, traced;
     BlTrace *trace = NULL;
@@ -111,26 +118,28 @@ static int run(BlModel *m, int argc, char **argv, BlError *err) {
     have_st = 1;
     if (bl_student_add_adapter(&st, 4, 8.0f, 7, err)) goto done;
     fill_b(&st);
-    if (bl_build_trainer(&live, &st, B, T, &lc, &oc, err)) goto done;
+    if (bl_build_trainer(&live, bl_backend_cpu(), &st, &sh, err)) goto done;
     have_live = 1;
-    if (bl_build_trainer(&traced, &st, B, T, &lc, &oc, err)) goto done;
+    if (bl_build_trainer(&traced, bl_backend_cpu(), &st, &sh, err)) goto done;
     have_traced = 1;
     if (bl_trace_open(&trace, trp, err) || bl_trace_check_model(trace, m, err) ||
         bl_trace_reader_new(&reader, trace, err))
         goto done;
     BlTeacherProvider p;
     bl_trace_provider(reader, &p);
-    if (bl_trainer_set_teacher(&traced, &p, err)) goto done;
+    BlStepParams sp = bl_step_params(&st, &lc, &oc);
+    if (bl_trainer_set_teacher(&traced, &p, err) || bl_trainer_check_params(&traced, &sp, err))
+        goto done;
     if (!(f = fopen(op, "wb"))) {
         bl_fail(err, "%s: cannot write", op);
         goto done;
     }
-    if (bl_trainer_accumulate(&live, tk + 2, lens, NULL, B, T, 1.0f, &r0, err) ||
-        write_mode(f, &st, &r0) ||
-        bl_trainer_accumulate(&live, tk + 2, lens, NULL, B, T, 1.0f, &r1, err) ||
-        write_mode(f, &st, &r1) ||
-        bl_trainer_accumulate(&traced, tk + 2, lens, NULL, B, T, 1.0f, &r2, err) ||
-        write_mode(f, &st, &r2))
+    if (bl_trainer_accumulate(&live, tk + 2, lens, NULL, B, T, 1.0f, &sp, &r0, err) ||
+        write_mode(f, &live, &r0, err) ||
+        bl_trainer_accumulate(&live, tk + 2, lens, NULL, B, T, 1.0f, &sp, &r1, err) ||
+        write_mode(f, &live, &r1, err) ||
+        bl_trainer_accumulate(&traced, tk + 2, lens, NULL, B, T, 1.0f, &sp, &r2, err) ||
+        write_mode(f, &traced, &r2, err))
         goto done;
     rc = 0;
 done:

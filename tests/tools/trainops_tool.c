@@ -18,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "train/bitlinear.h"
+#include "bitlinear.h"
 #include "train/lora.h"
 #include "ops/loss.h"
 #include "ops/quant.h"

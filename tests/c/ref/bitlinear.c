@@ -1,5 +1,5 @@
 /* bitlinear.c - the student's ternary linear with STE gradients (see bitlinear.h). */
-#include "train/bitlinear.h"
+#include "bitlinear.h"
 
 #include <cblas.h>
 #include <string.h>
@@ -37,4 +37,14 @@ void bl_bitlinear_backward(float *dx, const float *dy, const float *x, const flo
                 weff, L->in, 0.0f, dx, L->in);
     if (L->subln) /* in place: rmsnorm_backward allows dx == dy */
         bl_rmsnorm_backward(dx, L->dsubln, dx, x, L->subln, rstd, M, L->in);
+}
+
+BlBitLinear bl_student_bitlinear(BlStudent *s, int l, BlLinearKind kind) {
+    const BlLinear *w = &s->model->layers[l].lin[kind];
+    BlStudentLinear *sl = bl_student_linear(s, l, kind);
+    return (BlBitLinear){.w = w->w, .b = w->b, .out = w->out, .in = w->in,
+                         .lora = sl->lora.n > 0 || sl->lora.dense ? &sl->lora : NULL,
+                         .lambda = s->cfg.lambda, .act_bits = s->cfg.act_bits,
+                         .subln = sl->subln, .dsubln = sl->dsubln,
+                         .subln_eps = s->model->cfg.norm_eps};
 }

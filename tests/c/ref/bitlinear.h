@@ -1,4 +1,6 @@
-/* bitlinear.h - the BitNet b1.58 student linear on a frozen teacher weight:
+/* bitlinear.h - the reference (host memory, CPU) BitNet b1.58 student
+ * linear of the readable reference step (tests/c/ref; src/ has one BitLinear,
+ * train/device_student.h's bl_bitlinear_apply, which this checks):
  *   y = actq(n(x))·Weffᵀ + b,   Weff = (1−λ)·(W+ΔW) + λ·wq(W+ΔW),
  * where ΔW comes from the layer's LoRA stack and n is an optional SubLN
  * RMSNorm with a trainable weight (init 1) applied before actq.
@@ -13,6 +15,7 @@
 
 #include "core/error.h"
 #include "train/lora.h"
+#include "train/student.h"
 
 typedef struct {
     const float *w;      /* frozen [out, in] */
@@ -42,5 +45,9 @@ int bl_bitlinear_forward(float *y, float *xq, float *rstd, const float *x, const
 void bl_bitlinear_backward(float *dx, const float *dy, const float *x, const float *xq,
                            const float *rstd, BlBitLinear *L, int M, float *weff,
                            float *lscratch);
+
+/* The BitLinear of layer l's `kind` of a host student at its cfg's λ and
+ * activation width (lin.w == NULL when absent). */
+BlBitLinear bl_student_bitlinear(BlStudent *s, int l, BlLinearKind kind);
 
 #endif

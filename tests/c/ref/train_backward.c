@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "ops/ops.h"
-#include "train/train_forward.h"
+#include "train_forward.h"
 
 // ----------------------------------------------------------------------------
 // attention: per (sequence, head) GEMMs over the saved probabilities P

@@ -1,7 +1,7 @@
 /* train_forward.c - the training state and the student forward (see
  * train_forward.h). Same block as nn/forward.c, with every linear a
  * BitLinear and every activation the backward needs kept per layer. */
-#include "train/train_forward.h"
+#include "train_forward.h"
 
 #include <stdlib.h>
 #include <string.h>

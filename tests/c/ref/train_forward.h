@@ -19,7 +19,7 @@
 
 #include "core/error.h"
 #include "model/model.h"
-#include "train/bitlinear.h"
+#include "bitlinear.h"
 #include "train/student.h"
 
 typedef struct {

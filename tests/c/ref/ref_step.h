@@ -1,4 +1,7 @@
-/* step.h - one self-distillation step on the CPU: teacher forward (the frozen
+/* ref_step.h - the readable CPU reference of the trainer, for tests only
+ * (llm.c's train_gpt2.c role): tests/c/test_device_step.c holds the trainer
+ * (src/train/trainer.h) on the CPU backend against it. One
+ * self-distillation step on the CPU: teacher forward (the frozen
  * model, nn/forward.h) → student forward (train_forward.h) → losses →
  * backward → non-finite guard → global clip → AdamW on every trainable
  * tensor of the student.
@@ -15,8 +18,8 @@
  * so the step holds the teacher's [B·T, V] logits but only [2·T, V] of the
  * student's and of their gradient.
  *
- * Gradient accumulation: bl_trainer_accumulate on each micro-batch (with
- * weight 1/n), then bl_trainer_update; bl_distill_step does both. Given the
+ * Gradient accumulation: bl_ref_accumulate on each micro-batch (with
+ * weight 1/n), then bl_ref_update; bl_ref_distill_step does both. Given the
  * same inputs and thread count the step is deterministic.
  *
  * The teacher's outputs of a micro-batch come from one of three places
@@ -30,12 +33,12 @@
  *             micro-batches each is computed (only a micro-batch equal to the
  *             one just before hits, e.g. one repeated micro-batch per step);
  *   trace     precomputed outputs (a BlTeacherProvider, e.g. a teacher
- *             trace, or bl_trainer_accumulate_given): top-K ids and
+ *             trace, or bl_ref_accumulate_given): top-K ids and
  *             log-probabilities and optionally hidden states; no forward. The
  *             full KL cannot be served (no full logits), nor hidden terms
  *             without stored hidden states, nor another K or τ: refused. */
-#ifndef BITLAB_STEP_H
-#define BITLAB_STEP_H
+#ifndef BITLAB_REF_STEP_H
+#define BITLAB_REF_STEP_H
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -45,68 +48,22 @@
 #include "ops/adamw.h"
 #include "train/student.h"
 #include "train/teacher_cache.h"
-#include "train/train_forward.h"
+#include "train_forward.h"
+#include "train/trainer.h"
 
 typedef struct {
     float w_ce, w_kl, w_topk, w_cos, w_mag;
     float tau;            /* temperature of both KLs */
     int topk;             /* K of the top-K KL */
     const float *layer_w; /* [n_layers] hidden-loss weights, or NULL = all 1 */
-} BlLossConfig;
+} BlRefLossConfig;
 
-typedef struct {
-    BlAdamWConfig adamw;
-    float max_grad_norm; /* <= 0: no clipping */
-} BlOptConfig;
 
-/* Where a step's teacher outputs came from; a step of several micro-batches
- * reports the costliest: computed over trace over cached. */
-typedef enum {
-    BL_TEACHER_NONE, BL_TEACHER_CACHED, BL_TEACHER_TRACE, BL_TEACHER_COMPUTED
-} BlTeacherSource;
 
-/* "none", "cached", "trace", "computed" */
-const char *bl_teacher_source_name(BlTeacherSource s);
-
-/* Precomputed teacher outputs of one micro-batch [B, T], rows r = b·T + t. */
-typedef struct {
-    int K;                  /* ids and log-probs per row */
-    float tau;              /* the temperature logp were formed at */
-    const int *topk_ids;    /* [B·T, K], read at the rows t + 1 < lens[b] */
-    const float *topk_logp; /* [B·T, K] log softmax(z/τ) at the ids */
-    const float *other;     /* [B·T] 1 − Σ exp(logp): the loss forms it from logp
-                             * itself (so live and given agree bit for bit); may be NULL */
-    const float *const *hidden; /* [n_layers] → [B·T, dim], read at rows t < lens[b];
-                                 * NULL: none (then w_cos and w_mag must be 0) */
-} BlTeacherGiven;
-
-/* A source of precomputed teacher outputs (a teacher trace, trace.h). fetch
- * fills the trainer's buffers for the micro-batch: ids/logp [B·T, K], other
- * [B·T], and hidden[l] [B·T, dim] for every layer when hidden != NULL; it
- * fails (naming the row) when it does not hold a row. */
-typedef struct {
-    int (*fetch)(void *ctx, const int *tokens, const int *lens, int B, int T, int *ids,
-                 float *logp, float *other, float *const *hidden, BlError *err);
-    void *ctx;
-    int K;
-    float tau;
-    bool has_hidden;
-    const char *what;       /* names the source in messages, e.g. "trace run.trace" */
-} BlTeacherProvider;
-
-typedef struct {
-    double ce, kl, topk, cos, mag, total;
-    double grad_norm;                     /* global, before clipping */
-    const double *block_grad_norm;        /* [n_layers], the trainer's, valid until its next update */
-    double kind_grad_norm[BL_GRAD_KINDS]; /* per BlLinearKind, then the norm weights */
-    bool skipped;                         /* non-finite gradient: nothing was updated */
-    BlTeacherSource teacher;              /* where the teacher's outputs came from */
-} BlStepResult;
-
-typedef struct BlTrainer {
+typedef struct BlRefTrainer {
     const BlModel *model;
     BlStudent *student; /* not owned */
-    BlLossConfig loss;
+    BlRefLossConfig loss;
     BlOptConfig opt;
     int B, T;           /* micro-batch capacity */
     BlForwardState teacher;
@@ -129,63 +86,49 @@ typedef struct BlTrainer {
     float *g_logp, *g_other;      /* [B·T, provider K], [B·T] */
     const BlTeacherGiven *given;  /* during an accumulate from given outputs */
     const float **t_hid;          /* [n_layers] the teacher hidden states the losses read */
-} BlTrainer;
+} BlRefTrainer;
 
 typedef struct {
     BlStudentMemory student;
     size_t activations; /* saved by the student forward for the backward */
     size_t scratch;     /* one block's scratch, the teacher's forward state and
                          * logits, the teacher's hidden states, the loss chunks */
-} BlTrainerMemory;
+} BlRefMemory;
 
-int bl_build_trainer(BlTrainer *tr, BlStudent *st, int B, int T, const BlLossConfig *loss,
+int bl_ref_build_trainer(BlRefTrainer *tr, BlStudent *st, int B, int T, const BlRefLossConfig *loss,
                      const BlOptConfig *opt, BlError *err);
-void bl_free_trainer(BlTrainer *tr);
+void bl_ref_free_trainer(BlRefTrainer *tr);
 
 /* Forward + losses + backward of one micro-batch; gradients accumulate with
  * the losses scaled by weight, and weight·(each loss) is added into acc. */
-int bl_trainer_accumulate(BlTrainer *tr, const int *tokens, const int *lens, const uint8_t *mask,
+int bl_ref_accumulate(BlRefTrainer *tr, const int *tokens, const int *lens, const uint8_t *mask,
                           int B, int T, float weight, BlStepResult *acc, BlError *err);
 
 /* The same with the teacher's outputs given (no forward); given->K must be
  * the trainer's K and given->tau its τ when w_topk != 0. */
-int bl_trainer_accumulate_given(BlTrainer *tr, const int *tokens, const int *lens,
+int bl_ref_accumulate_given(BlRefTrainer *tr, const int *tokens, const int *lens,
                                 const uint8_t *mask, int B, int T, float weight,
                                 const BlTeacherGiven *given, BlStepResult *acc, BlError *err);
 
 /* From now on the teacher's outputs come from p (copied; p->ctx must outlive
  * the trainer's use of it), or from the live teacher again with p == NULL.
  * Refused when p->K differs from the trainer's top-K K (when it has one). */
-int bl_trainer_set_teacher(BlTrainer *tr, const BlTeacherProvider *p, BlError *err);
+int bl_ref_set_teacher(BlRefTrainer *tr, const BlTeacherProvider *p, BlError *err);
 
 /* Refuses (naming what is missing) a loss mix the provider cannot serve:
  * the full KL, hidden terms without hidden states, another K or τ for the
  * top-K KL. 0 with the live teacher. Every accumulate checks it too. */
-int bl_trainer_check_teacher(const BlTrainer *tr, BlError *err);
+int bl_ref_check_teacher(const BlRefTrainer *tr, BlError *err);
 
 /* Gradient norms into res, then: non-finite → skip (count, zero the
  * gradients, weights and moments untouched); else clip, AdamW, zero. */
-void bl_trainer_update(BlTrainer *tr, BlStepResult *res);
+void bl_ref_update(BlRefTrainer *tr, BlStepResult *res);
 
 /* n_micro micro-batches of B sequences each: tokens [n_micro·B·T], lens
  * [n_micro·B], mask [n_micro·B·T] or NULL; each weighted 1/n_micro. */
-int bl_distill_step(BlTrainer *tr, const int *tokens, const int *lens, const uint8_t *mask,
+int bl_ref_distill_step(BlRefTrainer *tr, const int *tokens, const int *lens, const uint8_t *mask,
                     int n_micro, int B, int T, BlStepResult *res, BlError *err);
 
-void bl_trainer_memory(const BlTrainer *tr, BlTrainerMemory *out);
-
-typedef struct {
-    int B, T, steps;
-    double step_s_median, step_s_min;
-    double tokens_per_s; /* B·T / median step */
-    double last_total;   /* the loss of the last step (sanity) */
-    BlTrainerMemory mem;
-} BlStepBench;
-
-/* The benchmark step: λ = 1, 8-bit activations, one LoRA r=16 α=32 on every
- * BitLinear, CE + KL(τ=2) + hidden cosine, AdamW(1e-4, 0.9, 0.95, 1e-8,
- * 0.01), clip 1; warmup + steps steps on pseudo-random full-length batches. */
-int bl_bench_step(const BlModel *m, int B, int T, int warmup, int steps, BlStepBench *out,
-                  BlError *err);
+void bl_ref_memory(const BlRefTrainer *tr, BlRefMemory *out);
 
 #endif

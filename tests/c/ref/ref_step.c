@@ -1,7 +1,7 @@
-/* step.c - the self-distillation step: the teacher's outputs (computed,
- * cached or given), losses in per-sequence logits chunks, backward, guards
- * and AdamW (see step.h). */
-#include "train/step.h"
+/* ref_step.c - the reference self-distillation step on the CPU: the
+ * teacher's outputs (computed, cached or given), losses in per-sequence
+ * logits chunks, backward, guards and AdamW (see ref_step.h). */
+#include "ref_step.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -10,14 +10,13 @@
 #include <string.h>
 
 #include "backend/backend.h"
-#include "train/bench_work.h"
 #include "ops/loss.h"
 #include "train/micro_loss.h"
 
 // ----------------------------------------------------------------------------
 // lifetime
 
-int bl_build_trainer(BlTrainer *tr, BlStudent *st, int B, int T, const BlLossConfig *loss,
+int bl_ref_build_trainer(BlRefTrainer *tr, BlStudent *st, int B, int T, const BlRefLossConfig *loss,
                      const BlOptConfig *opt, BlError *err) {
     memset(tr, 0, sizeof *tr);
     const BlModel *m = st->model;
@@ -52,11 +51,11 @@ int bl_build_trainer(BlTrainer *tr, BlStudent *st, int B, int T, const BlLossCon
         goto fail;
     return 0;
 fail:
-    bl_free_trainer(tr);
+    bl_ref_free_trainer(tr);
     return bl_fail_prefix(err, "trainer");
 }
 
-void bl_free_trainer(BlTrainer *tr) {
+void bl_ref_free_trainer(BlRefTrainer *tr) {
     bl_free_forward_state(&tr->teacher);
     bl_free_train_state(&tr->train);
     free(tr->t_hidden);
@@ -76,16 +75,8 @@ void bl_free_trainer(BlTrainer *tr) {
     memset(tr, 0, sizeof *tr);
 }
 
-const char *bl_teacher_source_name(BlTeacherSource s) {
-    switch (s) {
-    case BL_TEACHER_CACHED: return "cached";
-    case BL_TEACHER_TRACE: return "trace";
-    case BL_TEACHER_COMPUTED: return "computed";
-    default: return "none";
-    }
-}
 
-int bl_trainer_set_teacher(BlTrainer *tr, const BlTeacherProvider *p, BlError *err) {
+int bl_ref_set_teacher(BlRefTrainer *tr, const BlTeacherProvider *p, BlError *err) {
     free(tr->g_ids);
     free(tr->g_logp);
     free(tr->g_other);
@@ -106,14 +97,14 @@ int bl_trainer_set_teacher(BlTrainer *tr, const BlTeacherProvider *p, BlError *e
     if (!(tr->g_ids = bl_malloc(sizeof(int) * M * p->K, err)) ||
         !(tr->g_logp = bl_malloc(sizeof(float) * M * p->K, err)) ||
         !(tr->g_other = bl_malloc(sizeof(float) * M, err))) {
-        bl_trainer_set_teacher(tr, NULL, NULL);
+        bl_ref_set_teacher(tr, NULL, NULL);
         return bl_fail_prefix(err, "trainer");
     }
     tr->provider = *p;
     return 0;
 }
 
-void bl_trainer_memory(const BlTrainer *tr, BlTrainerMemory *out) {
+void bl_ref_memory(const BlRefTrainer *tr, BlRefMemory *out) {
     const BlConfig *c = &tr->model->cfg;
     size_t M = (size_t)tr->B * tr->T, V = (size_t)c->vocab_size, D = (size_t)c->dim;
     size_t H = (size_t)c->hidden_dim, qd = (size_t)c->n_heads * c->head_dim;
@@ -138,20 +129,20 @@ void bl_trainer_memory(const BlTrainer *tr, BlTrainerMemory *out) {
 // losses
 
 typedef struct {
-    BlTrainer *tr;
+    BlRefTrainer *tr;
     BlMicroLoss ml;
 } HiddenCtx;
 
 /* Adds layer l's cosine / magnitude gradient into dh, and its values into acc. */
 static void hidden_grad(void *vctx, int l, float *dh) {
     HiddenCtx *h = vctx;
-    BlTrainer *tr = h->tr;
+    BlRefTrainer *tr = h->tr;
     bl_micro_loss_hidden(&h->ml, l, bl_train_hidden(&tr->train, l), tr->t_hid[l], dh,
                          tr->hid_mask, tr->train.B * tr->train.T, tr->model->cfg.dim);
 }
 
 /* Rows of sequence b that the token losses select (as loss.c's rule). */
-static int count_token_rows(const BlTrainer *tr, int b, int T) {
+static int count_token_rows(const BlRefTrainer *tr, int b, int T) {
     int n = 0;
     for (int t = 0; t + 1 < T; t++)
         n += tr->tok_mask[b * T + t] && tr->targets[b * T + t + 1] >= 0;
@@ -161,7 +152,7 @@ static int count_token_rows(const BlTrainer *tr, int b, int T) {
 /* The token losses of one sequence from its student logits (the loss side
  * only: no BLAS, so two of them can run on two threads). */
 typedef struct {
-    BlTrainer *tr;
+    BlRefTrainer *tr;
     int b, slot;      /* sequence, and which half of the chunk buffers it uses */
     float g;          /* gradient weight: share of the selected rows × step weight */
     double ce, kl, topk;
@@ -169,8 +160,8 @@ typedef struct {
 
 static void *seq_loss(void *arg) {
     SeqLoss *q = arg;
-    BlTrainer *tr = q->tr;
-    const BlLossConfig *lc = &tr->loss;
+    BlRefTrainer *tr = q->tr;
+    const BlRefLossConfig *lc = &tr->loss;
     int T = tr->train.T, V = tr->model->cfg.vocab_size, rows_b = tr->train.lens[q->b];
     int K = lc->w_topk != 0.0f ? lc->topk : 1;
     size_t chunk = (size_t)tr->T * V;
@@ -204,9 +195,9 @@ static void *seq_loss(void *arg) {
  * sgemm each), the losses and their gradients (weighted by each sequence's
  * share of the selected rows; the second sequence on a helper thread, since
  * the softmaxes are serial code), then dxf = dlogits·lm_head for their rows. */
-static void token_losses(BlTrainer *tr, float weight, BlStepResult *acc) {
+static void token_losses(BlRefTrainer *tr, float weight, BlStepResult *acc) {
     const BlConfig *c = &tr->model->cfg;
-    const BlLossConfig *lc = &tr->loss;
+    const BlRefLossConfig *lc = &tr->loss;
     BlTrainState *ts = &tr->train;
     int B = ts->B, T = ts->T, V = c->vocab_size, D = c->dim;
     size_t chunk = (size_t)tr->T * V;
@@ -246,7 +237,7 @@ static void token_losses(BlTrainer *tr, float weight, BlStepResult *acc) {
 // ----------------------------------------------------------------------------
 // the step
 
-static void set_masks(BlTrainer *tr, const int *tokens, const int *lens, const uint8_t *mask,
+static void set_masks(BlRefTrainer *tr, const int *tokens, const int *lens, const uint8_t *mask,
                       int B, int T) {
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) {
@@ -260,7 +251,7 @@ static void set_masks(BlTrainer *tr, const int *tokens, const int *lens, const u
 
 /* The live teacher's logits and hidden states of the micro-batch: computed,
  * or still there from the previous micro-batch. */
-static int live_teacher(BlTrainer *tr, const int *tokens, const int *lens, int B, int T,
+static int live_teacher(BlRefTrainer *tr, const int *tokens, const int *lens, int B, int T,
                         BlTeacherSource *src, BlError *err) {
     const BlConfig *c = &tr->model->cfg;
     size_t M = (size_t)B * T;
@@ -281,9 +272,9 @@ static int live_teacher(BlTrainer *tr, const int *tokens, const int *lens, int B
 }
 
 /* What a step from given outputs cannot do, named. */
-static int check_given(const BlTrainer *tr, const BlTeacherGiven *g, const char *what,
+static int check_given(const BlRefTrainer *tr, const BlTeacherGiven *g, const char *what,
                        BlError *err) {
-    const BlLossConfig *lc = &tr->loss;
+    const BlRefLossConfig *lc = &tr->loss;
     if (lc->w_kl != 0.0f)
         return bl_fail(err, "the full KL (weight %g) needs the teacher's full logits, which %s "
                        "does not hold: set kl = 0 (the top-K KL is served) or run the teacher live",
@@ -304,14 +295,18 @@ static int check_given(const BlTrainer *tr, const BlTeacherGiven *g, const char 
 
 /* Student forward, losses and backward, the teacher's outputs in place
  * (tr->t_hid, and the live logits or tr->given). */
-static int accumulate(BlTrainer *tr, const int *tokens, const int *lens, const uint8_t *mask,
+static int accumulate(BlRefTrainer *tr, const int *tokens, const int *lens, const uint8_t *mask,
                       int B, int T, float weight, BlStepResult *acc, BlError *err) {
     const BlConfig *c = &tr->model->cfg;
     if (bl_train_forward(&tr->train, tr->student, tokens, lens, B, T, err))
         return bl_fail_prefix(err, "student");
     set_masks(tr, tokens, lens, mask, B, T);
     HiddenCtx hc = {.tr = tr};
-    bl_micro_loss_begin(&hc.ml, &tr->loss, bl_hidden_loss, c->n_layers, weight, acc);
+    /* the shared micro-batch bookkeeping reads the trainer's loss-mix type */
+    BlLossConfig mix = {.w_ce = tr->loss.w_ce, .w_kl = tr->loss.w_kl, .w_topk = tr->loss.w_topk,
+                        .w_cos = tr->loss.w_cos, .w_mag = tr->loss.w_mag, .tau = tr->loss.tau,
+                        .layer_w = tr->loss.layer_w};
+    bl_micro_loss_begin(&hc.ml, &mix, bl_hidden_loss, c->n_layers, weight, acc);
     token_losses(tr, weight, acc);
     bl_train_backward(&tr->train, tr->student, tr->train.dxf, hidden_grad, &hc);
     bl_micro_loss_end(&hc.ml);
@@ -322,14 +317,14 @@ static void note_source(BlStepResult *acc, BlTeacherSource s) {
     if (s > acc->teacher) acc->teacher = s;
 }
 
-static int check_shape(const BlTrainer *tr, int B, int T, BlError *err) {
+static int check_shape(const BlRefTrainer *tr, int B, int T, BlError *err) {
     if (B < 1 || B > tr->B || T < 1 || T > tr->T)
         return bl_fail(err, "micro-batch %d x %d exceeds the trainer's %d x %d", B, T, tr->B,
                        tr->T);
     return 0;
 }
 
-int bl_trainer_accumulate_given(BlTrainer *tr, const int *tokens, const int *lens,
+int bl_ref_accumulate_given(BlRefTrainer *tr, const int *tokens, const int *lens,
                                 const uint8_t *mask, int B, int T, float weight,
                                 const BlTeacherGiven *given, BlStepResult *acc, BlError *err) {
     const char *what = tr->provider.what ? tr->provider.what : "the given teacher";
@@ -343,7 +338,7 @@ int bl_trainer_accumulate_given(BlTrainer *tr, const int *tokens, const int *len
     return rc;
 }
 
-int bl_trainer_check_teacher(const BlTrainer *tr, BlError *err) {
+int bl_ref_check_teacher(const BlRefTrainer *tr, BlError *err) {
     const BlTeacherProvider *p = &tr->provider;
     if (!p->fetch) return 0;
     static const float *const some[1]; /* any non-NULL array: only presence is checked */
@@ -351,7 +346,7 @@ int bl_trainer_check_teacher(const BlTrainer *tr, BlError *err) {
     return check_given(tr, &g, p->what ? p->what : "the given teacher", err);
 }
 
-int bl_trainer_accumulate(BlTrainer *tr, const int *tokens, const int *lens, const uint8_t *mask,
+int bl_ref_accumulate(BlRefTrainer *tr, const int *tokens, const int *lens, const uint8_t *mask,
                           int B, int T, float weight, BlStepResult *acc, BlError *err) {
     if (check_shape(tr, B, T, err)) return -1;
     const BlTeacherProvider *p = &tr->provider;
@@ -362,14 +357,14 @@ int bl_trainer_accumulate(BlTrainer *tr, const int *tokens, const int *lens, con
         float *hidden[c->n_layers];
         for (int l = 0; l < c->n_layers; l++) hidden[l] = tr->t_hidden + l * M * c->dim;
         BlTeacherGiven g = {.K = p->K, .tau = p->tau, .topk_ids = tr->g_ids,
-                            .topk_logp = tr->g_logp, .other = tr->g_other,
+                            .topk_logp = tr->g_logp,
                             .hidden = hid && p->has_hidden ? (const float *const *)hidden : NULL};
         if (check_given(tr, &g, p->what ? p->what : "the given teacher", err)) return -1;
         tr->cache.valid = false; /* t_hidden is about to hold the provider's states */
         if (p->fetch(p->ctx, tokens, lens, B, T, tr->g_ids, tr->g_logp, tr->g_other,
                      g.hidden ? hidden : NULL, err))
             return -1;
-        return bl_trainer_accumulate_given(tr, tokens, lens, mask, B, T, weight, &g, acc, err);
+        return bl_ref_accumulate_given(tr, tokens, lens, mask, B, T, weight, &g, acc, err);
     }
     BlTeacherSource src = BL_TEACHER_COMPUTED;
     if (live_teacher(tr, tokens, lens, B, T, &src, err) ||
@@ -379,7 +374,7 @@ int bl_trainer_accumulate(BlTrainer *tr, const int *tokens, const int *lens, con
     return 0;
 }
 
-void bl_trainer_update(BlTrainer *tr, BlStepResult *res) {
+void bl_ref_update(BlRefTrainer *tr, BlStepResult *res) {
     BlStudent *st = tr->student;
     int nl = tr->model->cfg.n_layers;
     double total = 0.0;
@@ -414,46 +409,21 @@ void bl_trainer_update(BlTrainer *tr, BlStepResult *res) {
     bl_student_zero_grad(st);
 }
 
-int bl_distill_step(BlTrainer *tr, const int *tokens, const int *lens, const uint8_t *mask,
+int bl_ref_distill_step(BlRefTrainer *tr, const int *tokens, const int *lens, const uint8_t *mask,
                     int n_micro, int B, int T, BlStepResult *res, BlError *err) {
     memset(res, 0, sizeof *res);
     if (n_micro <= 0) return bl_fail(err, "step: %d micro-batches", n_micro);
     for (int i = 0; i < n_micro; i++) {
         size_t off = (size_t)i * B * T;
-        if (bl_trainer_accumulate(tr, tokens + off, lens + (size_t)i * B, mask ? mask + off : NULL,
+        if (bl_ref_accumulate(tr, tokens + off, lens + (size_t)i * B, mask ? mask + off : NULL,
                                   B, T, 1.0f / n_micro, res, err)) {
             bl_student_zero_grad(tr->student);
             return -1;
         }
     }
-    bl_trainer_update(tr, res);
+    bl_ref_update(tr, res);
     return 0;
 }
 
 // ----------------------------------------------------------------------------
 // benchmark
-
-static int bench_one_step(void *trainer, const BlBenchWork *w, BlStepResult *res, BlError *err) {
-    return bl_distill_step(trainer, w->tokens, w->lens, NULL, 1, w->B, w->T, res, err);
-}
-
-int bl_bench_step(const BlModel *m, int B, int T, int warmup, int steps, BlStepBench *out,
-                  BlError *err) {
-    BlBenchWork w;
-    BlTrainer tr;
-    if (bl_bench_work_build(&w, m, B, T, warmup, steps, err)) return -1;
-    if (bl_build_trainer(&tr, &w.st, B, T, &w.loss, &w.opt, err)) {
-        bl_bench_work_free(&w);
-        return -1;
-    }
-    int rc = bl_bench_work_run(&w, bench_one_step, &tr, err);
-    if (rc == 0) {
-        *out = (BlStepBench){.B = B, .T = T, .steps = steps, .step_s_median = w.median_s,
-                             .step_s_min = w.min_s, .tokens_per_s = (double)B * T / w.median_s,
-                             .last_total = w.last.total};
-        bl_trainer_memory(&tr, &out->mem);
-    }
-    bl_free_trainer(&tr);
-    bl_bench_work_free(&w);
-    return rc;
-}

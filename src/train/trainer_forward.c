@@ -1,73 +1,44 @@
-/* device_trainer_forward.c - the student's training forward and backward
- * through the backend table: the twin of train_forward.c and
- * train_backward.c, line for line, with every op a be-> call on backend
- * memory and the BitLinear's Weff formed by be->bitlinear_weff from the
- * concatenated LoRA stack (see device_trainer.h). Saved per layer and
- * recomputed in the backward exactly as there. */
-#include "train/device_trainer.h"
+/* trainer_forward.c - the student's training forward and backward through
+ * the backend table, every op a be-> call on backend memory, every block
+ * linear the BitLinear of device_student.h (Weff formed by
+ * be->bitlinear_weff from the concatenated LoRA stack). Saved per layer:
+ * the block input (residual), q and k after RoPE, v, the attention
+ * probabilities and output, o_proj's output (with the post-attention norm),
+ * the residual after attention, the MLP's gate/up pre-activations and the
+ * rstd of every RMSNorm. Cheap elementwise values (the normed inputs,
+ * actq's output, swiglu's output) and Weff are recomputed in the backward
+ * instead of stored.
+ *
+ * Gradients use the straight-through estimator: actq and wq pass gradients
+ * unchanged, so dWeff/d(W+ΔW) = I and dL/dΔW = dyᵀ·xq (never formed densely:
+ * the LoRA factors get it through low-rank products). W and b stay frozen. */
+#include "train/trainer.h"
 
 // ----------------------------------------------------------------------------
 // BitLinear pieces
 
-static BlWeffSpec weff_spec(const BlDeviceTrainer *tr, const BlDevLinear *L) {
-    return (BlWeffSpec){.w = L->w, .dense = L->dense, .lora_b = L->lora_b, .lora_a = L->lora_a,
-                        .rank = L->rank, .out = L->out, .in = L->in,
-                        .lambda = tr->student->cfg.lambda};
-}
-
-static float *rstd_sub(const BlDeviceTrainer *tr, int l, BlLinearKind k, int M) {
+static float *rstd_sub(const BlTrainer *tr, int l, BlLinearKind k, int M) {
     return tr->a.rstd_sub ? tr->a.rstd_sub + ((size_t)l * BL_LIN_KINDS + k) * M : NULL;
-}
-
-/* xq[M, in] = actq(subln(x)) (bl_train_bitlinear_input); the width was
- * checked when the step began, so actq cannot fail */
-static void bitlinear_input(const BlDeviceTrainer *tr, float *xq, float *rstd, const float *x,
-                            const BlDevLinear *L, int M) {
-    const BlBackend *be = tr->be;
-    const float *src = x;
-    if (L->subln) {
-        be->rmsnorm(xq, rstd, x, L->subln, M, L->in, tr->m->cfg.norm_eps);
-        src = xq;
-    }
-    be->actq(xq, NULL, src, M, L->in, tr->student->cfg.act_bits, NULL);
-}
-
-static bool fast_path(const BlDeviceTrainer *tr) {
-    const BlStudentConfig *sc = &tr->student->cfg;
-    return tr->o.ternary_fast_path && sc->lambda == 1.0f &&
-           (sc->act_bits == 8 || sc->act_bits == 4);
 }
 
 /* ys[i] = actq(subln(x))·Weff_iᵀ + b_i for the linears of `kinds`, which share
  * the input x; without SubLN the quantised input is computed once. */
-static int group_forward(BlDeviceTrainer *tr, int l, const BlLinearKind *kinds, float *const *ys,
-                         int n, const float *x, int M, BlError *err) {
-    const BlBackend *be = tr->be;
-    bool fast = fast_path(tr);
+static int group_forward(BlTrainer *tr, int l, const BlLinearKind *kinds, float *const *ys,
+                         int n, const float *x, int M, const BlStepParams *p, BlError *err) {
+    bool fast = tr->shape.ternary_fast_path && bl_bitlinear_fast_path(p->lambda, p->act_bits);
+    float eps = tr->m->cfg.norm_eps;
     for (int i = 0; i < n; i++) {
-        const BlDevLinear *L = bl_dev_linear(tr, l, kinds[i]);
-        BlWeffSpec w = weff_spec(tr, L);
-        if (fast) { /* ternary_matmul quantises its input itself */
-            const float *src = x;
-            if (L->subln) {
-                be->rmsnorm(tr->a.xq, rstd_sub(tr, l, kinds[i], M), x, L->subln, M, L->in,
-                            tr->m->cfg.norm_eps);
-                src = tr->a.xq;
-            }
-            if (be->ternary_matmul(ys[i], src, &w, L->b, M, tr->student->cfg.act_bits, err))
-                return bl_fail_prefix(err, "layer %d %s", l, bl_linear_kind_name(kinds[i]));
-            continue;
-        }
-        if (i == 0 || L->subln) bitlinear_input(tr, tr->a.xq, rstd_sub(tr, l, kinds[i], M), x, L, M);
-        be->bitlinear_weff(tr->a.weff, &w);
-        be->matmul(ys[i], tr->a.xq, tr->a.weff, L->b, M, L->out, L->in);
+        const BlDevLinear *L = bl_dev_linear(&tr->ds, l, kinds[i]);
+        if (bl_bitlinear_apply(tr->be, L, x, ys[i], M, p->lambda, p->act_bits, eps, fast, i > 0,
+                               tr->a.xq, rstd_sub(tr, l, kinds[i], M), tr->a.weff, NULL, err))
+            return bl_fail_prefix(err, "layer %d %s", l, bl_linear_kind_name(kinds[i]));
     }
     return 0;
 }
 
 /* dB += s·dyᵀ·(x·Aᵀ), dA += s·(dy·B)ᵀ·x, ddense += dyᵀ·x: bl_lora_backward's
  * four products on the newest adapter */
-static void lora_backward(const BlDeviceTrainer *tr, const BlDevLinear *L, const float *dy,
+static void lora_backward(const BlTrainer *tr, const BlDevLinear *L, const float *dy,
                           const float *xq, int M) {
     const BlBackend *be = tr->be;
     int out = L->out, in = L->in, r = L->r;
@@ -84,16 +55,17 @@ static void lora_backward(const BlDeviceTrainer *tr, const BlDevLinear *L, const
 
 /* dx[M, in] = Σ_i subln_backward(dys[i]·Weff_i); accumulates the trainable
  * gradients from the recomputed quantised input (STE) */
-static void group_backward(BlDeviceTrainer *tr, int l, const BlLinearKind *kinds,
-                           const float *const *dys, int n, const float *x, float *dx, int M) {
+static void group_backward(BlTrainer *tr, int l, const BlLinearKind *kinds,
+                           const float *const *dys, int n, const float *x, float *dx, int M,
+                           const BlStepParams *p) {
     const BlBackend *be = tr->be;
     BlDevActs *a = &tr->a;
     for (int i = 0; i < n; i++) {
-        const BlDevLinear *L = bl_dev_linear(tr, l, kinds[i]);
-        BlWeffSpec w = weff_spec(tr, L);
-        if (i == 0 || L->subln) bitlinear_input(tr, a->xq, NULL, x, L, M);
+        const BlDevLinear *L = bl_dev_linear(&tr->ds, l, kinds[i]);
+        if (i == 0 || L->subln)
+            bl_bitlinear_input(be, L, a->xq, NULL, x, M, p->act_bits, tr->m->cfg.norm_eps);
         lora_backward(tr, L, dys[i], a->xq, M);
-        be->bitlinear_weff(a->weff, &w);
+        bl_bitlinear_weff_of(be, L, a->weff, p->lambda);
         /* dL/dxq = dy·Weff, passed through actq unchanged (STE) */
         float *dst = L->subln || i > 0 ? a->dx2 : dx;
         be->matmul_backward(dst, NULL, NULL, dys[i], NULL, a->weff, M, L->out, L->in);
@@ -110,13 +82,13 @@ static void group_backward(BlDeviceTrainer *tr, int l, const BlLinearKind *kinds
 // ----------------------------------------------------------------------------
 // the forward
 
-/* y = x + r: the residual adds of train_forward.c, as a copy then an add */
+/* y = x + r: a residual add, as a copy then an add */
 static void residual(const BlBackend *be, float *y, const float *x, const float *r, int M, int D) {
     be->copy2d(y, D, x, D, M, D);
     be->add(y, r, (size_t)M * D);
 }
 
-static int block_forward(BlDeviceTrainer *tr, int l, BlError *err) {
+static int block_forward(BlTrainer *tr, int l, const BlStepParams *p, BlError *err) {
     const BlBackend *be = tr->be;
     const BlConfig *c = &tr->m->cfg;
     const BlLayer *ly = &tr->m->layers[l];
@@ -137,7 +109,7 @@ static int block_forward(BlDeviceTrainer *tr, int l, BlError *err) {
     if (c->fused_qkv) {
         BlLinearKind kk[1] = {BL_LIN_QKV};
         float *ys[1] = {a->y};
-        if (group_forward(tr, l, kk, ys, 1, a->xn, M, err)) return -1;
+        if (group_forward(tr, l, kk, ys, 1, a->xn, M, p, err)) return -1;
         int ld = qd + 2 * kvd;
         be->copy2d(q, qd, a->y, ld, M, qd);
         be->copy2d(k, kvd, a->y + qd, ld, M, kvd);
@@ -145,7 +117,7 @@ static int block_forward(BlDeviceTrainer *tr, int l, BlError *err) {
     } else {
         BlLinearKind kk[3] = {BL_LIN_Q, BL_LIN_K, BL_LIN_V};
         float *ys[3] = {q, k, v};
-        if (group_forward(tr, l, kk, ys, 3, a->xn, M, err)) return -1;
+        if (group_forward(tr, l, kk, ys, 3, a->xn, M, p, err)) return -1;
     }
     be->rope(q, ts->pos, M, c->n_heads, c->head_dim, c->rope_theta, c->rope_interleaved);
     be->rope(k, ts->pos, M, c->n_kv_heads, c->head_dim, c->rope_theta, c->rope_interleaved);
@@ -154,9 +126,9 @@ static int block_forward(BlDeviceTrainer *tr, int l, BlError *err) {
         BlLinearKind kk[1] = {BL_LIN_O};
         float *o = a->opre ? a->opre + l * mD : a->y;
         float *ys[1] = {o};
-        if (group_forward(tr, l, kk, ys, 1, ao, M, err)) return -1;
+        if (group_forward(tr, l, kk, ys, 1, ao, M, p, err)) return -1;
         if (a->opre) /* post-attention norm: y = rmsnorm(o) */
-            be->rmsnorm(a->y, a->rstd_pa + (size_t)l * M, o, tr->post_norm[l], M, D, c->norm_eps);
+            be->rmsnorm(a->y, a->rstd_pa + (size_t)l * M, o, tr->ds.post_norm[l], M, D, c->norm_eps);
         residual(be, xmid, x, a->y, M, D);
     }
 
@@ -165,24 +137,24 @@ static int block_forward(BlDeviceTrainer *tr, int l, BlError *err) {
     if (c->fused_gate_up) {
         BlLinearKind kk[1] = {BL_LIN_GATE_UP};
         float *ys[1] = {gu};
-        if (group_forward(tr, l, kk, ys, 1, a->xn, M, err)) return -1;
+        if (group_forward(tr, l, kk, ys, 1, a->xn, M, p, err)) return -1;
         be->swiglu(a->act, gu, gu + H, M, H, 2 * H);
     } else {
         BlLinearKind kk[2] = {BL_LIN_GATE, BL_LIN_UP};
         float *ys[2] = {gu, gu + (size_t)M * H};
-        if (group_forward(tr, l, kk, ys, 2, a->xn, M, err)) return -1;
+        if (group_forward(tr, l, kk, ys, 2, a->xn, M, p, err)) return -1;
         be->swiglu(a->act, gu, gu + (size_t)M * H, M, H, H);
     }
     {
         BlLinearKind kk[1] = {BL_LIN_DOWN};
         float *ys[1] = {a->y};
-        if (group_forward(tr, l, kk, ys, 1, a->act, M, err)) return -1;
+        if (group_forward(tr, l, kk, ys, 1, a->act, M, p, err)) return -1;
     }
     residual(be, xout, xmid, a->y, M, D);
     return 0;
 }
 
-int bl_dev_forward(BlDeviceTrainer *tr, int B, int T, BlError *err) {
+int bl_trainer_forward(BlTrainer *tr, int B, int T, const BlStepParams *p, BlError *err) {
     const BlBackend *be = tr->be;
     const BlConfig *c = &tr->m->cfg;
     int M = B * T;
@@ -191,7 +163,7 @@ int bl_dev_forward(BlDeviceTrainer *tr, int B, int T, BlError *err) {
     /* the teacher state's ids hold token 0 at padding, as the CPU student embeds */
     be->embed(tr->a.xs, tr->m->tok_embd, tr->teacher.ids, M, c->dim);
     for (int l = 0; l < c->n_layers; l++)
-        if (block_forward(tr, l, err)) return bl_fail_prefix(err, "student");
+        if (block_forward(tr, l, p, err)) return bl_fail_prefix(err, "student");
     be->rmsnorm(tr->a.xf, tr->a.rstd_f, tr->a.xs + (size_t)c->n_layers * M * c->dim,
                 tr->m->out_norm, M, c->dim, c->norm_eps);
     return 0;
@@ -200,7 +172,7 @@ int bl_dev_forward(BlDeviceTrainer *tr, int B, int T, BlError *err) {
 // ----------------------------------------------------------------------------
 // the backward: from a.dx = dL/d(block output) to a.dx = dL/d(block input)
 
-static void block_backward(BlDeviceTrainer *tr, int l) {
+static void block_backward(BlTrainer *tr, int l, const BlStepParams *p) {
     const BlBackend *be = tr->be;
     const BlConfig *c = &tr->m->cfg;
     const BlLayer *ly = &tr->m->layers[l];
@@ -223,18 +195,18 @@ static void block_backward(BlDeviceTrainer *tr, int l) {
     {
         BlLinearKind kk[1] = {BL_LIN_DOWN};
         const float *dys[1] = {a->dx};
-        group_backward(tr, l, kk, dys, 1, a->act, a->dact, M);
+        group_backward(tr, l, kk, dys, 1, a->act, a->dact, M, p);
     }
     be->swiglu_backward(a->dgu, dup, a->dact, gu, up, M, H, ld);
     be->rmsnorm(a->xn, NULL, xmid, ly->ffn_norm, M, D, c->norm_eps);
     if (c->fused_gate_up) {
         BlLinearKind kk[1] = {BL_LIN_GATE_UP};
         const float *dys[1] = {a->dgu};
-        group_backward(tr, l, kk, dys, 1, a->xn, a->dxn, M);
+        group_backward(tr, l, kk, dys, 1, a->xn, a->dxn, M, p);
     } else {
         BlLinearKind kk[2] = {BL_LIN_GATE, BL_LIN_UP};
         const float *dys[2] = {a->dgu, dup};
-        group_backward(tr, l, kk, dys, 2, a->xn, a->dxn, M);
+        group_backward(tr, l, kk, dys, 2, a->xn, a->dxn, M, p);
     }
     be->rmsnorm_backward(a->dxn, NULL, a->dxn, xmid, ly->ffn_norm, a->rstd2 + (size_t)l * M, M, D);
     be->add(a->dx, a->dxn, mD); /* dx = dL/dxmid */
@@ -242,14 +214,14 @@ static void block_backward(BlDeviceTrainer *tr, int l) {
     /* attention: xmid = x + pn(o(attn(rope(q), rope(k), v))) */
     const float *dyo = a->dx;
     if (a->opre) {
-        be->rmsnorm_backward(a->dxn, tr->dpost_norm[l], a->dx, a->opre + l * mD, tr->post_norm[l],
+        be->rmsnorm_backward(a->dxn, tr->ds.dpost_norm[l], a->dx, a->opre + l * mD, tr->ds.post_norm[l],
                              a->rstd_pa + (size_t)l * M, M, D);
         dyo = a->dxn;
     }
     {
         BlLinearKind kk[1] = {BL_LIN_O};
         const float *dys[1] = {dyo};
-        group_backward(tr, l, kk, dys, 1, ao, a->dao, M);
+        group_backward(tr, l, kk, dys, 1, ao, a->dao, M, p);
     }
     be->attention_backward(a->dq, a->dk, a->dv, a->dao, att, q, k, v, ts->lens, B, T, c->n_heads,
                            c->n_kv_heads, c->head_dim);
@@ -265,23 +237,24 @@ static void block_backward(BlDeviceTrainer *tr, int l) {
         be->copy2d(a->y + qd + kvd, ldq, a->dv, kvd, M, kvd);
         BlLinearKind kk[1] = {BL_LIN_QKV};
         const float *dys[1] = {a->y};
-        group_backward(tr, l, kk, dys, 1, a->xn, a->dxn, M);
+        group_backward(tr, l, kk, dys, 1, a->xn, a->dxn, M, p);
     } else {
         BlLinearKind kk[3] = {BL_LIN_Q, BL_LIN_K, BL_LIN_V};
         const float *dys[3] = {a->dq, a->dk, a->dv};
-        group_backward(tr, l, kk, dys, 3, a->xn, a->dxn, M);
+        group_backward(tr, l, kk, dys, 3, a->xn, a->dxn, M, p);
     }
     be->rmsnorm_backward(a->dxn, NULL, a->dxn, x, ly->attn_norm, a->rstd1 + (size_t)l * M, M, D);
     be->add(a->dx, a->dxn, mD); /* dx = dL/dx */
 }
 
-void bl_dev_backward(BlDeviceTrainer *tr, BlDevHiddenGradFn hidden_grad, void *ctx) {
+void bl_trainer_backward(BlTrainer *tr, const BlStepParams *p, BlHiddenGradFn hidden_grad,
+                         void *ctx) {
     const BlConfig *c = &tr->m->cfg;
     int M = tr->cur_B * tr->cur_T;
     tr->be->rmsnorm_backward(tr->a.dx, NULL, tr->a.dxf, tr->a.xs + (size_t)c->n_layers * M * c->dim,
                              tr->m->out_norm, tr->a.rstd_f, M, c->dim);
     for (int l = c->n_layers - 1; l >= 0; l--) {
         if (hidden_grad) hidden_grad(ctx, l, tr->a.dx);
-        block_backward(tr, l);
+        block_backward(tr, l, p);
     }
 }

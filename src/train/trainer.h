@@ -1,0 +1,332 @@
+/* trainer.h - the trainer: one self-distillation step with every op through
+ * a BlBackend, so the same code runs on the CPU backend and on CUDA
+ * (kernels/). The step:
+ *
+ *   teacher forward (logits and every block's output) → student forward
+ *   (every block linear a BitLinear, device_student.h; optional SubLN and
+ *   post-attention norm) → losses → backward into the newest adapter, dense
+ *   ΔW and norm weights → per-tensor, per-block and global gradient norms,
+ *   the non-finite skip, global clipping → AdamW under the update guard.
+ *
+ *   total = w_ce·CE + w_kl·KL(τ) + w_topk·TopK-KL(K, τ) + w_cos·(1 − cos) + w_mag·mag
+ *
+ * What is fixed when the trainer is built (BlTrainerShape: the micro-batch
+ * capacity, top-K capacity, whether the teacher's hidden states are kept)
+ * is apart from what may change at every step (BlStepParams: lr and the
+ * rest of AdamW, clipping, λ, activation width, loss weights, τ), which is
+ * an argument of each step call and is never stored for a later call.
+ *
+ * The row rule (every loss, every path): row (b, t) is selected when t + 1 <
+ * lens[b] (the next token exists) and mask[b·T + t] != 0, mask NULL
+ * selecting every such row. Token losses and hidden-state losses use the
+ * same rows: the hidden state at t is what predicts token t + 1. A term
+ * whose weight is 0 is not computed (reported as 0). Token losses run over
+ * chunks of sequences (the student's logits of a chunk at a time).
+ *
+ * Gradient accumulation: bl_trainer_accumulate on each micro-batch (with
+ * weight 1/n), then bl_trainer_update; bl_trainer_step does both. Given the
+ * same inputs, backend and thread count the step is deterministic.
+ *
+ * The teacher's outputs of a micro-batch come from one of three places
+ * (BlStepResult.teacher):
+ *   computed  the teacher forward ran;
+ *   cached    the micro-batch equals the one whose outputs the trainer still
+ *             holds (same B, T, lens and tokens at the valid positions; the
+ *             mask is not part of the key), so they are reused. One slot;
+ *   trace     precomputed outputs (a BlTeacherProvider, e.g. a teacher
+ *             trace, or bl_trainer_accumulate_given): top-K ids and
+ *             log-probabilities and optionally hidden states; no forward. The
+ *             full KL cannot be served (no full logits), nor hidden terms
+ *             without stored hidden states, nor another K or τ: refused with
+ *             a message naming the knob.
+ *
+ * Backend memory: the device student (device_student.h), the saved
+ * activations and scratch (one table, bl_trainer_buffers, which allocation,
+ * the memory report and the planner all read). The host keeps the
+ * configuration, the staging of a micro-batch and the AdamW step counts. */
+#ifndef BITLAB_TRAINER_H
+#define BITLAB_TRAINER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend/backend.h"
+#include "core/error.h"
+#include "nn/forward.h"
+#include "ops/adamw.h"
+#include "train/device_student.h"
+#include "train/student.h"
+#include "train/teacher_cache.h"
+
+// ----------------------------------------------------------------------------
+// what is fixed at build, what each step takes
+
+typedef struct {
+    int batch, seq;         /* micro-batch capacity B x T */
+    int topk;               /* K of the top-K KL (1..BL_TOPK_MAX), 0: no top-K loss */
+    bool hidden;            /* keep the teacher's hidden states: cos / mag losses possible */
+    bool teacher_cache;     /* reuse the teacher's outputs when a micro-batch repeats */
+    /* λ = 1 with 8- or 4-bit activations: the student forward's linears run
+     * be->ternary_matmul (CUDA: int8 × ternary int8 → int32) instead of
+     * Weff + actq + matmul; other steps take the ordinary path */
+    bool ternary_fast_path;
+    /* sequences per logits chunk of the token losses; 0: the backend's
+     * choice (bl_trainer_default_chunk) */
+    int loss_chunk_seqs;
+} BlTrainerShape;
+
+/* The loss mix of a step. */
+typedef struct {
+    float w_ce, w_kl, w_topk, w_cos, w_mag;
+    float tau;              /* temperature of both KLs */
+    const float *layer_w;   /* [n_layers] hidden-loss weights, or NULL = all 1 */
+} BlLossConfig;
+
+typedef struct {
+    BlAdamWConfig adamw;
+    float max_grad_norm;    /* <= 0: no clipping */
+} BlOptConfig;
+
+/* Everything a step may change, passed to each step call. */
+typedef struct {
+    BlLossConfig loss;
+    BlOptConfig opt;
+    float lambda;           /* 0 = teacher precision … 1 = ternary */
+    int act_bits;           /* 8, 4 or 16 (off) */
+} BlStepParams;
+
+/* The student's λ and activation width, the loss mix and the optimizer
+ * settings as one value (the usual way to start a BlStepParams). */
+BlStepParams bl_step_params(const BlStudent *st, const BlLossConfig *loss,
+                            const BlOptConfig *opt);
+
+/* Where a step's teacher outputs came from; a step of several micro-batches
+ * reports the costliest: computed over trace over cached. */
+typedef enum {
+    BL_TEACHER_NONE, BL_TEACHER_CACHED, BL_TEACHER_TRACE, BL_TEACHER_COMPUTED
+} BlTeacherSource;
+
+/* "none", "cached", "trace", "computed" */
+const char *bl_teacher_source_name(BlTeacherSource s);
+
+/* Precomputed teacher outputs of one micro-batch [B, T], rows r = b·T + t,
+ * in host memory. */
+typedef struct {
+    int K;                  /* ids and log-probs per row */
+    float tau;              /* the temperature logp were formed at */
+    const int *topk_ids;    /* [B·T, K], read at the rows t + 1 < lens[b] */
+    const float *topk_logp; /* [B·T, K] log softmax(z/τ) at the ids */
+    const float *const *hidden; /* [n_layers] → [B·T, dim], read at rows t < lens[b];
+                                 * NULL: none (then w_cos and w_mag must be 0) */
+} BlTeacherGiven;
+
+/* A source of precomputed teacher outputs (a teacher trace, trace.h). fetch
+ * fills host buffers for the micro-batch: ids/logp [B·T, K], other [B·T],
+ * and hidden[l] [B·T, dim] for every layer when hidden != NULL; it fails
+ * (naming the row) when it does not hold a row. */
+typedef struct {
+    int (*fetch)(void *ctx, const int *tokens, const int *lens, int B, int T, int *ids,
+                 float *logp, float *other, float *const *hidden, BlError *err);
+    void *ctx;
+    int K;
+    float tau;
+    bool has_hidden;
+    const char *what;       /* names the source in messages, e.g. "trace run.trace" */
+} BlTeacherProvider;
+
+typedef struct {
+    double ce, kl, topk, cos, mag, total;
+    double grad_norm;                     /* global, before clipping */
+    const double *block_grad_norm;        /* [n_layers], the trainer's, valid until its next update */
+    double kind_grad_norm[BL_GRAD_KINDS]; /* per BlLinearKind, then the norm weights */
+    bool skipped;                         /* non-finite gradient or update: nothing was updated */
+    BlTeacherSource teacher;              /* where the teacher's outputs came from */
+} BlStepResult;
+
+// ----------------------------------------------------------------------------
+// the buffers: one table
+
+/* The trainer's backend buffers, by name: what allocation takes, what the
+ * memory report and the planner (plan/) read. saved: kept from the forward
+ * for the backward; else scratch. */
+typedef enum {
+    BL_BUF_TARGETS, BL_BUF_TOK_MASK, BL_BUF_HID_MASK,
+    BL_BUF_XS, BL_BUF_RSTD1, BL_BUF_RSTD2, BL_BUF_Q, BL_BUF_K, BL_BUF_V, BL_BUF_ATT,
+    BL_BUF_AO, BL_BUF_XMID, BL_BUF_GU, BL_BUF_OPRE, BL_BUF_RSTD_PA, BL_BUF_RSTD_SUB,
+    BL_BUF_XF, BL_BUF_RSTD_F,
+    BL_BUF_XN, BL_BUF_XQ, BL_BUF_Y, BL_BUF_ACT, BL_BUF_WEFF, BL_BUF_LSCRATCH,
+    BL_BUF_DX, BL_BUF_DX2, BL_BUF_DXN, BL_BUF_DXF, BL_BUF_DGU, BL_BUF_DACT, BL_BUF_DQ,
+    BL_BUF_DK, BL_BUF_DV, BL_BUF_DAO,
+    BL_BUF_SLOGITS, BL_BUF_DLOGITS, BL_BUF_TOPK_IDS, BL_BUF_TOPK_LOGP, BL_BUF_T_HIDDEN,
+    BL_BUF_COUNT
+} BlTrainerBuffer;
+
+typedef struct {
+    size_t bytes[BL_BUF_COUNT];
+    bool saved[BL_BUF_COUNT];
+    size_t saved_total, scratch_total;
+} BlTrainerBuffers;
+
+/* Sequences per token-loss chunk when the shape leaves it to the backend:
+ * the CPU two (each sequence's losses on its own thread), a device as many
+ * as keep the chunk's logits within 256 MiB. */
+int bl_trainer_default_chunk(const BlBackend *be, const BlConfig *c, const BlTrainerShape *sh);
+
+/* The table for a model configuration, student configuration and shape
+ * (from hyper-parameters alone, so the planner reads it too); rmax is the
+ * largest newest-adapter rank (the LoRA backward scratch), chunk the
+ * sequences per token-loss chunk. */
+void bl_trainer_buffers(BlTrainerBuffers *out, const BlConfig *c, const BlStudentConfig *sc,
+                        const BlTrainerShape *sh, int chunk, int rmax);
+
+// ----------------------------------------------------------------------------
+// the trainer
+
+/* The saved activations and scratch, in backend memory. */
+typedef struct {
+    int *targets;                     /* [M] tokens, −1 at padding (loss rows) */
+    uint8_t *tok_mask, *hid_mask;     /* [M] */
+    float *xs, *rstd1, *rstd2, *q, *k, *v, *att, *ao, *xmid, *gu;
+    float *opre, *rstd_pa, *rstd_sub; /* post-attention norm / SubLN, or NULL */
+    float *xf, *rstd_f;
+    float *xn, *xq, *y, *act, *weff, *lscratch;
+    float *dx, *dx2, *dxn, *dxf, *dgu, *dact, *dq, *dk, *dv, *dao;
+    float *slogits, *dlogits;         /* [chunk·T, V] */
+    int *topk_ids;                    /* [M, K]: computed per chunk, or given for the micro-batch */
+    float *topk_logp;
+    float *t_hidden;                  /* [n_layers, M, dim] the teacher's block outputs, or NULL */
+} BlDevActs;
+
+typedef struct BlTrainer {
+    const BlBackend *be;
+    BlStudent *student;     /* not owned: the host mirror */
+    BlDeviceStudent ds;     /* the student and the frozen weights in backend memory */
+    const BlModel *m;       /* &ds.dm.model */
+    BlTrainerShape shape;
+    int B, T, chunk, K;     /* capacity; sequences per logits chunk; top-K buffers' K (≥ 1) */
+    BlTrainerBuffers buf;   /* what the activations took */
+    BlDevActs a;
+    BlForwardState teacher; /* the teacher's state; its ids/pos/lens serve the student too */
+    int cur_B, cur_T;       /* the micro-batch of the last forward */
+    int *h_ids, *h_pos, *h_targets; /* [M] host staging */
+    uint8_t *h_tok, *h_hid;
+    int *h_lens;            /* [B] */
+    double *seg_sq;         /* [n_params] Σg² per tensor */
+    double *block_gn;       /* [n_layers] */
+    long *t_backup;         /* [n_params] AdamW step counts before an update */
+    long steps, skipped;
+    bool host_stale;        /* an update landed since the host student was last written */
+    BlBatchKey cache;       /* the micro-batch whose teacher outputs the buffers hold */
+    /* precomputed teacher outputs: provider.fetch != NULL replaces the forward */
+    BlTeacherProvider provider;
+    int *g_ids;             /* [M, provider K] host buffers the provider fills */
+    float *g_logp, *g_other, *g_hidden; /* [M, K], [M], [n_layers, M, dim] */
+} BlTrainer;
+
+/* Uploads the model (once) and the student onto be. */
+int bl_build_trainer(BlTrainer *tr, const BlBackend *be, BlStudent *st, const BlTrainerShape *sh,
+                     BlError *err);
+void bl_free_trainer(BlTrainer *tr);
+
+/* Re-reads the host student (adapters, norm weights, optimizer state) after
+ * the host changed it, e.g. bl_student_rotate or a loaded checkpoint. */
+int bl_trainer_upload(BlTrainer *tr, BlError *err);
+/* Copies the trainable tensors, AdamW moments and step counts into the host
+ * student (for checkpoints, export, evaluation on the host). */
+int bl_trainer_download(BlTrainer *tr, BlError *err);
+/* bl_trainer_download when an update landed since the host student was
+ * last written (what a reader of the host student calls first). */
+int bl_trainer_sync_host(BlTrainer *tr, BlError *err);
+/* Copies the accumulated gradients into the host student's gradient
+ * tensors (BlStudent.params[i].grad), e.g. for a parity test. */
+int bl_trainer_download_grads(BlTrainer *tr, BlError *err);
+
+/* From now on the teacher's outputs come from p (copied; p->ctx must outlive
+ * the trainer's use of it), or from the live teacher again with p == NULL.
+ * Refused when p->K differs from the shape's top-K K (when it has one) or
+ * p has hidden states the shape has no room for. */
+int bl_trainer_set_teacher(BlTrainer *tr, const BlTeacherProvider *p, BlError *err);
+
+/* Refuses (naming the knob) step parameters the trainer cannot serve: a
+ * top-K weight without top-K buffers, hidden terms without hidden states,
+ * the full KL or another K or τ from a provider; a bad λ or width. Every
+ * accumulate checks them too. */
+int bl_trainer_check_params(const BlTrainer *tr, const BlStepParams *p, BlError *err);
+
+/* Forward + losses + backward of one micro-batch; gradients accumulate with
+ * the losses scaled by weight, and weight·(each loss) is added into acc. */
+int bl_trainer_accumulate(BlTrainer *tr, const int *tokens, const int *lens, const uint8_t *mask,
+                          int B, int T, float weight, const BlStepParams *p, BlStepResult *acc,
+                          BlError *err);
+
+/* The same with the teacher's outputs given (host memory; no forward). */
+int bl_trainer_accumulate_given(BlTrainer *tr, const int *tokens, const int *lens,
+                                const uint8_t *mask, int B, int T, float weight,
+                                const BlTeacherGiven *given, const BlStepParams *p,
+                                BlStepResult *acc, BlError *err);
+
+/* Gradient norms into res, then: non-finite gradient → skip (count, zero
+ * the gradients, weights and moments untouched); else clip, and AdamW when
+ * every updated value stays finite (be->adamw_check), else skip. */
+int bl_trainer_update(BlTrainer *tr, const BlStepParams *p, BlStepResult *res, BlError *err);
+
+/* Drops the accumulated gradients without an update. */
+void bl_trainer_zero_grads(BlTrainer *tr);
+
+/* n_micro micro-batches of B sequences each: tokens [n_micro·B·T], lens
+ * [n_micro·B], mask [n_micro·B·T] or NULL; each weighted 1/n_micro. */
+int bl_trainer_step(BlTrainer *tr, const int *tokens, const int *lens, const uint8_t *mask,
+                    int n_micro, int B, int T, const BlStepParams *p, BlStepResult *res,
+                    BlError *err);
+
+typedef struct {
+    BlStudentMemory student;  /* the host student */
+    size_t device_student;    /* its copy in backend memory (bl_device_student_bytes):
+                               * values, LoRA stacks, gradients, moments */
+    size_t activations; /* saved by the student forward for the backward */
+    size_t scratch;     /* the block scratch, the teacher's forward state and
+                         * logits, its hidden states, the loss chunks */
+} BlTrainerMemory;
+
+void bl_trainer_memory(const BlTrainer *tr, BlTrainerMemory *out);
+
+/* Model FLOPs of one step on a micro-batch of B full sequences of T tokens:
+ * 2·M·N·K of every GEMM (teacher forward, student forward, the student's
+ * input gradients: W is frozen, so no weight-gradient GEMM), the LoRA
+ * factors' products and gradients, Weff's low-rank product (forward and
+ * backward), and causal attention (QKᵀ and PV, ×2 in the backward). */
+double bl_trainer_flops(const BlTrainer *tr, int B, int T);
+
+// ----------------------------------------------------------------------------
+// internal: shared by trainer*.c
+
+/* the student's forward of the micro-batch whose ids/pos/lens the teacher
+ * state holds; its backward from a.dxf, calling hidden_grad per layer */
+int bl_trainer_forward(BlTrainer *tr, int B, int T, const BlStepParams *p, BlError *err);
+typedef void (*BlHiddenGradFn)(void *ctx, int l, float *dh);
+void bl_trainer_backward(BlTrainer *tr, const BlStepParams *p, BlHiddenGradFn hidden_grad,
+                         void *ctx);
+
+// ----------------------------------------------------------------------------
+// benchmark
+
+typedef struct {
+    int B, T, steps;
+    double step_s_median, step_s_min;
+    double tokens_per_s;    /* B·T / median step */
+    double flops_per_step;  /* bl_trainer_flops */
+    double last_total;      /* the loss of the last step (sanity) */
+    BlMemStats mem;         /* the backend's memory after the steps, peak over the run */
+    size_t weight_bytes;    /* the frozen weights in backend memory (0 on the CPU: shared) */
+    BlTrainerMemory tmem;   /* the trainer's own figures */
+} BlStepBench;
+
+/* The benchmark step: λ = 1, 8-bit activations, one LoRA r=16 α=32 on every
+ * BitLinear, CE + KL(τ=2) + hidden cosine, AdamW(1e-4, 0.9, 0.95, 1e-8,
+ * 0.01), clip 1, pseudo-random full-length batches; warmup + steps steps on
+ * be. shape->batch/seq give B x T (the rest of the shape as given). */
+int bl_bench_step(const BlModel *m, const BlBackend *be, const BlTrainerShape *shape, int warmup,
+                  int steps, BlStepBench *out, BlError *err);
+
+#endif
