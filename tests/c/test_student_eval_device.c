@@ -44,6 +44,7 @@
 #include "train/student.h"
 
 #include "check.h"
+#include "cpu_bf16.h"
 #include "tiny_model.h"
 
 enum { STEPS = 12, NP = 4, NSEQ = 9, V = 37 };
@@ -52,83 +53,8 @@ static const int SEQ[NSEQ] = {1, 8, 22, 4, 36, 15, 9, 0, 27};
 static const char *ARCH_NAMES[] = {"llama", "qwen2", "phi3"};
 static double LOGIT_TOL = 0x1p-5, NLL_TOL = 0x1p-6, TIE_TOL = 0x1p-5;
 
-static float bf16_round(float x) {
-    if (isnan(x)) return x;
-    uint32_t u;
-    memcpy(&u, &x, sizeof u);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    u &= 0xffff0000u;
-    memcpy(&x, &u, sizeof u);
-    return x;
-}
-
-static void bf16_round_model(BlModel *m) {
-    const BlConfig *c = &m->cfg;
-    size_t VD = (size_t)c->vocab_size * c->dim;
-    for (size_t i = 0; i < VD; i++) m->tok_embd[i] = bf16_round(m->tok_embd[i]);
-    if (m->lm_head != m->tok_embd)
-        for (size_t i = 0; i < VD; i++) m->lm_head[i] = bf16_round(m->lm_head[i]);
-    for (int l = 0; l < c->n_layers; l++)
-        for (int k = 0; k < BL_LIN_KINDS; k++) {
-            BlLinear *lin = &m->layers[l].lin[k];
-            for (size_t i = 0; lin->w && i < (size_t)lin->out * lin->in; i++)
-                lin->w[i] = bf16_round(lin->w[i]);
-        }
-}
-
-/* cpu-bf16: the CPU backend with the CUDA backend's operand formats */
-static BlBackend cpu_bf16_be;
-
-static float *bf16_copy(const float *x, size_t n) {
-    float *y = malloc(sizeof(float) * (n ? n : 1));
-    for (size_t i = 0; i < n; i++) y[i] = bf16_round(x[i]);
-    return y;
-}
-
-static void bf16_matmul(float *y, const float *x, const float *w, const float *bias, int M,
-                        int N, int K) {
-    float *x16 = bf16_copy(x, (size_t)M * K), *w16 = bf16_copy(w, (size_t)N * K);
-    bl_backend_cpu()->matmul(y, x16, w16, bias, M, N, K);
-    free(x16);
-    free(w16);
-}
-
-static float *bf16_weights_upload(const float *host, size_t n, BlError *err) {
-    float *w = bl_backend_cpu()->weights_upload(host, n, err);
-    for (size_t i = 0; w && i < n; i++) w[i] = bf16_round(w[i]);
-    return w;
-}
-
-static const BlBackend *cpu_bf16_backend(void) {
-    cpu_bf16_be = *bl_backend_cpu();
-    cpu_bf16_be.name = "cpu-bf16";
-    cpu_bf16_be.matmul = bf16_matmul;
-    cpu_bf16_be.weights_upload = bf16_weights_upload;
-    return &cpu_bf16_be;
-}
-
 static const BlBackend *ref_be;
 
-/* A rank-3 adapter with random B (so ΔW != 0) and norm weights away from 1. */
-static void perturb(BlStudent *st) {
-    BlError err;
-    if (bl_student_add_adapter(st, 3, 6.0f, 7, &err)) {
-        CHECK(0, "add_adapter: %s", err.msg);
-        return;
-    }
-    const BlConfig *c = &st->model->cfg;
-    for (int l = 0; l < c->n_layers; l++) {
-        for (int k = 0; k < BL_LIN_KINDS; k++) {
-            if (!bl_student_has(st, l, k)) continue;
-            BlStudentLinear *sl = bl_student_linear(st, l, k);
-            BlLoraAdapter *a = &sl->lora.ad[sl->lora.n - 1];
-            for (int i = 0; i < sl->lora.out * a->r; i++) a->B[i] = 0.3f * tiny_frand();
-            for (int i = 0; sl->subln && i < sl->lora.in; i++) sl->subln[i] += 0.3f * tiny_frand();
-        }
-        for (int i = 0; st->post_norm && i < c->dim; i++)
-            st->post_norm[(size_t)l * c->dim + i] += 0.3f * tiny_frand();
-    }
-}
 
 static double max_abs(const float *x, size_t n) {
     double m = 0.0;
@@ -203,7 +129,7 @@ static void test_config(const BlBackend *cuda, BlModel *m, const BlStudentConfig
         CHECK(0, "student: %s", err.msg);
         return;
     }
-    perturb(&st);
+    if (tiny_perturb_student(&st, &err)) CHECK(0, "add_adapter: %s", err.msg);
     const size_t budgets[2] = {SIZE_MAX, 0}; /* every Weff cached / formed per call */
     for (int b = 0; b < 2; b++) {
         char what[160];

@@ -22,26 +22,6 @@ enum { STEPS = 16, NP = 4, V = 37 };
 static const int PROMPT[NP] = {3, 17, 5, 30};
 static const char *ARCH_NAMES[] = {"llama", "qwen2", "phi3"};
 
-/* A rank-3 adapter with random B (so ΔW != 0) and norm weights away from 1. */
-static void perturb(BlStudent *st) {
-    BlError err;
-    if (bl_student_add_adapter(st, 3, 6.0f, 7, &err)) {
-        CHECK(0, "add_adapter: %s", err.msg);
-        return;
-    }
-    const BlConfig *c = &st->model->cfg;
-    for (int l = 0; l < c->n_layers; l++) {
-        for (int k = 0; k < BL_LIN_KINDS; k++) {
-            if (!bl_student_has(st, l, k)) continue;
-            BlStudentLinear *sl = bl_student_linear(st, l, k);
-            BlLoraAdapter *a = &sl->lora.ad[sl->lora.n - 1];
-            for (int i = 0; i < sl->lora.out * a->r; i++) a->B[i] = 0.3f * tiny_frand();
-            for (int i = 0; sl->subln && i < sl->lora.in; i++) sl->subln[i] += 0.3f * tiny_frand();
-        }
-        for (int i = 0; st->post_norm && i < c->dim; i++)
-            st->post_norm[(size_t)l * c->dim + i] += 0.3f * tiny_frand();
-    }
-}
 
 /* The uncached reference: rerun the training forward per token. */
 static void reference(BlStudent *st, int *ref) {
@@ -72,7 +52,7 @@ static void test_config(BlModel *m, const BlStudentConfig *sc) {
         CHECK(0, "student: %s", err.msg);
         return;
     }
-    perturb(&st);
+    if (tiny_perturb_student(&st, &err)) CHECK(0, "add_adapter: %s", err.msg);
     int ref[STEPS], out[STEPS], n_out;
     reference(&st, ref);
     const size_t budgets[2] = {SIZE_MAX, 0}; /* every Weff cached / rebuilt per step */

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 
 #include "model/model.h"
+#include "train/student.h"
 
 static uint64_t tiny_rng = 0x7e57ull;
 
@@ -83,6 +84,25 @@ static void tiny_free(BlModel *m) {
     free(m->out_norm);
     free(m->lm_head);
     free(m);
+}
+
+/* A rank-3 adapter with random B (so ΔW != 0) and SubLN / post-attention
+ * norm weights away from 1: a student whose every trainable part matters. */
+static inline int tiny_perturb_student(BlStudent *st, BlError *err) {
+    if (bl_student_add_adapter(st, 3, 6.0f, 7, err)) return -1;
+    const BlConfig *c = &st->model->cfg;
+    for (int l = 0; l < c->n_layers; l++) {
+        for (int k = 0; k < BL_LIN_KINDS; k++) {
+            if (!bl_student_has(st, l, k)) continue;
+            BlStudentLinear *sl = bl_student_linear(st, l, k);
+            BlLoraAdapter *a = &sl->lora.ad[sl->lora.n - 1];
+            for (int i = 0; i < sl->lora.out * a->r; i++) a->B[i] = 0.3f * tiny_frand();
+            for (int i = 0; sl->subln && i < sl->lora.in; i++) sl->subln[i] += 0.3f * tiny_frand();
+        }
+        for (int i = 0; st->post_norm && i < c->dim; i++)
+            st->post_norm[(size_t)l * c->dim + i] += 0.3f * tiny_frand();
+    }
+    return 0;
 }
 
 #endif
