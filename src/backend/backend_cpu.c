@@ -11,9 +11,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ops/gemm.h"
 #include "ops/ops.h"
 #include "ops/ops_decode.h"
 #include "ops/quant.h"
+#include "ops/weff.h"
 
 // ----------------------------------------------------------------------------
 // memory, counted (glibc's malloc_usable_size: the backend's free() is given
@@ -76,24 +78,16 @@ static void cpu_copy2d(float *dst, int ld_dst, const float *src, int ld_src, int
 // ----------------------------------------------------------------------------
 // the student and trainer entries
 
-static void cpu_gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
-                     const float *B, int ldb, float beta, float *C, int ldc) {
-    if (M <= 0 || N <= 0) return;
-    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M,
-                N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+/* the stack as one product: W + B_cat·A_cat + dense, then the λ mix
+ * (ops/weff.h) */
+static BlMergeSpec merge_spec(const BlWeffSpec *w) {
+    return (BlMergeSpec){.w = w->w, .dense = w->dense, .lora_b = w->lora_b,
+                         .lora_a = w->lora_a, .rank = w->rank, .out = w->out, .in = w->in};
 }
 
-/* bl_bitlinear_weff with the stack as one product: W + B_cat·A_cat + dense,
- * then bl_weff */
 static void cpu_bitlinear_weff(float *weff, const BlWeffSpec *w) {
-    size_t n = (size_t)w->out * w->in;
-    if (weff != w->w) memcpy(weff, w->w, sizeof(float) * n);
-    if (w->rank > 0)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, w->out, w->in, w->rank, 1.0f,
-                    w->lora_b, w->rank, w->lora_a, w->in, 1.0f, weff, w->in);
-    if (w->dense)
-        for (size_t i = 0; i < n; i++) weff[i] += w->dense[i];
-    bl_weff(weff, weff, n, w->lambda);
+    BlMergeSpec m = merge_spec(w);
+    bl_weff_build(weff, &m, w->lambda);
 }
 
 /* The reference of the integer path: actq, ternary Weff, one fp32 GEMM. */
@@ -171,7 +165,7 @@ static const BlBackend cpu_backend = {
     .attention_kv = bl_attention_kv,
     .add = cpu_add,
     .copy2d = cpu_copy2d,
-    .gemm = cpu_gemm,
+    .gemm = bl_gemm,
     .actq = bl_actq,
     .bitlinear_weff = cpu_bitlinear_weff,
     .ternary_matmul = cpu_ternary_matmul,

@@ -10,6 +10,7 @@
 #include "backend/device_model.h"
 #include "cli/cli.h"
 #include "nn/forward.h"
+#include "ops/parallel.h"
 #include "train/trainer.h"
 
 /* both benches: the model, the shape, the timed iterations and the backend */
@@ -116,14 +117,15 @@ static int bench_step_on(const CliArgs *a, const BlBackend *be, int B, int T, in
                "\"step_s_median\": %.5f, \"step_s_min\": %.5f, \"last_loss\": %.5f, "
                "\"flops_per_step\": %.4g, \"tflops\": %.3f, \"peak_tflops\": %s, \"mfu\": %s, "
                "\"peak_device_mib\": %.1f, \"weights_mib\": %.1f, \"device_used_mib\": %s, "
-               "\"peak_rss_mib\": %.1f, "
+               "\"peak_rss_mib\": %.1f, \"minor_faults_per_step\": %.1f, \"threads\": %d, "
                "\"mem_mib\": {\"frozen_weights\": %.1f, \"adapters_frozen\": %.2f, "
                "\"trainable\": %.2f, \"grads\": %.2f, \"optimizer\": %.2f, "
                "\"device_student\": %.1f, \"activations\": %.1f, \"scratch\": %.1f}}\n",
                be->name, name, sh.ternary_fast_path ? "true" : "false", B, T, b.steps,
                b.tokens_per_s, b.step_s_median, b.step_s_min, b.last_total, b.flops_per_step,
                tflops, peak_s, mfu, b.mem.peak / MiB, b.weight_bytes / MiB, used,
-               ru.ru_maxrss / 1024.0, b.tmem.student.frozen_weights / MiB,
+               ru.ru_maxrss / 1024.0, b.minor_faults, bl_parallel_threads(),
+               b.tmem.student.frozen_weights / MiB,
                b.tmem.student.adapters_frozen / MiB, b.tmem.student.adapters_trainable / MiB,
                b.tmem.student.grads / MiB, b.tmem.student.optimizer / MiB,
                b.tmem.device_student / MiB, b.tmem.activations / MiB, b.tmem.scratch / MiB);

@@ -2,7 +2,7 @@
  * Softmaxes shift by the row maximum, exponentiate in float (bl_expf) and sum
  * in double.
  *
- * The token losses work row by row on threads (as many as OpenBLAS uses):
+ * The token losses work row by row on the worker pool (ops/parallel.h):
  * each selected row's value goes into its own slot and its gradient into its
  * own dlogits row, and the values are summed in row order afterwards, so the
  * results are the same bits as one thread's, for any thread count. */
@@ -15,14 +15,14 @@
 #endif
 #include "ops/loss.h"
 
-#include <cblas.h>
+#include <limits.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdlib.h>
 
 #include "core/vmath.h"
+#include "ops/parallel.h"
 
 // ----------------------------------------------------------------------------
 // row selection and log-sum-exp
@@ -62,36 +62,19 @@ typedef void (*RowFn)(void *ctx, int i, float *scratch);
 typedef struct {
     RowFn fn;
     void *ctx;
-    int i0, i1;
     size_t scratch;
-} RowSpan;
+} RowJob;
 
-static void *run_span(void *arg) {
-    RowSpan *s = arg;
-    float *scr = s->scratch ? malloc(sizeof(float) * s->scratch) : NULL;
-    for (int i = s->i0; i < s->i1; i++) s->fn(s->ctx, i, scr);
+static void run_rows(void *arg, long i0, long i1) {
+    const RowJob *j = arg;
+    float *scr = j->scratch ? malloc(sizeof(float) * j->scratch) : NULL;
+    for (long i = i0; i < i1; i++) j->fn(j->ctx, (int)i, scr);
     free(scr);
-    return NULL;
 }
 
-enum { MAX_THREADS = 16 };
-
 static void parallel_rows(int n, RowFn fn, void *ctx, size_t scratch) {
-    int nt = openblas_get_num_threads();
-    nt = nt < 1 ? 1 : nt > MAX_THREADS ? MAX_THREADS : nt;
-    if (nt > n) nt = n;
-    RowSpan span[MAX_THREADS];
-    pthread_t th[MAX_THREADS];
-    bool started[MAX_THREADS] = {false};
-    for (int k = 0; k < nt; k++)
-        span[k] = (RowSpan){.fn = fn, .ctx = ctx, .i0 = (int)((long)n * k / nt),
-                            .i1 = (int)((long)n * (k + 1) / nt), .scratch = scratch};
-    for (int k = 1; k < nt; k++) started[k] = pthread_create(&th[k], NULL, run_span, &span[k]) == 0;
-    if (nt > 0) run_span(&span[0]);
-    for (int k = 1; k < nt; k++) {
-        if (started[k]) pthread_join(th[k], NULL);
-        else run_span(&span[k]); /* no thread: this one does that range too */
-    }
+    RowJob j = {.fn = fn, .ctx = ctx, .scratch = scratch};
+    bl_parallel_for(n, LONG_MAX, run_rows, &j); /* a row is a vocabulary: always worth it */
 }
 
 /* The softmaxes exponentiate with bl_expf (float, vectorised) in blocks of

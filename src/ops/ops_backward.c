@@ -19,6 +19,8 @@
 #include <string.h>
 
 #include "core/vmath.h"
+#include "ops/gemm.h"
+#include "ops/parallel.h"
 
 // ----------------------------------------------------------------------------
 // matmul
@@ -26,11 +28,9 @@
 void bl_matmul_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
                         const float *w, int M, int N, int K) {
     if (dx) /* dx[M,K] = dy[M,N] · w[N,K] */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, K, N, 1.0f, dy, N, w, K,
-                    0.0f, dx, K);
+        bl_gemm(false, false, M, K, N, 1.0f, dy, N, w, K, 0.0f, dx, K);
     if (dw) /* dw[N,K] += dy[M,N]ᵀ · x[M,K] */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, N, K, M, 1.0f, dy, N, x, K,
-                    1.0f, dw, K);
+        bl_gemm(true, false, N, K, M, 1.0f, dy, N, x, K, 1.0f, dw, K);
     if (db)
         for (int m = 0; m < M; m++)
             for (int n = 0; n < N; n++) db[n] += dy[(size_t)m * N + n];
@@ -39,46 +39,44 @@ void bl_matmul_backward(float *dx, float *dw, float *db, const float *dy, const 
 // ----------------------------------------------------------------------------
 // rmsnorm: y = x·r·g with r = 1/rms(x), so dx = r·(dy·g − x̂·mean(dy·g·x̂)), x̂ = x·r
 
-void bl_rmsnorm_backward(float *dx, float *dg, const float *dy, const float *x, const float *g,
-                         const float *rstd, int M, int D) {
-    for (int m = 0; m < M; m++) {
-        const float *xr = x + (size_t)m * D, *dyr = dy + (size_t)m * D;
-        float r = rstd[m];
+typedef struct {
+    float *dx, *dg;
+    const float *dy, *x, *g, *rstd;
+    int M, D;
+} RmsBackJob;
+
+/* dg[i] += Σ_m dy·x̂ over all rows, in row order, for columns i0..i1 */
+static void rmsnorm_dg_cols(void *ctx, long i0, long i1) {
+    const RmsBackJob *j = ctx;
+    for (int m = 0; m < j->M; m++) {
+        const float *xr = j->x + (size_t)m * j->D, *dyr = j->dy + (size_t)m * j->D;
+        float r = j->rstd[m];
+        for (long i = i0; i < i1; i++) j->dg[i] += dyr[i] * (xr[i] * r);
+    }
+}
+
+static void rmsnorm_dx_rows(void *ctx, long m0, long m1) {
+    const RmsBackJob *j = ctx;
+    int D = j->D;
+    const float *g = j->g;
+    for (long m = m0; m < m1; m++) {
+        const float *xr = j->x + (size_t)m * D, *dyr = j->dy + (size_t)m * D;
+        float r = j->rstd[m];
         double dot = 0.0; /* Σ dy·g·x̂, read fully before dx (which may alias dy) is written */
-        for (int i = 0; i < D; i++) {
-            float xh = xr[i] * r;
-            dot += (double)dyr[i] * g[i] * xh;
-            if (dg) dg[i] += dyr[i] * xh;
-        }
-        if (!dx) continue;
+        for (int i = 0; i < D; i++) dot += (double)dyr[i] * g[i] * (xr[i] * r);
         float c = (float)(dot / D);
-        float *dxr = dx + (size_t)m * D;
+        float *dxr = j->dx + (size_t)m * D;
         for (int i = 0; i < D; i++) dxr[i] = r * (dyr[i] * g[i] - xr[i] * r * c);
     }
 }
 
-// ----------------------------------------------------------------------------
-// rope: the forward rotates each pair by +angle, so the gradient rotates by −angle
-
-void bl_rope_backward(float *dx, const int *pos, int M, int n_heads, int head_dim, float theta,
-                      bool interleaved) {
-    int half = head_dim / 2;
-    /* as the forward: one pow per frequency, not one per row */
-    double freq[half > 0 ? half : 1];
-    for (int i = 0; i < half; i++) freq[i] = pow((double)theta, -2.0 * i / head_dim);
-    for (int m = 0; m < M; m++) {
-        for (int i = 0; i < half; i++) {
-            double ang = (double)pos[m] * freq[i];
-            float c = (float)cos(ang), s = (float)sin(ang);
-            for (int h = 0; h < n_heads; h++) {
-                float *v = dx + (size_t)m * n_heads * head_dim + (size_t)h * head_dim;
-                int a = interleaved ? 2 * i : i, b = interleaved ? 2 * i + 1 : i + half;
-                float g0 = v[a], g1 = v[b];
-                v[a] = g0 * c + g1 * s;
-                v[b] = -g0 * s + g1 * c;
-            }
-        }
-    }
+/* dg first (by columns, each summed over the rows in order, as one thread
+ * would), then dx by rows: dx may alias dy, which dg still reads */
+void bl_rmsnorm_backward(float *dx, float *dg, const float *dy, const float *x, const float *g,
+                         const float *rstd, int M, int D) {
+    RmsBackJob j = {.dx = dx, .dg = dg, .dy = dy, .x = x, .g = g, .rstd = rstd, .M = M, .D = D};
+    if (dg) bl_parallel_for(D, (long)M * D, rmsnorm_dg_cols, &j);
+    if (dx) bl_parallel_for(M, (long)M * D, rmsnorm_dx_rows, &j);
 }
 
 // ----------------------------------------------------------------------------
@@ -129,6 +127,43 @@ static void attention_backward_head(float *dq, float *dk, float *dv, const float
     }
 }
 
+typedef struct {
+    float *dq, *dk, *dv;
+    const float *dout, *att, *q, *k, *v;
+    const int *lens;
+    int T, nh, nkv, hd, rows;
+} AttBackJob;
+
+/* items are (sequence, kv group) pairs: a group's heads add into the same
+ * dk, dv rows, so they stay on one thread, in head order */
+static void attention_backward_groups(void *ctx, long i0, long i1) {
+    const AttBackJob *j = ctx;
+    int T = j->T, nh = j->nh, hd = j->hd, group = nh / j->nkv;
+    size_t qs = (size_t)nh * hd, ks = (size_t)j->nkv * hd; /* row strides */
+    float scale = 1.0f / sqrtf((float)hd);
+    /* dS of a block of rows: on the heap, or if that fails on the stack as
+     * bl_attention's scores (about 64 KiB of rows, at least one) */
+    int rows = j->rows;
+    float *heap = malloc(sizeof(float) * (size_t)rows * T);
+    if (!heap) rows = T >= ATT_STACK ? 1 : ATT_STACK / T;
+    float stack[heap ? 1 : (size_t)rows * T];
+    float *dp = heap ? heap : stack;
+    for (long i = i0; i < i1; i++) {
+        int b = (int)(i / j->nkv), g = (int)(i % j->nkv);
+        int len = j->lens[b] < T ? j->lens[b] : T;
+        if (len <= 0) continue;
+        for (int h = g * group; h < (g + 1) * group; h++) {
+            size_t qo = (size_t)b * T * qs + (size_t)h * hd;
+            size_t ko = (size_t)b * T * ks + (size_t)g * hd;
+            attention_backward_head(j->dq ? j->dq + qo : NULL, j->dk ? j->dk + ko : NULL,
+                                    j->dv ? j->dv + ko : NULL, j->dout + qo,
+                                    j->att + ((size_t)b * nh + h) * T * T, j->q + qo, j->k + ko,
+                                    j->v + ko, len, T, (int)qs, (int)ks, scale, hd, dp, rows);
+        }
+    }
+    free(heap);
+}
+
 void bl_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *att,
                            const float *q, const float *k, const float *v, const int *lens,
                            int B, int T, int nh, int nkv, int hd) {
@@ -137,40 +172,30 @@ void bl_attention_backward(float *dq, float *dk, float *dv, const float *dout, c
     if (dk) memset(dk, 0, sizeof(float) * B * T * ks);
     if (dv) memset(dv, 0, sizeof(float) * B * T * ks);
     if ((!dq && !dk && !dv) || B <= 0 || T <= 0) return;
-    int group = nh / nkv;
-    float scale = 1.0f / sqrtf((float)hd);
-    /* dS of a block of rows: all T if T·T floats fit ATT_SCRATCH, on the heap;
-     * if that allocation fails, on the stack as bl_attention's scores (about
-     * 64 KiB of rows, at least one) */
+    /* all T rows in one block if T·T floats fit ATT_SCRATCH */
     int rows = (size_t)T * T <= ATT_SCRATCH ? T : (int)(ATT_SCRATCH / T > 0 ? ATT_SCRATCH / T : 1);
-    float *heap = malloc(sizeof(float) * (size_t)rows * T);
-    if (!heap) rows = T >= ATT_STACK ? 1 : ATT_STACK / T;
-    float stack[heap ? 1 : (size_t)rows * T];
-    float *dp = heap ? heap : stack;
-    for (int b = 0; b < B; b++) {
-        int len = lens[b] < T ? lens[b] : T;
-        if (len <= 0) continue;
-        for (int h = 0; h < nh; h++) {
-            size_t qo = (size_t)b * T * qs + (size_t)h * hd;
-            size_t ko = (size_t)b * T * ks + (size_t)(h / group) * hd;
-            attention_backward_head(dq ? dq + qo : NULL, dk ? dk + ko : NULL, dv ? dv + ko : NULL,
-                                    dout + qo, att + ((size_t)b * nh + h) * T * T, q + qo, k + ko,
-                                    v + ko, len, T, (int)qs, (int)ks, scale, hd, dp, rows);
-        }
-    }
-    free(heap);
+    AttBackJob j = {.dq = dq, .dk = dk, .dv = dv, .dout = dout, .att = att, .q = q, .k = k,
+                    .v = v, .lens = lens, .T = T, .nh = nh, .nkv = nkv, .hd = hd, .rows = rows};
+    bl_parallel_for((long)B * nkv, (long)B * nh * T * T * hd, attention_backward_groups, &j);
 }
 
 // ----------------------------------------------------------------------------
 // swiglu: y = silu(g)·u, silu'(g) = σ(g)·(1 + g·(1 − σ(g)))
 
-void bl_swiglu_backward(float *dgate, float *dup, const float *dy, const float *gate,
-                        const float *up, int M, int H, int ld) {
-    for (int m = 0; m < M; m++) {
-        const float *g = gate + (size_t)m * ld, *u = up + (size_t)m * ld;
-        const float *d = dy + (size_t)m * H;
-        float *dg = dgate ? dgate + (size_t)m * ld : NULL;
-        float *du = dup ? dup + (size_t)m * ld : NULL;
+typedef struct {
+    float *dgate, *dup;
+    const float *dy, *gate, *up;
+    int H, ld;
+} SwigluBackJob;
+
+static void swiglu_backward_rows(void *ctx, long m0, long m1) {
+    const SwigluBackJob *c = ctx;
+    int H = c->H, ld = c->ld;
+    for (long m = m0; m < m1; m++) {
+        const float *g = c->gate + (size_t)m * ld, *u = c->up + (size_t)m * ld;
+        const float *d = c->dy + (size_t)m * H;
+        float *dg = c->dgate ? c->dgate + (size_t)m * ld : NULL;
+        float *du = c->dup ? c->dup + (size_t)m * ld : NULL;
         /* the tests are loop-invariant: -O3 unswitches them and vectorises */
         for (int j = 0; j < H; j++) {
             float sg = 1.0f / (1.0f + bl_expf(-g[j]));
@@ -178,4 +203,11 @@ void bl_swiglu_backward(float *dgate, float *dup, const float *dy, const float *
             if (du) du[j] = d[j] * g[j] * sg;
         }
     }
+}
+
+void bl_swiglu_backward(float *dgate, float *dup, const float *dy, const float *gate,
+                        const float *up, int M, int H, int ld) {
+    SwigluBackJob c = {.dgate = dgate, .dup = dup, .dy = dy, .gate = gate, .up = up, .H = H,
+                       .ld = ld};
+    bl_parallel_for(M, (long)M * H * 8, swiglu_backward_rows, &c);
 }

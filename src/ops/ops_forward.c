@@ -1,16 +1,17 @@
 /* ops_forward.c - the CPU forward of every op in ops.h (the backwards live
  * in their own file), plus the KV-cache attention of ops/ops_decode.h.
  *
- * Matrix products go to OpenBLAS; everything else is a plain loop. Sums that
- * decide accuracy (rms, rope angles) are taken in double so the CPU path can
- * serve as the reference the GPU backend is checked against. */
-/* The bl_expf loops (core/vmath.h) vectorise only without -ftrapping-math:
- * gcc will not if-convert its clamps while a comparison may raise FE_INVALID.
- * No result depends on the floating-point exception flags, and the vector
- * loops do the same float operations as the scalar ones, bit for bit. */
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("no-trapping-math")
-#endif
+ * Matrix products go to bl_gemm (ops/gemm.h); the per-row loops are split
+ * over the worker pool (ops/parallel.h) by rows, (sequence, head) pairs or
+ * positions, each computed exactly as alone. Sums that decide accuracy (the
+ * rms) are taken in double so the CPU path can serve as the reference the GPU
+ * backend is checked against. */
+/* SwiGLU's bl_expf loop is built with the default -ftrapping-math, unlike
+ * the softmax loops of loss.c: without it gcc evaluates the quotient for
+ * bl_expf's clamped constant (g / (1 + e^88)) on every lane and blends, and
+ * those speculative quotients are subnormal for ordinary |g|, each costing a
+ * microcode assist: 3.5 ms instead of 0.5 ms for 512 x 1536 on AVX-512, and
+ * slower than scalar code on AVX2. */
 #include "ops/ops.h"
 #include "ops/ops_decode.h"
 
@@ -19,6 +20,8 @@
 #include <string.h>
 
 #include "core/vmath.h"
+#include "ops/gemm.h"
+#include "ops/parallel.h"
 
 // ----------------------------------------------------------------------------
 // matmul
@@ -30,14 +33,26 @@ void bl_matmul(float *y, const float *x, const float *w, const float *bias, int 
         for (int m = 0; m < M; m++) memcpy(y + (size_t)m * N, bias, (size_t)N * sizeof(float));
         beta = 1.0f;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, x, K, w, K, beta, y, N);
+    bl_gemm(false, true, M, N, K, 1.0f, x, K, w, K, beta, y, N);
 }
 
 // ----------------------------------------------------------------------------
 // rmsnorm
 
-void bl_rmsnorm(float *y, float *rstd, const float *x, const float *g, int M, int D, float eps) {
-    for (int m = 0; m < M; m++) {
+typedef struct {
+    float *y, *rstd;
+    const float *x, *g;
+    int D;
+    float eps;
+} RmsJob;
+
+static void rmsnorm_rows(void *ctx, long m0, long m1) {
+    const RmsJob *j = ctx;
+    float *y = j->y, *rstd = j->rstd;
+    const float *x = j->x, *g = j->g;
+    int D = j->D;
+    float eps = j->eps;
+    for (long m = m0; m < m1; m++) {
         const float *xr = x + (size_t)m * D;
         float *yr = y + (size_t)m * D;
         double ss = 0.0;
@@ -48,33 +63,9 @@ void bl_rmsnorm(float *y, float *rstd, const float *x, const float *g, int M, in
     }
 }
 
-// ----------------------------------------------------------------------------
-// rope
-
-void bl_rope(float *x, const int *pos, int M, int n_heads, int head_dim, float theta,
-             bool interleaved) {
-    int half = head_dim / 2;
-    int row = n_heads * head_dim;
-    /* the frequencies depend on i only: one pow each, not one per row */
-    double freq[half > 0 ? half : 1];
-    for (int i = 0; i < half; i++) freq[i] = pow((double)theta, -2.0 * i / head_dim);
-    for (int m = 0; m < M; m++) {
-        float *xr = x + (size_t)m * row;
-        for (int i = 0; i < half; i++) {
-            /* the angle in double: pos·θ^(-2i/hd) reaches thousands of radians,
-             * where a float angle would lose the 1e-4 parity */
-            double ang = pos[m] * freq[i];
-            float c = (float)cos(ang), s = (float)sin(ang);
-            int i0 = interleaved ? 2 * i : i;
-            int i1 = interleaved ? 2 * i + 1 : i + half;
-            for (int h = 0; h < n_heads; h++) {
-                float *xh = xr + h * head_dim;
-                float a = xh[i0], b = xh[i1];
-                xh[i0] = a * c - b * s;
-                xh[i1] = a * s + b * c;
-            }
-        }
-    }
+void bl_rmsnorm(float *y, float *rstd, const float *x, const float *g, int M, int D, float eps) {
+    RmsJob j = {.y = y, .rstd = rstd, .x = x, .g = g, .D = D, .eps = eps};
+    bl_parallel_for(M, (long)M * D, rmsnorm_rows, &j);
 }
 
 // ----------------------------------------------------------------------------
@@ -106,6 +97,7 @@ static void attend_head(float *out, int ldo, const float *q, int ldq, const floa
                         const float *v, int ldkv, int nq, int nk, int pos0, int hd, float *S,
                         int lds) {
     float scale = 1.0f / sqrtf((float)hd);
+    /* within a head: the caller parallelises over heads */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, hd, scale, q, ldq, k, ldkv,
                 0.0f, S, lds);
     causal_softmax(S, lds, nq, nk, pos0);
@@ -132,50 +124,90 @@ static void attend_head_chunked(float *out, int ldo, const float *q, int ldq, co
     }
 }
 
+typedef struct {
+    float *out, *att;
+    const float *q, *k, *v;
+    const int *lens;
+    int T, nh, nkv, hd;
+} AttJob;
+
+/* items are (sequence, head) pairs, b·nh + h */
+static void attention_heads(void *ctx, long i0, long i1) {
+    const AttJob *j = ctx;
+    int T = j->T, nh = j->nh, hd = j->hd, qd = nh * hd, kvd = j->nkv * hd, group = nh / j->nkv;
+    for (long i = i0; i < i1; i++) {
+        int b = (int)(i / nh), h = (int)(i % nh), g = h / group, L = j->lens[b];
+        if (L <= 0) continue;
+        size_t r0 = (size_t)b * T;
+        float *o = j->out + r0 * qd + h * hd;
+        const float *qh = j->q + r0 * qd + h * hd;
+        const float *kh = j->k + r0 * kvd + g * hd, *vh = j->v + r0 * kvd + g * hd;
+        if (j->att)
+            attend_head(o, qd, qh, qd, kh, vh, kvd, L, L, 0, hd, j->att + (size_t)i * T * T, T);
+        else
+            attend_head_chunked(o, qd, qh, qd, kh, vh, kvd, L, L, 0, hd);
+    }
+}
+
 void bl_attention(float *out, float *att, const float *q, const float *k, const float *v,
                   const int *lens, int B, int T, int nh, int nkv, int hd) {
-    int qd = nh * hd, kvd = nkv * hd, group = nh / nkv;
+    int qd = nh * hd;
     if (att) memset(att, 0, (size_t)B * nh * T * T * sizeof(float));
-    for (int b = 0; b < B; b++) {
-        int L = lens[b];
-        size_t r0 = (size_t)b * T;
-        /* padded query rows produce zeros; the valid ones never reach a padded
-         * key because causality stops them at their own position < L */
-        for (int t = L; t < T; t++) memset(out + (r0 + t) * qd, 0, (size_t)qd * sizeof(float));
-        if (L <= 0) continue;
-        for (int h = 0; h < nh; h++) {
-            int g = h / group;
-            float *o = out + r0 * qd + h * hd;
-            const float *qh = q + r0 * qd + h * hd;
-            const float *kh = k + r0 * kvd + g * hd, *vh = v + r0 * kvd + g * hd;
-            if (att)
-                attend_head(o, qd, qh, qd, kh, vh, kvd, L, L, 0, hd,
-                            att + ((size_t)b * nh + h) * T * T, T);
-            else
-                attend_head_chunked(o, qd, qh, qd, kh, vh, kvd, L, L, 0, hd);
-        }
+    /* padded query rows produce zeros; the valid ones never reach a padded
+     * key because causality stops them at their own position < L */
+    for (int b = 0; b < B; b++)
+        for (int t = lens[b] > 0 ? lens[b] : 0; t < T; t++)
+            memset(out + ((size_t)b * T + t) * qd, 0, (size_t)qd * sizeof(float));
+    AttJob j = {.out = out, .att = att, .q = q, .k = k, .v = v, .lens = lens, .T = T, .nh = nh,
+                .nkv = nkv, .hd = hd};
+    bl_parallel_for((long)B * nh, (long)B * nh * T * T * hd, attention_heads, &j);
+}
+
+typedef struct {
+    float *out;
+    const float *q, *kcache, *vcache;
+    int n, pos0, nh, nkv, hd;
+} AttKvJob;
+
+static void attention_kv_heads(void *ctx, long h0, long h1) {
+    const AttKvJob *j = ctx;
+    int qd = j->nh * j->hd, kvd = j->nkv * j->hd, group = j->nh / j->nkv;
+    for (long h = h0; h < h1; h++) {
+        int g = (int)h / group;
+        attend_head_chunked(j->out + h * j->hd, qd, j->q + h * j->hd, qd, j->kcache + g * j->hd,
+                            j->vcache + g * j->hd, kvd, j->n, j->pos0 + j->n, j->pos0, j->hd);
     }
 }
 
 void bl_attention_kv(float *out, const float *q, const float *kcache, const float *vcache, int n,
                      int pos0, int nh, int nkv, int hd) {
-    int qd = nh * hd, kvd = nkv * hd, group = nh / nkv;
-    for (int h = 0; h < nh; h++) {
-        int g = h / group;
-        attend_head_chunked(out + h * hd, qd, q + h * hd, qd, kcache + g * hd, vcache + g * hd,
-                            kvd, n, pos0 + n, pos0, hd);
-    }
+    AttKvJob j = {.out = out, .q = q, .kcache = kcache, .vcache = vcache, .n = n, .pos0 = pos0,
+                  .nh = nh, .nkv = nkv, .hd = hd};
+    bl_parallel_for(nh, (long)nh * n * (pos0 + n) * hd, attention_kv_heads, &j);
 }
 
 // ----------------------------------------------------------------------------
 // swiglu
 
-void bl_swiglu(float *y, const float *gate, const float *up, int M, int H, int ld) {
-    for (int m = 0; m < M; m++) {
-        const float *g = gate + (size_t)m * ld, *u = up + (size_t)m * ld;
-        float *yr = y + (size_t)m * H;
+typedef struct {
+    float *y;
+    const float *gate, *up;
+    int H, ld;
+} SwigluJob;
+
+static void swiglu_rows(void *ctx, long m0, long m1) {
+    const SwigluJob *j = ctx;
+    int H = j->H;
+    for (long m = m0; m < m1; m++) {
+        const float *g = j->gate + (size_t)m * j->ld, *u = j->up + (size_t)m * j->ld;
+        float *yr = j->y + (size_t)m * H;
         for (int i = 0; i < H; i++) yr[i] = g[i] / (1.0f + bl_expf(-g[i])) * u[i];
     }
+}
+
+void bl_swiglu(float *y, const float *gate, const float *up, int M, int H, int ld) {
+    SwigluJob j = {.y = y, .gate = gate, .up = up, .H = H, .ld = ld};
+    bl_parallel_for(M, (long)M * H * 8, swiglu_rows, &j);
 }
 
 // ----------------------------------------------------------------------------

@@ -20,8 +20,15 @@
 
 #define BL_QUANT_EPS 1e-5f /* floor of mean|W| and of max|x| (all-zero input) */
 
-/* s = 1 / max(mean|w|, eps), mean accumulated in double. */
+/* s = 1 / max(mean|w|, eps). The sum of |w| is taken in double, in blocks of
+ * BL_ABSMEAN_BLOCK elements (eight lanes within a block), the block sums added
+ * in order: a fixed order, so the same bits on any number of threads. */
 float bl_wq_scale(const float *w, size_t n);
+enum { BL_ABSMEAN_BLOCK = 4096 };
+/* Σ|w| of one block (n <= BL_ABSMEAN_BLOCK), as bl_wq_scale takes it */
+double bl_abs_sum_block(const float *w, size_t n);
+/* s from the block sums, added in order */
+float bl_wq_scale_of(const double *block_sums, size_t n_blocks, size_t n);
 
 /* wq[i] = clamp(round(w[i]·s), −1, 1) / s; returns s. wq may alias w. */
 float bl_wq(float *wq, const float *w, size_t n);
@@ -29,6 +36,8 @@ float bl_wq(float *wq, const float *w, size_t n);
 /* weff = (1−λ)·w + λ·wq(w), elementwise, no allocation; weff may alias w.
  * λ = 0 copies w, λ = 1 is pure ternary. */
 void bl_weff(float *weff, const float *w, size_t n, float lambda);
+/* the same with the scale s = bl_wq_scale(w) already known */
+void bl_weff_scaled(float *weff, const float *w, size_t n, float lambda, float s);
 
 /* Integer form: q[i] ∈ {−1, 0, 1} with w ≈ q/s; returns s. */
 float bl_wq_int8(int8_t *q, const float *w, size_t n);

@@ -2,7 +2,6 @@
  * the process (see plan_host.h). */
 #include "plan/plan_host.h"
 
-#include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +10,7 @@
 #include <unistd.h>
 
 #include "io/gguf.h"
+#include "ops/gemm.h"
 #include "io/safetensors.h"
 #include "tokenizer/tokenizer.h"
 
@@ -72,9 +72,8 @@ size_t bl_plan_blas_buffers(const BlConfig *c, const BlPlanRun *r) {
     float *x = map_floats(nx), *w = map_floats(nw), *y = map_floats(ny);
     bool ok = x && w && y;
     if (ok) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, x, K, w, K, 0.0f, y, N);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, K, N, 1.0f, y, N, w, K, 0.0f, x,
-                    K);
+        bl_gemm(false, true, M, N, K, 1.0f, x, K, w, K, 0.0f, y, N);
+        bl_gemm(false, false, M, K, N, 1.0f, y, N, w, K, 0.0f, x, K);
     }
     if (x) munmap(x, nx * sizeof(float));
     if (w) munmap(w, nw * sizeof(float));

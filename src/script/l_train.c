@@ -561,11 +561,11 @@ static void blas_resume_notice(BlRuntime *rt, const char *path, cJSON *f) {
     cJSON_AddNumberToObject(f, "blas_threads", threads);
     cJSON_AddStringToObject(f, "checkpoint_blas_core", ci.blas_core);
     cJSON_AddNumberToObject(f, "checkpoint_blas_threads", (double)ci.blas_threads);
-    if (ci.blas_threads > 0 && (ci.blas_threads != threads || strcmp(ci.blas_core, core) != 0) && !rt->cfg.dash)
-        fprintf(stderr, "bitlab: note: %s was written with BLAS core %s and %lld thread(s), this run uses %s "
-                "and %d: steps are deterministic per setting but will differ slightly from an uninterrupted "
-                "run (set OPENBLAS_CORETYPE / OPENBLAS_NUM_THREADS to match)\n", path, ci.blas_core,
-                (long long)ci.blas_threads, core, threads);
+    /* the thread count changes nothing (ops/parallel.h); the kernel family does */
+    if (ci.blas_threads > 0 && strcmp(ci.blas_core, core) != 0 && !rt->cfg.dash)
+        fprintf(stderr, "bitlab: note: %s was written with BLAS core %s, this run uses %s: steps are "
+                "deterministic per core but will differ slightly from an uninterrupted run (set "
+                "OPENBLAS_CORETYPE to match)\n", path, ci.blas_core, core);
 }
 
 /* trainer:load(path) → state (restores adapters, optimizer, counters, knobs,

@@ -15,6 +15,7 @@
 #include <cblas.h>
 
 #include "core/bytebuf.h"
+#include "ops/parallel.h"
 
 static const char MAGIC[8] = {'B', 'L', 'C', 'K', 'P', 'T', 0, 0};
 #define HEADER_BYTES 32
@@ -30,7 +31,7 @@ void bl_blas_info(char core[BL_CKPT_CORE_LEN], int *threads) {
     snprintf(core, BL_CKPT_CORE_LEN, "%s", name ? name : "unknown");
     /* trailing blanks in some OpenBLAS builds */
     for (size_t n = strlen(core); n > 0 && core[n - 1] == ' '; n--) core[n - 1] = 0;
-    *threads = openblas_get_num_threads();
+    *threads = bl_parallel_threads(); /* OpenBLAS itself runs on one, called from each */
 }
 
 const char *bl_qk_layout_name(int interleaved) {

@@ -1,10 +1,11 @@
 /* lora.c - the LoRA stack of one linear (see lora.h). */
 #include "train/lora.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "ops/gemm.h"
 
 // ----------------------------------------------------------------------------
 // deterministic init: splitmix64 → uniform in [−bound, bound)
@@ -104,8 +105,7 @@ void bl_lora_merge(float *dst, const float *w, const BlLoraStack *s) {
     if (dst != w) memcpy(dst, w, sizeof(float) * n);
     for (int i = 0; i < s->n; i++) { /* dst[out,in] += scale · B[out,r] · A[r,in] */
         const BlLoraAdapter *a = &s->ad[i];
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->out, s->in, a->r, a->scale,
-                    a->B, a->r, a->A, s->in, 1.0f, dst, s->in);
+        bl_gemm(false, false, s->out, s->in, a->r, a->scale, a->B, a->r, a->A, s->in, 1.0f, dst, s->in);
     }
     if (s->dense)
         for (size_t i = 0; i < n; i++) dst[i] += s->dense[i];
@@ -121,17 +121,12 @@ void bl_lora_backward(BlLoraStack *s, const float *dy, const float *x, int M, fl
         BlLoraAdapter *a = &s->ad[s->n - 1];
         int r = a->r;
         /* u[M,r] = x[M,in]·A[r,in]ᵀ ; dB[out,r] += scale·dy[M,out]ᵀ·u */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, r, in, 1.0f, x, in, a->A, in,
-                    0.0f, scratch, r);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, r, M, a->scale, dy, out,
-                    scratch, r, 1.0f, a->dB, r);
+        bl_gemm(false, true, M, r, in, 1.0f, x, in, a->A, in, 0.0f, scratch, r);
+        bl_gemm(true, false, out, r, M, a->scale, dy, out, scratch, r, 1.0f, a->dB, r);
         /* v[M,r] = dy[M,out]·B[out,r] ; dA[r,in] += scale·vᵀ·x */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, r, out, 1.0f, dy, out, a->B, r,
-                    0.0f, scratch, r);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r, in, M, a->scale, scratch, r, x,
-                    in, 1.0f, a->dA, in);
+        bl_gemm(false, false, M, r, out, 1.0f, dy, out, a->B, r, 0.0f, scratch, r);
+        bl_gemm(true, false, r, in, M, a->scale, scratch, r, x, in, 1.0f, a->dA, in);
     }
     if (s->ddense) /* ddense[out,in] += dyᵀ·x */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, M, 1.0f, dy, out, x, in,
-                    1.0f, s->ddense, in);
+        bl_gemm(true, false, out, in, M, 1.0f, dy, out, x, in, 1.0f, s->ddense, in);
 }

@@ -317,6 +317,7 @@ typedef struct {
     double tokens_per_s;    /* B·T / median step */
     double flops_per_step;  /* bl_trainer_flops */
     double last_total;      /* the loss of the last step (sanity) */
+    double minor_faults;    /* page faults per timed step (getrusage): 0 when buffers are reused */
     BlMemStats mem;         /* the backend's memory after the steps, peak over the run */
     size_t weight_bytes;    /* the frozen weights in backend memory (0 on the CPU: shared) */
     BlTrainerMemory tmem;   /* the trainer's own figures */

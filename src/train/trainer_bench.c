@@ -8,6 +8,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #define BENCH_MAX_STEPS 1000
@@ -60,12 +61,20 @@ static int timed_steps(BlTrainer *tr, const BlStepParams *p, int warmup, int ste
     double times[BENCH_MAX_STEPS];
     uint64_t rng = 0x9e3779b97f4a7c15ull;
     BlStepResult res;
+    long faults = 0;
     for (int it = 0; it < warmup + steps; it++) {
         next_batch(tokens, (size_t)tr->B * tr->T, tr->m->cfg.vocab_size, &rng);
+        struct rusage r0, r1;
+        getrusage(RUSAGE_SELF, &r0);
         double t0 = now_s();
         if (bl_trainer_step(tr, tokens, lens, NULL, 1, tr->B, tr->T, p, &res, err)) return -1;
-        if (it >= warmup) times[it - warmup] = now_s() - t0;
+        double t1 = now_s();
+        getrusage(RUSAGE_SELF, &r1);
+        if (it < warmup) continue;
+        times[it - warmup] = t1 - t0;
+        faults += r1.ru_minflt - r0.ru_minflt;
     }
+    out->minor_faults = (double)faults / steps;
     qsort(times, steps, sizeof(double), cmp_double);
     out->step_s_median = times[steps / 2];
     out->step_s_min = times[0];

@@ -8,7 +8,6 @@ The checkpoint a kill leaves is never torn (it loads), and the writer's
 temporary file ("<path>.tmp.PID") is gone after the resumed run's first save.
 """
 import glob
-import json
 import os
 import signal
 import subprocess
@@ -18,11 +17,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import make_tiny_model as tiny  # noqa: E402
+from metrics_log import step_diffs, step_records as steps_of  # noqa: E402
 
 BIN = os.environ.get("BITLAB_BIN", "build/bitlab")
 STEPS, KILL_AT = 24, 9
-FIELDS = ("ce", "kl", "topk", "cos", "mag", "total", "grad_norm", "block_grad_norm",
-          "kind_grad_norm", "lambda", "lr", "adapter")
 failures = []
 
 
@@ -30,17 +28,6 @@ def check(ok, what):
     print(("ok   " if ok else "FAIL ") + what)
     if not ok:
         failures.append(what)
-
-
-def steps_of(path):
-    out = {}
-    if os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                r = json.loads(line)
-                if "event" not in r and "step" in r:
-                    out[r["step"]] = r
-    return out
 
 
 def cmd(log, d, model, resume=None):
@@ -91,7 +78,7 @@ def main():
     first = min(res, default=STEPS + 1)
     check(last - 1 <= first - 1 <= last and sorted(res) == list(range(first, STEPS + 1)),
           f"resumed at step {first} (the kill came after step {last}) and ran to {STEPS}")
-    diff = [(s, k) for s in res for k in FIELDS if s in full and full[s].get(k) != res[s].get(k)]
+    diff = step_diffs(full, res)
     check(not diff and all(s in full for s in res),
           f"steps {first}..{STEPS} identical bit for bit to the uninterrupted run")
     for s, k in diff[:5]:
