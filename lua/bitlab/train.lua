@@ -21,6 +21,9 @@
 --                          teacher's outputs come from it instead of a forward; the loss
 --                          mix must not use kl (and cos / mag only with stored hidden states)
 --   clip, weight_decay, beta1, beta2
+--   integer_forward        at lambda = 1 with 8- or 4-bit activations, the student
+--                          forward's block linears as exact int8 x ternary products
+--                          (VNNI on the CPU; see bitlab.trainer); default false
 --   checkpoint             path of the checkpoint file; checkpoint_every N steps
 --                          (also written at the end and on Ctrl-C)
 --   generate_every, prompts, max_tokens   student generations during training (with
@@ -150,6 +153,7 @@ return function(o)
     trace = o.trace, data = o.trace and data or nil,
     clip = o.clip or 1, weight_decay = o.weight_decay or 0,
     beta1 = o.beta1 or 0.9, beta2 = o.beta2 or 0.95,
+    integer_forward = o.integer_forward or false,
   }
   local ctx = {student = student, trainer = trainer, data = data, model = model}
 

@@ -15,6 +15,7 @@
 #include "ops/ops.h"
 #include "ops/ops_decode.h"
 #include "ops/quant.h"
+#include "ops/ternary_gemm.h"
 #include "ops/weff.h"
 
 // ----------------------------------------------------------------------------
@@ -90,7 +91,10 @@ static void cpu_bitlinear_weff(float *weff, const BlWeffSpec *w) {
     bl_weff_build(weff, &m, w->lambda);
 }
 
-/* The reference of the integer path: actq, ternary Weff, one fp32 GEMM. */
+/* The integer path (ops/ternary_gemm.h): the merged weight's ternary and the
+ * int8 activations, summed exactly in int32 and scaled once, as the CUDA
+ * twin does; the fp32 path (bitlinear_weff, actq, matmul) rounds its
+ * products instead. */
 static int cpu_ternary_matmul(float *y, const float *x, const BlWeffSpec *w, const float *bias,
                               int M, int bits, BlError *err) {
     if (bits != 8 && bits != 4)
@@ -99,16 +103,8 @@ static int cpu_ternary_matmul(float *y, const float *x, const BlWeffSpec *w, con
         return bl_fail(err, "ternary matmul: lambda is %g; the integer path needs lambda = 1",
                        (double)w->lambda);
     if (M <= 0 || w->out <= 0 || w->in <= 0) return 0;
-    float *weff = bl_malloc(sizeof(float) * w->out * w->in, err);
-    float *xq = weff ? bl_malloc(sizeof(float) * M * w->in, err) : NULL;
-    int rc = xq ? bl_actq(xq, NULL, x, M, w->in, bits, err) : -1;
-    if (rc == 0) {
-        cpu_bitlinear_weff(weff, w);
-        bl_matmul(y, xq, weff, bias, M, w->out, w->in);
-    }
-    free(weff);
-    free(xq);
-    return rc;
+    BlMergeSpec m = merge_spec(w);
+    return bl_ternary_linear(y, x, &m, bias, M, bits, err);
 }
 
 static void cpu_adamw_step(float *p, const float *g, float *m, float *v, size_t n, long t,

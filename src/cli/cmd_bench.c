@@ -1,7 +1,8 @@
-/* cmd_bench.c - `bitlab bench forward|step`: teacher-forward and
+/* cmd_bench.c - `bitlab bench forward|step|ternary`: teacher-forward and
  * distillation-step throughput on the backend --device picks (the step: the
- * trainer, train/trainer.h). The reference implementations run beside them
- * from bench/ (bench_forward.py, bench_step.py). */
+ * trainer, train/trainer.h), and the λ = 1 student linear's fp32 path against
+ * its integer path. The reference implementations run beside them from
+ * bench/ (bench_forward.py, bench_step.py). */
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -146,22 +147,29 @@ static int bench_step(const CliArgs *a) {
 
 int cmd_bench(int argc, char **argv) {
     const char *what = argc >= 2 ? argv[1] : "";
-    const CliSpec *spec = !strcmp(what, "forward") ? &cli_bench_forward_spec
-                          : !strcmp(what, "step")  ? &cli_bench_step_spec
-                                                   : NULL;
+    const CliSpec *spec = !strcmp(what, "forward")   ? &cli_bench_forward_spec
+                          : !strcmp(what, "step")    ? &cli_bench_step_spec
+                          : !strcmp(what, "ternary") ? &cli_bench_ternary_spec
+                                                     : NULL;
     if (!spec && (!strcmp(what, "--help") || !strcmp(what, "-h"))) {
         cli_print_help(stdout, &cli_bench_forward_spec);
         printf("\n");
         cli_print_help(stdout, &cli_bench_step_spec);
+        printf("\n");
+        cli_print_help(stdout, &cli_bench_ternary_spec);
         return 0;
     }
     if (!spec) {
-        fprintf(stderr, "bitlab bench: expected 'forward' or 'step'%s%s%s (see bitlab bench --help)\n",
+        fprintf(stderr,
+                "bitlab bench: expected 'forward', 'step' or 'ternary'%s%s%s (see bitlab bench "
+                "--help)\n",
                 *what ? ", got '" : "", what, *what ? "'" : "");
         return 2;
     }
     CliArgs a;
     int prc = cli_parse(&a, spec, argc - 1, argv + 1);
     if (prc >= 0) return prc;
-    return spec == &cli_bench_forward_spec ? bench_forward(&a) : bench_step(&a);
+    return spec == &cli_bench_forward_spec ? bench_forward(&a)
+           : spec == &cli_bench_step_spec  ? bench_step(&a)
+                                           : cli_bench_ternary(&a);
 }

@@ -66,19 +66,9 @@ static inline float ternary(float w, float s) {
     return (float)(v >= 0.5f) - (float)(v <= -0.5f);
 }
 
-/* roundf (half away from zero) of v clamped to the integers [lo, hi], NaN to
- * lo, as fminf/fmaxf/roundf did; clamping first keeps the int conversion
- * defined (|v| <= 128), and v − trunc(v) is exact */
-static inline float round_clamp(float v, float lo, float hi) {
-    v = v > lo ? v : lo;
-    v = v < hi ? v : hi;
-    float t = (float)(int)v;
-    return t + (fabsf(v - t) >= 0.5f ? copysignf(1.0f, v) : 0.0f);
-}
-
 /* max |x| as the largest of the sign-cleared bit patterns (which order like
  * the values for non-NaN floats), an integer reduction gcc vectorises */
-static float absmax(const float *x, int n) {
+float bl_absmax(const float *x, int n) {
     uint32_t m = 0;
     for (int i = 0; i < n; i++) {
         uint32_t u;
@@ -176,9 +166,9 @@ static void actq_rows(void *ctx, long m0, long m1) {
             if (j->scale) j->scale[m] = 1.0f;
             continue;
         }
-        float s = (float)Q / fmaxf(absmax(xr, D), BL_QUANT_EPS);
+        float s = (float)Q / fmaxf(bl_absmax(xr, D), BL_QUANT_EPS);
         float lo = (float)(-Q - 1), hi = (float)Q;
-        for (int i = 0; i < D; i++) yr[i] = round_clamp(xr[i] * s, lo, hi) / s;
+        for (int i = 0; i < D; i++) yr[i] = bl_round_clamp(xr[i] * s, lo, hi) / s;
         if (j->scale) j->scale[m] = s;
     }
 }

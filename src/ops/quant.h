@@ -13,6 +13,7 @@
 #ifndef BITLAB_QUANT_H
 #define BITLAB_QUANT_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -41,6 +42,20 @@ void bl_weff_scaled(float *weff, const float *w, size_t n, float lambda, float s
 
 /* Integer form: q[i] ∈ {−1, 0, 1} with w ≈ q/s; returns s. */
 float bl_wq_int8(int8_t *q, const float *w, size_t n);
+
+/* roundf (half away from zero) of v clamped to the integers [lo, hi], NaN to
+ * lo, as fminf/fmaxf/roundf would; clamping first keeps the int conversion
+ * defined (|v| <= 128), and v − trunc(v) is exact. Comparisons instead of
+ * the calls, so that the loops using it vectorise. */
+static inline float bl_round_clamp(float v, float lo, float hi) {
+    v = v > lo ? v : lo;
+    v = v < hi ? v : hi;
+    float t = (float)(int)v;
+    return t + (fabsf(v - t) >= 0.5f ? copysignf(1.0f, v) : 0.0f);
+}
+
+/* max |x[i]|, as the largest sign-cleared bit pattern (NaN-free input) */
+float bl_absmax(const float *x, int n);
 
 /* Largest positive level Q of an activation width: 127 for 8 bits, 7 for 4
  * bits, 0 for 16 (quantisation off); −1 for any other width. */

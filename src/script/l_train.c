@@ -362,13 +362,18 @@ static void use_trace(lua_State *L, LTrainer *u, BlTrace *t) {
 /* bitlab.trainer{student=, batch=1, seq=, ce=1, kl=0, topk=0, k=0, cos=0,
  * mag=0, tau=1, clip=1, lr=1e-4, beta1=0.9, beta2=0.95, eps=1e-8,
  * weight_decay=0, trace=nil, data=nil, teacher_cache=true,
- * hidden_states=true}; batch and seq are the micro-batch capacity, k the
+ * hidden_states=true, integer_forward=false}; batch and seq are the
+ * micro-batch capacity, k the
  * top-K capacity (0: no top-K loss), hidden_states whether the teacher's
  * block outputs are kept (the cos / mag losses need them); the loss weights,
  * τ and the AdamW settings are the defaults of every step. trace = a path or
  * a Trace: the teacher's outputs come from it (k defaults to its K; data,
- * when given, must be the dataset it was made from). The trainer runs on the
- * run's device (--device). */
+ * when given, must be the dataset it was made from). integer_forward: at
+ * λ = 1 with 8- or 4-bit activations the student forward's block linears run
+ * as exact int8 × ternary products (be->ternary_matmul: VNNI on the CPU,
+ * cuBLASLt on CUDA) instead of fp32 GEMMs of the dequantised values; the
+ * backward is the same either way. The trainer runs on the run's device
+ * (--device). */
 static int l_trainer(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     bl_field_udata(L, 1, "student", BL_MT_STUDENT, true);
@@ -394,7 +399,8 @@ static int l_trainer(lua_State *L) {
     if (lc.w_topk != 0.0f && K <= 0) return luaL_error(L, "trainer: the top-K loss needs k=");
     BlTrainerShape sh = {.batch = B, .seq = T, .topk = K,
                          .hidden = bl_opt_bool(L, 1, "hidden_states", 1),
-                         .teacher_cache = bl_opt_bool(L, 1, "teacher_cache", 1)};
+                         .teacher_cache = bl_opt_bool(L, 1, "teacher_cache", 1),
+                         .ternary_fast_path = bl_opt_bool(L, 1, "integer_forward", 0)};
     if (!sh.hidden && (lc.w_cos != 0.0f || lc.w_mag != 0.0f))
         return luaL_error(L, "trainer: cos / mag losses need hidden_states = true");
     LTrainer *u = lua_newuserdatauv(L, sizeof *u, 2);

@@ -31,21 +31,11 @@
 #include "ops/quant.h"
 
 #include "check.h"
+#include "rand.h"
 
 // ----------------------------------------------------------------------------
 // random inputs
 
-static uint64_t rng_state;
-
-static double urand(void) { /* [0, 1) */
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return (double)((z ^ (z >> 31)) >> 11) * 0x1.0p-53;
-}
-
-static float frand(float lo, float hi) { return lo + (float)urand() * (hi - lo); }
-static int irand(int n) { return (int)(urand() * n); }
 
 // ----------------------------------------------------------------------------
 // cases

@@ -13,7 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "ops/gemm.h"
 #include "ops/ops.h"
@@ -23,17 +22,11 @@
 #include "ops/weff.h"
 
 #include "check.h"
-
-static uint64_t rng_state;
-
-static float frand(void) { /* uniform in [-1, 1) */
-    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
-    return (float)((rng_state >> 40) * (2.0 / 16777216.0) - 1.0);
-}
+#include "rand.h"
 
 static float *rnd(size_t n) {
     float *x = malloc(sizeof(float) * (n ? n : 1));
-    for (size_t i = 0; i < n; i++) x[i] = frand();
+    for (size_t i = 0; i < n; i++) x[i] = frand(-1.0f, 1.0f);
     return x;
 }
 
@@ -291,8 +284,7 @@ static void test_rope_table(void) {
 int main(void) {
     setenv("OPENBLAS_NUM_THREADS", "3", 1); /* before the pool's first use */
     unsetenv("OMP_NUM_THREADS");
-    rng_state = (uint64_t)time(NULL) ^ 0x5851f42d4c957f2dull; /* fresh inputs each run */
-    printf("test_parallel: seed %llu\n", (unsigned long long)rng_state);
+    rand_seed_fresh("test_parallel");
     test_cover();
     test_concurrent_callers();
     test_gemm();
