@@ -159,18 +159,25 @@ static void plan_side(BlPlanSide *s, const BlConfig *c, const BlPlanRun *r, cons
     b[BL_PLAN_OPTIMIZER] = 2 * F * trainable;
 
     /* the trainer's buffers: its one table (trainer.h bl_trainer_buffers),
-     * each buffer in its category. The CPU chunks the token losses by two
-     * sequences, a device by as many as keep the chunk's logits in 256 MiB
-     * (bl_trainer_default_chunk; only the backend's name matters to it). */
+     * each buffer in its category. The CPU chunks the token losses by one
+     * sequence and recomputes the attention probabilities, a device chunks
+     * by as many as keep the chunk's logits in 256 MiB and saves them
+     * (bl_trainer_default_chunk, bl_trainer_attention_probs; only the
+     * backend's name matters to them). */
     BlStudentConfig sc = {.lambda = 1.0f, .act_bits = r->act_bits, .subln = r->subln,
                           .post_attn_norm = r->post_attn_norm, .dense = r->dense};
     BlTrainerShape sh = run_shape(r);
     static const BlBackend device_like = {.name = "cuda"};
-    int chunk = bl_trainer_default_chunk(gpu ? &device_like : bl_backend_cpu(), c, &sh);
+    const BlBackend *like = gpu ? &device_like : bl_backend_cpu();
+    int chunk = bl_trainer_default_chunk(like, c, &sh);
+    sh.attention_probs = bl_trainer_attention_probs(like, &sh);
     BlTrainerBuffers tb;
     bl_trainer_buffers(&tb, c, &sc, &sh, chunk, k >= 1 ? r->rank : 0);
     for (int i = 0; i < BL_BUF_COUNT; i++)
-        b[BUFS[i].cat] += gpu && BUFS[i].bf16 ? tb.bytes[i] / 2 : tb.bytes[i];
+        /* a saved activation that the shape recomputes (the attention
+         * probabilities) is one layer's scratch instead */
+        b[BUFS[i].cat == BL_PLAN_ACTIVATIONS && !tb.saved[i] ? BL_PLAN_BLOCK_SCRATCH : BUFS[i].cat] +=
+            gpu && BUFS[i].bf16 ? tb.bytes[i] / 2 : tb.bytes[i];
 
     /* forward.c bl_build_forward_state_rows (keep_att; bl_forward_state_bytes):
      * the teacher's state, its logits [chunk·T, V] apart; on the GPU its float

@@ -36,12 +36,17 @@ const char *bl_teacher_source_name(BlTeacherSource s) {
 int bl_trainer_default_chunk(const BlBackend *be, const BlConfig *c, const BlTrainerShape *sh) {
     int chunk;
     if (sh->loss_chunk_seqs > 0) chunk = sh->loss_chunk_seqs;
-    else if (strcmp(be->name, "cpu") == 0) chunk = 2;
+    else if (strcmp(be->name, "cpu") == 0) chunk = 1;
     else {
         size_t row_bytes = (size_t)sh->seq * c->vocab_size * sizeof(float);
         chunk = (int)MAX2((size_t)1, ((size_t)256 << 20) / (row_bytes ? row_bytes : 1));
     }
     return chunk > sh->batch ? sh->batch : chunk;
+}
+
+BlAttentionProbs bl_trainer_attention_probs(const BlBackend *be, const BlTrainerShape *sh) {
+    if (sh->attention_probs != BL_ATT_BACKEND_DEFAULT) return sh->attention_probs;
+    return strcmp(be->name, "cpu") == 0 ? BL_ATT_RECOMPUTE : BL_ATT_SAVE;
 }
 
 void bl_trainer_buffers(BlTrainerBuffers *out, const BlConfig *c, const BlStudentConfig *sc,
@@ -66,7 +71,8 @@ void bl_trainer_buffers(BlTrainerBuffers *out, const BlConfig *c, const BlStuden
     BUF(BL_BUF_Q, L * M * qd * F, 1);
     BUF(BL_BUF_K, L * M * kvd * F, 1);
     BUF(BL_BUF_V, L * M * kvd * F, 1);
-    BUF(BL_BUF_ATT, L * M * c->n_heads * sh->seq * F, 1);
+    bool recompute = sh->attention_probs == BL_ATT_RECOMPUTE;
+    BUF(BL_BUF_ATT, (recompute ? 1 : L) * M * c->n_heads * sh->seq * F, !recompute);
     BUF(BL_BUF_AO, L * M * qd * F, 1);
     BUF(BL_BUF_XMID, L * M * D * F, 1);
     BUF(BL_BUF_GU, L * M * 2 * H * F, 1);
@@ -168,6 +174,7 @@ int bl_build_trainer(BlTrainer *tr, const BlBackend *be, BlStudent *st, const Bl
     tr->T = sh->seq;
     tr->K = sh->topk > 0 ? sh->topk : 1;
     tr->chunk = bl_trainer_default_chunk(be, c, sh);
+    tr->shape.attention_probs = bl_trainer_attention_probs(be, sh);
     size_t M = (size_t)tr->B * tr->T;
     if (bl_build_device_student(&tr->ds, be, st, true, err)) goto fail;
     tr->m = tr->ds.m;

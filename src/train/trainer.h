@@ -62,6 +62,12 @@
 // ----------------------------------------------------------------------------
 // what is fixed at build, what each step takes
 
+/* The attention probabilities the backward needs: kept per layer from the
+ * forward (B·nh·T² floats a layer), or recomputed per layer in the backward
+ * from the saved q, k, v by one more attention forward into a single layer's
+ * buffer (the same op on the same inputs: the same bits). */
+typedef enum { BL_ATT_BACKEND_DEFAULT = 0, BL_ATT_SAVE, BL_ATT_RECOMPUTE } BlAttentionProbs;
+
 typedef struct {
     int batch, seq;         /* micro-batch capacity B x T */
     int topk;               /* K of the top-K KL (1..BL_TOPK_MAX), 0: no top-K loss */
@@ -74,6 +80,8 @@ typedef struct {
     /* sequences per logits chunk of the token losses; 0: the backend's
      * choice (bl_trainer_default_chunk) */
     int loss_chunk_seqs;
+    /* BL_ATT_BACKEND_DEFAULT: bl_trainer_attention_probs's choice */
+    BlAttentionProbs attention_probs;
 } BlTrainerShape;
 
 /* The loss mix of a step. */
@@ -169,14 +177,21 @@ typedef struct {
 } BlTrainerBuffers;
 
 /* Sequences per token-loss chunk when the shape leaves it to the backend:
- * the CPU two (each sequence's losses on its own thread), a device as many
- * as keep the chunk's logits within 256 MiB. */
+ * the CPU one (its rows split over the worker pool; a chunk's logits, their
+ * gradient and the teacher's are 3·T·V floats), a device as many as keep the
+ * chunk's logits within 256 MiB. */
 int bl_trainer_default_chunk(const BlBackend *be, const BlConfig *c, const BlTrainerShape *sh);
+
+/* The shape's attention_probs, or the backend's choice: the CPU recomputes
+ * (memory is what it lacks; the extra attention forward is ~1% of a step),
+ * a device saves. */
+BlAttentionProbs bl_trainer_attention_probs(const BlBackend *be, const BlTrainerShape *sh);
 
 /* The table for a model configuration, student configuration and shape
  * (from hyper-parameters alone, so the planner reads it too); rmax is the
  * largest newest-adapter rank (the LoRA backward scratch), chunk the
- * sequences per token-loss chunk. */
+ * sequences per token-loss chunk; sh->attention_probs as resolved by
+ * bl_trainer_attention_probs (BL_ATT_BACKEND_DEFAULT counts as saving). */
 void bl_trainer_buffers(BlTrainerBuffers *out, const BlConfig *c, const BlStudentConfig *sc,
                         const BlTrainerShape *sh, int chunk, int rmax);
 

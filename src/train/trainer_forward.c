@@ -101,7 +101,9 @@ static int block_forward(BlTrainer *tr, int l, const BlStepParams *p, BlError *e
     float *q = a->q + (size_t)l * M * qd, *k = a->k + (size_t)l * M * kvd,
           *v = a->v + (size_t)l * M * kvd, *ao = a->ao + (size_t)l * M * qd;
     float *xmid = a->xmid + l * mD, *gu = a->gu + (size_t)l * M * 2 * H;
-    float *att = a->att + (size_t)l * M * c->n_heads * T;
+    /* recomputed in the backward: not stored */
+    float *att = tr->shape.attention_probs == BL_ATT_RECOMPUTE ? NULL
+                                                               : a->att + (size_t)l * M * c->n_heads * T;
     float *xout = a->xs + (l + 1) * mD;
 
     /* attention */
@@ -185,7 +187,8 @@ static void block_backward(BlTrainer *tr, int l, const BlStepParams *p) {
     const float *q = a->q + (size_t)l * M * qd, *k = a->k + (size_t)l * M * kvd,
                 *v = a->v + (size_t)l * M * kvd, *ao = a->ao + (size_t)l * M * qd;
     const float *gu = a->gu + (size_t)l * M * 2 * H;
-    const float *att = a->att + (size_t)l * M * c->n_heads * T;
+    bool recompute = tr->shape.attention_probs == BL_ATT_RECOMPUTE;
+    float *att = a->att + (recompute ? 0 : (size_t)l * M * c->n_heads * T);
 
     /* MLP: xout = xmid + down(swiglu(gate(n), up(n))), n = rmsnorm(xmid) */
     int ld = c->fused_gate_up ? 2 * H : H;
@@ -223,6 +226,8 @@ static void block_backward(BlTrainer *tr, int l, const BlStepParams *p) {
         const float *dys[1] = {dyo};
         group_backward(tr, l, kk, dys, 1, ao, a->dao, M, p);
     }
+    if (recompute) /* this layer's probabilities; dq is overwritten next */
+        be->attention(a->dq, att, q, k, v, ts->lens, B, T, c->n_heads, c->n_kv_heads, c->head_dim);
     be->attention_backward(a->dq, a->dk, a->dv, a->dao, att, q, k, v, ts->lens, B, T, c->n_heads,
                            c->n_kv_heads, c->head_dim);
     be->rope_backward(a->dq, ts->pos, M, c->n_heads, c->head_dim, c->rope_theta,
