@@ -40,6 +40,9 @@ local run = bitlab.train{
   adapter = {rank = 32, alpha = 32, seed = 1},
   rotate_every = rotate,
   lambda = 1, act_bits = 8,
+  -- the forward the exported student will run: exact int8 x ternary products
+  -- (VNNI on the CPU), and the fastest path at lambda 1
+  integer_forward = true,
   lr = bitlab.schedule.relora{base = bitlab.schedule.warmup_cosine{peak = 3e-3, warmup = 10,
                                                                    total = steps, min = 3e-4},
                               every = rotate, warmup = 10},
