@@ -106,7 +106,11 @@ static int run(BlModel *m, int argc, char **argv, BlError *err) {
     }
     BlStudentConfig sc = {.lambda = 1.0f, .act_bits = 8};
     BlOptConfig oc = {.adamw = {.lr = 0}};
-    BlTrainerShape sh = {.batch = B, .seq = T, .topk = K, .hidden = true, .teacher_cache = true};
+    /* the whole batch in one loss chunk: the teacher's logits then come from
+     * the same LM-head product as the trace writer's (test_trace.py expects
+     * the trace's own batch bit for bit) */
+    BlTrainerShape sh = {.batch = B, .seq = T, .topk = K, .hidden = true, .teacher_cache = true,
+                         .loss_chunk_seqs = B};
     BlStudent st;
     BlTrainer live, traced;
     BlTrace *trace = NULL;
