@@ -1,8 +1,9 @@
 /* cmd_eval.c - `bitlab eval`: the teacher against a ternary student (from a
  * checkpoint, or fresh as the before-training baseline) on held-out data
- * and a prompt list; a table on stdout and optionally JSON. The work is in
- * eval/evaluate.h, on the backend of --device (cli_backend): the teacher's
- * and the student's forwards and greedy answers all run there. */
+ * and a prompt list; the table on stdout and optionally JSON, progress on
+ * stderr. The work is in eval/evaluate.h, on the backend of --device
+ * (cli_backend): the teacher's and the student's forwards and greedy answers
+ * all run there. */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -39,14 +40,19 @@ const CliSpec cli_eval_spec = {
                 "            [--max-tokens N] [--seq T] [--max-examples N] [--act-bits B]\n"
                 "            [--json OUT] [--quiet] [--device cpu|cuda|auto]",
     .summary = "the teacher against its ternary student (lambda 1) on held-out data:\n"
-               "perplexities, KL, top-1 agreement, common greedy prefixes, weight bytes and\n"
-               "QEI; a table and --json OUT",
+               "perplexities and their ratio, KL, top-1 agreement (all, first 8 / 32\n"
+               "positions), top-5 agreement, common greedy prefixes, weight bytes and QEI;\n"
+               "a table and --json OUT",
     .details =
         "The student: lambda 1, the checkpoint's activation bits, or --act-bits (4, 8 or\n"
-        "16). Reported: perplexity of each, mean KL(teacher||student) per token (tau 1),\n"
-        "top-1 agreement, the common greedy prefix on each prompt of --prompts (one per\n"
+        "16). Reported: perplexity of each and student/teacher perplexity ratio, mean\n"
+        "KL(teacher||student) per token (tau 1), top-1 agreement (the same most likely\n"
+        "token) over all scored tokens and over those at positions < 8 and < 32 of their\n"
+        "example, top-5 agreement (the teacher's top-1 among the student's 5 most likely\n"
+        "tokens), the common greedy prefix on each prompt of --prompts (one per\n"
         "line, chat template, KV cache, --max-tokens new tokens, default 64), weight bytes\n"
         "and QEI = (quality_S/quality_T) / (memory_S/memory_T), quality = 1/perplexity.\n"
+        "Agreement moves long before greedy answers share a prefix.\n"
         "Memory: teacher = every parameter at 16 bits; student = block linears at\n"
         "2 bits (ternary, 4 per byte) + one fp32 scale per tensor + embedding / LM head\n"
         "at 16 bits + norms and biases at 32 bits (the packed safetensors export's data).\n"
@@ -54,9 +60,11 @@ const CliSpec cli_eval_spec = {
         ".jsonl = {\"messages\":[...]} lines scored on assistant turns (or {\"text\":...}),\n"
         "examples longer than --seq cut. Without --checkpoint: a fresh student (no\n"
         "adapters), the before-training baseline. --max-examples N: only the first N\n"
-        "(0, the default: all). --json OUT writes every number; --quiet drops the\n"
-        "progress lines on stderr. --device: where both models run (cpu, the default;\n"
-        "cuda: the weights in bf16 on the GPU; auto: CUDA when a device is present)",
+        "(0, the default: all). --device: where both models run (cpu, the default;\n"
+        "cuda: the weights in bf16 on the GPU; auto: CUDA when a device is present).\n"
+        "Output: the table on stdout (ending with the JSON path when --json is given);\n"
+        "progress lines and the JSON path on stderr, errors on stderr. --json OUT\n"
+        "writes every number; --quiet drops the progress lines and the stderr JSON line",
     .opts = OPTS,
 };
 
@@ -102,7 +110,11 @@ int cmd_eval(int argc, char **argv) {
     if (bl_evaluate(be, &st, mode, &data, &opt, &rep, &err)) goto done;
     bl_eval_report_print(stdout, &opt, &rep);
     if (json && bl_eval_report_write_json(json, &opt, &rep, &err)) goto done;
-    if (json) printf("  report: %s\n", json);
+    if (json) {
+        printf("  report: %s (JSON)\n", json);
+        /* stdout may be redirected to a file: say where the JSON went here too */
+        if (opt.progress) fprintf(opt.progress, "bitlab eval: JSON report written to %s\n", json);
+    }
     rc = 0;
 done:
     if (rc) fprintf(stderr, "bitlab eval: %s\n", err.msg);

@@ -9,6 +9,12 @@
 static const char QEI_DEFINITION[] =
     "QEI = (quality_student / quality_teacher) / (memory_student / memory_teacher), "
     "quality = 1/perplexity";
+static const char AGREEMENT_DEFINITION[] =
+    "agreement: the student's top-1 token is the teacher's, over scored tokens; "
+    "agreement_firstN: the same over scored tokens at positions < N of their example "
+    "(the row at position t predicts token t+1); agreement_top5: the teacher's top-1 token "
+    "is among the student's 5 most likely (ties by the lower token id); "
+    "perplexity_ratio = student_perplexity / teacher_perplexity";
 static const char MEMORY_ACCOUNTING[] =
     "teacher: every parameter at 16 bits (the source file's size is reported, not used); "
     "student: block linear weights at 2 bits (ternary, packed 4 per byte, out*ceil(in/4) bytes "
@@ -64,6 +70,25 @@ static void print_data(FILE *f, const BlEvalOptions *opt, const BlEvalReport *r)
     fprintf(f, "\n");
 }
 
+/* Top-1 agreement overall and by position, then top-5: the measures that
+ * move long before the greedy answers share a prefix. */
+static void print_agreement(FILE *f, const BlEvalReport *r) {
+    fprintf(f, "  top-1 agreement          %6.2f %% (%s of %s scored tokens)\n",
+            100.0 * r->agreement, grouped(r->agree), grouped(r->rows));
+    for (int i = 0; i < BL_EVAL_N_POS; i++) {
+        char label[32];
+        snprintf(label, sizeof label, "positions < %d", bl_eval_pos_cuts[i]);
+        if (r->rows_pos[i])
+            fprintf(f, "    %-23s%6.2f %% (%s of %s)\n", label, 100.0 * r->agreement_pos[i],
+                    grouped(r->agree_pos[i]), grouped(r->rows_pos[i]));
+        else
+            fprintf(f, "    %-23s   n/a   (no scored token there)\n", label);
+    }
+    fprintf(f, "  top-5 agreement          %6.2f %% (%s of %s: the teacher's top-1 among the "
+               "student's 5 most likely)\n",
+            100.0 * r->agreement_top5, grouped(r->agree_top5), grouped(r->rows));
+}
+
 static void print_generations(FILE *f, const BlEvalOptions *opt, const BlEvalReport *r) {
     if (r->n_gen == 0) return;
     fprintf(f, "\n  greedy answers (up to %d new tokens, KV cache%s)%s%s:\n", opt->max_tokens,
@@ -108,8 +133,9 @@ void bl_eval_report_print(FILE *f, const BlEvalOptions *opt, const BlEvalReport 
             grouped(r->mem.student_bytes));
     fprintf(f, "\n  KL(teacher||student)     %.4f nats/token (tau = 1, mean over scored tokens)\n",
             r->kl);
-    fprintf(f, "  top-1 agreement          %.2f %% (%s of %s scored tokens)\n",
-            100.0 * r->agreement, grouped(r->agree), grouped(r->rows));
+    fprintf(f, "  perplexity ratio         %.4g (student / teacher; 1 = the teacher's)\n",
+            r->ppl_ratio);
+    print_agreement(f, r);
     print_generations(f, opt, r);
     print_memory(f, r);
     fprintf(f, "\n  %s\n", QEI_DEFINITION);
@@ -155,6 +181,26 @@ static cJSON *memory_json(const BlEvalMemory *mm) {
     cJSON_AddNumberToObject(o, "student_bytes", (double)mm->student_bytes);
     cJSON_AddStringToObject(o, "accounting", MEMORY_ACCOUNTING);
     return o;
+}
+
+/* The early-moving measures, flat beside "agreement" so that a dashboard
+ * line or a Lua report reads them as plain numbers: agreement_first8 /
+ * _first32 (NaN, i.e. null, when no row is scored there), agreement_top5,
+ * perplexity_ratio. */
+static void agreement_json(cJSON *o, const BlEvalReport *r) {
+    for (int i = 0; i < BL_EVAL_N_POS; i++) {
+        char k[48];
+        snprintf(k, sizeof k, "agreement_first%d", bl_eval_pos_cuts[i]);
+        cJSON_AddNumberToObject(o, k, r->agreement_pos[i]);
+        snprintf(k, sizeof k, "agreement_first%d_tokens", bl_eval_pos_cuts[i]);
+        cJSON_AddNumberToObject(o, k, (double)r->agree_pos[i]);
+        snprintf(k, sizeof k, "scored_tokens_first%d", bl_eval_pos_cuts[i]);
+        cJSON_AddNumberToObject(o, k, (double)r->rows_pos[i]);
+    }
+    cJSON_AddNumberToObject(o, "agreement_top5", r->agreement_top5);
+    cJSON_AddNumberToObject(o, "agreement_top5_tokens", (double)r->agree_top5);
+    cJSON_AddStringToObject(o, "agreement_definition", AGREEMENT_DEFINITION);
+    cJSON_AddNumberToObject(o, "perplexity_ratio", r->ppl_ratio);
 }
 
 static cJSON *prompts_json(const BlEvalOptions *opt, const BlEvalReport *r) {
@@ -207,6 +253,7 @@ cJSON *bl_eval_report_json(const BlEvalOptions *opt, const BlEvalReport *r) {
     cJSON_AddNumberToObject(o, "kl_tau", 1);
     cJSON_AddNumberToObject(o, "agreement", r->agreement);
     cJSON_AddNumberToObject(o, "agreement_tokens", (double)r->agree);
+    agreement_json(o, r);
     cJSON_AddItemToObject(o, "prompts", prompts_json(opt, r));
     cJSON_AddItemToObject(o, "memory", memory_json(&r->mem));
     cJSON_AddNumberToObject(o, "qei", r->qei);

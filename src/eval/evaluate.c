@@ -9,6 +9,9 @@
 #include "eval/student_eval.h"
 #include "tokenizer/tokenizer.h"
 
+/* the report's fields and JSON names say top 5 */
+_Static_assert(BL_EVAL_TOPK == 5, "BlEvalReport.agree_top5 counts BL_EVAL_TOPK");
+
 static double now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -27,7 +30,7 @@ static int n_examples(const BlDataset *d, const BlEvalOptions *opt) {
     return opt->max_examples > 0 && opt->max_examples < d->n ? opt->max_examples : d->n;
 }
 
-/* NLL, KL and agreement over the first examples of d, teacher and student
+/* NLL, KL and the agreements over the first examples of d, teacher and student
  * through the runner (eval/student_eval.h's bl_eval_dataset). */
 static int score_data(BlEvalRunner *run, const BlDataset *d, const BlEvalOptions *opt,
                       BlEvalReport *r, BlError *err) {
@@ -49,6 +52,16 @@ static int score_data(BlEvalRunner *run, const BlDataset *d, const BlEvalOptions
     r->kl = s.kl / (double)s.rows;
     r->agree = s.agree;
     r->agreement = (double)s.agree / (double)s.rows;
+    r->agree_top5 = s.agree_topk;
+    r->agreement_top5 = (double)s.agree_topk / (double)s.rows;
+    for (int i = 0; i < BL_EVAL_N_POS; i++) {
+        r->rows_pos[i] = s.rows_pos[i];
+        r->agree_pos[i] = s.agree_pos[i];
+        /* JSONL data scores assistant turns only, which may all start later */
+        r->agreement_pos[i] = s.rows_pos[i] ? (double)s.agree_pos[i] / (double)s.rows_pos[i] : NAN;
+    }
+    /* from the NLLs: the ratio of two exps overflows first */
+    r->ppl_ratio = exp(r->student_nll - r->teacher_nll);
     return 0;
 }
 

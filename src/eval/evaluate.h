@@ -7,8 +7,14 @@
  * sequence, on the backend of the call (CPU or CUDA); per scored row t (token t+1 is a target) they give
  *   NLL  −log p(ids[t+1])          → perplexity exp(mean NLL), each model
  *   KL   Σ_v p_T(v)·(log p_T(v) − log p_S(v))   (τ = 1), mean over rows
- *   top-1 agreement  argmax p_T == argmax p_S, fraction of rows
- * all accumulated in double. On each prompt of a prompt list both answer
+ *   top-1 agreement  argmax p_T == argmax p_S, fraction of rows; also over
+ *                    the rows at positions t < 8 and t < 32 of their example
+ *                    (little context: learnt first, so it moves early)
+ *   top-5 agreement  argmax p_T among the student's 5 most likely tokens
+ *                    (ties by the lower id), fraction of rows
+ *   perplexity ratio ppl_S / ppl_T = exp(mean NLL_S − mean NLL_T), 1 = as good
+ * all accumulated in double. (A KL ratio would mean nothing: the teacher's
+ * KL to itself is 0; the KL above is the held-out distance.) On each prompt of a prompt list both answer
  * greedily (KV cache) and the common prefix of the two answers is counted.
  *
  * Memory accounting (bytes a deployment of each model needs for weights):
@@ -102,6 +108,12 @@ typedef struct {
     double kl;          /* mean KL(teacher‖student), nats per token */
     long long agree;    /* rows with the same top-1 */
     double agreement;   /* agree / rows */
+    long long agree_top5;  /* rows whose teacher top-1 is in the student's top 5 */
+    double agreement_top5; /* agree_top5 / rows */
+    long long rows_pos[BL_EVAL_N_POS];  /* scored rows at positions < bl_eval_pos_cuts[i] */
+    long long agree_pos[BL_EVAL_N_POS]; /* of them, the same top-1 */
+    double agreement_pos[BL_EVAL_N_POS]; /* agree_pos / rows_pos, NAN when no such row */
+    double ppl_ratio;   /* student_ppl / teacher_ppl */
     float lambda;       /* as evaluated (1) */
     int act_bits;
     int adapters;

@@ -272,9 +272,37 @@ static double log_sum_exp(const float *x, int n) {
     return mx + log(s);
 }
 
-/* One scored row: teacher logits lt and/or student logits ls, the next token.
- * KL(T‖S) = Σ p_T·(lt − ls) + logZ_S − logZ_T, since Σ p_T = 1. */
-static void score_row(const float *lt, const float *ls, int V, int next, BlEvalSums *s) {
+const int bl_eval_pos_cuts[BL_EVAL_N_POS] = {8, 32};
+
+/* Whether token a is among the k largest of x[V], ranked by value and ties
+ * by the lower index (bl_argmax's order, so k = 1 is argmax == a). Counting
+ * the tokens ranked above a, with an early stop, needs no sort. */
+static bool in_top_k(const float *x, int V, int a, int k) {
+    float xa = x[a];
+    int above = 0;
+    for (int v = 0; v < V; v++)
+        if ((x[v] > xa || (x[v] == xa && v < a)) && ++above >= k) return false;
+    return true;
+}
+
+/* The agreements of one row scored by both models at position pos. */
+static void agree_row(const float *lt, const float *ls, int V, int pos, BlEvalSums *s) {
+    int top_t = bl_argmax(lt, V);
+    bool same = top_t == bl_argmax(ls, V);
+    s->agree += same;
+    s->agree_topk += in_top_k(ls, V, top_t, BL_EVAL_TOPK);
+    for (int i = 0; i < BL_EVAL_N_POS; i++)
+        if (pos < bl_eval_pos_cuts[i]) {
+            s->rows_pos[i]++;
+            s->agree_pos[i] += same;
+        }
+}
+
+/* One scored row at position pos: teacher logits lt and/or student logits
+ * ls, the next token. KL(T‖S) = Σ p_T·(lt − ls) + logZ_S − logZ_T, since
+ * Σ p_T = 1. */
+static void score_row(const float *lt, const float *ls, int V, int next, int pos,
+                      BlEvalSums *s) {
     double lzt = lt ? log_sum_exp(lt, V) : 0.0, lzs = ls ? log_sum_exp(ls, V) : 0.0;
     if (lt) s->nll_teacher += lzt - lt[next];
     if (ls) s->nll_student += lzs - ls[next];
@@ -282,7 +310,7 @@ static void score_row(const float *lt, const float *ls, int V, int next, BlEvalS
         double cross = 0.0;
         for (int v = 0; v < V; v++) cross += exp((double)lt[v] - lzt) * ((double)lt[v] - ls[v]);
         s->kl += cross + lzs - lzt;
-        s->agree += bl_argmax(lt, V) == bl_argmax(ls, V);
+        agree_row(lt, ls, V, pos, s);
     }
     s->rows++;
 }
@@ -323,7 +351,7 @@ int bl_eval_dataset(BlEvalRunner *r, int what, const BlDataset *d, int n_example
         for (int t = 0; t + 1 < n; t++)
             if (tg[t + 1])
                 score_row(teacher ? lt + (size_t)t * V : NULL, student ? ls + (size_t)t * V : NULL,
-                          V, ids[t + 1], s);
+                          V, ids[t + 1], t, s);
         if ((what & BL_EVAL_FINITE) && !isfinite(s->nll_teacher + s->nll_student + s->kl)) {
             rc = bl_fail(err, "eval: example %d: the %s's logits are not finite", i + 1,
                          isfinite(s->nll_teacher) ? "student" : "teacher");

@@ -1,7 +1,7 @@
 /* student_eval.h - the one evaluation module: the teacher and the student as
  * inference models on any backend, and what experiments measure with them
  * (greedy answers, whole-sequence logits, next-token statistics, perplexity,
- * teacher–student top-1 agreement), for the CLI and Lua alike.
+ * teacher–student top-1 / top-5 agreement), for the CLI and Lua alike.
  *
  * The teacher is the model's frozen weights in backend memory; the student
  * is a BlDeviceStudent sharing them (train/device_student.h), run by the
@@ -84,9 +84,21 @@ int bl_eval_runner_sequence(BlEvalRunner *r, bool student, const int *ids, int n
  * non-finite score fails the call (else it is summed as it is). */
 enum { BL_EVAL_TEACHER = 1, BL_EVAL_STUDENT = 2, BL_EVAL_BOTH = 3, BL_EVAL_FINITE = 4 };
 
+/* Top-k agreement's k: the teacher's top-1 token counts when it is among
+ * the student's BL_EVAL_TOPK most likely tokens (ranked by logit, ties by
+ * the lower token id, as bl_argmax breaks them). It moves long before top-1
+ * does: a student that ranks the teacher's choice 2nd..5th scores here. */
+#define BL_EVAL_TOPK 5
+
+/* Agreement by position: top-1 agreement over the rows whose position in
+ * their example (row t predicts token t+1) is below each cut. Early
+ * positions have little context, so a student learns them first. */
+#define BL_EVAL_N_POS 2
+extern const int bl_eval_pos_cuts[BL_EVAL_N_POS]; /* {8, 32} */
+
 /* Sums over the scored rows (row t of an example scored when token t+1 is a
- * target), accumulated in double. KL(T‖S) at τ = 1 and agreement only when
- * both models ran. */
+ * target), accumulated in double. KL(T‖S) at τ = 1 and the agreements only
+ * when both models ran. */
 typedef struct {
     int examples;       /* evaluated */
     int truncated;      /* of them, cut to seq */
@@ -94,6 +106,9 @@ typedef struct {
     long long rows;     /* scored rows */
     double nll_teacher, nll_student, kl; /* sums, nats */
     long long agree;    /* rows with the same top-1 */
+    long long agree_topk; /* rows whose teacher top-1 is in the student's top BL_EVAL_TOPK */
+    long long rows_pos[BL_EVAL_N_POS];  /* scored rows at positions < bl_eval_pos_cuts[i] */
+    long long agree_pos[BL_EVAL_N_POS]; /* of them, with the same top-1 */
 } BlEvalSums;
 
 /* The first n_examples examples of d (capped at d->n), each cut to seq

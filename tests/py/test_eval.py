@@ -18,9 +18,11 @@ norm, 4-bit activations and λ = 0.5 recorded, which eval must override to
 * greedy answers are the argmax of repeated full forwards (no cache);
 * weight bytes from the weight arrays and the accounting rule (what the packed
   export stores: embedding / lm_head at 16 bits, norms and biases at 32);
-Compared: perplexities, mean NLL, KL (rel. 1e-4 beyond the range that
-rounding every near-tie quantiser input either way spans: compare_scores),
-agreement (a count in that range),
+Compared: perplexities, mean NLL, KL, the perplexity ratio (rel. 1e-4
+beyond the range that rounding every near-tie quantiser input either way
+spans: compare_scores), top-1 agreement overall and at positions < 8 / < 32,
+top-5 agreement (counts in that range; top-5 from a stable sort here, a
+count of higher-ranked tokens in bitlab),
 greedy ids and common prefixes, every memory field, QEI = (ppl_T/ppl_S) /
 (bytes_S/bytes_T), token counts, the JSON fields; the JSONL (chat) path
 through the Lua binding on examples read with ds:example; a fresh student;
@@ -156,21 +158,33 @@ def parse_checkpoint(path, ref):
 # ----------------------------------------------------------------------------
 # the reference evaluation
 
+POS_CUTS = (8, 32)  # agreement by position: rows at positions < 8, < 32 of their example
+STATS = ("nll_t", "nll_s", "kl", "agree", "rows", "agree5",
+         *(f"agree{c}" for c in POS_CUTS), *(f"rows{c}" for c in POS_CUTS))
+
+
 def row_stats(tl, sl, ids, targets):
-    """Sums of NLL (teacher, student), KL(T‖S) and agreement over the rows t
-    with targets[t+1], from [n, V] logits (float64)."""
+    """Sums (STATS) of NLL (teacher, student), KL(T‖S), top-1 agreement, rows,
+    top-5 agreement (the teacher's argmax among the student's 5 largest
+    logits, ties to the lower id by a stable sort) and top-1 agreement / rows
+    at positions t < each cut, over the rows t with targets[t+1], from [n, V]
+    logits (float64)."""
     lt = torch.log_softmax(tl.to(torch.float64), -1)
     ls = torch.log_softmax(sl.to(torch.float64), -1)
     rows = [t for t in range(len(ids) - 1) if targets[t + 1]]
     if not rows:
-        return 0.0, 0.0, 0.0, 0, 0
+        return np.zeros(len(STATS))
     r = torch.tensor(rows)
     nxt = torch.tensor([ids[t + 1] for t in rows])
     nll_t = -lt[r, nxt].sum().item()
     nll_s = -ls[r, nxt].sum().item()
     kl = (lt[r].exp() * (lt[r] - ls[r])).sum().item()
-    agree = int((tl[r].argmax(-1) == sl[r].argmax(-1)).sum())
-    return nll_t, nll_s, kl, agree, len(rows)
+    top_t = tl[r].argmax(-1)
+    same = top_t == sl[r].argmax(-1)
+    top5 = torch.sort(sl[r], dim=-1, descending=True, stable=True).indices[:, :5]
+    agree5 = int((top5 == top_t[:, None]).any(-1).sum())
+    pos = [int((same & (r < c)).sum()) for c in POS_CUTS] + [int((r < c).sum()) for c in POS_CUTS]
+    return np.array([nll_t, nll_s, kl, int(same.sum()), len(rows), agree5, *pos], dtype=np.float64)
 
 
 def ref_eval(ref, ck, examples, bits=None):
@@ -178,7 +192,7 @@ def ref_eval(ref, ck, examples, bits=None):
     bits); bits overrides the activation width."""
     bits = bits or (ck["act_bits"] if ck else 8)
     ads = ck["adapters"] if ck else []
-    sums = np.zeros(5)
+    sums = np.zeros(len(STATS))
     for ids, tg in examples:
         toks = np.array([ids])
         lens = np.array([len(ids)])
@@ -186,12 +200,19 @@ def ref_eval(ref, ck, examples, bits=None):
         sl, _ = ref.student_forward(toks, lens, 1.0, bits, ads,
                                     ck["subln"] if ck else None, ck["post"] if ck else None)
         sums += row_stats(tl[0], sl[0], ids, tg)
-    nll_t, nll_s, kl, agree, rows = sums
-    return {"teacher_nll": nll_t / rows, "student_nll": nll_s / rows, "kl": kl / rows,
-            "teacher_perplexity": math.exp(nll_t / rows),
-            "student_perplexity": math.exp(nll_s / rows),
-            "agreement_tokens": int(agree), "scored_tokens": int(rows),
-            "tokens": int(sum(len(i) for i, _ in examples))}
+    S = dict(zip(STATS, sums))
+    rows = S["rows"]
+    out = {"teacher_nll": S["nll_t"] / rows, "student_nll": S["nll_s"] / rows, "kl": S["kl"] / rows,
+           "teacher_perplexity": math.exp(S["nll_t"] / rows),
+           "student_perplexity": math.exp(S["nll_s"] / rows),
+           "perplexity_ratio": math.exp(S["nll_s"] / rows) / math.exp(S["nll_t"] / rows),
+           "agreement_tokens": int(S["agree"]), "scored_tokens": int(rows),
+           "agreement_top5_tokens": int(S["agree5"]),
+           "tokens": int(sum(len(i) for i, _ in examples))}
+    for c in POS_CUTS:
+        out[f"agreement_first{c}_tokens"] = int(S[f"agree{c}"])
+        out[f"scored_tokens_first{c}"] = int(S[f"rows{c}"])
+    return out
 
 
 def ref_greedy(ref, prompt, max_new, ck):
@@ -273,15 +294,31 @@ def compare_scores(tag, got, want):
     """want from ref_eval_envelope: each score within TOL of the range the
     near-tie roundings span (a one-code flip of bitlab's float32 forward at a
     tie moves the scores by more than the summation-order error alone)."""
-    for k in ("teacher_perplexity", "student_perplexity", "teacher_nll", "student_nll", "kl"):
+    for k in ("teacher_perplexity", "student_perplexity", "teacher_nll", "student_nll", "kl",
+              "perplexity_ratio"):
         lo, mid, hi = want[k]
         ok = lo - TOL * abs(lo) <= got[k] <= hi + TOL * abs(hi)
         check(ok, f"{tag}: {k} {got[k]:.9g} vs reference {mid:.9g} (near-tie range {lo:.9g}..{hi:.9g})")
-    for k in ("agreement_tokens", "scored_tokens", "tokens"):
+    counts = ["agreement_tokens", "scored_tokens", "tokens", "agreement_top5_tokens"]
+    for c in POS_CUTS:
+        counts += [f"agreement_first{c}_tokens", f"scored_tokens_first{c}"]
+    for k in counts:
         lo, mid, hi = want[k]
         check(lo <= got[k] <= hi, f"{tag}: {k} {got[k]} vs reference {mid} (range {lo}..{hi})")
     check(close(got["agreement"], got["agreement_tokens"] / got["scored_tokens"], 1e-12),
           f"{tag}: agreement = agreeing / scored tokens")
+    check(close(got["agreement_top5"], got["agreement_top5_tokens"] / got["scored_tokens"], 1e-12)
+          and got["agreement_top5_tokens"] >= got["agreement_tokens"],
+          f"{tag}: agreement_top5 = in the student's top 5 / scored tokens, >= top-1 "
+          f"({got['agreement_top5']:.4f} vs {got['agreement']:.4f})")
+    for c in POS_CUTS:
+        rows, agree = got[f"scored_tokens_first{c}"], got[f"agreement_first{c}_tokens"]
+        frac = got.get(f"agreement_first{c}")
+        ok = frac is None if rows == 0 else close(frac, agree / rows, 1e-12)
+        check(ok and agree <= got["agreement_tokens"] and rows <= got["scored_tokens"],
+              f"{tag}: agreement_first{c} = {agree} of {rows} (null when none)")
+    check(close(got["perplexity_ratio"], got["student_perplexity"] / got["teacher_perplexity"], 1e-9),
+          f"{tag}: perplexity_ratio = student / teacher perplexity")
 
 
 def compare_memory_qei(tag, got, want_mem):
@@ -317,7 +354,11 @@ JSON_FIELDS = ("model", "checkpoint", "student_source", "data", "data_format", "
                "max_examples", "examples", "examples_truncated", "tokens", "scored_tokens",
                "student", "teacher_perplexity", "student_perplexity", "teacher_nll",
                "student_nll", "kl", "kl_tau", "agreement", "agreement_tokens", "prompts",
-               "memory", "qei", "qei_definition", "seconds")
+               "memory", "qei", "qei_definition", "seconds",
+               "agreement_first8", "agreement_first8_tokens", "scored_tokens_first8",
+               "agreement_first32", "agreement_first32_tokens", "scored_tokens_first32",
+               "agreement_top5", "agreement_top5_tokens", "agreement_definition",
+               "perplexity_ratio")
 
 
 def text_chunks(tok, text, seq):
@@ -394,8 +435,13 @@ def main():
         compare_memory_qei(tag, got, ref_memory(w, ref, ck, model))
         compare_prompts(tag, got, ref, ck, hf_tok, prompts, max_new)
         for k in ("perplexity", "KL(teacher||student)", "top-1 agreement", "QEI =",
-                  "quality = 1/perplexity", "common greedy prefix"):
+                  "quality = 1/perplexity", "common greedy prefix", "perplexity ratio",
+                  "positions < 8", "positions < 32", "top-5 agreement",
+                  f"report: {out} (JSON)"):
             check(k in p.stdout, f"{tag}: the table shows '{k}'")
+        check(f"JSON report written to {out}" in p.stderr and "eval: example" in p.stderr
+              and "eval: example" not in p.stdout,
+              f"{tag}: progress and the JSON path on stderr, the table on stdout")
 
     # a fresh student (no checkpoint), only the first 3 chunks
     out = os.path.join(tmp, "fresh.json")
@@ -420,6 +466,33 @@ def main():
         check(got["student"]["act_bits"] == 16 and "full-precision activations" in p.stdout,
               "--act-bits 16: reported")
         compare_scores("act-bits 16", got, ref_eval_envelope(ref, cks["plain"][1], chunks[:2], bits=16))
+
+    # agreement by position where the cuts split the rows: chunks of 64 tokens
+    out = os.path.join(tmp, "seq64.json")
+    p = run(["eval", "--model", model, "--data", held, "--seq", "64", "--max-examples", "2",
+             "--json", out, "--quiet"])
+    if check(p.returncode == 0, "bitlab eval --seq 64"):
+        got = json.load(open(out))
+        check(got["scored_tokens_first8"] == 16 and got["scored_tokens_first32"] == 64
+              and got["scored_tokens"] == 126, "seq 64: 2 chunks, 8 / 32 / 63 rows of each scored")
+        compare_scores("seq 64", got, ref_eval_envelope(ref, None, text_chunks(tok, held_text, 64)[:2]))
+
+    # chat lines score assistant turns only, after the prompt: no row at
+    # positions < 8, the agreement there is null (n/a in the table)
+    chat_only = os.path.join(tmp, "chat_only.jsonl")
+    with open(chat_only, "w") as f:
+        for _ in range(2):
+            msgs = [{"role": "user", "content": " ".join(sentences(rng, 2))},
+                    {"role": "assistant", "content": sentences(rng, 1)[0]}]
+            f.write(json.dumps({"messages": msgs}) + "\n")
+    out = os.path.join(tmp, "chat_only.json")
+    p = run(["eval", "--model", model, "--data", chat_only, "--json", out, "--quiet"])
+    if check(p.returncode == 0, "bitlab eval on chat-only JSONL"):
+        got = json.load(open(out))
+        check(got["scored_tokens_first8"] == 0 and got["agreement_first8"] is None
+              and got["agreement_first8_tokens"] == 0 and got["scored_tokens"] > 0
+              and "n/a" in p.stdout,
+              "chat only: no scored row at positions < 8, agreement_first8 null, n/a in the table")
 
     # the Lua binding on chat JSONL (loss on assistant turns), against ds:example
     jsonl = os.path.join(tmp, "chat.jsonl")
@@ -508,7 +581,9 @@ bitlab.event("missing", {ok = ok, err = tostring(err)})
     p = run(["eval", "--model", model])
     check(p.returncode == 2 and "--data" in p.stderr, "no --data: usage error (exit 2)")
     p = run(["eval", "--help"])
-    check(p.returncode == 0 and "QEI" in p.stdout, "eval --help")
+    check(p.returncode == 0 and all(k in p.stdout for k in (
+        "QEI", "top-5 agreement", "5 most likely", "< 8 and < 32", "perplexity ratio",
+        "stdout", "stderr")), "eval --help: the measures and where the output goes")
 
     for f in failures:
         print("FAIL:", f)
