@@ -43,7 +43,9 @@ typedef struct {
     int prefix;         /* tokens the two agree on from the start */
 } DashGen;
 
-typedef enum { EV_INFO, EV_ROTATION, EV_CHECKPOINT, EV_KNOB, EV_SKIP, EV_ERROR } DashEventKind;
+/* EV_WARN: a "warning" event (long examples cut, a run turning unstable),
+ * its message shown whole (wrapped) as errors are */
+typedef enum { EV_INFO, EV_ROTATION, EV_CHECKPOINT, EV_KNOB, EV_SKIP, EV_WARN, EV_ERROR } DashEventKind;
 
 typedef struct {
     char *text;

@@ -1,8 +1,10 @@
 /* panel_events.c - the latest events, newest at the bottom: rotations,
- * checkpoints, knob changes, non-finite skips and script errors (each line of
- * a traceback is its own line, and error lines wrap rather than being cut,
- * so the message and the whole traceback stay readable). */
+ * checkpoints, knob changes, non-finite skips, warnings and script errors
+ * (each line of a traceback is its own line, and error and warning lines
+ * wrap rather than being cut, so the message, its advice and the whole
+ * traceback stay readable). */
 #define _XOPEN_SOURCE 700
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <wchar.h>
@@ -32,8 +34,12 @@ static int fit(const char *text, int cw) {
     return pos;
 }
 
+static bool wraps(const DashEventLine *e) {
+    return e->kind == EV_ERROR || e->kind == EV_WARN;
+}
+
 static int rows_of(const DashEventLine *e, int cw) {
-    if (e->kind != EV_ERROR || cw <= 0) return 1;
+    if (!wraps(e) || cw <= 0) return 1;
     int rows = 0;
     for (const char *t = e->text; *t || rows == 0; t += fit(t, cw)) {
         rows++;
@@ -49,7 +55,8 @@ static void draw(Panel *p, WINDOW *w, const DashState *s) {
     int rows = p->h - 2, cw = p->w - 2;
     static const UiRole ROLE_OF[] = {[EV_INFO] = ROLE_NORMAL, [EV_ROTATION] = ROLE_MARK,
                                      [EV_CHECKPOINT] = ROLE_GOOD, [EV_KNOB] = ROLE_TITLE,
-                                     [EV_SKIP] = ROLE_WARN, [EV_ERROR] = ROLE_BAD};
+                                     [EV_SKIP] = ROLE_WARN, [EV_WARN] = ROLE_WARN,
+                                     [EV_ERROR] = ROLE_BAD};
     /* the newest events that fit, counting wrapped rows from the bottom */
     int first = s->n_ev, used = 0;
     while (first > 0) {
@@ -62,7 +69,7 @@ static void draw(Panel *p, WINDOW *w, const DashState *s) {
     for (int i = first; i < s->n_ev; i++) {
         const DashEventLine *e = &s->ev[(s->ev_first + i) % DASH_EVENT_LINES];
         attr_t a = ui_attr(ROLE_OF[e->kind]);
-        if (e->kind != EV_ERROR) {
+        if (!wraps(e)) {
             ui_put(w, y++, p->x + 1, cw, a, e->text);
             continue;
         }

@@ -322,6 +322,11 @@ static bool event(DashState *s, const cJSON *o, const char *name) {
         lines(s, EV_ERROR, "       ", nl ? nl + 1 : NULL);
         lines(s, EV_ERROR, "       ", str(o, "traceback"));
         return true;
+    } else if (!strcmp(name, "warning")) { /* its message says what to do: shown whole */
+        const char *msg = str(o, "message");
+        char sum[256];
+        if (!msg) summary(o, sum, sizeof sum);
+        dash_state_event(s, EV_WARN, "%s warning: %s", at, msg ? msg : sum + (sum[0] == ' '));
     } else if (!strcmp(name, "print")) { /* the script's print() while curses owns the screen */
         const char *text = str(o, "text");
         const char *nl = text ? strchr(text, '\n') : NULL;

@@ -31,6 +31,24 @@
 --   teacher_ids            {[prompt] = ids}: teacher answers already generated (the
 --                          teacher is frozen, so the dashboard generates each once)
 --   progress_every         a progress line every N steps (default 10)
+--   instability            warnings when a run turns unstable (default on; false = off; a
+--                          table overrides the thresholds below). Each is a "warning" event
+--                          {kind, message, ...} in the metrics (the dashboard's events panel
+--                          shows its message) and, without the dashboard, a line on stderr;
+--                          the message says what to try. Steps skipped as non-finite count
+--                          for neither (they have their own event).
+--                            kind "grad_norm": the pre-clip gradient norm above
+--                              grad_factor (10) x clip for grad_steps (3) steps in a row
+--                              (fields grad_norm, clip, factor, steps); not with clip = 0
+--                            kind "loss_jump": the total loss, or a loss term the mix
+--                              weighs (ce, kl, topk, cos, mag: a KL jump can hide in a total
+--                              the CE dominates), above loss_factor (3) x the median of its
+--                              last loss_window (20) finite values, and above it by
+--                              loss_min_jump (0.1) too, so noise on a loss near 0 is no jump;
+--                              needs 5 values first; the term that jumped most is named
+--                              (fields term, value, median, window, total)
+--                          both carry lambda and lr; each kind warns at most once every
+--                          `every` (50) steps
 --   on_step(step, result, ctx)   called after each step; ctx = {student, trainer, data}
 --   stop()                 checked before each step: true ends the run early (e.g. a token budget)
 --   resume                 checkpoint to resume from (default: bitlab --resume)
@@ -106,6 +124,91 @@ local function check_count(o, name, lo)
   end
 end
 
+-- The instability thresholds (see the header): defaults, overridden by o.instability.
+local INSTABILITY = {grad_factor = 10, grad_steps = 3, loss_factor = 3, loss_window = 20,
+                     loss_min_jump = 0.1, every = 50}
+
+local LOSS_TERMS = {"total", "ce", "kl", "topk", "cos", "mag"}
+
+local function median(h)
+  local sorted = table.move(h, 1, #h, 1, {})
+  table.sort(sorted)
+  local n = #sorted
+  return n % 2 == 1 and sorted[(n + 1) // 2] or (sorted[n // 2] + sorted[n // 2 + 1]) / 2
+end
+
+-- A function(step, r) that emits the instability warnings of o, or nil when off.
+local function instability_watch(o)
+  local cfg = o.instability
+  if cfg == false then return nil end
+  if cfg ~= nil and type(cfg) ~= "table" then
+    error("bitlab.train: option 'instability' must be false or a table of thresholds, got " .. type(cfg), 3)
+  end
+  local th = {}
+  for k, v in pairs(INSTABILITY) do
+    local x = cfg and cfg[k]
+    if x == nil then x = v end
+    if type(x) ~= "number" or not (x > 0 and x < math.huge) then
+      error(string.format("bitlab.train: option 'instability.%s' must be a positive number, got %s", k, tostring(x)), 3)
+    end
+    th[k] = x
+  end
+  local clip = o.clip or 1
+  local over, hist, last_warn = 0, {}, {}
+  for _, k in ipairs(LOSS_TERMS) do hist[k] = {} end
+
+  local function warn(step, kind, fields, msg)
+    if last_warn[kind] and step - last_warn[kind] < th.every then return end
+    last_warn[kind] = step
+    fields.kind, fields.message = kind, msg
+    bitlab.event("warning", fields)
+    if not bitlab.dashboard then
+      io.stderr:write("bitlab: warning: step " .. step .. ": " .. msg .. "\n")
+      io.stderr:flush()
+    end
+  end
+
+  return function(step, r)
+    if r.skipped then return end
+    local g = r.grad_norm
+    if clip > 0 and g > th.grad_factor * clip then over = over + 1 else over = 0 end
+    if over >= th.grad_steps then
+      warn(step, "grad_norm",
+        {grad_norm = g, clip = clip, factor = g / clip, steps = over, lambda = r.lambda, lr = r.lr},
+        string.format("gradient norm %.3g is %.0fx the clip %g for %d steps in a row (lambda %.2f, "
+          .. "lr %.2e): the updates are clipped hard; lower lr, ramp lambda more slowly, or raise "
+          .. "clip if norms this size are expected", g, g / clip, clip, over, r.lambda, r.lr))
+    end
+    -- the total and each loss term the mix weighs: a jump of the KL alone (lambda
+    -- reaching 1) can hide in a total the CE dominates
+    local worst
+    for _, k in ipairs(LOSS_TERMS) do
+      local v, h = r[k], hist[k]
+      if v == v and v > -math.huge and v < math.huge then
+        if (k == "total" or (r.weights and (r.weights[k] or 0) ~= 0)) and #h >= math.min(5, th.loss_window) then
+          local med = median(h)
+          local ratio = v / math.max(med, 1e-30)
+          if v > th.loss_factor * med and v - med > th.loss_min_jump and (not worst or ratio > worst.ratio) then
+            worst = {term = k, value = v, median = med, window = #h, ratio = ratio}
+          end
+        end
+        h[#h + 1] = v
+        if #h > th.loss_window then table.remove(h, 1) end
+      end
+    end
+    if worst then
+      warn(step, "loss_jump",
+        {term = worst.term, value = worst.value, total = r.total, median = worst.median,
+         window = worst.window, lambda = r.lambda, lr = r.lr},
+        string.format("%s loss %.4g jumped to %s its median %.4g over the last %d steps "
+          .. "(lambda %.2f, lr %.2e): lower lr, ramp lambda more slowly (a schedule rather than "
+          .. "a jump to 1), or add LR warmup", worst.term, worst.value,
+          worst.ratio < 10 and string.format("%.1fx", worst.ratio) or string.format("%.0fx", math.min(worst.ratio, 1e9)), worst.median,
+          worst.window, r.lambda, r.lr))
+    end
+  end
+end
+
 return function(o)
   if type(o) ~= "table" then
     error("bad argument #1 to 'train' (table of options expected, got " .. type(o) .. ")", 2)
@@ -122,6 +225,7 @@ return function(o)
       error(string.format("bitlab.train: option '%s' must be a number, a schedule or a knob, got %s", k, t), 2)
     end
   end
+  local watch = instability_watch(o)
   local B = o.batch or 1
   local T = o.seq or data:max_len()
   local adapter = o.adapter
@@ -262,6 +366,7 @@ return function(o)
     local t_log = bitlab.clock()
     r.step_seconds = t_log - t0 + tail
     bitlab.log(r)
+    if watch then watch(step, r) end
     last, done = r, step
     tokens_seen = tokens_seen + r.tokens
     if o.on_step then o.on_step(step, r, ctx) end

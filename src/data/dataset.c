@@ -40,6 +40,28 @@ void bl_dataset_free(BlDataset *d) {
     memset(d, 0, sizeof *d);
 }
 
+int bl_dataset_set_long(BlDataset *d, int seq, BlLongPolicy policy, BlError *err) {
+    if (d->n > 0)
+        return bl_fail(err, "dataset: the long-example policy must be set before examples are added");
+    if (seq < 2) return bl_fail(err, "dataset: seq %d is below 2 tokens", seq);
+    d->seq = seq;
+    d->long_policy = policy;
+    return 0;
+}
+
+static const char *const POLICY_NAMES[] = {[BL_LONG_TRUNCATE] = "truncate", [BL_LONG_SPLIT] = "split",
+                                           [BL_LONG_SKIP] = "skip"};
+
+int bl_long_policy_parse(const char *name, BlLongPolicy *p) {
+    for (int i = 0; i < (int)(sizeof POLICY_NAMES / sizeof *POLICY_NAMES); i++)
+        if (strcmp(name, POLICY_NAMES[i]) == 0) return (*p = (BlLongPolicy)i, 0);
+    return -1;
+}
+
+const char *bl_long_policy_name(BlLongPolicy p) {
+    return (unsigned)p < sizeof POLICY_NAMES / sizeof *POLICY_NAMES ? POLICY_NAMES[p] : "?";
+}
+
 // ----------------------------------------------------------------------------
 // growing the token store
 
@@ -87,16 +109,86 @@ static int abort_example(BlDataset *d) {
     return -1;
 }
 
-/* Closes the example begun last; empty examples are dropped as an error. */
+/* Makes the tokens from off[n] on example n. */
+static void close_example(BlDataset *d, int len) {
+    d->len[d->n] = len;
+    d->order[d->n] = d->n; /* file order until shuffled */
+    d->n++;
+}
+
+/* Whether a row of these n tokens selects anything: row t predicts token
+ * t+1, so token 0's flag never counts. */
+static bool predicts(const uint8_t *tg, int n) {
+    for (int t = 1; t < n; t++)
+        if (tg[t]) return true;
+    return false;
+}
+
+/* Replaces the example being built (len > seq tokens) by pieces of at most
+ * seq tokens, each starting on the last token of the one before: a piece's
+ * first token is only context, so overlapping by one keeps every token a
+ * prediction of exactly one piece. */
+static int split_example(BlDataset *d, int len, BlError *err) {
+    int n0 = d->n, S = d->seq;
+    size_t off0 = d->off[n0];
+    int *tok = bl_calloc((size_t)len, sizeof *tok, err);
+    uint8_t *tg = tok ? bl_calloc((size_t)len, 1, err) : NULL;
+    if (!tg) {
+        free(tok);
+        d->n_tok = off0;
+        return -1;
+    }
+    memcpy(tok, d->tok + off0, sizeof(int) * (size_t)len);
+    memcpy(tg, d->target + off0, (size_t)len);
+    d->n_tok = off0;
+    int rc = 0;
+    for (int at = 0; at + 1 < len; at += S - 1) {
+        int n = len - at < S ? len - at : S;
+        if (!predicts(tg + at, n)) continue; /* a row that trains nothing */
+        if ((rc = begin_example(d, err)) || (rc = reserve_tokens(d, (size_t)n, err))) break;
+        memcpy(d->tok + d->n_tok, tok + at, sizeof(int) * (size_t)n);
+        memcpy(d->target + d->n_tok, tg + at, (size_t)n);
+        d->n_tok += (size_t)n;
+        close_example(d, n);
+    }
+    free(tok);
+    free(tg);
+    if (rc) { /* none of the pieces: the example fails whole */
+        d->n = n0;
+        d->n_tok = off0;
+        return -1;
+    }
+    d->n_split++;
+    return 0;
+}
+
+/* Closes the example begun last; empty examples are dropped as an error.
+ * One longer than seq is fitted to it by the long policy. */
 static int end_example(BlDataset *d, BlError *err) {
     int len = (int)(d->n_tok - d->off[d->n]);
     if (len < 2) {
         d->n_tok = d->off[d->n];
         return bl_fail(err, "dataset: an example of %d token(s) has nothing to predict", len);
     }
-    d->len[d->n] = len;
-    d->order[d->n] = d->n; /* file order until shuffled */
-    d->n++;
+    if (d->seq > 0 && len > d->seq) {
+        d->n_long++;
+        switch (d->long_policy) {
+        case BL_LONG_TRUNCATE:
+            d->n_cut++;
+            d->tokens_dropped += len - d->seq;
+            d->n_tok = d->off[d->n] + (size_t)d->seq;
+            len = d->seq;
+            break;
+        case BL_LONG_SKIP:
+            d->n_skipped++;
+            d->tokens_dropped += len;
+            d->n_tok = d->off[d->n];
+            return 0;
+        case BL_LONG_SPLIT:
+            return split_example(d, len, err);
+        }
+    }
+    close_example(d, len);
     return 0;
 }
 
@@ -305,6 +397,9 @@ int bl_dataset_seek(BlDataset *d, long epoch, long pos, BlError *err) {
 
 int bl_dataset_next_batch(BlDataset *d, int B, int T, int *tokens, int *lens, uint8_t *mask,
                           BlError *err) {
+    if (d->n == 0 && d->n_skipped > 0)
+        return bl_fail(err, "dataset: no examples (all %ld were longer than seq = %d and skipped)",
+                       d->n_skipped, d->seq);
     if (d->n == 0) return bl_fail(err, "dataset: no examples");
     if (B <= 0 || T < 2) return bl_fail(err, "dataset: batch shape %d x %d", B, T);
     memset(tokens, 0, sizeof(int) * (size_t)B * T);
@@ -326,7 +421,10 @@ int bl_dataset_next_batch(BlDataset *d, int B, int T, int *tokens, int *lens, ui
         memcpy(tokens + (size_t)b * T, src, sizeof(int) * n);
         for (int t = 0; t + 1 < n; t++) mask[(size_t)b * T + t] = tg[t + 1];
         lens[b] = n;
+        d->tokens_served += (size_t)n;
     }
+    d->rows_served += B;
+    d->slots_served += (size_t)B * (size_t)T;
     return 0;
 }
 
@@ -340,4 +438,23 @@ int bl_dataset_max_len(const BlDataset *d) {
     int m = 0;
     for (int i = 0; i < d->n; i++) m = d->len[i] > m ? d->len[i] : m;
     return m;
+}
+
+int bl_dataset_count_longer(const BlDataset *d, int T, long *excess) {
+    int n = 0;
+    long x = 0;
+    for (int i = 0; i < d->n; i++)
+        if (d->len[i] > T) {
+            n++;
+            x += d->len[i] - T;
+        }
+    if (excess) *excess = x;
+    return n;
+}
+
+double bl_dataset_padding_fraction(const BlDataset *d) {
+    if (d->slots_served > 0) return 1.0 - (double)d->tokens_served / (double)d->slots_served;
+    if (d->n == 0) return 0.0;
+    int L = d->seq > 0 ? d->seq : bl_dataset_max_len(d);
+    return 1.0 - (double)d->n_tok / ((double)d->n * (double)L);
 }

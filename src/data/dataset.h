@@ -17,6 +17,14 @@
  * the trainer's convention (step.h): row t is selected when token t+1 is a
  * target. Examples longer than T are truncated (counted in n_truncated).
  *
+ * Long examples: with a length `seq` set (bl_dataset_set_long, before any
+ * example is added), an example longer than seq is fitted to it as it is
+ * added, by the policy: truncated to its first seq tokens, split into pieces
+ * of at most seq tokens that overlap by one token (so every token but the
+ * first is still predicted exactly once; a piece with nothing to predict is
+ * not kept), or skipped. Without seq, examples are kept whole and batching
+ * cuts the rows longer than the batch's T, as before.
+ *
  * Order: examples are visited in a permutation drawn per epoch from the seed
  * (seed 0 = file order); (epoch, pos) is the resumable position. */
 #ifndef BITLAB_DATASET_H
@@ -29,6 +37,8 @@
 #include "core/error.h"
 #include "model/model.h"
 #include "tokenizer/chat_template.h"
+
+typedef enum { BL_LONG_TRUNCATE, BL_LONG_SPLIT, BL_LONG_SKIP } BlLongPolicy;
 
 typedef struct {
     const BlModel *model;
@@ -45,7 +55,18 @@ typedef struct {
     uint64_t seed;
     int *order;           /* [n] visiting order of the current epoch */
     long epoch, pos;      /* resumable position: pos examples of epoch consumed */
-    long n_truncated;     /* examples cut to T by batching so far */
+    long n_truncated;     /* batch rows cut to T by batching so far */
+    /* long examples (see above); seq 0 = kept whole */
+    int seq;
+    BlLongPolicy long_policy;
+    long n_long;          /* examples added that were longer than seq */
+    long n_cut;           /* of them truncated */
+    long n_split;         /* of them split; their pieces are examples of their own */
+    long n_skipped;       /* of them skipped */
+    long tokens_dropped;  /* tokens those cuts and skips removed (split pieces drop none) */
+    /* batches served, for the padding fraction */
+    long rows_served;
+    size_t tokens_served, slots_served;
 } BlDataset;
 
 /* template_name NULL uses the model's own template (bl_chat_template_detect
@@ -53,6 +74,13 @@ typedef struct {
 int bl_dataset_init(BlDataset *d, const BlModel *m, const char *template_name, bool response_only,
                     BlError *err);
 void bl_dataset_free(BlDataset *d);
+
+/* Fits the examples added from now on to seq tokens by policy (seq >= 2).
+ * Refused once examples are held: they were added under other rules. */
+int bl_dataset_set_long(BlDataset *d, int seq, BlLongPolicy policy, BlError *err);
+/* "truncate" / "split" / "skip" → 0 and *p; -1 for any other name. */
+int bl_long_policy_parse(const char *name, BlLongPolicy *p);
+const char *bl_long_policy_name(BlLongPolicy p);
 
 /* One conversation; with response_only it must contain an assistant message. */
 int bl_dataset_add_chat(BlDataset *d, const BlChatMessage *msgs, int n_msgs, BlError *err);
@@ -79,5 +107,13 @@ int bl_dataset_next_batch(BlDataset *d, int B, int T, int *tokens, int *lens, ui
 const int *bl_dataset_example(const BlDataset *d, int i, int *len, const uint8_t **target);
 /* Longest example, in tokens. */
 int bl_dataset_max_len(const BlDataset *d);
+/* Examples longer than T, and the tokens beyond T they hold (a batch of
+ * length T never trains on those); excess may be NULL. */
+int bl_dataset_count_longer(const BlDataset *d, int T, long *excess);
+/* Padding positions over all positions of the batches served so far; before
+ * the first batch, what batches of one example per row at length seq (or,
+ * without seq, the longest example) would pad: 1 − tokens / (n · length).
+ * 0 for an empty dataset. */
+double bl_dataset_padding_fraction(const BlDataset *d);
 
 #endif

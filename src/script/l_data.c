@@ -2,6 +2,8 @@
  * chat pairs, texts and JSONL files, shuffling, batching, and the resumable
  * position. A Dataset keeps its Model alive (user value 1). */
 #include <limits.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,6 +13,7 @@
 typedef struct {
     BlDataset d;
     int live;
+    bool warned; /* the long-example warning was given (once per dataset) */
 } LDataset;
 
 typedef struct {
@@ -19,10 +22,71 @@ typedef struct {
     uint8_t *mask;
 } LBatch; /* the arrays follow the struct in the same userdata */
 
-BlDataset *bl_lua_check_dataset(lua_State *L, int idx) {
+static LDataset *check_ldataset(lua_State *L, int idx) {
     LDataset *u = luaL_checkudata(L, idx, BL_MT_DATASET);
     if (!u->live) luaL_error(L, "the dataset was freed");
-    return &u->d;
+    return u;
+}
+
+BlDataset *bl_lua_check_dataset(lua_State *L, int idx) {
+    return &check_ldataset(L, idx)->d;
+}
+
+// ----------------------------------------------------------------------------
+// the long-example warning
+
+/* Cut or dropped tokens are lost without a trace otherwise, so the first
+ * time it happens the user hears it: on stderr (unless the dashboard owns
+ * the terminal) and as a "warning" event in the metrics stream, which the
+ * dashboard's events panel shows. Once per dataset, with the counts. */
+static void warn_long(lua_State *L, LDataset *u, const char *msg, const char *policy, int seq,
+                      long examples, long n_long, long dropped) {
+    u->warned = true;
+    BlRuntime *rt = bl_rt(L);
+    if (!rt->cfg.dash) {
+        fprintf(stderr, "bitlab: warning: %s\n", msg);
+        fflush(stderr);
+    }
+    cJSON *f = cJSON_CreateObject();
+    cJSON_AddStringToObject(f, "kind", "long_examples");
+    cJSON_AddStringToObject(f, "message", msg);
+    cJSON_AddStringToObject(f, "long", policy);
+    cJSON_AddNumberToObject(f, "seq", seq);
+    cJSON_AddNumberToObject(f, "examples", (double)examples);
+    cJSON_AddNumberToObject(f, "long_examples", (double)n_long);
+    cJSON_AddNumberToObject(f, "tokens_dropped", (double)dropped);
+    bl_metrics_event(rt, "warning", f);
+}
+
+/* After examples were added: examples truncated or skipped to fit seq. */
+static void warn_added(lua_State *L, LDataset *u) {
+    const BlDataset *d = &u->d;
+    if (u->warned || (d->n_cut == 0 && d->n_skipped == 0)) return;
+    char msg[400];
+    long lost = d->n_cut + d->n_skipped, added = d->n + d->n_skipped;
+    if (d->long_policy == BL_LONG_SKIP)
+        snprintf(msg, sizeof msg, "bitlab.dataset: %ld of %ld examples were longer than seq = %d "
+                 "tokens and were skipped (%ld tokens); long = \"split\" keeps them as pieces",
+                 lost, added, d->seq, d->tokens_dropped);
+    else
+        snprintf(msg, sizeof msg, "bitlab.dataset: %ld of %ld examples were longer than seq = %d "
+                 "tokens and were truncated to it (%ld tokens dropped); long = \"split\" keeps "
+                 "them as pieces, a larger seq keeps them whole", lost, added, d->seq,
+                 d->tokens_dropped);
+    warn_long(L, u, msg, bl_long_policy_name(d->long_policy), d->seq, added, lost,
+              d->tokens_dropped);
+}
+
+/* After a batch of length T cut rows: how many examples T cuts. */
+static void warn_batch(lua_State *L, LDataset *u, int T) {
+    if (u->warned || u->d.n_truncated == 0) return;
+    long excess;
+    int n = bl_dataset_count_longer(&u->d, T, &excess);
+    char msg[400];
+    snprintf(msg, sizeof msg, "bitlab.dataset: %d of %d examples are longer than the batch length "
+             "%d and lose their tails (%ld tokens never trained on); a longer seq, or "
+             "bitlab.dataset{seq = %d, long = \"split\"}, keeps them", n, u->d.n, T, excess, T);
+    warn_long(L, u, msg, "truncate", T, u->d.n, n, excess);
 }
 
 /* One conversation from a Lua value: {user=, assistant=[, system=]} or a
@@ -96,9 +160,28 @@ static void add_file(lua_State *L, BlDataset *d, int idx) {
 }
 
 /* bitlab.dataset{model=, chat={...}, text={...}, file=PATH, files={...},
- * response_only=true, template=NAME, seed=0} */
+ * response_only=true, template=NAME, seed=0, seq=N, long="truncate"}
+ * seq: fit each example to N tokens as it is added, by `long`: "truncate"
+ * (its first N tokens), "split" (pieces overlapping by one token) or "skip";
+ * without seq examples stay whole and batches cut rows longer than their T
+ * ("truncate" is then the only policy). Cuts and skips warn once. */
 static int l_dataset(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
+    int seq = (int)bl_opt_int(L, 1, "seq", 0, 2, 1 << 20);
+    BlLongPolicy policy = BL_LONG_TRUNCATE;
+    int lt = lua_getfield(L, 1, "long");
+    if (lt != LUA_TNIL) {
+        if (lt != LUA_TSTRING)
+            return luaL_error(L, "dataset option 'long' must be \"truncate\", \"split\" or \"skip\", "
+                              "got %s", lua_typename(L, lt));
+        if (bl_long_policy_parse(lua_tostring(L, -1), &policy))
+            return luaL_error(L, "dataset option 'long' must be \"truncate\", \"split\" or \"skip\", "
+                              "got \"%s\"", lua_tostring(L, -1));
+        if (policy != BL_LONG_TRUNCATE && seq == 0)
+            return luaL_error(L, "dataset option 'long' = \"%s\" needs option 'seq' (the length "
+                              "examples are fitted to)", lua_tostring(L, -1));
+    }
+    lua_pop(L, 1);
     bl_field_udata(L, 1, "model", BL_MT_MODEL, true);
     BlModel *m = bl_lua_check_model(L, -1);
     int tt = lua_getfield(L, 1, "template");
@@ -107,6 +190,7 @@ static int l_dataset(lua_State *L) {
     const char *tpl = lua_tostring(L, -1);
     LDataset *u = lua_newuserdatauv(L, sizeof *u, 1);
     u->live = 0;
+    u->warned = false;
     luaL_setmetatable(L, BL_MT_DATASET);
     lua_pushvalue(L, -3);
     lua_setiuservalue(L, -2, 1); /* the model outlives the dataset */
@@ -114,6 +198,7 @@ static int l_dataset(lua_State *L) {
     if (bl_dataset_init(&u->d, m, tpl, bl_opt_bool(L, 1, "response_only", 1), &err))
         return bl_lua_fail(L, &err);
     u->live = 1;
+    if (seq > 0 && bl_dataset_set_long(&u->d, seq, policy, &err)) return bl_lua_fail(L, &err);
     each_field(L, &u->d, "chat", add_chat);
     each_field(L, &u->d, "text", add_text);
     each_field(L, &u->d, "files", add_file);
@@ -125,6 +210,7 @@ static int l_dataset(lua_State *L) {
     lua_Integer seed = bl_opt_integer(L, 1, "seed", 0); /* any integer: its 64 bits seed */
     if (u->d.n > 0 && bl_dataset_shuffle(&u->d, (uint64_t)seed, &err)) return bl_lua_fail(L, &err);
     u->d.seed = (uint64_t)seed;
+    warn_added(L, u);
     return 1;
 }
 
@@ -158,23 +244,26 @@ static void restart(lua_State *L, BlDataset *d) {
 }
 
 static int d_add_chat(lua_State *L) {
-    BlDataset *d = bl_lua_check_dataset(L, 1);
-    add_chat(L, d, 2);
-    restart(L, d);
+    LDataset *u = check_ldataset(L, 1);
+    add_chat(L, &u->d, 2);
+    restart(L, &u->d);
+    warn_added(L, u);
     return 0;
 }
 
 static int d_add_text(lua_State *L) {
-    BlDataset *d = bl_lua_check_dataset(L, 1);
+    LDataset *u = check_ldataset(L, 1);
     luaL_checktype(L, 2, LUA_TSTRING);
-    add_text(L, d, 2);
-    restart(L, d);
+    add_text(L, &u->d, 2);
+    restart(L, &u->d);
+    warn_added(L, u);
     return 0;
 }
 
 /* ds:add_tokens(ids [, n_prompt]): the first n_prompt tokens are not targets */
 static int d_add_tokens(lua_State *L) {
-    BlDataset *d = bl_lua_check_dataset(L, 1);
+    LDataset *u = check_ldataset(L, 1);
+    BlDataset *d = &u->d;
     int n;
     int *ids = bl_lua_check_ids(L, 2, d->model, &n);
     lua_Integer np = bl_optarg_int(L, 3, 0, 0, n - 1); /* must leave a target token */
@@ -183,6 +272,7 @@ static int d_add_tokens(lua_State *L) {
     BlError err = {{0}};
     if (bl_dataset_add_tokens(d, ids, tg, n, &err)) return bl_lua_fail(L, &err);
     restart(L, d);
+    warn_added(L, u);
     return 0;
 }
 
@@ -231,9 +321,50 @@ static int d_seek(lua_State *L) {
     return 0;
 }
 
+/* ds:stats() → {examples, tokens, longest, seq, long, long_examples,
+ * truncated, truncated_rows, split, skipped, tokens_dropped, rows,
+ * padding_fraction}:
+ *   examples, tokens   held now (a split example counts once per piece)
+ *   longest            the longest example, in tokens
+ *   seq, long          the fitting length (nil without one) and the policy
+ *   long_examples      examples added that were longer than seq
+ *   truncated          examples cut to seq when added, plus batch rows cut to
+ *                      a shorter batch length (truncated_rows, each time one
+ *                      is served)
+ *   split, skipped     examples split into pieces / left out (seq given)
+ *   tokens_dropped     tokens the cuts to seq and the skips removed
+ *   rows               batch rows served so far
+ *   padding_fraction   padding positions / all positions of the batches
+ *                      served so far; before the first batch, that of one
+ *                      example per row at seq (else at the longest example) */
+static int d_stats(lua_State *L) {
+    const BlDataset *d = bl_lua_check_dataset(L, 1);
+    lua_createtable(L, 0, 13);
+    static const char *const names[] = {"examples", "tokens", "longest", "long_examples",
+                                        "truncated", "truncated_rows", "split", "skipped",
+                                        "tokens_dropped", "rows"};
+    const lua_Integer vals[] = {d->n, (lua_Integer)d->n_tok, bl_dataset_max_len(d), d->n_long,
+                                d->n_cut + d->n_truncated, d->n_truncated, d->n_split,
+                                d->n_skipped, d->tokens_dropped, d->rows_served};
+    for (int i = 0; i < (int)(sizeof vals / sizeof *vals); i++) {
+        lua_pushinteger(L, vals[i]);
+        lua_setfield(L, -2, names[i]);
+    }
+    if (d->seq > 0) {
+        lua_pushinteger(L, d->seq);
+        lua_setfield(L, -2, "seq");
+    }
+    lua_pushstring(L, bl_long_policy_name(d->long_policy));
+    lua_setfield(L, -2, "long");
+    lua_pushnumber(L, bl_dataset_padding_fraction(d));
+    lua_setfield(L, -2, "padding_fraction");
+    return 1;
+}
+
 /* ds:batch(B [, T]) → Batch; T defaults to the longest example */
 static int d_batch(lua_State *L) {
-    BlDataset *d = bl_lua_check_dataset(L, 1);
+    LDataset *u = check_ldataset(L, 1);
+    BlDataset *d = &u->d;
     lua_Integer B = bl_check_int(L, 2, 1, 4096);
     lua_Integer T = bl_optarg_int(L, 3, bl_dataset_max_len(d), 2, 1 << 20);
     if (T < 2) return luaL_argerror(L, 3, "the dataset is empty: give the length");
@@ -248,6 +379,7 @@ static int d_batch(lua_State *L) {
     BlError err = {{0}};
     if (bl_dataset_next_batch(d, b->B, b->T, b->tokens, b->lens, b->mask, &err))
         return bl_lua_fail(L, &err);
+    warn_batch(L, u, b->T);
     return 1;
 }
 
@@ -286,7 +418,7 @@ void bl_open_dataset(lua_State *L) {
         {"size", d_size},         {"max_len", d_max_len}, {"add_chat", d_add_chat},
         {"add_text", d_add_text}, {"add_tokens", d_add_tokens}, {"example", d_example},
         {"position", d_position}, {"seek", d_seek},       {"batch", d_batch},
-        {NULL, NULL}};
+        {"stats", d_stats},       {NULL, NULL}};
     luaL_setfuncs(L, methods, 0);
     lua_setfield(L, -2, "__index");
     bl_protect_metatable(L);

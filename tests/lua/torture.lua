@@ -69,7 +69,8 @@ local CASES = {
   -- bitlab.*
   ["bitlab.load_model"] = {args = function() return {model_path} end},
   ["bitlab.dataset"] = {args = function() return {{model = m, text = {"a b c"}, seed = 1}} end,
-    fields = {[1] = {"model", "chat", "text", "file", "files", "response_only", "template", "seed"}}},
+    fields = {[1] = {"model", "chat", "text", "file", "files", "response_only", "template", "seed",
+                     "seq", "long"}}},
   ["bitlab.student"] = {args = function() return {{model = m, lambda = 1, act_bits = 8}} end,
     fields = {[1] = {"model", "lambda", "act_bits", "subln", "post_attn_norm", "dense"}}},
   ["bitlab.trainer"] = {args = function() return {{student = st, batch = 1, seq = T}} end,
@@ -113,7 +114,7 @@ local CASES = {
     end,
     fields = {[1] = {"model", "data", "steps", "batch", "seq", "micro_batch", "lr", "lambda", "act_bits",
                      "clip", "weight_decay", "beta1", "beta2", "rotate_every", "checkpoint_every",
-                     "max_tokens", "progress_every", "topk_k"}},
+                     "max_tokens", "progress_every", "topk_k", "instability"}},
     -- a Lua function: its own checks, and the C checks of what it calls
     names = {"bitlab.train", "option '", "attempt to", "bad argument"}},
   -- methods
@@ -135,6 +136,7 @@ local CASES = {
   ["Dataset:position"] = {args = function() return {ds} end},
   ["Dataset:seek"] = {args = function() return {ds, {epoch = 0, pos = 0}} end, fields = {[2] = {"epoch", "pos"}}},
   ["Dataset:batch"] = {args = function() return {ds, 1, T} end},
+  ["Dataset:stats"] = {args = function() return {ds} end},
   ["Student:add_adapter"] = {args = function() return {st, {rank = 2, alpha = 4, seed = 1}} end,
     fields = {[2] = {"rank", "alpha", "seed"}}},
   ["Student:rotate"] = {args = function() return {st, {rank = 2, alpha = 4, seed = 1}} end,
