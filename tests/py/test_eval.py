@@ -290,6 +290,11 @@ def ref_eval_envelope(ref, ck, examples, bits=None):
     return {k: (min(r[k] for r in runs), runs[0][k], max(r[k] for r in runs)) for k in runs[0]}
 
 
+# the scores that are exp of NLLs: perplexity = exp(nll), ratio = exp(nll_S − nll_T)
+EXP_OF = {"teacher_perplexity": ("teacher_nll",), "student_perplexity": ("student_nll",),
+          "perplexity_ratio": ("student_nll", "teacher_nll")}
+
+
 def compare_scores(tag, got, want):
     """want from ref_eval_envelope: each score within TOL of the range the
     near-tie roundings span (a one-code flip of bitlab's float32 forward at a
@@ -297,7 +302,13 @@ def compare_scores(tag, got, want):
     for k in ("teacher_perplexity", "student_perplexity", "teacher_nll", "student_nll", "kl",
               "perplexity_ratio"):
         lo, mid, hi = want[k]
-        ok = lo - TOL * abs(lo) <= got[k] <= hi + TOL * abs(hi)
+        if k in EXP_OF:
+            # exp of NLLs held to TOL relative: its log may move by TOL·|NLL| each
+            slack = TOL * sum(abs(want[n][1]) for n in EXP_OF[k])
+            ok = got[k] > 0 and lo > 0 and \
+                math.log(lo) - slack <= math.log(got[k]) <= math.log(hi) + slack
+        else:
+            ok = lo - TOL * abs(lo) <= got[k] <= hi + TOL * abs(hi)
         check(ok, f"{tag}: {k} {got[k]:.9g} vs reference {mid:.9g} (near-tie range {lo:.9g}..{hi:.9g})")
     counts = ["agreement_tokens", "scored_tokens", "tokens", "agreement_top5_tokens"]
     for c in POS_CUTS:
