@@ -56,6 +56,7 @@ typedef struct {
     BlLossConfig loss;     /* the default loss mix and τ */
     BlOptConfig opt;       /* the default AdamW settings and clipping */
     BlTraceReader *reader; /* the teacher from a trace, or NULL */
+    bool saved;            /* a checkpoint was written: its size breakdown is printed once */
 } LTrainer;
 
 static BlStudent *check_student(lua_State *L, int idx) {
@@ -406,6 +407,7 @@ static int l_trainer(lua_State *L) {
     LTrainer *u = lua_newuserdatauv(L, sizeof *u, 2);
     u->live = 0;
     u->reader = NULL;
+    u->saved = false;
     u->loss = lc;
     u->opt = oc;
     luaL_setmetatable(L, BL_MT_TRAINER);
@@ -544,11 +546,34 @@ static int t_save(lua_State *L) {
     cJSON_Delete(o);
     int rc = json ? bl_checkpoint_save(path, u->t.student, &u->t, json, &err)
                   : bl_fail(&err, "out of memory");
+    BlCheckpointSizes sz;
+    if (rc == 0) bl_checkpoint_sizes(u->t.student, json, &sz);
     cJSON_free(json);
     if (rc) return bl_lua_fail(L, &err);
     cJSON *f = cJSON_CreateObject();
     cJSON_AddStringToObject(f, "path", path);
+    cJSON *by = cJSON_AddObjectToObject(f, "bytes");
+    cJSON_AddNumberToObject(by, "total", (double)sz.total);
+    cJSON_AddNumberToObject(by, "adapters_frozen", (double)sz.adapters_frozen);
+    cJSON_AddNumberToObject(by, "adapters_trainable", (double)sz.adapters_trainable);
+    cJSON_AddNumberToObject(by, "dense", (double)sz.dense);
+    cJSON_AddNumberToObject(by, "norms", (double)sz.norms);
+    cJSON_AddNumberToObject(by, "optimizer", (double)sz.optimizer);
+    cJSON_AddNumberToObject(by, "state", (double)sz.state);
+    cJSON_AddNumberToObject(by, "other", (double)sz.other);
     bl_metrics_event(rt, "checkpoint", f);
+    /* once per trainer: where a checkpoint's size goes (all fp32, so that a
+     * resume is bit for bit) */
+    if (!u->saved && !rt->cfg.dash) {
+        double MB = 1e6;
+        fprintf(stderr,
+                "bitlab: checkpoint %s: %.1f MB = adapters %.1f (frozen %.1f, trainable %.1f), "
+                "dense %.1f, norms %.2f, AdamW moments %.1f, script state %.3f, other %.3f\n",
+                path, sz.total / MB, (sz.adapters_frozen + sz.adapters_trainable) / MB,
+                sz.adapters_frozen / MB, sz.adapters_trainable / MB, sz.dense / MB,
+                sz.norms / MB, sz.optimizer / MB, sz.state / MB, sz.other / MB);
+    }
+    u->saved = true;
     return 0;
 }
 

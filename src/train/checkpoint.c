@@ -160,6 +160,34 @@ static void remove_stale_temps(const char *path) {
     closedir(d);
 }
 
+void bl_checkpoint_sizes(const BlStudent *st, const char *json, BlCheckpointSizes *out) {
+    memset(out, 0, sizeof *out);
+    const BlConfig *c = &st->model->cfg;
+    size_t F = sizeof(float);
+    for (int l = 0; l < c->n_layers; l++)
+        for (int k = 0; k < BL_LIN_KINDS; k++) {
+            if (!bl_student_has(st, l, k)) continue;
+            const BlStudentLinear *sl = &st->lin[(size_t)l * BL_LIN_KINDS + k];
+            const BlLoraStack *ls = &sl->lora;
+            for (int a = 0; a < ls->n; a++) {
+                size_t n = F * (size_t)ls->ad[a].r * (ls->in + ls->out);
+                *(a == ls->n - 1 ? &out->adapters_trainable : &out->adapters_frozen) += n;
+            }
+            if (ls->dense) out->dense += F * (size_t)ls->out * ls->in;
+            if (sl->subln) out->norms += F * (size_t)ls->in;
+        }
+    if (st->post_norm) out->norms += F * (size_t)c->n_layers * c->dim;
+    for (int i = 0; i < st->n_params; i++) out->optimizer += 2 * F * st->opt[i].n;
+    out->state = json ? strlen(json) : 0;
+    /* the file: as serialise() writes it, after the header */
+    BlByteBuf b = {0};
+    serialise(&b, st, NULL, json);
+    out->total = HEADER_BYTES + b.n;
+    free(b.p);
+    out->other = out->total - out->adapters_frozen - out->adapters_trainable - out->dense -
+                 out->norms - out->optimizer - out->state;
+}
+
 int bl_checkpoint_save(const char *path, BlStudent *st, BlTrainer *tr, const char *json,
                        BlError *err) {
     if (tr && tr->student != st)

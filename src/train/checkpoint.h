@@ -68,6 +68,16 @@ int bl_checkpoint_info(const char *path, BlCheckpointInfo *info, BlError *err);
 int bl_checkpoint_save(const char *path, BlStudent *st, BlTrainer *tr, const char *json,
                        BlError *err);
 
+/* What a checkpoint of st (with script state json, may be NULL) holds, in
+ * bytes of the file: the frozen adapters, the newest (trainable) adapter,
+ * dense ΔW, SubLN / post-attention norm weights, the AdamW moments (two
+ * floats per trainable value), the script's JSON state, and the rest
+ * (header, shapes, counters). total is the file's size. */
+typedef struct {
+    size_t adapters_frozen, adapters_trainable, dense, norms, optimizer, state, other, total;
+} BlCheckpointSizes;
+void bl_checkpoint_sizes(const BlStudent *st, const char *json, BlCheckpointSizes *out);
+
 /* Restores st (and, with tr its trainer, the counters and the backend's copy
  * of the student); *json (may be NULL) receives the malloc'd JSON text. */
 int bl_checkpoint_load(const char *path, BlStudent *st, BlTrainer *tr, char **json, BlError *err);

@@ -58,8 +58,28 @@ def main():
             check(rel(a2, b2) < 1e-4, f"and the same next step (nll {a2} vs {b2})")
         else:
             check(False, f"ckpt_layout.lua output: {p.stdout.strip()[-300:]}")
-        # the metrics stream: first record names the BLAS; the resume event both
+        # the first save prints where the checkpoint's bytes go; the event carries them
         lines = [json.loads(x) for x in open(log)] if os.path.exists(log) else []
+        said = [x for x in p.stderr.splitlines() if x.startswith(f"bitlab: checkpoint {ck}:")]
+        check(len(said) == 1 and "AdamW moments" in said[0],
+              f"one size breakdown on the first save: {said}")
+        ev = [x for x in lines if x.get("event") == "checkpoint"]
+        by = ev[0].get("bytes", {}) if ev else {}
+        cfg = json.load(open(os.path.join(m.hf_dir, "config.json")))
+        D, H, L = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
+        hd = D // cfg["num_attention_heads"]
+        q, kv = cfg["num_attention_heads"] * hd, cfg["num_key_value_heads"] * hd
+        shapes = [(q, D), (kv, D), (kv, D), (D, q), (H, D), (H, D), (D, H)]  # (out, in)
+        lora = 4 * L * sum(4 * (o + i) for o, i in shapes)  # rank 4, fp32
+        dense = 4 * L * sum(o * i for o, i in shapes)
+        parts = ("adapters_frozen", "adapters_trainable", "dense", "norms", "optimizer", "state",
+                 "other")
+        check(by.get("total") == os.path.getsize(ck) and sum(by.get(k, 0) for k in parts) == by.get("total")
+              and by.get("adapters_trainable") == lora and by.get("adapters_frozen") == 0
+              and by.get("dense") == dense and by.get("optimizer") == 2 * (lora + dense)
+              and by.get("norms") == 0 and 0 < by.get("other", 0) < 4096,
+              f"checkpoint bytes: {by} (file {os.path.getsize(ck)}, LoRA {lora}, dense {dense})")
+        # the metrics stream: first record names the BLAS; the resume event both
         first = lines[0] if lines else {}
         check(first.get("event") == "run" and isinstance(first.get("blas_core"), str)
               and isinstance(first.get("blas_threads"), (int, float)),
