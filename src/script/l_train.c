@@ -7,6 +7,7 @@
  * A Student keeps its Model alive and a Trainer its Student (user value 1)
  * and its Trace (user value 2), so the C structs they point into never
  * dangle. */
+#include <errno.h>
 #include <float.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -14,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "data/dataset.h"
@@ -547,7 +549,10 @@ static int t_save(lua_State *L) {
     int rc = json ? bl_checkpoint_save(path, u->t.student, &u->t, json, &err)
                   : bl_fail(&err, "out of memory");
     BlCheckpointSizes sz;
-    if (rc == 0) bl_checkpoint_sizes(u->t.student, json, &sz);
+    struct stat fst;
+    if (rc == 0 && stat(path, &fst) != 0)
+        rc = bl_fail(&err, "%s: written but cannot be read back: %s", path, strerror(errno));
+    if (rc == 0) bl_checkpoint_sizes(u->t.student, json, (size_t)fst.st_size, &sz);
     cJSON_free(json);
     if (rc) return bl_lua_fail(L, &err);
     cJSON *f = cJSON_CreateObject();

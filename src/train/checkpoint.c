@@ -160,7 +160,8 @@ static void remove_stale_temps(const char *path) {
     closedir(d);
 }
 
-void bl_checkpoint_sizes(const BlStudent *st, const char *json, BlCheckpointSizes *out) {
+void bl_checkpoint_sizes(const BlStudent *st, const char *json, size_t total,
+                         BlCheckpointSizes *out) {
     memset(out, 0, sizeof *out);
     const BlConfig *c = &st->model->cfg;
     size_t F = sizeof(float);
@@ -179,11 +180,7 @@ void bl_checkpoint_sizes(const BlStudent *st, const char *json, BlCheckpointSize
     if (st->post_norm) out->norms += F * (size_t)c->n_layers * c->dim;
     for (int i = 0; i < st->n_params; i++) out->optimizer += 2 * F * st->opt[i].n;
     out->state = json ? strlen(json) : 0;
-    /* the file: as serialise() writes it, after the header */
-    BlByteBuf b = {0};
-    serialise(&b, st, NULL, json);
-    out->total = HEADER_BYTES + b.n;
-    free(b.p);
+    out->total = total;
     out->other = out->total - out->adapters_frozen - out->adapters_trainable - out->dense -
                  out->norms - out->optimizer - out->state;
 }

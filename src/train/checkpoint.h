@@ -72,11 +72,13 @@ int bl_checkpoint_save(const char *path, BlStudent *st, BlTrainer *tr, const cha
  * bytes of the file: the frozen adapters, the newest (trainable) adapter,
  * dense ΔW, SubLN / post-attention norm weights, the AdamW moments (two
  * floats per trainable value), the script's JSON state, and the rest
- * (header, shapes, counters). total is the file's size. */
+ * (header, shapes, counters): total (the file's size, as written) less the
+ * parts, so nothing is serialised twice. */
 typedef struct {
     size_t adapters_frozen, adapters_trainable, dense, norms, optimizer, state, other, total;
 } BlCheckpointSizes;
-void bl_checkpoint_sizes(const BlStudent *st, const char *json, BlCheckpointSizes *out);
+void bl_checkpoint_sizes(const BlStudent *st, const char *json, size_t total,
+                         BlCheckpointSizes *out);
 
 /* Restores st (and, with tr its trainer, the counters and the backend's copy
  * of the student); *json (may be NULL) receives the malloc'd JSON text. */
