@@ -99,7 +99,15 @@ def start(cmd, exitfile):
     # the exit code goes to a file; the pane stays so the screen can be read
     full = ("env LANG=C.UTF-8 LC_ALL=C.UTF-8 TERM=xterm-256color %s; echo $? > %s; sleep 60"
             % (cmd, exitfile))
-    tmux("new-session", "-d", "-s", SESSION, "-x", "120", "-y", "40", full)
+    # killing the server's last session makes the server exit, and a
+    # new-session that reaches it while it is exiting fails: try again
+    for attempt in range(10):
+        p = subprocess.run(["tmux", "new-session", "-d", "-s", SESSION, "-x", "120", "-y", "40",
+                            full], capture_output=True, text=True)
+        if p.returncode == 0:
+            return
+        time.sleep(0.3)
+    raise RuntimeError("tmux new-session failed 10 times: " + p.stderr.strip())
 
 
 def clean_stderr(text, what):
