@@ -68,6 +68,7 @@ typedef struct {
     long total_steps;
     int n_adapters, rank;
     double mem[4]; /* weights, adapters, optimizer, activations (bytes); NaN = unknown */
+    double mem_dense; /* the dense ΔW's values (bytes, within mem[1]); NaN = none */
     double dev_mem[4]; /* the backend's live, peak, device free, device total (bytes, the step
                         * records' device_mem); NaN = unknown, free/total 0 = no such figure */
     /* the latest step record (NaN / -1 = missing) */

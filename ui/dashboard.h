@@ -42,6 +42,7 @@ typedef struct {
     long total_steps;
     int n_adapters, rank;
     double mem_weights, mem_adapters, mem_optimizer, mem_activations;
+    double mem_dense; /* the dense ΔW's values (within mem_adapters); > 0 shows "dense" */
 } DashInfo;
 
 /* One greedy generation pair for a prompt. The texts are given per token

@@ -1,7 +1,7 @@
 /* panel_header.c - the three header lines: what runs (experiment, model,
  * backend) with the backend's memory, and whether it is running; progress
  * (step / total, ETA, tokens/s, elapsed); and the student's state (λ, LR,
- * activation bits, adapter, memory). */
+ * activation bits, adapter, dense ΔW, memory). */
 #define _XOPEN_SOURCE 700
 #include <math.h>
 #include <stdio.h>
@@ -96,6 +96,10 @@ static void draw(Panel *p, WINDOW *w, const DashState *s) {
     if (isfinite(s->adapter)) snprintf(a, sizeof a, "%g/%s r%s", s->adapter, na, rk);
     else snprintf(a, sizeof a, "–/%s r%s", na, rk);
     x = seg(w, y, x, end, "adapter ", a);
+    if (isfinite(s->mem_dense)) { /* a dense ΔW trains beside the adapters: its size */
+        ui_fmt_bytes(a, sizeof a, s->mem_dense);
+        x = seg(w, y, x, end, "dense ", a);
+    }
     static const char *const MEM[4] = {"w ", "a ", "opt ", "act "};
     x = seg(w, y, x, end, "mem", "");
     for (int i = 0; i < 4; i++) {

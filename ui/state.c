@@ -31,6 +31,7 @@ void dash_state_init(DashState *s) {
     s->total_steps = -1;
     s->n_adapters = s->rank = -1;
     for (int i = 0; i < 4; i++) s->mem[i] = s->dev_mem[i] = NAN;
+    s->mem_dense = NAN;
     s->step = -1;
     s->lambda = s->lr = s->act_bits = s->adapter = s->grad_norm = s->tokens_per_s = NAN;
     s->clipped = -1;
@@ -365,6 +366,7 @@ void dash_state_info(DashState *s, const DashInfo *in) {
     const double m[4] = {in->mem_weights, in->mem_adapters, in->mem_optimizer, in->mem_activations};
     for (int i = 0; i < 4; i++)
         if (m[i] > 0) s->mem[i] = m[i];
+    if (in->mem_dense > 0) s->mem_dense = in->mem_dense;
 }
 
 /* Makes gens[index] exist; false when out of memory (or a negative index). */

@@ -316,7 +316,8 @@ return function(o)
                 rank = adapter and adapter.rank or nil,
                 -- gradients count with the optimizer: both exist only for training
                 mem = {weights = sm.frozen_weights, adapters = sm.adapters_frozen + sm.adapters_trainable,
-                       optimizer = sm.optimizer + sm.grads, activations = tm.activations + tm.scratch}}
+                       optimizer = sm.optimizer + sm.grads, activations = tm.activations + tm.scratch,
+                       dense = sm.dense}}
   end
   if bitlab.dashboard then
     bitlab.prompts(o.prompts)

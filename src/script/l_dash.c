@@ -95,7 +95,8 @@ static const char *opt_string(lua_State *L, int idx, const char *name) {
     return s;
 }
 
-/* bitlab.info{model=, experiment=, backend=, total_steps=, adapters=, rank=, mem={...}} */
+/* bitlab.info{model=, experiment=, backend=, total_steps=, adapters=, rank=,
+ *              mem={weights=, adapters=, optimizer=, activations=, dense=}} */
 static int l_info(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     BlRuntime *rt = bl_rt(L);
@@ -112,6 +113,7 @@ static int l_info(lua_State *L) {
         in.mem_adapters = bl_opt_num(L, mem, "adapters", 0, 0, DBL_MAX);
         in.mem_optimizer = bl_opt_num(L, mem, "optimizer", 0, 0, DBL_MAX);
         in.mem_activations = bl_opt_num(L, mem, "activations", 0, 0, DBL_MAX);
+        in.mem_dense = bl_opt_num(L, mem, "dense", 0, 0, DBL_MAX);
     }
     lua_pop(L, 1);
     dash_set_info(rt->cfg.dash, &in);

@@ -245,6 +245,7 @@ static int s_memory(lua_State *L) {
     set_num(L, "frozen_weights", (double)mem.frozen_weights);
     set_num(L, "adapters_frozen", (double)mem.adapters_frozen);
     set_num(L, "adapters_trainable", (double)mem.adapters_trainable);
+    set_num(L, "dense", (double)mem.dense);
     set_num(L, "grads", (double)mem.grads);
     set_num(L, "optimizer", (double)mem.optimizer);
     return 1;

@@ -216,6 +216,7 @@ void bl_student_memory(const BlStudent *s, BlStudentMemory *out) {
         const BlLoraStack *st = &s->lin[i].lora;
         for (int a = 0; a + 1 < st->n; a++)
             out->adapters_frozen += sizeof(float) * (size_t)st->ad[a].r * (st->in + st->out);
+        if (st->dense) out->dense += sizeof(float) * (size_t)st->out * st->in;
     }
     for (int i = 0; i < s->n_params; i++) {
         out->adapters_trainable += sizeof(float) * s->params[i].n;

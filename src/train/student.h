@@ -57,6 +57,8 @@ typedef struct {
     size_t frozen_weights;     /* the model's weights (shared with the teacher) */
     size_t adapters_frozen;    /* A, B of the older adapters */
     size_t adapters_trainable; /* newest A, B, dense ΔW, norm weights */
+    size_t dense;              /* the dense ΔW alone (part of adapters_trainable;
+                                * its gradient and moments are in grads, optimizer) */
     size_t grads;              /* their gradients */
     size_t optimizer;          /* AdamW moments */
 } BlStudentMemory;

@@ -108,6 +108,21 @@ local stext, sgen = st:generate(p, {max_tokens = 5})
 check.ok(type(stext) == "string" and #sgen <= 5, "student generate")
 local mem = st:memory()
 check.ok(mem.adapters_trainable > 0 and mem.optimizer > 0, "student memory report")
+check.eq(mem.dense, 0, "no dense ΔW: its memory is 0")
+-- a dense ΔW alone: its values are the whole trainable part, with one gradient
+-- and two AdamW moments each, and it has a float per block-linear weight
+-- (q, o: dim²; k, v: at most dim² each under GQA; gate, up, down: dim·hidden)
+do
+  local mi = m:info()
+  local sd = bitlab.student{model = m, dense = true}
+  local dm = sd:memory()
+  check.eq(dm.adapters_trainable, dm.dense, "dense ΔW is the trainable part")
+  check.eq(dm.grads, dm.dense, "dense ΔW has one gradient")
+  check.eq(dm.optimizer, 2 * dm.dense, "dense ΔW has two AdamW moments")
+  local lo = 4 * mi.n_layers * (2 * mi.dim * mi.dim + 3 * mi.dim * mi.hidden_dim)
+  check.ok(dm.dense > lo and dm.dense <= lo + 4 * mi.n_layers * 2 * mi.dim * mi.dim,
+           "dense ΔW bytes: one float per block-linear weight")
+end
 -- lambda 0, no adapter, 16-bit acts: the student is the teacher
 local st0 = bitlab.student{model = m, lambda = 0, act_bits = 16}
 local am0 = st0:forward(ids)
