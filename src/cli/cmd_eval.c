@@ -30,6 +30,7 @@ static const CliOpt OPTS[] = {
     CLI_INT_OPT("max-examples", 0, 1e9),
     CLI_INT_OPT("act-bits", 4, 16),
     CLI_STR_OPT("json"),
+    CLI_STR_OPT("teacher-cache"),
     CLI_FLAG_OPT("quiet"),
     CLI_STR_OPT("device"),
     CLI_END};
@@ -38,7 +39,8 @@ const CliSpec cli_eval_spec = {
     .name = "eval",
     .synopsis = "bitlab eval --model PATH --data FILE [--checkpoint CKPT] [--prompts FILE]\n"
                 "            [--max-tokens N] [--seq T] [--max-examples N] [--act-bits B]\n"
-                "            [--json OUT] [--quiet] [--device cpu|cuda|auto]",
+                "            [--json OUT] [--quiet] [--device cpu|cuda|auto]\n"
+                "            [--teacher-cache DIR]",
     .summary = "the teacher against its ternary student (lambda 1) on held-out data:\n"
                "perplexities and their ratio, KL, top-1 agreement (all, first 8 / 32\n"
                "positions), top-5 agreement, common greedy prefixes, weight bytes and QEI;\n"
@@ -64,7 +66,11 @@ const CliSpec cli_eval_spec = {
         "cuda: the weights in bf16 on the GPU; auto: CUDA when a device is present).\n"
         "Output: the table on stdout (ending with the JSON path when --json is given);\n"
         "progress lines and the JSON path on stderr, errors on stderr. --json OUT\n"
-        "writes every number; --quiet drops the progress lines and the stderr JSON line",
+        "writes every number; --quiet drops the progress lines and the stderr JSON line.\n"
+        "--teacher-cache DIR (CPU): the teacher's side of the data and prompts is kept in\n"
+        "DIR/eval-teacher-<sha256>.bin (4*dim+20 bytes per scored token), keyed by the\n"
+        "model file, the tokens evaluated and the options; a later eval with the same key\n"
+        "runs only the student, with the same numbers (KL to float rounding). Default: off",
     .opts = OPTS,
 };
 
@@ -84,6 +90,7 @@ int cmd_eval(int argc, char **argv) {
     if (act_bits && bl_actq_levels(act_bits) < 0)
         return cli_usage_error(a, "--act-bits is 4, 8 or 16, got %d", act_bits);
     opt.format = bl_eval_format_of(opt.data_path);
+    opt.teacher_cache = cli_str(a, "--teacher-cache", NULL);
     if (!cli_flag(a, "--quiet")) opt.progress = stderr;
     const char *json = cli_str(a, "--json", NULL);
     const BlBackend *be = cli_backend(a, "cpu");

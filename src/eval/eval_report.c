@@ -143,8 +143,11 @@ void bl_eval_report_print(FILE *f, const BlEvalOptions *opt, const BlEvalReport 
             r->student_ppl, grouped(r->mem.student_bytes), grouped(r->mem.teacher_bytes),
             r->teacher_ppl / r->student_ppl,
             (double)r->mem.student_bytes / (double)r->mem.teacher_bytes, r->qei);
-    fprintf(f, "\n  %.1f s (held-out set %.1f s, greedy answers %.1f s)\n", r->seconds,
-            r->seconds_data, r->seconds_prompts);
+    fprintf(f, "\n  %.1f s (held-out set %.1f s, greedy answers %.1f s)%s\n", r->seconds,
+            r->seconds_data, r->seconds_prompts,
+            r->teacher_cache == 2   ? ", teacher from its cache"
+            : r->teacher_cache == 1 ? ", teacher cache written"
+                                    : "");
 }
 
 // ----------------------------------------------------------------------------
@@ -261,6 +264,9 @@ cJSON *bl_eval_report_json(const BlEvalOptions *opt, const BlEvalReport *r) {
     cJSON_AddNumberToObject(o, "seconds", r->seconds);
     cJSON_AddNumberToObject(o, "seconds_data", r->seconds_data);
     cJSON_AddNumberToObject(o, "seconds_prompts", r->seconds_prompts);
+    cJSON_AddStringToObject(o, "teacher_cache", r->teacher_cache == 2   ? "read"
+                                                : r->teacher_cache == 1 ? "written"
+                                                                        : "off");
     return o;
 }
 

@@ -33,12 +33,14 @@ static int n_examples(const BlDataset *d, const BlEvalOptions *opt) {
 /* NLL, KL and the agreements over the first examples of d, teacher and student
  * through the runner (eval/student_eval.h's bl_eval_dataset). */
 static int score_data(BlEvalRunner *run, const BlDataset *d, const BlEvalOptions *opt,
-                      BlEvalReport *r, BlError *err) {
+                      BlEvalTeacherRows *tc, int cache, BlEvalReport *r, BlError *err) {
     int n_ex = n_examples(d, opt);
     if (n_ex == 0) return bl_fail(err, "eval: the data holds no examples");
     BlEvalSums s = {0};
-    int rc = bl_eval_dataset(run, BL_EVAL_BOTH | BL_EVAL_FINITE, d, n_ex, opt->seq,
-                             opt->progress, &s, err);
+    int rc = cache ? bl_eval_dataset_teacher_cached(run, d, n_ex, opt->seq, opt->progress, tc,
+                                                    cache == 1, &s, err)
+                   : bl_eval_dataset(run, BL_EVAL_BOTH | BL_EVAL_FINITE, d, n_ex, opt->seq,
+                                     opt->progress, &s, err);
     r->examples = s.examples;
     r->truncated = s.truncated;
     r->tokens = s.tokens;
@@ -91,11 +93,23 @@ static int encode_prompts(const BlModel *m, const BlEvalOptions *opt, BlEvalRepo
 
 /* Teacher and student greedy answers to one encoded prompt. */
 static int generate_pair(BlEvalRunner *run, const BlModel *m, int max_new, BlEvalGeneration *g,
-                         BlError *err) {
+                         BlEvalTeacherGen *cached, bool from_cache, BlError *err) {
     if (!(g->teacher = bl_malloc(sizeof(int) * (size_t)max_new * 2, err))) return -1;
     g->student = g->teacher + max_new;
-    if (bl_eval_runner_generate(run, false, g->prompt_ids, g->n_prompt, max_new, NULL, NULL,
-                                g->teacher, &g->n_teacher, err) ||
+    if (from_cache) {
+        if (cached->n > max_new) return bl_fail(err, "the cached teacher answer is too long");
+        memcpy(g->teacher, cached->ids, sizeof(int) * (size_t)cached->n);
+        g->n_teacher = cached->n;
+    } else if (bl_eval_runner_generate(run, false, g->prompt_ids, g->n_prompt, max_new, NULL,
+                                       NULL, g->teacher, &g->n_teacher, err)) {
+        return -1;
+    }
+    if (cached && !from_cache) {
+        if (!(cached->ids = bl_malloc(sizeof(int) * ((size_t)g->n_teacher + 1), err))) return -1;
+        memcpy(cached->ids, g->teacher, sizeof(int) * (size_t)g->n_teacher);
+        cached->n = g->n_teacher;
+    }
+    if (
         bl_eval_runner_generate(run, true, g->prompt_ids, g->n_prompt, max_new, NULL, NULL,
                                 g->student, &g->n_student, err) ||
         bl_tokenizer_decode(m->tokenizer, g->teacher, g->n_teacher, true, &g->teacher_text, err) ||
@@ -106,10 +120,11 @@ static int generate_pair(BlEvalRunner *run, const BlModel *m, int max_new, BlEva
 }
 
 static int run_prompts(BlEvalRunner *run, const BlModel *m, const BlEvalOptions *opt,
-                       BlEvalReport *r, BlError *err) {
+                       BlEvalTeacherGen *tg, int cache, BlEvalReport *r, BlError *err) {
     long long common = 0;
     for (int i = 0; i < r->n_gen; i++) {
-        if (generate_pair(run, m, opt->max_tokens, &r->gen[i], err))
+        if (generate_pair(run, m, opt->max_tokens, &r->gen[i], cache ? &tg[i] : NULL, cache == 2,
+                          err))
             return bl_fail_prefix(err, "eval: prompt %d", i + 1);
         common += r->gen[i].common;
         if (opt->progress)
@@ -136,14 +151,68 @@ int bl_evaluate(const BlBackend *be, BlStudent *st, BlStudentMode mode, const Bl
     r->adapters = n_adapters(st);
     r->subln = st->cfg.subln;
     r->post_attn_norm = st->cfg.post_attn_norm;
+    /* the teacher cache: 0 off, 1 fill, 2 read */
+    BlEvalTeacherRows tc = {0};
+    BlEvalTeacherGen *tgen = NULL;
+    char key[65];
+    char *cpath = NULL;
+    int cache = 0;
+    FILE *note = opt->progress ? opt->progress : stderr;
+    if (opt->teacher_cache && opt->teacher_cache[0]) {
+        BlError e = {0};
+        if (strcmp(be->name, "cpu") != 0) {
+            fprintf(note, "bitlab eval: teacher cache not used on %s (CPU backend only)\n",
+                    be->name);
+        } else if (bl_eval_teacher_key(opt, be, d, n_examples(d, opt), r, key, &e) ||
+                   !(cpath = bl_eval_teacher_cache_path(opt->teacher_cache, key, &e)) ||
+                   !(tgen = bl_calloc((size_t)r->n_gen + 1, sizeof *tgen, &e))) {
+            fprintf(note, "bitlab eval: teacher cache off: %s\n", e.msg);
+        } else {
+            cache = 1;
+            FILE *probe = fopen(cpath, "rb");
+            if (probe) {
+                fclose(probe);
+                if (bl_eval_teacher_cache_load(cpath, key, m->cfg.dim, &tc, tgen, r->n_gen, &e))
+                    fprintf(note, "bitlab eval: teacher cache %s: %s; recomputing the teacher\n",
+                            cpath, e.msg);
+                else
+                    cache = 2;
+            }
+        }
+    }
     BlEvalRunner *run = NULL;
     int rc = bl_eval_runner_open(&run, be, m, st, mode, BL_STUDENT_WEFF_CACHE_MAX, err);
-    if (rc == 0) rc = score_data(run, d, opt, r, err);
+    bool opened = rc == 0;
+    if (rc == 0) rc = score_data(run, d, opt, &tc, cache, r, err);
+    if (rc && opened && cache == 2) {
+        /* a consistent file that still does not fit this data: recompute */
+        fprintf(note, "bitlab eval: teacher cache %s: %s; recomputing the teacher\n", cpath,
+                err ? err->msg : "does not fit the data");
+        memset(r->rows_pos, 0, sizeof r->rows_pos);
+        cache = 1;
+        for (int i = 0; i < r->n_gen; i++) {
+            free(tgen[i].ids);
+            tgen[i] = (BlEvalTeacherGen){0};
+        }
+        rc = score_data(run, d, opt, &tc, cache, r, err);
+    }
     double t1 = now();
     r->seconds_data = t1 - t0;
-    if (rc == 0) rc = run_prompts(run, m, opt, r, err);
+    if (rc == 0) rc = run_prompts(run, m, opt, tgen, cache, r, err);
     r->seconds_prompts = now() - t1;
     bl_eval_runner_close(run);
+    if (rc == 0 && cache == 1) {
+        BlError e = {0};
+        if (bl_eval_teacher_cache_save(opt->teacher_cache, cpath, key, &tc, tgen, r->n_gen, &e))
+            fprintf(note, "bitlab eval: teacher cache %s not written: %s\n", cpath, e.msg);
+        else if (opt->progress)
+            fprintf(opt->progress, "bitlab eval: teacher cache written to %s\n", cpath);
+    }
+    r->teacher_cache = cache;
+    bl_eval_teacher_rows_free(&tc);
+    for (int i = 0; tgen && i < r->n_gen; i++) free(tgen[i].ids);
+    free(tgen);
+    free(cpath);
     if (rc) return -1;
     bl_eval_memory(m, st, &r->mem);
     double quality_ratio = r->teacher_ppl / r->student_ppl; /* (1/ppl_S) / (1/ppl_T) */

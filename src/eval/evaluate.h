@@ -68,6 +68,7 @@ typedef struct {
     int max_examples; /* 0 = every example */
     int max_tokens;   /* greedy tokens per prompt */
     FILE *progress;   /* one line per example / prompt, or NULL */
+    const char *teacher_cache; /* directory of teacher caches, NULL = off */
 } BlEvalOptions;
 
 /* One prompt's greedy answers. */
@@ -124,6 +125,7 @@ typedef struct {
     double mean_common;
     BlEvalMemory mem;
     double qei;
+    int teacher_cache;       /* 0 off / unusable, 1 computed and written, 2 read */
     double seconds;          /* the whole call */
     double seconds_data;     /* of it: the held-out set (and building the student) */
     double seconds_prompts;  /* of it: the greedy answers */
@@ -169,6 +171,38 @@ void bl_eval_memory(const BlModel *m, const BlStudent *st, BlEvalMemory *out);
 int bl_evaluate(const BlBackend *be, BlStudent *st, BlStudentMode mode, const BlDataset *d,
                 const BlEvalOptions *opt, BlEvalReport *r, BlError *err);
 void bl_eval_report_free(BlEvalReport *r);
+
+// ---- teacher cache (eval_teacher_cache.c) --------------------------------------
+/* The teacher's side of a held-out set and a prompt list never changes with
+ * the student, so with opt->teacher_cache set it is computed once and kept
+ * in DIR/eval-teacher-<key>.bin; a later evaluation with the same key runs
+ * only the student. Representation (student_eval.h, BlEvalTeacherRows): per
+ * scored row m_T = Σ_v p_T(v)·W_v (the expected lm_head row), Σ p_T log p_T,
+ * the teacher's NLL and top-1, so the full-vocabulary KL is
+ * Σ p_T log p_T − h_S·m_T + logZ_S, exact up to float rounding (no top-K
+ * cut): 4·dim + 20 bytes per scored token (SmolLM2-135M: 2324, 66 MB for
+ * 28.5 k tokens), against 4·vocab (196 KB) for the teacher's logits. Plus the
+ * teacher's greedy ids per prompt. Key: sha256 of the model file, the
+ * backend's name, seq, the number of examples, every evaluated example's
+ * tokens and targets (the data file, its format and the tokenizer), the
+ * prompts' ids and max_tokens. The CPU backend only (CUDA's lm_head is bf16,
+ * so h_S·m_T would not be its logits' sum): elsewhere it is not used. A
+ * missing, corrupt, truncated or mismatched file is named on progress (or
+ * stderr) and the teacher recomputed; writing is atomic. */
+typedef struct {
+    int *ids;
+    int n;
+} BlEvalTeacherGen;
+int bl_eval_teacher_key(const BlEvalOptions *opt, const BlBackend *be, const BlDataset *d,
+                        int n_ex, const BlEvalReport *r, char key[65], BlError *err);
+char *bl_eval_teacher_cache_path(const char *dir, const char key[65], BlError *err);
+/* gen[n_gen] receive malloc'd ids on success. */
+int bl_eval_teacher_cache_load(const char *path, const char key[65], int dim,
+                               BlEvalTeacherRows *tc, BlEvalTeacherGen *gen, int n_gen,
+                               BlError *err);
+int bl_eval_teacher_cache_save(const char *dir, const char *path, const char key[65],
+                               const BlEvalTeacherRows *tc, const BlEvalTeacherGen *gen,
+                               int n_gen, BlError *err);
 
 // ---- output (eval_report.c) -------------------------------------------------
 

@@ -8,6 +8,9 @@
 
 #include "backend/device_model.h"
 #include "nn/forward.h"
+#include "ops/gemm.h"
+#include "ops/ops.h"
+#include "ops/parallel.h"
 #include "ops/quant.h"
 #include "train/device_student.h"
 
@@ -195,6 +198,11 @@ static int hook_status(BlEvalRunner *r, const BlStudentHook *hook, int rc, BlErr
 
 int bl_eval_runner_logits(BlEvalRunner *r, bool student, const int *ids, int n, float *logits,
                           BlError *err) {
+    return bl_eval_runner_forward(r, student, ids, n, logits, NULL, err);
+}
+
+int bl_eval_runner_forward(BlEvalRunner *r, bool student, const int *ids, int n, float *logits,
+                           float *last_hidden, BlError *err) {
     int V = r->host->cfg.vocab_size;
     if (n <= 0) return bl_fail(err, "eval: empty sequence");
     for (int t = 0; t < n; t++)
@@ -211,7 +219,14 @@ int bl_eval_runner_logits(BlEvalRunner *r, bool student, const int *ids, int n, 
         r->have_fs = true;
     }
     r->fs.student = hook;
-    int rc = bl_forward(&r->fs, ids, &n, 1, n, logits, NULL, err);
+    float **hidden = NULL;
+    int L = r->host->cfg.n_layers;
+    if (last_hidden) {
+        if (!(hidden = bl_calloc((size_t)L, sizeof *hidden, err))) return -1;
+        hidden[L - 1] = last_hidden;
+    }
+    int rc = bl_forward(&r->fs, ids, &n, 1, n, logits, hidden, err);
+    free(hidden);
     return hook_status(r, hook, rc, err);
 }
 
@@ -285,17 +300,38 @@ static bool in_top_k(const float *x, int V, int a, int k) {
     return true;
 }
 
-/* The agreements of one row scored by both models at position pos. */
-static void agree_row(const float *lt, const float *ls, int V, int pos, BlEvalSums *s) {
-    int top_t = bl_argmax(lt, V);
-    bool same = top_t == bl_argmax(ls, V);
+/* The agreements of one row scored by both models at position pos: whether
+ * the student's top-1 is the teacher's (same) and whether the teacher's
+ * top-1 is among the student's top-k (topk). */
+static void add_agreement(bool same, bool topk, int pos, BlEvalSums *s) {
     s->agree += same;
-    s->agree_topk += in_top_k(ls, V, top_t, BL_EVAL_TOPK);
+    s->agree_topk += topk;
     for (int i = 0; i < BL_EVAL_N_POS; i++)
         if (pos < bl_eval_pos_cuts[i]) {
             s->rows_pos[i]++;
             s->agree_pos[i] += same;
         }
+}
+
+/* Example i of d cut to seq tokens (seq <= 0: whole), counted in s; its
+ * length. */
+static int take_example(const BlDataset *d, int i, int seq, const int **ids, const uint8_t **tg,
+                        BlEvalSums *s) {
+    int len;
+    *ids = bl_dataset_example(d, i, &len, tg);
+    int n = seq > 0 && len > seq ? seq : len;
+    s->truncated += len > n;
+    s->examples++;
+    s->tokens += n;
+    return n;
+}
+
+/* Whether the sums are still finite; the message names example i and the
+ * model whose logits are not. */
+static int check_finite(const BlEvalSums *s, int i, BlError *err) {
+    if (isfinite(s->nll_teacher + s->nll_student + s->kl)) return 0;
+    return bl_fail(err, "eval: example %d: the %s's logits are not finite", i + 1,
+                   isfinite(s->nll_teacher) ? "student" : "teacher");
 }
 
 /* One scored row at position pos: teacher logits lt and/or student logits
@@ -310,9 +346,38 @@ static void score_row(const float *lt, const float *ls, int V, int next, int pos
         double cross = 0.0;
         for (int v = 0; v < V; v++) cross += exp((double)lt[v] - lzt) * ((double)lt[v] - ls[v]);
         s->kl += cross + lzs - lzt;
-        agree_row(lt, ls, V, pos, s);
+        int top_t = bl_argmax(lt, V);
+        add_agreement(top_t == bl_argmax(ls, V), in_top_k(ls, V, top_t, BL_EVAL_TOPK), pos, s);
     }
     s->rows++;
+}
+
+/* Per-example buffers, grown to the longest example seen: two [cap, V]
+ * logit blocks (teacher, student) and, for the cached path, two [cap, D]
+ * hidden-state blocks and cap row indices (D = 0: none). */
+typedef struct {
+    size_t cap;
+    float *logits, *hidden;
+    int *rows;
+} EvalScratch;
+
+static void free_scratch(EvalScratch *b) {
+    free(b->logits);
+    free(b->hidden);
+    free(b->rows);
+    memset(b, 0, sizeof *b);
+}
+
+static int reserve_scratch(EvalScratch *b, int n, int V, int D, BlError *err) {
+    if ((size_t)n <= b->cap) return 0;
+    free_scratch(b);
+    b->cap = (size_t)n;
+    b->logits = bl_malloc(sizeof(float) * b->cap * V * 2, err);
+    if (!b->logits) return -1;
+    if (D == 0) return 0;
+    b->hidden = bl_malloc(sizeof(float) * b->cap * D * 2, err);
+    b->rows = b->hidden ? bl_malloc(sizeof(int) * b->cap, err) : NULL;
+    return b->rows ? 0 : -1;
 }
 
 int bl_eval_dataset(BlEvalRunner *r, int what, const BlDataset *d, int n_examples, int seq,
@@ -322,27 +387,15 @@ int bl_eval_dataset(BlEvalRunner *r, int what, const BlDataset *d, int n_example
     if (!teacher && !student) return bl_fail(err, "eval: no model to run");
     if (d->model != r->host) return bl_fail(err, "eval: the data was tokenised for another model");
     int n_ex = n_examples < d->n ? n_examples : d->n;
-    float *lt = NULL;
-    size_t cap = 0; /* rows lt (and ls after it) hold */
+    EvalScratch b = {0};
     int rc = 0;
     for (int i = 0; rc == 0 && i < n_ex; i++) {
-        int len;
+        const int *ids;
         const uint8_t *tg;
-        const int *ids = bl_dataset_example(d, i, &len, &tg);
-        int n = seq > 0 && len > seq ? seq : len;
-        s->truncated += len > n;
-        s->examples++;
-        s->tokens += n;
+        int n = take_example(d, i, seq, &ids, &tg, s);
         if (n < 2) continue;
-        if ((size_t)n > cap) {
-            free(lt);
-            cap = (size_t)n;
-            if (!(lt = bl_malloc(sizeof(float) * cap * V * 2, err))) {
-                rc = -1;
-                break;
-            }
-        }
-        float *ls = lt + cap * V;
+        if ((rc = reserve_scratch(&b, n, V, 0, err))) break;
+        float *lt = b.logits, *ls = lt + b.cap * V;
         if ((teacher && (rc = bl_eval_runner_logits(r, false, ids, n, lt, err))) ||
             (student && (rc = bl_eval_runner_logits(r, true, ids, n, ls, err)))) {
             bl_fail_prefix(err, "eval: example %d", i + 1);
@@ -352,14 +405,178 @@ int bl_eval_dataset(BlEvalRunner *r, int what, const BlDataset *d, int n_example
             if (tg[t + 1])
                 score_row(teacher ? lt + (size_t)t * V : NULL, student ? ls + (size_t)t * V : NULL,
                           V, ids[t + 1], t, s);
-        if ((what & BL_EVAL_FINITE) && !isfinite(s->nll_teacher + s->nll_student + s->kl)) {
-            rc = bl_fail(err, "eval: example %d: the %s's logits are not finite", i + 1,
-                         isfinite(s->nll_teacher) ? "student" : "teacher");
-            break;
-        }
+        if ((what & BL_EVAL_FINITE) && (rc = check_finite(s, i, err))) break;
         if (progress) fprintf(progress, "eval: example %d/%d (%d tokens)\n", i + 1, n_ex, n);
     }
-    free(lt);
+    free_scratch(&b);
+    return rc;
+}
+
+// ----------------------------------------------------------------------------
+// held-out data with the teacher's side computed once (BlEvalTeacherRows)
+
+void bl_eval_teacher_rows_free(BlEvalTeacherRows *tc) {
+    free(tc->m);
+    free(tc->negent);
+    free(tc->nll);
+    free(tc->top);
+    memset(tc, 0, sizeof *tc);
+}
+
+int bl_eval_teacher_rows_reserve(BlEvalTeacherRows *tc, long long rows, BlError *err) {
+    if (rows <= tc->cap) return 0;
+    long long cap = tc->cap ? tc->cap : 256;
+    while (cap < rows) cap *= 2;
+    float *m = realloc(tc->m, sizeof(float) * (size_t)cap * (size_t)tc->dim);
+    if (m) tc->m = m;
+    double *ne = realloc(tc->negent, sizeof(double) * (size_t)cap);
+    if (ne) tc->negent = ne;
+    double *nl = realloc(tc->nll, sizeof(double) * (size_t)cap);
+    if (nl) tc->nll = nl;
+    int32_t *tp = realloc(tc->top, sizeof(int32_t) * (size_t)cap);
+    if (tp) tc->top = tp;
+    if (!m || !ne || !nl || !tp)
+        return bl_fail(err, "eval: out of memory for the teacher cache (%lld rows)", cap);
+    tc->cap = cap;
+    return 0;
+}
+
+/* The teacher's side of the k scored rows whose logits lt[k, V] hold, in
+ * order, appended to tc: the rows are turned into p_T in place and
+ * m = P_T·W (one [k, V]·[V, dim] product). */
+static int teacher_rows_append(BlEvalTeacherRows *tc, const BlModel *m, float *lt, int k,
+                               const int *next, BlError *err) {
+    int V = m->cfg.vocab_size, D = m->cfg.dim;
+    if (bl_eval_teacher_rows_reserve(tc, tc->rows + k, err)) return -1;
+    for (int j = 0; j < k; j++) {
+        float *row = lt + (size_t)j * V;
+        double lz = log_sum_exp(row, V), ne = 0.0;
+        long long i = tc->rows + j;
+        tc->top[i] = bl_argmax(row, V);
+        tc->nll[i] = lz - row[next[j]];
+        for (int v = 0; v < V; v++) {
+            double lp = (double)row[v] - lz, p = exp(lp);
+            ne += p * lp;
+            row[v] = (float)p;
+        }
+        tc->negent[i] = ne;
+    }
+    bl_gemm(false, false, k, D, V, 1.0f, lt, V, m->lm_head, D, 0.0f,
+            tc->m + (size_t)tc->rows * D, D);
+    tc->rows += k;
+    return 0;
+}
+
+/* The student's side of one example's scored rows from the cache: row j of
+ * the list (example row t[j], cached row row0 + j) gets its logZ_S, NLL_S,
+ * h_S·m_T, top-1 and top-5 hits, each a function of j alone. */
+typedef struct {
+    const float *ls, *h;
+    const int *ids, *t;
+    const BlEvalTeacherRows *tc;
+    long long row0;
+    int V, D;
+    double *lzs, *nll, *cross;
+    uint8_t *same, *topk;
+} CachedRows;
+
+static void cached_rows(void *ctx, long j0, long j1) {
+    CachedRows *c = ctx;
+    for (long j = j0; j < j1; j++) {
+        int t = c->t[j];
+        const float *lsr = c->ls + (size_t)t * c->V, *hr = c->h + (size_t)t * c->D,
+                    *mr = c->tc->m + (size_t)(c->row0 + j) * c->D;
+        double lz = log_sum_exp(lsr, c->V), cross = 0.0;
+        for (int k = 0; k < c->D; k++) cross += (double)hr[k] * mr[k];
+        int top_t = c->tc->top[c->row0 + j];
+        c->lzs[j] = lz;
+        c->nll[j] = lz - lsr[c->ids[t + 1]];
+        c->cross[j] = cross;
+        c->same[j] = top_t == bl_argmax(lsr, c->V);
+        c->topk[j] = in_top_k(lsr, c->V, top_t, BL_EVAL_TOPK);
+    }
+}
+
+int bl_eval_dataset_teacher_cached(BlEvalRunner *r, const BlDataset *d, int n_examples, int seq,
+                                   FILE *progress, BlEvalTeacherRows *tc, bool fill,
+                                   BlEvalSums *s, BlError *err) {
+    const BlModel *m = r->host;
+    int V = m->cfg.vocab_size, D = m->cfg.dim;
+    if (!r->has_student) return bl_fail(err, "eval: no student to run");
+    if (d->model != m) return bl_fail(err, "eval: the data was tokenised for another model");
+    if (fill) {
+        bl_eval_teacher_rows_free(tc);
+        tc->dim = D;
+    } else if (tc->dim != D) {
+        return bl_fail(err, "eval: the teacher cache holds rows of width %d, the model %d",
+                       tc->dim, D);
+    }
+    int n_ex = n_examples < d->n ? n_examples : d->n;
+    EvalScratch b = {0};
+    long long row = 0; /* next cached row (reading) */
+    int rc = 0;
+    for (int i = 0; rc == 0 && i < n_ex; i++) {
+        const int *ids;
+        const uint8_t *tg;
+        int n = take_example(d, i, seq, &ids, &tg, s);
+        if (n < 2 || (rc = reserve_scratch(&b, n, V, D, err))) continue;
+        float *lt = b.logits, *ls = lt + b.cap * V, *hid = b.hidden;
+        int *next = b.rows;
+        if (fill) {
+            if ((rc = bl_eval_runner_logits(r, false, ids, n, lt, err)) ||
+                (rc = bl_eval_runner_logits(r, true, ids, n, ls, err))) {
+                bl_fail_prefix(err, "eval: example %d", i + 1);
+                break;
+            }
+            int k = 0;
+            for (int t = 0; t + 1 < n; t++)
+                if (tg[t + 1]) {
+                    const float *rowt = lt + (size_t)t * V;
+                    score_row(rowt, ls + (size_t)t * V, V, ids[t + 1], t, s);
+                    /* row k ≤ t: its own logits were read before */
+                    if (k != t) memmove(lt + (size_t)k * V, rowt, sizeof(float) * V);
+                    next[k++] = ids[t + 1];
+                }
+            if (k && (rc = teacher_rows_append(tc, m, lt, k, next, err))) break;
+        } else {
+            float *h = hid + b.cap * D;
+            if ((rc = bl_eval_runner_forward(r, true, ids, n, ls, hid, err))) {
+                bl_fail_prefix(err, "eval: example %d", i + 1);
+                break;
+            }
+            /* the student's final-normed state, as its lm_head sees it */
+            bl_rmsnorm(h, NULL, hid, m->out_norm, n, D, m->cfg.norm_eps);
+            int k = 0;
+            for (int t = 0; t + 1 < n; t++)
+                if (tg[t + 1]) next[k++] = t;
+            if (row + k > tc->rows) {
+                rc = bl_fail(err, "eval: the teacher cache holds %lld rows, the data has more",
+                             tc->rows);
+                break;
+            }
+            /* per-row results in scratch behind the hidden states (5 slots a row) */
+            double *acc = (double *)(void *)lt; /* the teacher's logits are not used here */
+            CachedRows c = {.ls = ls, .h = h, .ids = ids, .t = next, .tc = tc, .row0 = row,
+                            .V = V, .D = D, .lzs = acc, .nll = acc + k, .cross = acc + 2 * k,
+                            .same = (uint8_t *)(acc + 3 * k), .topk = (uint8_t *)(acc + 4 * k)};
+            bl_parallel_for(k, (long)k * V * 4, cached_rows, &c);
+            for (int j = 0; j < k; j++, row++) {
+                s->nll_teacher += tc->nll[row];
+                s->nll_student += c.nll[j];
+                /* KL = Σ p_T log p_T − Σ p_T z_S + logZ_S, Σ p_T z_S = h_S·m_T */
+                s->kl += tc->negent[row] - c.cross[j] + c.lzs[j];
+                add_agreement(c.same[j], c.topk[j], next[j], s);
+                s->rows++;
+            }
+        }
+        if ((rc = check_finite(s, i, err))) break;
+        if (progress)
+            fprintf(progress, "eval: example %d/%d (%d tokens%s)\n", i + 1, n_ex, n,
+                    fill ? "" : ", teacher cached");
+    }
+    if (rc == 0 && !fill && row != tc->rows)
+        rc = bl_fail(err, "eval: the teacher cache holds %lld rows, the data %lld", tc->rows, row);
+    free_scratch(&b);
     return rc;
 }
 

@@ -64,6 +64,10 @@ bool bl_eval_runner_has_student(const BlEvalRunner *r);
  * the student. */
 int bl_eval_runner_logits(BlEvalRunner *r, bool student, const int *ids, int n, float *logits,
                           BlError *err);
+/* bl_eval_runner_logits, and (last_hidden != NULL) the last block's output
+ * [n, dim] (before the final norm) into last_hidden. */
+int bl_eval_runner_forward(BlEvalRunner *r, bool student, const int *ids, int n, float *logits,
+                           float *last_hidden, BlError *err);
 /* Greedy continuation (bl_generate_greedy's contract: stops before a stop
  * token; cb may be NULL; out, n_out may be NULL) by the teacher or the
  * student. */
@@ -117,6 +121,37 @@ typedef struct {
  * NULL) gets one line per example. */
 int bl_eval_dataset(BlEvalRunner *r, int what, const BlDataset *d, int n_examples, int seq,
                     FILE *progress, BlEvalSums *s, BlError *err);
+
+/* The teacher's side of the scored rows of a held-out set, computed once so
+ * that later evaluations run only the student. The student's LM head is the
+ * teacher's own (unquantised, unadapted, no bias), so with h_S the student's
+ * final-normed state, z_S(v) = h_S·W_v and
+ *   Σ_v p_T(v)·log p_S(v) = h_S·m_T − logZ_S,  m_T = Σ_v p_T(v)·W_v,
+ * and KL(T‖S) = Σ p_T log p_T − h_S·m_T + logZ_S over the full vocabulary,
+ * exact up to float rounding (no top-K truncation). Per row: m_T (dim fp32),
+ * Σ p_T log p_T and the teacher's NLL (double), its top-1 (the top-1 / top-5
+ * agreements need only that): 4·dim + 20 bytes (SmolLM2-135M, dim 576:
+ * 2324 bytes per scored token). The identity needs the lm_head product in
+ * fp32 as the host holds W: the CPU backend (CUDA rounds W to bf16). */
+typedef struct {
+    int dim;
+    long long rows, cap;
+    float *m;        /* [rows, dim] m_T */
+    double *negent;  /* [rows] Σ_v p_T log p_T */
+    double *nll;     /* [rows] −log p_T(next) */
+    int32_t *top;    /* [rows] argmax p_T */
+} BlEvalTeacherRows;
+void bl_eval_teacher_rows_free(BlEvalTeacherRows *tc);
+/* Room for rows rows (tc->dim set). */
+int bl_eval_teacher_rows_reserve(BlEvalTeacherRows *tc, long long rows, BlError *err);
+
+/* bl_eval_dataset(BL_EVAL_BOTH | BL_EVAL_FINITE) through the cache: fill:
+ * both models run, the sums are the direct ones and tc receives the
+ * teacher's rows; else only the student runs (with its last hidden state)
+ * and the teacher's side comes from tc, whose row count must match. */
+int bl_eval_dataset_teacher_cached(BlEvalRunner *r, const BlDataset *d, int n_examples, int seq,
+                                   FILE *progress, BlEvalTeacherRows *tc, bool fill,
+                                   BlEvalSums *s, BlError *err);
 
 /* exp(mean NLL) over the target rows of d's first n_examples examples of the
  * teacher of m (st == NULL) or the student st at mode, on be; NAN when no

@@ -2,7 +2,8 @@
  * Lua, returning the JSON report as a table and the printed table as text.
  *
  *   bitlab.eval{model=, student= | checkpoint=, data=, prompts=,
- *               max_tokens=64, seq=256, max_examples=0, act_bits=, json=}
+ *               max_tokens=64, seq=256, max_examples=0, act_bits=, json=,
+ *               teacher_cache=DIR}
  *     → report, text
  *
  * student= evaluates a live Student (at λ = 1, its activation width or
@@ -11,7 +12,9 @@
  * student (no adapters): the before-training baseline. data= is a file
  * path (.txt plain text, .jsonl chat/text) or a Dataset; prompts= a file
  * path or a list of strings. Both models run on the run's backend
- * (`--device`).
+ * (`--device`). teacher_cache= a directory (default: none): the teacher's
+ * side is computed once per model, data and options and read back by later
+ * calls (eval/evaluate.h, "teacher cache"; CPU backend only).
  *
  * Every Lua argument is checked before anything is allocated, and the C
  * resources are freed before an evaluation failure is raised. */
@@ -75,7 +78,8 @@ static int l_eval(lua_State *L) {
     BlEvalOptions opt = {.max_tokens = (int)bl_opt_int(L, 1, "max_tokens", BL_EVAL_DEFAULT_MAX_TOKENS, 1, 1 << 20),
                          .seq = (int)bl_opt_int(L, 1, "seq", BL_EVAL_DEFAULT_SEQ, 2, 1 << 20),
                          .max_examples = (int)bl_opt_int(L, 1, "max_examples", 0, 0, INT_MAX),
-                         .checkpoint_path = opt_string(L, "checkpoint")};
+                         .checkpoint_path = opt_string(L, "checkpoint"),
+                         .teacher_cache = opt_string(L, "teacher_cache")};
     int act_bits = (int)bl_opt_int(L, 1, "act_bits", 0, 0, 16);
     const char *json = opt_string(L, "json");
     if (opt.max_tokens < 1 || opt.seq < 2 || opt.max_examples < 0 ||

@@ -33,7 +33,6 @@ import json
 import math
 import os
 import struct
-import subprocess
 import sys
 import tempfile
 
@@ -42,34 +41,15 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import make_tiny_model as tiny  # noqa: E402
+from bitlab_run import WORDS, check, failures, run  # noqa: E402
 import ref_distill as rd  # noqa: E402
 
-BIN = os.environ.get("BITLAB_BIN", "build/bitlab")
-SANITIZER_MARKS = ("AddressSanitizer", "LeakSanitizer", "runtime error:")
 TOL = 1e-4
-WORDS = ["the", "model", "ternary", "weights", "hello", "world", "student", "teacher",
-         "learns", "from", "tokens", "and", "bits", "42", "2024", "is", "a", "of"]
 STOP_IDS = {0, 2}  # <|endoftext|>, <|im_end|> (eos): what bitlab stops on for this tokenizer
-failures = []
-
-
-def check(ok, what):
-    print(("ok   " if ok else "FAIL ") + what)
-    if not ok:
-        failures.append(what)
-    return ok
 
 
 def close(a, b, tol=TOL):
     return abs(a - b) <= tol * max(abs(b), 1e-12)
-
-
-def run(args, timeout=600):
-    p = subprocess.run([BIN, *args], capture_output=True, text=True, timeout=timeout)
-    if any(m in p.stderr for m in SANITIZER_MARKS):
-        failures.append(f"sanitizer report from {' '.join(args[:2])}")
-        print(p.stderr[-3000:])
-    return p
 
 
 def sentences(rng, n):
