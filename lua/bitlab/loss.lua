@@ -46,13 +46,13 @@ function M.knobs(mix, max, fixed)
   return out
 end
 
--- {term = number} at step, with every known term present (0 when absent;
--- tau defaults to 1).
-function M.at(mix, step)
+-- {term = number} at step (and fraction of the run, for schedules in
+-- fractions), with every known term present (0 when absent; tau defaults to 1).
+function M.at(mix, step, fraction)
   local w = {}
   for _, k in ipairs(M.TERMS) do
     local v = mix[k]
-    w[k] = v ~= nil and schedule.value(v, step) or (k == "tau" and 1 or 0)
+    w[k] = v ~= nil and schedule.value(v, step, fraction) or (k == "tau" and 1 or 0)
   end
   return w
 end

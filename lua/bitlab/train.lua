@@ -2,9 +2,12 @@
 -- as is, steer it with schedules, knobs and on_step, or copy it as the start
 -- of their own loop: it only composes the bitlab primitives.
 --
--- Options (only model, data and steps are required):
+-- Options (model, data and a budget are required):
 --   model, data            a bitlab.Model and bitlab.Dataset
---   steps                  last step (steps are 1-based)
+--   steps, tokens, seconds the budget (bitlab.budget), one or several: the last step
+--                          (steps are 1-based), the tokens trained on, the loop's wall
+--                          seconds (time paused in the dashboard not counted); the first
+--                          reached ends the run, and a resumed run continues the same one
 --   batch, seq             sequences per step (default 1), their length
 --                          (default: the longest example)
 --   micro_batch            sequences per forward (default batch)
@@ -12,7 +15,9 @@
 --                          subln / post_attn_norm / dense
 --   adapter                {rank=16, alpha=32, seed=1}; false = none
 --   rotate_every           rotate the adapter (new LoRA, optimizer reset) every N steps
---   lr, lambda, act_bits   numbers, schedules (function(step)) or knobs
+--   lr, lambda, act_bits   numbers, schedules (function(step, fraction): fraction is the
+--                          part of the budget done before the step, for schedules written
+--                          in fractions of the run, e.g. bitlab.schedule.ramp) or knobs
 --   loss                   a loss mix (bitlab.loss), default kd_cos; its numbers become
 --                          knobs w_<term> unless knobs = false
 --   topk_k                 K of the top-K KL (default 32 when the mix has topk; with a
@@ -50,20 +55,24 @@
 --                          both carry lambda and lr; each kind warns at most once every
 --                          `every` (50) steps
 --   on_step(step, result, ctx)   called after each step; ctx = {student, trainer, data}
---   stop()                 checked before each step: true ends the run early (e.g. a token budget)
+--   stop()                 checked before each step: true ends the run early
 --   resume                 checkpoint to resume from (default: bitlab --resume)
 -- With the dashboard up (bitlab.dashboard) the loop also registers its prompts,
 -- the header's facts and what the g / e, s and r keys do (bitlab.on_command),
 -- and prints no progress lines (the dashboard shows every step).
 -- Step records get step_seconds: the loop's wall time per step (generations
--- and checkpoints included, time paused in the dashboard not), for the ETA.
+-- and checkpoints included, time paused in the dashboard not), progress (the
+-- fraction of the budget done after the step) and eta_seconds (the time left
+-- at this session's rates; absent after the first step's record only if it
+-- took no time). Progress lines show both; so does the dashboard's header.
 -- Returns {student, trainer, last (the last step's result), step, interrupted,
 -- manifest}: manifest is the run's record for an export's training manifest
 -- (bitlab.export{..., manifest = run.manifest}); checkpoints carry it too
 -- (state.manifest), so `bitlab export` finds it there:
---   base_model (path), steps, tokens_seen (tokens in the batches trained on),
+--   base_model (path), steps (done), tokens_seen (tokens in the batches trained on),
 --   lambda_schedule / act_bits_schedule {kind = constant|function|knob,
---   points = {{step, value}, ...} (11 samples over steps 1..steps done),
+--   points = {{step, value}, ...} (11 samples over steps 1..steps done; schedules in
+--   fractions sampled at the fraction each step had),
 --   final}, loss_mix (the weights at the last step), final_metrics (ce, kl,
 --   topk, cos, mag, total, grad_norm of the last step), adapter
 --   {rank, alpha, rotate_every} or false.
@@ -71,6 +80,7 @@
 -- functions of the step (as every bitlab.schedule is).
 local schedule = require "bitlab.schedule"
 local lossmix = require "bitlab.loss"
+local budget_of = require "bitlab.budget".new
 
 local function fmt(x)
   return string.format(math.abs(x) >= 1e-3 and "%.4f" or "%.3e", x)
@@ -83,13 +93,14 @@ local function schedule_kind(x)
   return "knob"
 end
 
--- {kind, points = {{step, value}, ...} at 11 steps spread over 1..last, final}
-local function sampled(x, last, final, integer)
+-- {kind, points = {{step, value}, ...} at 11 steps spread over 1..last, final};
+-- fraction_at(step) is the budget's fraction before that step
+local function sampled(x, last, final, integer, fraction_at)
   local points, prev = {}, nil
   for k = 0, 10 do
     local s = 1 + ((last - 1) * k) // 10
     if s ~= prev then
-      local v = schedule.value(x, s)
+      local v = schedule.value(x, s, fraction_at(s))
       points[#points + 1] = {s, integer and math.tointeger(v) or v}
       prev = s
     end
@@ -97,8 +108,19 @@ local function sampled(x, last, final, integer)
   return {kind = schedule_kind(x), points = points, final = final}
 end
 
+-- 95 -> "1m35s", 4000 -> "1h06m" (as the dashboard writes durations)
+local function duration(sec)
+  local t = math.floor(sec + 0.5)
+  if t >= 3600 then return string.format("%dh%02dm", t // 3600, t // 60 % 60) end
+  if t >= 60 then return string.format("%dm%02ds", t // 60, t % 60) end
+  return string.format("%ds", t)
+end
+
 local function progress(step, steps, r)
-  local parts = {string.format("step %d/%d", step, steps), "total " .. fmt(r.total)}
+  local parts = {steps and string.format("step %d/%d", step, steps) or string.format("step %d", step),
+                 string.format("%.1f%%", 100 * r.progress)}
+  if r.eta_seconds then parts[#parts + 1] = "ETA " .. duration(r.eta_seconds) end
+  parts[#parts + 1] = "total " .. fmt(r.total)
   for _, k in ipairs{"ce", "kl", "topk", "cos", "mag"} do
     if r.weights[k] ~= 0 then parts[#parts + 1] = k .. " " .. fmt(r[k]) end
   end
@@ -213,9 +235,10 @@ return function(o)
   if type(o) ~= "table" then
     error("bad argument #1 to 'train' (table of options expected, got " .. type(o) .. ")", 2)
   end
-  local model, data, steps = o.model, o.data, o.steps
-  assert(model and data and steps, "bitlab.train: model, data and steps are required")
-  for _, k in ipairs{"steps", "batch", "seq", "micro_batch", "rotate_every", "checkpoint_every",
+  local model, data = o.model, o.data
+  assert(model and data, "bitlab.train: model and data are required")
+  budget_of(o) -- the budget's options checked before anything is built
+  for _, k in ipairs{"batch", "seq", "micro_batch", "rotate_every", "checkpoint_every",
                      "generate_every", "progress_every", "max_tokens", "topk_k"} do
     check_count(o, k, k == "topk_k" and 0 or 1)
   end
@@ -263,17 +286,25 @@ return function(o)
 
   local start = 1
   local resume = o.resume or bitlab.resume_path
-  local resumed -- the manifest of the run resumed from
+  local resumed, resume_budget -- the manifest and budget state of the run resumed from
   if resume then
     local st = trainer:load(resume)
     start = st.step + 1
     data:seek(st.data)
     resumed = st.manifest
+    -- checkpoints from before budgets keep tokens_seen in the manifest only
+    resume_budget = st.budget or {tokens_seen = resumed and resumed.tokens_seen or 0, elapsed = 0}
     print(string.format("resumed from %s at step %d", resume, st.step))
   end
 
-  local last, done, interrupted, saved_at = nil, start - 1, false, nil
-  local tokens_seen = resumed and resumed.tokens_seen or 0
+  local budget = budget_of(o, resume_budget)
+  local steps = budget.steps
+  local last, done, interrupted, ended_by, saved_at = nil, start - 1, false, nil, nil
+  local fractions = {} -- the budget's fraction before each step of this session
+  local function fraction_at(s)
+    -- steps before a resume: the fraction grew about linearly with the steps
+    return fractions[s] or (done > 0 and budget:fraction(done) * (s - 1) / done or 0)
+  end
 
   local function manifest()
     local prev = resumed or {}
@@ -284,9 +315,10 @@ return function(o)
     end
     local n = math.max(done, 1)
     return {
-      base_model = model:info().path, steps = done, tokens_seen = tokens_seen,
-      lambda_schedule = sampled(o.lambda or 1, n, last and last.lambda or student:lambda()),
-      act_bits_schedule = sampled(o.act_bits or 8, n, last and last.act_bits or student:act_bits(), true),
+      base_model = model:info().path, steps = done, tokens_seen = budget.tokens_seen,
+      lambda_schedule = sampled(o.lambda or 1, n, last and last.lambda or student:lambda(), false, fraction_at),
+      act_bits_schedule = sampled(o.act_bits or 8, n, last and last.act_bits or student:act_bits(), true,
+                                  fraction_at),
       loss_mix = last and last.weights or prev.loss_mix, final_metrics = metrics,
       adapter = adapter and {rank = adapter.rank, alpha = adapter.alpha, rotate_every = o.rotate_every} or false,
     }
@@ -294,7 +326,8 @@ return function(o)
 
   local function save(step)
     if o.checkpoint then
-      trainer:save(o.checkpoint, {step = step, data = data:position(), manifest = manifest()})
+      trainer:save(o.checkpoint, {step = step, data = data:position(), manifest = manifest(),
+                                  budget = budget:state()})
     end
   end
 
@@ -312,7 +345,8 @@ return function(o)
   end
   local function info()
     local sm, tm = student:memory(), trainer:memory()
-    bitlab.info{model = model:info().name, total_steps = steps, adapters = student:n_adapters(),
+    bitlab.info{model = model:info().name, total_steps = steps, budget = budget:describe(),
+                adapters = student:n_adapters(),
                 rank = adapter and adapter.rank or nil,
                 -- gradients count with the optimizer: both exist only for training
                 mem = {weights = sm.frozen_weights, adapters = sm.adapters_frozen + sm.adapters_trainable,
@@ -326,7 +360,8 @@ return function(o)
     bitlab.on_command{
       generate = show_generation,
       save = function()
-        trainer:save(path, {step = done, data = data:position(), manifest = manifest()})
+        trainer:save(path, {step = done, data = data:position(), manifest = manifest(),
+                            budget = budget:state()})
         saved_at = done
       end,
       rotate = function()
@@ -342,36 +377,42 @@ return function(o)
   end
 
   local tail = 0 -- the previous step's work after its record (generations, checkpoints)
-  for step = start, steps do
+  local step = start
+  while true do
+    ended_by = budget:over(step)
+    if ended_by then break end
     if not bitlab.poll(step) then
       interrupted = true
       break
     end
     local t0 = bitlab.clock() -- after poll: time paused there is not the step's
     if o.stop and o.stop() then break end
+    local frac = budget:fraction(step - 1)
+    fractions[step] = frac
     if o.rotate_every and adapter and step > 1 and (step - 1) % o.rotate_every == 0 then
       -- the seed depends on the step only, so a resumed run draws the same adapter
       student:rotate{rank = adapter.rank, alpha = adapter.alpha, seed = (adapter.seed or 1) + 1000 * step}
       if bitlab.dashboard then info() end
     end
-    local lam = schedule.value(o.lambda or 1, step)
-    local bits = math.tointeger(schedule.value(o.act_bits or 8, step))
+    local lam = schedule.value(o.lambda or 1, step, frac)
+    local bits = math.tointeger(schedule.value(o.act_bits or 8, step, frac))
     student:set_lambda(lam)
     student:set_act_bits(bits)
-    local lr = schedule.value(o.lr or 1e-4, step) * lr_scale.value
-    local w = lossmix.at(mix, step)
+    local lr = schedule.value(o.lr or 1e-4, step, frac) * lr_scale.value
+    local w = lossmix.at(mix, step, frac)
     local opts = {lr = lr}
     for k, v in pairs(w) do opts[k] = v end
     local r = trainer:step(data:batch(B, T), opts)
     r.step, r.lambda, r.lr, r.act_bits, r.adapter, r.weights = step, lam, lr, bits, student:n_adapters(), w
     local t_log = bitlab.clock()
     r.step_seconds = t_log - t0 + tail
+    budget:record(r.tokens, r.step_seconds)
+    r.progress, r.eta_seconds = budget:fraction(step), budget:eta(step)
     bitlab.log(r)
     if watch then watch(step, r) end
     last, done = r, step
-    tokens_seen = tokens_seen + r.tokens
     if o.on_step then o.on_step(step, r, ctx) end
-    if not bitlab.dashboard and (step % (o.progress_every or 10) == 0 or step == steps or step == start) then
+    if not bitlab.dashboard and (step % (o.progress_every or 10) == 0 or budget:over(step + 1) or step == start) then
       progress(step, steps, r)
     end
     if o.checkpoint_every and step % o.checkpoint_every == 0 then
@@ -392,13 +433,15 @@ return function(o)
       end
     end
     tail = bitlab.clock() - t_log
+    step = step + 1
   end
   if o.checkpoint and done >= start and saved_at ~= done then save(done) end
   if interrupted then
     print(string.format("stopped at step %d%s", done,
       o.checkpoint and ("; checkpoint " .. o.checkpoint .. " (resume with --resume)") or ""))
   elseif last then
-    print(string.format("done: %d steps, final total %s (ce %s, kl %s, cos %s)", done,
+    print(string.format("done: %d steps, %d tokens%s, final total %s (ce %s, kl %s, cos %s)", done,
+      budget.tokens_seen, ended_by and ended_by ~= "steps" and (" (" .. ended_by .. " budget reached)") or "",
       fmt(last.total), fmt(last.ce), fmt(last.kl), fmt(last.cos)))
   end
   return {student = student, trainer = trainer, last = last, step = done, interrupted = interrupted,

@@ -50,4 +50,25 @@ check.eq(mix.ce, 1, "loss.at number")
 check.near(mix.kl, 0.5, 1e-12, "loss.at schedule")
 check.eq(mix.topk, 0, "loss.at absent term is 0")
 check.eq(mix.tau, 1, "loss.at default tau")
+
+-- schedules in fractions of the run: (step, fraction) -> value
+local ramp = S.ramp(0, 1, 0.3)
+check.eq(ramp(1, 0), 0, "ramp at the start")
+check.near(ramp(7, 0.15), 0.5, 1e-12, "ramp midway reads the fraction, not the step")
+check.eq(ramp(2, 0.3), 1, "ramp reaches its end value at its stop fraction")
+check.eq(ramp(9, 0.9), 1, "ramp holds after")
+local late = S.ramp(2, 4, 1, 0.5)
+check.eq(late(1, 0.25), 2, "ramp with a start fraction: before it")
+check.near(late(1, 0.75), 3, 1e-12, "ramp with a start fraction: midway")
+check.raises(function() ramp(5) end, "needs the run's fraction done", "a fraction schedule called without the fraction names what it needs")
+check.raises(function() S.ramp(0, 1, 1.5) end, "0 <= start < stop <= 1", "ramp past the end of the run is refused")
+local wf = S.warmup_cosine{peak = 1, warmup = 0.1, min = 0.1}
+check.near(wf(1, 0.05), 0.5, 1e-12, "fraction warm-up is linear")
+check.near(wf(1, 0.55), 0.55, 1e-12, "fraction cosine midpoint is (peak+min)/2")
+check.near(wf(1, 1), 0.1, 1e-12, "fraction cosine ends at min with the budget")
+check.raises(function() S.warmup_cosine{peak = 1, warmup = 2} end, "warmup is a fraction",
+  "without total, a warm-up of 2 (steps?) is refused")
+check.near(S.relora{base = S.ramp(0, 1, 1), every = 10, warmup = 1}(3, 0.5), 0.5, 1e-12,
+  "relora passes the fraction to its base")
+check.near(bitlab.loss.at({kl = S.ramp(0, 2, 1)}, 3, 0.25).kl, 0.5, 1e-12, "loss.at passes the fraction")
 check.done()

@@ -1,7 +1,8 @@
 """test_lua_api.py - the Lua experiment runtime end to end (bitlab SCRIPT.lua).
 
 On a tiny random llama GGUF (make_tiny_model) runs tests/lua/*.lua headless:
-every primitive (api.lua), schedule shapes (schedule.lua), a knob changed
+every primitive (api.lua), schedule shapes (schedule.lua), budgets and
+schedules in fractions of the run (budget.lua), a knob changed
 through --control taking effect at the next step (knob_control.lua, checked
 in the metrics too), a script error leaving a valid checkpoint
 (error_after_ckpt.lua, then resumed), resume bit-identity (resume.lua: 20
@@ -66,7 +67,7 @@ def main():
     model = tiny.write_tiny(tmp, arch="llama", seed=3, fmt="gguf").gguf_path
 
     # every primitive, schedules
-    for name in ("api", "schedule"):
+    for name in ("api", "schedule", "budget"):
         d = os.path.join(tmp, name)
         os.makedirs(d)
         p = run(f"tests/lua/{name}.lua", "--log", os.path.join(tmp, f"{name}.jsonl"), args=(model, d))
