@@ -83,6 +83,15 @@ uint16_t bl_fp32_to_fp16(float f) {
 
 float bl_bf16_to_fp32(uint16_t h) { return bits_f32((uint32_t)h << 16); }
 
+/* Round to nearest, ties to even; a NaN keeps its sign and top payload bits
+ * and gets the quiet bit, so that dropping the low half cannot make it Inf. */
+uint16_t bl_fp32_to_bf16(float f) {
+    uint32_t u = f32_bits(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)(u >> 16 | 0x40u);
+    u += 0x7fffu + (u >> 16 & 1u); /* a carry moves into the exponent (up to Inf) */
+    return (uint16_t)(u >> 16);
+}
+
 static float rd_f16(const uint8_t *p) { return bl_fp16_to_fp32((uint16_t)(p[0] | (p[1] << 8))); }
 
 // ----------------------------------------------------------------------------

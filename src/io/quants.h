@@ -33,5 +33,7 @@ int bl_dequantize(uint32_t type, const void *src, float *dst, uint64_t n, BlErro
 float bl_fp16_to_fp32(uint16_t h);
 uint16_t bl_fp32_to_fp16(float f);
 float bl_bf16_to_fp32(uint16_t h);
+/* Round to nearest even; NaN stays NaN (quiet), overflow goes to Inf. */
+uint16_t bl_fp32_to_bf16(float f);
 
 #endif

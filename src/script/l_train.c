@@ -528,11 +528,31 @@ static int t_step(lua_State *L) {
     return 1;
 }
 
-/* trainer:save(path [, state]): state is any JSON-able table, stored with the
- * knob values and the bitlab.random state */
+static const char *dtype_name(BlCkptDtype dtype) { return dtype == BL_CKPT_BF16 ? "bf16" : "fp32"; }
+
+/* trainer:save's options table at arg: {frozen_adapters = "fp32" | "bf16"}. */
+static BlCheckpointOptions save_options(lua_State *L, int arg) {
+    BlCheckpointOptions o = {.frozen_adapters = BL_CKPT_F32};
+    int t = bl_opt_table(L, arg);
+    if (!t || lua_getfield(L, t, "frozen_adapters") == LUA_TNIL) return o;
+    /* strictly a string: 16 must not pass as "16" */
+    const char *v = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+    if (v && strcmp(v, "bf16") == 0) o.frozen_adapters = BL_CKPT_BF16;
+    else if (!v || strcmp(v, "fp32") != 0)
+        luaL_argerror(L, arg, lua_pushfstring(L, "frozen_adapters must be \"fp32\" or \"bf16\", got %s%s%s",
+                                              v ? "\"" : "a ", v ? v : luaL_typename(L, -1), v ? "\"" : ""));
+    lua_pop(L, 1);
+    return o;
+}
+
+/* trainer:save(path [, state [, {frozen_adapters = "fp32" | "bf16"}]]):
+ * state is any JSON-able table, stored with the knob values and the
+ * bitlab.random state; bf16 frozen adapters make the file smaller but a
+ * resume from it not bit for bit (checkpoint.h) */
 static int t_save(lua_State *L) {
     LTrainer *u = check_trainer(L, 1);
     const char *path = luaL_checkstring(L, 2);
+    BlCheckpointOptions copt = save_options(L, 4);
     BlRuntime *rt = bl_rt(L);
     BlError err = {{0}};
     cJSON *o = cJSON_CreateObject(), *user = NULL;
@@ -547,17 +567,18 @@ static int t_save(lua_State *L) {
     cJSON_AddStringToObject(o, "rng", rng);
     char *json = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
-    int rc = json ? bl_checkpoint_save(path, u->t.student, &u->t, json, &err)
+    int rc = json ? bl_checkpoint_save_opts(path, u->t.student, &u->t, json, &copt, &err)
                   : bl_fail(&err, "out of memory");
     BlCheckpointSizes sz;
     struct stat fst;
     if (rc == 0 && stat(path, &fst) != 0)
         rc = bl_fail(&err, "%s: written but cannot be read back: %s", path, strerror(errno));
-    if (rc == 0) bl_checkpoint_sizes(u->t.student, json, (size_t)fst.st_size, &sz);
+    if (rc == 0) bl_checkpoint_sizes(u->t.student, json, &copt, (size_t)fst.st_size, &sz);
     cJSON_free(json);
     if (rc) return bl_lua_fail(L, &err);
     cJSON *f = cJSON_CreateObject();
     cJSON_AddStringToObject(f, "path", path);
+    cJSON_AddStringToObject(f, "frozen_adapters", dtype_name(copt.frozen_adapters));
     cJSON *by = cJSON_AddObjectToObject(f, "bytes");
     cJSON_AddNumberToObject(by, "total", (double)sz.total);
     cJSON_AddNumberToObject(by, "adapters_frozen", (double)sz.adapters_frozen);
@@ -568,29 +589,35 @@ static int t_save(lua_State *L) {
     cJSON_AddNumberToObject(by, "state", (double)sz.state);
     cJSON_AddNumberToObject(by, "other", (double)sz.other);
     bl_metrics_event(rt, "checkpoint", f);
-    /* once per trainer: where a checkpoint's size goes (all fp32, so that a
-     * resume is bit for bit) */
+    /* once per trainer: where a checkpoint's size goes (all fp32 but, when
+     * asked for, the frozen adapters: a resume is bit for bit only then) */
     if (!u->saved && !rt->cfg.dash) {
         double MB = 1e6;
         fprintf(stderr,
-                "bitlab: checkpoint %s: %.1f MB = adapters %.1f (frozen %.1f, trainable %.1f), "
+                "bitlab: checkpoint %s: %.1f MB = adapters %.1f (frozen %.1f %s, trainable %.1f), "
                 "dense %.1f, norms %.2f, AdamW moments %.1f, script state %.3f, other %.3f\n",
                 path, sz.total / MB, (sz.adapters_frozen + sz.adapters_trainable) / MB,
-                sz.adapters_frozen / MB, sz.adapters_trainable / MB, sz.dense / MB,
-                sz.norms / MB, sz.optimizer / MB, sz.state / MB, sz.other / MB);
+                sz.adapters_frozen / MB, dtype_name(copt.frozen_adapters),
+                sz.adapters_trainable / MB, sz.dense / MB, sz.norms / MB, sz.optimizer / MB,
+                sz.state / MB, sz.other / MB);
     }
     u->saved = true;
     return 0;
 }
 
 /* The resume event records the BLAS that wrote the checkpoint and the one
- * running now; a one-line notice when they differ (steps then differ in the
- * last bits from an uninterrupted run: deterministic per setting) or when
- * the checkpoint's q/k rows were converted to this model's layout. */
-static void blas_resume_notice(BlRuntime *rt, const char *path, cJSON *f) {
+ * running now, and the frozen adapters' dtype; a one-line notice when the
+ * BLAS differ (steps then differ in the last bits from an uninterrupted run:
+ * deterministic per setting) or the frozen adapters were stored in bf16
+ * (rounded: the resumed run is not the uninterrupted one). */
+static void resume_notices(BlRuntime *rt, const char *path, cJSON *f) {
     BlCheckpointInfo ci;
     BlError err = {{0}};
     if (bl_checkpoint_info(path, &ci, &err) != 0) return;
+    cJSON_AddStringToObject(f, "frozen_adapters", dtype_name(ci.frozen_adapters));
+    if (ci.frozen_adapters == BL_CKPT_BF16 && !rt->cfg.dash)
+        fprintf(stderr, "bitlab: note: %s stores its frozen adapters in bf16: the resumed run is "
+                "close to, not bit for bit, the uninterrupted one\n", path);
     char core[BL_CKPT_CORE_LEN];
     int threads;
     bl_blas_info(core, &threads);
@@ -626,7 +653,7 @@ static int t_load(lua_State *L) {
     cJSON_Delete(o);
     cJSON *f = cJSON_CreateObject();
     cJSON_AddStringToObject(f, "path", path);
-    blas_resume_notice(rt, path, f);
+    resume_notices(rt, path, f);
     bl_metrics_event(rt, "resume", f);
     return 1;
 }

@@ -15,10 +15,15 @@
 #include <cblas.h>
 
 #include "core/bytebuf.h"
+#include "io/quants.h"
 #include "ops/parallel.h"
 
 static const char MAGIC[8] = {'B', 'L', 'C', 'K', 'P', 'T', 0, 0};
 #define HEADER_BYTES 32
+/* version 3 added a dtype per adapter; a file without a bf16 adapter is
+ * written as version 2, the layout earlier bitlab reads */
+#define DTYPE_VERSION 3u
+#define ALL_FP32_VERSION 2u
 
 static uint64_t fnv1a(const unsigned char *p, size_t n) {
     uint64_t h = 0xcbf29ce484222325ull;
@@ -48,7 +53,39 @@ static void put_floats(BlByteBuf *b, const float *p, size_t n) {
     bl_bytebuf_put(b, p, n * sizeof(float));
 }
 
-static void serialise(BlByteBuf *b, const BlStudent *st, const BlTrainer *tr, const char *json) {
+static void put_tensor(BlByteBuf *b, const float *p, size_t n, BlCkptDtype dtype) {
+    if (dtype == BL_CKPT_F32) {
+        put_floats(b, p, n);
+        return;
+    }
+    uint16_t chunk[2048]; /* converted a piece at a time: no copy of the tensor */
+    for (size_t i = 0; i < n; i += 2048) {
+        size_t k = n - i < 2048 ? n - i : 2048;
+        for (size_t j = 0; j < k; j++) chunk[j] = bl_fp32_to_bf16(p[i + j]);
+        bl_bytebuf_put(b, chunk, k * sizeof *chunk);
+    }
+}
+
+/* The dtype adapter a of n is stored in: only frozen ones (not the newest,
+ * which trains) may be bf16. */
+static BlCkptDtype adapter_dtype(const BlCheckpointOptions *opt, int a, int n) {
+    return opt && a < n - 1 ? opt->frozen_adapters : BL_CKPT_F32;
+}
+
+static size_t dtype_bytes(BlCkptDtype dtype) { return dtype == BL_CKPT_BF16 ? 2 : sizeof(float); }
+
+/* The dtype version only when it is needed (a bf16 adapter), so that
+ * default files stay readable by the readers that know only version 2. */
+static uint32_t file_version(const BlStudent *st, const BlCheckpointOptions *opt) {
+    const BlLoraStack *fs = bl_student_first_stack(st);
+    int na = fs ? fs->n : 0;
+    for (int a = 0; a < na; a++)
+        if (adapter_dtype(opt, a, na) != BL_CKPT_F32) return DTYPE_VERSION;
+    return ALL_FP32_VERSION;
+}
+
+static void serialise(BlByteBuf *b, const BlStudent *st, const BlTrainer *tr, const char *json,
+                      const BlCheckpointOptions *opt, uint32_t version) {
     const BlConfig *c = &st->model->cfg;
     put_i64(b, c->n_layers);
     put_i64(b, c->dim);
@@ -73,6 +110,7 @@ static void serialise(BlByteBuf *b, const BlStudent *st, const BlTrainer *tr, co
     for (int a = 0; a < na; a++) {
         put_i64(b, fs->ad[a].r);
         put_f32(b, fs->ad[a].alpha);
+        if (version >= DTYPE_VERSION) put_i64(b, adapter_dtype(opt, a, na));
     }
     for (int l = 0; l < c->n_layers; l++)
         for (int k = 0; k < BL_LIN_KINDS; k++) {
@@ -82,8 +120,9 @@ static void serialise(BlByteBuf *b, const BlStudent *st, const BlTrainer *tr, co
             put_i64(b, s->out);
             put_i64(b, s->in);
             for (int a = 0; a < s->n; a++) {
-                put_floats(b, s->ad[a].A, (size_t)s->ad[a].r * s->in);
-                put_floats(b, s->ad[a].B, (size_t)s->out * s->ad[a].r);
+                BlCkptDtype dtype = adapter_dtype(opt, a, s->n);
+                put_tensor(b, s->ad[a].A, (size_t)s->ad[a].r * s->in, dtype);
+                put_tensor(b, s->ad[a].B, (size_t)s->out * s->ad[a].r, dtype);
             }
             if (s->dense) put_floats(b, s->dense, (size_t)s->out * s->in);
             if (sl->subln) put_floats(b, sl->subln, (size_t)s->in);
@@ -160,8 +199,8 @@ static void remove_stale_temps(const char *path) {
     closedir(d);
 }
 
-void bl_checkpoint_sizes(const BlStudent *st, const char *json, size_t total,
-                         BlCheckpointSizes *out) {
+void bl_checkpoint_sizes(const BlStudent *st, const char *json, const BlCheckpointOptions *opt,
+                         size_t total, BlCheckpointSizes *out) {
     memset(out, 0, sizeof *out);
     const BlConfig *c = &st->model->cfg;
     size_t F = sizeof(float);
@@ -171,7 +210,8 @@ void bl_checkpoint_sizes(const BlStudent *st, const char *json, size_t total,
             const BlStudentLinear *sl = &st->lin[(size_t)l * BL_LIN_KINDS + k];
             const BlLoraStack *ls = &sl->lora;
             for (int a = 0; a < ls->n; a++) {
-                size_t n = F * (size_t)ls->ad[a].r * (ls->in + ls->out);
+                size_t n = dtype_bytes(adapter_dtype(opt, a, ls->n)) * (size_t)ls->ad[a].r *
+                           (ls->in + ls->out);
                 *(a == ls->n - 1 ? &out->adapters_trainable : &out->adapters_frozen) += n;
             }
             if (ls->dense) out->dense += F * (size_t)ls->out * ls->in;
@@ -187,6 +227,14 @@ void bl_checkpoint_sizes(const BlStudent *st, const char *json, size_t total,
 
 int bl_checkpoint_save(const char *path, BlStudent *st, BlTrainer *tr, const char *json,
                        BlError *err) {
+    return bl_checkpoint_save_opts(path, st, tr, json, NULL, err);
+}
+
+int bl_checkpoint_save_opts(const char *path, BlStudent *st, BlTrainer *tr, const char *json,
+                            const BlCheckpointOptions *opt, BlError *err) {
+    if (opt && opt->frozen_adapters != BL_CKPT_F32 && opt->frozen_adapters != BL_CKPT_BF16)
+        return bl_fail(err, "%s: unknown dtype %d for the frozen adapters", path,
+                       (int)opt->frozen_adapters);
     if (tr && tr->student != st)
         return bl_fail(err, "%s: the trainer trains another student", path);
     /* the trainer's tensors and moments live on its backend: the host copy
@@ -194,13 +242,13 @@ int bl_checkpoint_save(const char *path, BlStudent *st, BlTrainer *tr, const cha
     if (tr && bl_trainer_sync_host(tr, err)) return bl_fail_prefix(err, "%s", path);
     remove_stale_temps(path);
     BlByteBuf b = {0};
-    serialise(&b, st, tr, json);
+    uint32_t version = file_version(st, opt);
+    serialise(&b, st, tr, json, opt, version);
     if (b.failed) {
         free(b.p);
         return bl_fail(err, "%s: out of memory serialising the checkpoint", path);
     }
     unsigned char hdr[HEADER_BYTES] = {0};
-    uint32_t version = BL_CKPT_VERSION;
     uint64_t n = b.n, sum = fnv1a(b.p, b.n);
     memcpy(hdr, MAGIC, 8);
     memcpy(hdr + 8, &version, 4);
@@ -260,15 +308,28 @@ static float get_f32(Cur *c) {
     return v;
 }
 
-/* Copies n floats into dst, or only skips them when dst is NULL. */
-static void get_floats(Cur *c, float *dst, size_t n) {
-    if (n > SIZE_MAX / sizeof(float)) {
+/* Copies n values stored as dtype into dst as fp32 (bf16 widens exactly),
+ * or only skips them when dst is NULL. */
+static void get_tensor(Cur *c, float *dst, size_t n, BlCkptDtype dtype) {
+    size_t es = dtype_bytes(dtype);
+    if (n > SIZE_MAX / es) {
         c->bad = 1;
         return;
     }
-    const void *p = take(c, n * sizeof(float));
-    if (p && dst) memcpy(dst, p, n * sizeof(float));
+    const unsigned char *p = take(c, n * es);
+    if (!p || !dst) return;
+    if (dtype == BL_CKPT_F32) {
+        memcpy(dst, p, n * es);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        uint16_t h;
+        memcpy(&h, p + 2 * i, sizeof h);
+        dst[i] = bl_bf16_to_fp32(h);
+    }
 }
+
+static void get_floats(Cur *c, float *dst, size_t n) { get_tensor(c, dst, n, BL_CKPT_F32); }
 
 /* What precedes the student flags: model shape and (v2) q/k layout, BLAS. */
 static void read_prelude(Cur *c, uint32_t version, BlCheckpointInfo *info) {
@@ -301,7 +362,30 @@ typedef struct {
     float lambda;
     int r[64];
     float alpha[64];
+    BlCkptDtype dtype[64];
 } Head;
+
+/* The adapter table: count, then per adapter r, α and (v3) the dtype of
+ * its A and B. Truncation is left in c->bad for the caller. */
+static int read_adapter_table(Cur *c, uint32_t version, Head *h, const char *path, BlError *err) {
+    int64_t na = get_i64(c);
+    if (!c->bad && (na < 0 || na > 64))
+        return bl_fail(err, "%s: %lld adapters (corrupt?)", path, (long long)na);
+    h->na = na; /* 0 when truncated: get_i64 read nothing */
+    for (int a = 0; a < h->na; a++) {
+        h->r[a] = (int)get_i64(c);
+        h->alpha[a] = get_f32(c);
+        int64_t dtype = version >= DTYPE_VERSION ? get_i64(c) : BL_CKPT_F32;
+        if (!c->bad && (h->r[a] <= 0 || h->r[a] > 1 << 16))
+            return bl_fail(err, "%s: adapter %d has rank %d (corrupt?)", path, a, h->r[a]);
+        if (!c->bad && dtype != BL_CKPT_F32 && (dtype != BL_CKPT_BF16 || a == h->na - 1))
+            return bl_fail(err, "%s: adapter %d of %lld stored as dtype %lld (fp32 = 0, and bf16 "
+                                "= 1 only for a frozen one; corrupt?)", path, a,
+                           (long long)h->na, (long long)dtype);
+        h->dtype[a] = (BlCkptDtype)dtype;
+    }
+    return 0;
+}
 
 static int read_head(Cur *c, uint32_t version, const BlStudent *st, Head *h, BlCheckpointInfo *info,
                      const char *path, BlError *err) {
@@ -324,15 +408,7 @@ static int read_head(Cur *c, uint32_t version, const BlStudent *st, Head *h, BlC
     h->act_bits = get_i64(c);
     h->steps = get_i64(c);
     h->skipped = get_i64(c);
-    h->na = get_i64(c);
-    if (!c->bad && (h->na < 0 || h->na > 64))
-        return bl_fail(err, "%s: %lld adapters (corrupt?)", path, (long long)h->na);
-    for (int a = 0; a < h->na; a++) {
-        h->r[a] = (int)get_i64(c);
-        h->alpha[a] = get_f32(c);
-        if (!c->bad && (h->r[a] <= 0 || h->r[a] > 1 << 16))
-            return bl_fail(err, "%s: adapter %d has rank %d (corrupt?)", path, a, h->r[a]);
-    }
+    if (read_adapter_table(c, version, h, path, err)) return -1;
     const BlLoraStack *fs = bl_student_first_stack(st);
     int have = fs ? fs->n : 0;
     if (!c->bad && have > h->na)
@@ -360,8 +436,8 @@ static int read_weights(Cur *c, BlStudent *st, const Head *h, int apply, const c
                                path, l, bl_linear_kind_name(k), (long long)out, (long long)in,
                                w->out, w->in);
             for (int a = 0; a < h->na; a++) {
-                get_floats(c, apply ? sl->lora.ad[a].A : NULL, (size_t)h->r[a] * w->in);
-                get_floats(c, apply ? sl->lora.ad[a].B : NULL, (size_t)w->out * h->r[a]);
+                get_tensor(c, apply ? sl->lora.ad[a].A : NULL, (size_t)h->r[a] * w->in, h->dtype[a]);
+                get_tensor(c, apply ? sl->lora.ad[a].B : NULL, (size_t)w->out * h->r[a], h->dtype[a]);
             }
             if (h->flags & 4) get_floats(c, apply ? sl->lora.dense : NULL, (size_t)w->out * w->in);
             if (h->flags & 1) get_floats(c, apply ? sl->subln : NULL, (size_t)w->in);
@@ -592,9 +668,14 @@ int bl_checkpoint_info(const char *path, BlCheckpointInfo *info, BlError *err) {
     cfg->act_bits = (int)get_i64(&c);
     info->steps = get_i64(&c);
     info->skipped = get_i64(&c);
+    Head h = {0};
     int rc = c.bad == 2 ? bl_fail(err, "%s: bad q/k layout or BLAS record in the checkpoint header (corrupt?)", path)
-             : c.bad    ? bl_fail(err, "%s: truncated checkpoint header", path)
-                        : 0;
+             : read_adapter_table(&c, version, &h, path, err) ? -1
+             : c.bad ? bl_fail(err, "%s: truncated checkpoint header", path)
+                     : 0;
+    info->frozen_adapters = BL_CKPT_F32;
+    for (int a = 0; rc == 0 && a < h.na; a++)
+        if (h.dtype[a] == BL_CKPT_BF16) info->frozen_adapters = BL_CKPT_BF16;
     free(file);
     return rc;
 }

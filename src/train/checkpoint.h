@@ -11,8 +11,20 @@
  *           layout (0 rotate-half as in Hugging Face folders, 1 interleaved
  *           as in llama.cpp's llama GGUFs) and the BLAS that produced the run
  *           (thread count, core name length + name); student flags, trainer
- *           counters, per linear its adapters (r, α, A, B), dense, SubLN;
- *           post-norm; per parameter its AdamW (n, t, m, v); the JSON text.
+ *           counters, the adapter table (count, then per adapter r, α and,
+ *           since version 3, the dtype of its A and B: 0 fp32, 1 bf16); per
+ *           linear its adapters (A, B), dense, SubLN; post-norm; per
+ *           parameter its AdamW (n, t, m, v); the JSON text.
+ *
+ * Every value is fp32 but, when the writer was asked for it, the frozen
+ * adapters (all but the newest, trainable one): bf16, the upper half of the
+ * fp32 bits rounded to nearest even (NaN stays NaN), 2 bytes a value. That
+ * halves the part of a LoRA run's checkpoint that grows with each rotation;
+ * bf16 widens to fp32 exactly on load, but the values were rounded, so a run
+ * resumed from such a file is not bit for bit the uninterrupted one. Only a
+ * file with a bf16 adapter is written as version 3; an all-fp32 file is
+ * version 2, byte for byte what earlier bitlab wrote, so readers of version 2
+ * keep reading default checkpoints.
  *
  * A checkpoint loaded on a model of the other q/k layout (trained on a HF
  * folder, resumed on its GGUF, or the reverse) is converted: the output rows
@@ -38,8 +50,17 @@
 #include "train/trainer.h"
 #include "train/student.h"
 
-#define BL_CKPT_VERSION 2u
+#define BL_CKPT_VERSION 3u
 #define BL_CKPT_CORE_LEN 64
+
+/* How a checkpoint stores an adapter's A and B (the code in the file). */
+typedef enum { BL_CKPT_F32 = 0, BL_CKPT_BF16 = 1 } BlCkptDtype;
+
+/* How bl_checkpoint_save_opts stores the state; zero-initialised (or a NULL
+ * pointer) is everything in fp32, so that a resume is bit for bit. */
+typedef struct {
+    BlCkptDtype frozen_adapters; /* BL_CKPT_BF16: smaller, resumes not bit for bit */
+} BlCheckpointOptions;
 
 /* What the header of a checkpoint records (bl_checkpoint_info). */
 typedef struct {
@@ -50,6 +71,7 @@ typedef struct {
     char blas_core[BL_CKPT_CORE_LEN]; /* openblas_get_corename() of the run, "unknown" for v1 */
     BlStudentConfig student;
     int64_t steps, skipped;
+    BlCkptDtype frozen_adapters;   /* BL_CKPT_BF16 when any adapter is stored in bf16 */
 } BlCheckpointInfo;
 
 /* The BLAS of this process: OpenBLAS's core name (the kernels it chose, or
@@ -67,9 +89,13 @@ int bl_checkpoint_info(const char *path, BlCheckpointInfo *info, BlError *err);
  * NULL (saved empty). The file is the same for every backend. */
 int bl_checkpoint_save(const char *path, BlStudent *st, BlTrainer *tr, const char *json,
                        BlError *err);
+/* The same with options (opt may be NULL: all fp32, as bl_checkpoint_save). */
+int bl_checkpoint_save_opts(const char *path, BlStudent *st, BlTrainer *tr, const char *json,
+                            const BlCheckpointOptions *opt, BlError *err);
 
-/* What a checkpoint of st (with script state json, may be NULL) holds, in
- * bytes of the file: the frozen adapters, the newest (trainable) adapter,
+/* What a checkpoint of st (with script state json, may be NULL; saved with
+ * opt, may be NULL) holds, in bytes of the file: the frozen adapters (2 bytes
+ * a value when stored in bf16), the newest (trainable) adapter,
  * dense ΔW, SubLN / post-attention norm weights, the AdamW moments (two
  * floats per trainable value), the script's JSON state, and the rest
  * (header, shapes, counters): total (the file's size, as written) less the
@@ -77,8 +103,8 @@ int bl_checkpoint_save(const char *path, BlStudent *st, BlTrainer *tr, const cha
 typedef struct {
     size_t adapters_frozen, adapters_trainable, dense, norms, optimizer, state, other, total;
 } BlCheckpointSizes;
-void bl_checkpoint_sizes(const BlStudent *st, const char *json, size_t total,
-                         BlCheckpointSizes *out);
+void bl_checkpoint_sizes(const BlStudent *st, const char *json, const BlCheckpointOptions *opt,
+                         size_t total, BlCheckpointSizes *out);
 
 /* Restores st (and, with tr its trainer, the counters and the backend's copy
  * of the student); *json (may be NULL) receives the malloc'd JSON text. */
