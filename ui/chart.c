@@ -73,6 +73,39 @@ double chart_series_last(const ChartSeries *s) {
     return s->n ? s->val[s->n - 1] : NAN;
 }
 
+double chart_series_min(const ChartSeries *s) {
+    double m = NAN;
+    for (int i = 0; i < s->n; i++)
+        if (isfinite(s->val[i]) && (isnan(m) || s->val[i] < m)) m = s->val[i];
+    return m;
+}
+
+int chart_index_of_step(const ChartSeries *s, long step) {
+    int lo = 0, hi = s->n;
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        if (s->step[mid] < step) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
+void chart_series_at(const ChartSeries *s, const long *steps, int n, double *out) {
+    int next = 0, prev = -1; /* the first point after steps[i]; the last finite one up to it */
+    for (int i = 0; i < n; i++) {
+        for (; next < s->n && s->step[next] <= steps[i]; next++)
+            if (isfinite(s->val[next])) prev = next;
+        int k = next; /* the first finite point after steps[i] */
+        while (k < s->n && !isfinite(s->val[k])) k++;
+        if (prev >= 0 && s->step[prev] == steps[i]) out[i] = s->val[prev];
+        else if (prev < 0 || k >= s->n) out[i] = NAN;
+        else {
+            double t = (double)(steps[i] - s->step[prev]) / (double)(s->step[k] - s->step[prev]);
+            out[i] = s->val[prev] + t * (s->val[k] - s->val[prev]);
+        }
+    }
+}
+
 // ----------------------------------------------------------------------------
 // smoothing
 
@@ -100,6 +133,13 @@ int chart_column_of(int index, int n, int width) {
     while (c > 0 && (long long)c * n / width > index) c--;
     while (c + 1 < width && (long long)(c + 1) * n / width <= index) c++;
     return c;
+}
+
+int chart_column_steps(const ChartSeries *s, int width, long *out) {
+    int cols = s->n < width ? s->n : width;
+    for (int c = 0; c < cols; c++)
+        out[c] = s->step[s->n >= width ? (int)((long long)(c + 1) * s->n / width) - 1 : c];
+    return cols;
 }
 
 int chart_downsample(const double *x, int n, int width, bool log_scale, ChartCol *cols) {

@@ -40,6 +40,14 @@ int chart_series_push(ChartSeries *s, long step, double v);
 void chart_series_free(ChartSeries *s);
 /* The last stored value, or NaN when empty. */
 double chart_series_last(const ChartSeries *s);
+/* The smallest finite value, or NaN when there is none. */
+double chart_series_min(const ChartSeries *s);
+/* The first stored index whose step is >= step (n when none; steps rise). */
+int chart_index_of_step(const ChartSeries *s, long step);
+/* The values of s at the given rising steps, linearly interpolated between
+ * its finite points and NaN before the first and after the last: a sparse
+ * series (one point per evaluation) drawn on a dense one's x axis. */
+void chart_series_at(const ChartSeries *s, const long *steps, int n, double *out);
 
 // ----------------------------------------------------------------------------
 // smoothing
@@ -67,6 +75,10 @@ int chart_downsample(const double *x, int n, int width, bool log_scale, ChartCol
 
 /* The column a point index lands in (the inverse of the rule above). */
 int chart_column_of(int index, int n, int width);
+/* The step each of the columns a chart of s draws stands for (the last of
+ * its points, by the rule above) into out (width entries); returns how many
+ * columns are drawn: min(n, width). */
+int chart_column_steps(const ChartSeries *s, int width, long *out);
 
 // ----------------------------------------------------------------------------
 // scaling

@@ -44,8 +44,9 @@ typedef struct {
 } DashGen;
 
 /* EV_WARN: a "warning" event (long examples cut, a run turning unstable),
- * its message shown whole (wrapped) as errors are */
-typedef enum { EV_INFO, EV_ROTATION, EV_CHECKPOINT, EV_KNOB, EV_SKIP, EV_WARN, EV_ERROR } DashEventKind;
+ * its message shown whole (wrapped) as errors are; EV_EVAL: a held-out
+ * evaluation's measures (bitlab.eval) */
+typedef enum { EV_INFO, EV_ROTATION, EV_CHECKPOINT, EV_KNOB, EV_SKIP, EV_EVAL, EV_WARN, EV_ERROR } DashEventKind;
 
 typedef struct {
     char *text;
@@ -65,6 +66,7 @@ typedef enum {
 typedef struct {
     /* run facts */
     char experiment[128], model[128], backend[128];
+    char budget[64]; /* bitlab.info's description of the run's budget ("30 min"); "" = none */
     long total_steps;
     int n_adapters, rank;
     double mem[4]; /* weights, adapters, optimizer, activations (bytes); NaN = unknown */
@@ -74,6 +76,7 @@ typedef struct {
     /* the latest step record (NaN / -1 = missing) */
     long step;
     double lambda, lr, act_bits, adapter, grad_norm, tokens_per_s;
+    double progress, eta_s; /* the loop's own budget fraction done and remaining seconds */
     long records;
     DashLoss loss[DASH_MAX_LOSSES];
     int n_loss;
@@ -90,6 +93,8 @@ typedef struct {
     int n_gens, cur_gen;
     DashEventLine ev[DASH_EVENT_LINES]; /* ring, oldest at ev_first */
     int ev_first, n_ev;
+    /* "eval" events (bitlab.eval on a held-out set): one point per record */
+    ChartSeries eval_kl, eval_ratio;
     /* timing, for the ETA and the elapsed time */
     double t_start, t_last_rec, sec_per_step; /* monotonic seconds; NaN = unknown */
     long step_last_rec;
@@ -97,6 +102,7 @@ typedef struct {
     long n_step_s;
     /* view */
     bool paused, worker_done, log_scale, color;
+    int eval_view; /* the held-out panel: -1 shown once an eval record arrived, 0 hidden, 1 shown */
     double ema_beta;
     DashMode mode;
     char edit[1024];
@@ -119,6 +125,12 @@ void dash_state_event(DashState *s, DashEventKind kind, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void dash_gen_free(DashGen *g);
 double dash_now(void);
+/* The header's progress: the fraction done (the record's `progress`, else
+ * step / total_steps; NaN when neither is known) and the seconds left (the
+ * record's `eta_seconds`, else from total_steps and sec_per_step; NaN). */
+void dash_progress(const DashState *s, double *frac, double *eta);
+/* Whether the held-out panel takes its rows (the v key, eval_view). */
+bool dash_eval_shown(const DashState *s);
 
 // ----------------------------------------------------------------------------
 // panels
@@ -140,10 +152,10 @@ struct Panel {
     int y, x, h, w; /* placement; h == 0 hides it */
 };
 
-extern const PanelClass HeaderPanel, LossPanel, SchedPanel, GradPanel, KnobPanel, GenPanel,
-    EventPanel;
+extern const PanelClass HeaderPanel, LossPanel, EvalPanel, SchedPanel, GradPanel, KnobPanel,
+    GenPanel, EventPanel;
 
-typedef enum { P_HEADER, P_LOSS, P_SCHED, P_GRAD, P_KNOB, P_GEN, P_EVENT, P_COUNT } PanelId;
+typedef enum { P_HEADER, P_LOSS, P_EVAL, P_SCHED, P_GRAD, P_KNOB, P_GEN, P_EVENT, P_COUNT } PanelId;
 
 struct Dash {
     SCREEN *screen; /* newterm's, so a terminal curses cannot use is an error, not exit() */
@@ -212,6 +224,13 @@ void ui_fmt_duration(char *out, size_t cap, double seconds);
  * returns the non-finite (or, in log scale, non-positive) points it skipped. */
 int ui_chart(WINDOW *w, int y, int x, int cw, int ch, const ChartSeries *s, double ema_beta,
              bool log_scale, attr_t a, ChartScale *scale_out);
+/* The label column beside a chart (h rows from y, label_w wide): the name
+ * and last value, the minimum, and the chart's y range when h >= 3. */
+void ui_chart_labels(WINDOW *w, int y, int x, int h, int label_w, const char *name, double last,
+                     double min, const ChartScale *sc, UiRole role);
+/* The x axis under a chart of s over cw cells: its first and last step, and
+ * ▲ where an adapter rotation falls. */
+void ui_step_axis(WINDOW *w, int y, int x, int cw, const ChartSeries *s, const DashState *st);
 /* A sparkline of a series over cw cells. */
 void ui_sparkline(WINDOW *w, int y, int x, int cw, const ChartSeries *s, attr_t a);
 

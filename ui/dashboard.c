@@ -26,7 +26,7 @@ typedef struct {
     MsgKind kind;
     char *line;
     DashInfo info;
-    char strs[3][128]; /* the info's strings, copied */
+    char strs[4][128]; /* the info's strings, copied */
     DashKnob knob;
     int index;
     DashGen gen;
@@ -61,9 +61,9 @@ void dash_set_info(Dash *d, const DashInfo *info) {
     if (!m) return;
     m->kind = MSG_INFO;
     m->info = *info;
-    const char *src[3] = {info->experiment, info->model, info->backend};
-    const char **dst[3] = {&m->info.experiment, &m->info.model, &m->info.backend};
-    for (int i = 0; i < 3; i++) {
+    const char *src[4] = {info->experiment, info->model, info->backend, info->budget};
+    const char **dst[4] = {&m->info.experiment, &m->info.model, &m->info.backend, &m->info.budget};
+    for (int i = 0; i < 4; i++) {
         if (!src[i]) continue;
         snprintf(m->strs[i], sizeof m->strs[i], "%s", src[i]);
         *dst[i] = m->strs[i];
@@ -210,8 +210,9 @@ int dash_create(Dash **out, const DashConfig *cfg, BlError *err) {
         return bl_fail(err, "dashboard: out of memory");
     }
     dash_state_init(&d->st);
-    static const PanelClass *const CLS[P_COUNT] = {&HeaderPanel, &LossPanel, &SchedPanel, &GradPanel,
-                                                   &KnobPanel,   &GenPanel,  &EventPanel};
+    static const PanelClass *const CLS[P_COUNT] = {&HeaderPanel, &LossPanel, &EvalPanel,
+                                                   &SchedPanel,  &GradPanel, &KnobPanel,
+                                                   &GenPanel,    &EventPanel};
     for (int i = 0; i < P_COUNT; i++) d->panels[i].cls = CLS[i];
     /* initscr() would exit() on an unknown terminal; newterm reports it */
     if (!(d->screen = newterm(NULL, stdout, stdin))) {
@@ -253,14 +254,18 @@ static void place(Panel *p, int y, int x, int h, int w) {
     p->w = w;
 }
 
-/* Header (3 rows) and key bar (1) around a body: losses top-left, λ/LR and
- * gradients top-right; generations bottom-left, knobs and events bottom-right. */
+/* Header (3 rows) and key bar (1) around a body: losses top-left (the
+ * held-out curves under them while shown), λ/LR and gradients top-right;
+ * generations bottom-left, knobs and events bottom-right. */
 static void layout(Dash *d) {
     int H = LINES, W = COLS, bh = H - 4;
     Panel *P = d->panels;
     place(&P[P_HEADER], 0, 0, 3, W);
     int th = bh * 11 / 20, bb = bh - th, lw = W * 3 / 5, rw = W - lw;
-    place(&P[P_LOSS], 3, 0, th, lw);
+    /* the held-out panel: 2/5 of the losses' rows, at least 5 (one chart and its axis) */
+    int eh = dash_eval_shown(&d->st) ? (th * 2 / 5 < 5 ? 5 : th * 2 / 5) : 0;
+    place(&P[P_LOSS], 3, 0, th - eh, lw);
+    place(&P[P_EVAL], 3 + th - eh, 0, eh, lw);
     place(&P[P_SCHED], 3, lw, 4, rw);
     place(&P[P_GRAD], 7, lw, th - 4, rw);
     int gw = W * 3 / 5;
@@ -293,8 +298,12 @@ static void keybar(const DashState *s) {
     }
     static const char *const BAR[][2] = {{"space", "pause"}, {"n", "step"}, {"g", "gen"},
                                          {"r", "rotate"}, {"s", "save"}, {"l", "log"},
-                                         {"+-", "ema"},    {"?", "help"}, {"q", "quit"}};
+                                         {"+-", "ema"},    {"?", "help"}, {"q", "quit"},
+                                         {"v", "eval"}};
+    /* whole entries only, in order of need: at 80 columns the last one (v)
+     * does not fit, and the help lists every key anyway */
     for (size_t i = 0; i < sizeof BAR / sizeof BAR[0] && x < COLS; i++) {
+        if (x + ui_width(BAR[i][0]) + 1 + ui_width(BAR[i][1]) > COLS) break;
         x += ui_put(stdscr, y, x, COLS - x, ui_attr(ROLE_TITLE), BAR[i][0]) + 1;
         x += ui_put(stdscr, y, x, COLS - x, ui_attr(ROLE_DIM), BAR[i][1]) + 2;
     }

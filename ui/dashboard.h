@@ -39,6 +39,7 @@ typedef struct {
  * Memory sizes are bytes. */
 typedef struct {
     const char *experiment, *model, *backend;
+    const char *budget; /* what bounds the run, as the script words it ("30 min", "2M tokens") */
     long total_steps;
     int n_adapters, rank;
     double mem_weights, mem_adapters, mem_optimizer, mem_activations;
@@ -94,7 +95,10 @@ bool dash_poll(Dash *d, int timeout_ms);
 /* One line of the metrics stream: a step record ({"step":..., "ce":...,
  * "knobs":{...}, "device_mem":{"live":, "peak":, "device_free":,
  * "device_total":}} -- the backend's memory, shown in the header beside the
- * backend) or an event ({"event":"rotation", ...}). Unknown fields
+ * backend; "progress" (0..1 of the run's budget) and "eta_seconds", when a
+ * budgeted loop knows them better than step / total_steps) or an event
+ * ({"event":"rotation", ...}; {"event":"eval", "kl":, "perplexity_ratio":,
+ * ...} from bitlab.eval feeds the held-out panel). Unknown fields
  * are ignored, missing ones shown as "–"; an unparsable line is shown as an
  * event. A "script_error"/"error" event pauses the dashboard. */
 void dash_push_line(Dash *d, const char *json_line);

@@ -184,6 +184,43 @@ int ui_chart(WINDOW *w, int y, int x, int cw, int ch, const ChartSeries *s, doub
     return skipped;
 }
 
+void ui_chart_labels(WINDOW *w, int y, int x, int h, int label_w, const char *name, double last,
+                     double min, const ChartScale *sc, UiRole role) {
+    char v[32], line[64];
+    ui_fmt_num(v, sizeof v, last);
+    int used = ui_put(w, y, x, label_w, ui_attr(role) | A_BOLD, name);
+    ui_put(w, y, x + used + 1, label_w - used - 1, ui_attr(ROLE_VALUE), v);
+    ui_fmt_num(v, sizeof v, min);
+    snprintf(line, sizeof line, "min %s", v);
+    ui_put(w, y + 1, x, label_w, ui_attr(ROLE_DIM), line);
+    if (h >= 3) {
+        char lo[16], hi[16];
+        ui_fmt_num(lo, sizeof lo, sc->lo);
+        ui_fmt_num(hi, sizeof hi, sc->hi);
+        snprintf(line, sizeof line, "%s…%s", lo, hi);
+        ui_put(w, y + 2, x, label_w, ui_attr(ROLE_DIM), line);
+    }
+}
+
+void ui_step_axis(WINDOW *w, int y, int x, int cw, const ChartSeries *s, const DashState *st) {
+    ui_hline(w, y, x, cw, ui_attr(ROLE_BORDER));
+    if (!s->n) return;
+    for (int r = 0; r < st->n_rot; r++) {
+        int i = chart_index_of_step(s, st->rot[r]);
+        if (i >= s->n) continue;
+        int c = chart_column_of(i, s->n, 2 * cw) / 2;
+        ui_put(w, y, x + c, 1, ui_attr(ROLE_MARK), "▲");
+    }
+    char a[24], b[24];
+    snprintf(a, sizeof a, "%ld", s->step[0]);
+    snprintf(b, sizeof b, "%ld", s->step[s->n - 1]);
+    ui_put(w, y, x, cw, ui_attr(ROLE_DIM), a);
+    int bw = (int)strlen(b), last_col = s->n >= 2 * cw ? cw - 1 : (s->n - 1) / 2;
+    int bx = x + last_col - bw + 1;
+    if (bx < x + (int)strlen(a) + 1) bx = x + (int)strlen(a) + 1;
+    if (bx + bw <= x + cw) ui_put(w, y, bx, bw, ui_attr(ROLE_DIM), b);
+}
+
 void ui_sparkline(WINDOW *w, int y, int x, int cw, const ChartSeries *s, attr_t a) {
     if (cw <= 0) return;
     ChartCol *cols = malloc((size_t)cw * sizeof *cols);

@@ -45,6 +45,11 @@ static int act_gen(Dash *d, int key) {
     return p->cls->key(p, d, key);
 }
 
+static int act_eval(Dash *d, int key) {
+    Panel *p = &d->panels[P_EVAL];
+    return p->cls->key(p, d, key);
+}
+
 static int act_log(Dash *d, int key) {
     (void)key;
     d->st.log_scale = !d->st.log_scale;
@@ -97,6 +102,7 @@ const DashKey DASH_KEYS[] = {
     {'\r', NULL, NULL, act_knobs},
     {KEY_ENTER, NULL, NULL, act_knobs},
     {'l', "l", "linear / log loss scale", act_log},
+    {'v', "v", "show / hide the held-out eval panel", act_eval},
     {'+', "+/-", "more / less smoothing (EMA)", act_smooth},
     {'=', NULL, NULL, act_smooth},
     {'-', NULL, NULL, act_smooth},

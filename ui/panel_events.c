@@ -1,8 +1,9 @@
 /* panel_events.c - the latest events, newest at the bottom: rotations,
- * checkpoints, knob changes, non-finite skips, warnings and script errors
- * (each line of a traceback is its own line, and error and warning lines
- * wrap rather than being cut, so the message, its advice and the whole
- * traceback stay readable). */
+ * checkpoints, knob changes, held-out evaluations, non-finite skips,
+ * warnings and script errors
+ * (each line of a traceback is its own line, and error, warning and eval
+ * lines wrap rather than being cut, so the message, its advice, the whole
+ * traceback and every measure stay readable). */
 #define _XOPEN_SOURCE 700
 #include <stdbool.h>
 #include <stdio.h>
@@ -34,8 +35,10 @@ static int fit(const char *text, int cw) {
     return pos;
 }
 
+/* errors and warnings say what to do; an evaluation's measures are read
+ * side by side: all of them wrap rather than being cut at the panel's edge */
 static bool wraps(const DashEventLine *e) {
-    return e->kind == EV_ERROR || e->kind == EV_WARN;
+    return e->kind == EV_ERROR || e->kind == EV_WARN || e->kind == EV_EVAL;
 }
 
 static int rows_of(const DashEventLine *e, int cw) {
@@ -55,7 +58,8 @@ static void draw(Panel *p, WINDOW *w, const DashState *s) {
     int rows = p->h - 2, cw = p->w - 2;
     static const UiRole ROLE_OF[] = {[EV_INFO] = ROLE_NORMAL, [EV_ROTATION] = ROLE_MARK,
                                      [EV_CHECKPOINT] = ROLE_GOOD, [EV_KNOB] = ROLE_TITLE,
-                                     [EV_SKIP] = ROLE_WARN, [EV_WARN] = ROLE_WARN,
+                                     [EV_SKIP] = ROLE_WARN, [EV_EVAL] = ROLE_VALUE,
+                                     [EV_WARN] = ROLE_WARN,
                                      [EV_ERROR] = ROLE_BAD};
     /* the newest events that fit, counting wrapped rows from the bottom */
     int first = s->n_ev, used = 0;

@@ -1,6 +1,8 @@
 /* panel_header.c - the three header lines: what runs (experiment, model,
  * backend) with the backend's memory, and whether it is running; progress
- * (step / total, ETA, tokens/s, elapsed); and the student's state (λ, LR,
+ * (step / total, the budget, the bar and ETA -- dash_progress: the loop's
+ * own progress / eta_seconds when its records carry them --, tokens/s,
+ * elapsed); and the student's state (λ, LR,
  * activation bits, adapter, dense ΔW, memory). */
 #define _XOPEN_SOURCE 700
 #include <math.h>
@@ -59,10 +61,11 @@ static void draw(Panel *p, WINDOW *w, const DashState *s) {
     else if (s->total_steps > 0) snprintf(a, sizeof a, "%ld/%ld", s->step, s->total_steps);
     else snprintf(a, sizeof a, "%ld", s->step);
     x = seg(w, y, x, end, "step ", a);
-    if (s->total_steps > 0 && s->step >= 0 && end - x > 16) { /* a progress bar */
+    if (s->budget[0]) x = seg(w, y, x, end, "budget ", s->budget);
+    double f, eta;
+    dash_progress(s, &f, &eta);
+    if (isfinite(f) && end - x > 16) { /* a progress bar */
         int bw = (end - x) / 5 < 20 ? (end - x) / 5 : 20;
-        double f = (double)s->step / (double)s->total_steps;
-        f = f < 0 ? 0 : f > 1 ? 1 : f;
         int full = (int)lround(f * bw);
         wattron(w, ui_attr(ROLE_TITLE));
         for (int i = 0; i < bw; i++) mvwaddstr(w, y, x + i, i < full ? "█" : "░");
@@ -70,9 +73,6 @@ static void draw(Panel *p, WINDOW *w, const DashState *s) {
         snprintf(b, sizeof b, " %3.0f%%", 100 * f);
         x += bw + ui_put(w, y, x + bw, end - x - bw, ui_attr(ROLE_NORMAL), b) + 2;
     }
-    double eta = s->total_steps > 0 && s->step >= 0 && isfinite(s->sec_per_step)
-                     ? (double)(s->total_steps - s->step) * s->sec_per_step
-                     : NAN;
     ui_fmt_duration(a, sizeof a, eta);
     x = seg(w, y, x, end, "ETA ", a);
     ui_fmt_num(a, sizeof a, s->tokens_per_s);

@@ -12,49 +12,12 @@
 
 #define LABEL_W 16
 
-static double series_min(const ChartSeries *s) {
-    double m = NAN;
-    for (int i = 0; i < s->n; i++)
-        if (isfinite(s->val[i]) && (isnan(m) || s->val[i] < m)) m = s->val[i];
-    return m;
-}
-
 /* Whether a term ever had a nonzero value: records carry every term, and one
  * the loss mix leaves out stays exactly 0 (a chart of it only takes rows). */
 static bool active(const DashLoss *l) {
     for (int i = 0; i < l->s.n; i++)
         if (isfinite(l->s.val[i]) && l->s.val[i] != 0.0) return true;
     return false;
-}
-
-/* The first stored index whose step is >= step (the series' steps rise). */
-static int index_of_step(const ChartSeries *s, long step) {
-    int lo = 0, hi = s->n;
-    while (lo < hi) {
-        int mid = (lo + hi) / 2;
-        if (s->step[mid] < step) lo = mid + 1;
-        else hi = mid;
-    }
-    return lo;
-}
-
-static void axis(WINDOW *w, int y, int x, int cw, const ChartSeries *s, const DashState *st) {
-    ui_hline(w, y, x, cw, ui_attr(ROLE_BORDER));
-    if (!s->n) return;
-    for (int r = 0; r < st->n_rot; r++) {
-        int i = index_of_step(s, st->rot[r]);
-        if (i >= s->n) continue;
-        int c = chart_column_of(i, s->n, 2 * cw) / 2;
-        ui_put(w, y, x + c, 1, ui_attr(ROLE_MARK), "▲");
-    }
-    char a[24], b[24];
-    snprintf(a, sizeof a, "%ld", s->step[0]);
-    snprintf(b, sizeof b, "%ld", s->step[s->n - 1]);
-    ui_put(w, y, x, cw, ui_attr(ROLE_DIM), a);
-    int bw = (int)strlen(b), last_col = s->n >= 2 * cw ? cw - 1 : (s->n - 1) / 2;
-    int bx = x + last_col - bw + 1;
-    if (bx < x + (int)strlen(a) + 1) bx = x + (int)strlen(a) + 1;
-    if (bx + bw <= x + cw) ui_put(w, y, bx, bw, ui_attr(ROLE_DIM), b);
 }
 
 static void draw(Panel *p, WINDOW *w, const DashState *s) {
@@ -91,24 +54,11 @@ static void draw(Panel *p, WINDOW *w, const DashState *s) {
         UiRole role = strcmp(l->name, "total") == 0 ? ROLE_SERIES0 + 5 : ROLE_SERIES0 + shown[k] % 5;
         ChartScale sc = {0.0, 1.0, s->log_scale};
         ui_chart(w, cy, x, cw, h, &l->s, s->ema_beta, s->log_scale, ui_attr(role), &sc);
-        char v[32], line[64];
-        int lx = x + cw + 1;
-        ui_fmt_num(v, sizeof v, chart_series_last(&l->s));
-        int used = ui_put(w, cy, lx, LABEL_W, ui_attr(role) | A_BOLD, l->name);
-        ui_put(w, cy, lx + used + 1, LABEL_W - used - 1, ui_attr(ROLE_VALUE), v);
-        ui_fmt_num(v, sizeof v, series_min(&l->s));
-        snprintf(line, sizeof line, "min %s", v);
-        ui_put(w, cy + 1, lx, LABEL_W, ui_attr(ROLE_DIM), line);
-        if (h >= 3) {
-            char lo[16], hi[16];
-            ui_fmt_num(lo, sizeof lo, sc.lo);
-            ui_fmt_num(hi, sizeof hi, sc.hi);
-            snprintf(line, sizeof line, "%s…%s", lo, hi);
-            ui_put(w, cy + 2, lx, LABEL_W, ui_attr(ROLE_DIM), line);
-        }
+        ui_chart_labels(w, cy, x + cw + 1, h, LABEL_W, l->name, chart_series_last(&l->s),
+                        chart_series_min(&l->s), &sc, role);
         cy += h;
     }
-    axis(w, y + ih - 1, x, cw, &s->loss[shown[n - 1]].s, s);
+    ui_step_axis(w, y + ih - 1, x, cw, &s->loss[shown[n - 1]].s, s);
     ui_put(w, y + ih - 1, x + cw + 1, LABEL_W, ui_attr(ROLE_MARK), s->n_rot ? "▲ rotation" : "");
 }
 

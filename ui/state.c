@@ -34,7 +34,9 @@ void dash_state_init(DashState *s) {
     s->mem_dense = NAN;
     s->step = -1;
     s->lambda = s->lr = s->act_bits = s->adapter = s->grad_norm = s->tokens_per_s = NAN;
+    s->progress = s->eta_s = NAN;
     s->clipped = -1;
+    s->eval_view = -1;
     s->t_start = dash_now();
     s->t_last_rec = s->sec_per_step = NAN;
     s->ema_beta = 0.9;
@@ -54,6 +56,8 @@ void dash_state_free(DashState *s) {
     chart_series_free(&s->lambda_s);
     chart_series_free(&s->lr_s);
     chart_series_free(&s->gnorm_s);
+    chart_series_free(&s->eval_kl);
+    chart_series_free(&s->eval_ratio);
     free(s->blocks);
     free(s->rot);
     for (int i = 0; i < s->n_gens; i++) dash_gen_free(&s->gens[i]);
@@ -190,6 +194,9 @@ static void record(DashState *s, const cJSON *o, double now) {
     if (isfinite(adapter)) s->adapter = adapter;
     s->grad_norm = num(o, "grad_norm");
     s->tokens_per_s = num(o, "tokens_per_s");
+    /* a budgeted loop's own view (bitlab.train{tokens= | seconds= | steps=}) */
+    s->progress = num(o, "progress");
+    s->eta_s = num(o, "eta_seconds");
     chart_series_push(&s->lambda_s, s->step, s->lambda);
     chart_series_push(&s->lr_s, s->step, s->lr);
     chart_series_push(&s->gnorm_s, s->step, s->grad_norm);
@@ -256,6 +263,25 @@ static void rotation(DashState *s, long step) {
     s->rot[s->n_rot++] = step;
 }
 
+/* Appends to out (cap bytes, *len used so far) while it fits; false once
+ * it no longer does (out keeps what fitted, NUL-terminated). */
+static bool appendf(char *out, size_t cap, size_t *len, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static bool appendf(char *out, size_t cap, size_t *len, const char *fmt, ...) {
+    if (*len >= cap) return false;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(out + *len, cap - *len, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= cap - *len) {
+        out[*len] = 0; /* a cut field would read as a wrong number */
+        *len = cap;
+        return false;
+    }
+    *len += (size_t)n;
+    return true;
+}
+
 /* A short "k=v k=v" summary of an event's scalar fields, for events the
  * dashboard has no special line for. */
 static void summary(const cJSON *o, char *out, size_t cap) {
@@ -269,10 +295,29 @@ static void summary(const cJSON *o, char *out, size_t cap) {
         else if (cJSON_IsString(f)) snprintf(val, sizeof val, "%s", f->valuestring);
         else if (cJSON_IsBool(f)) snprintf(val, sizeof val, "%s", cJSON_IsTrue(f) ? "true" : "false");
         else continue;
-        int n = snprintf(out + len, cap - len, " %s=%s", f->string, val);
-        if (n < 0 || (size_t)n >= cap - len) break;
-        len += (size_t)n;
+        if (!appendf(out, cap, &len, " %s=%s", f->string, val)) break;
     }
+}
+
+/* An "eval" event (bitlab.eval): a point on the held-out curves and one
+ * line of its measures, each left out when the record lacks it:
+ *   120 eval: ppl 812 (×24.2 teacher) KL 3.88 top-1 15.0% top-5 31.2% first-8 22% */
+static void eval_event(DashState *s, const cJSON *o, const char *at, long step) {
+    double ppl = num(o, "student_perplexity"), ratio = num(o, "perplexity_ratio");
+    double kl = num(o, "kl"), top1 = num(o, "agreement"), top5 = num(o, "agreement_top5");
+    double first8 = num(o, "agreement_first8");
+    chart_series_push(&s->eval_kl, step, kl);
+    chart_series_push(&s->eval_ratio, step, ratio);
+    char buf[256] = "";
+    size_t len = 0;
+    /* perplexities run from ~1 to 10^5: whole numbers once they are large */
+    if (isfinite(ppl)) appendf(buf, sizeof buf, &len, ppl >= 100 ? " ppl %.0f" : " ppl %.3g", ppl);
+    if (isfinite(ratio)) appendf(buf, sizeof buf, &len, "%s(×%.3g teacher)", isfinite(ppl) ? " " : " ppl ", ratio);
+    if (isfinite(kl)) appendf(buf, sizeof buf, &len, " KL %.3g", kl);
+    if (isfinite(top1)) appendf(buf, sizeof buf, &len, " top-1 %.1f%%", 100 * top1);
+    if (isfinite(top5)) appendf(buf, sizeof buf, &len, " top-5 %.1f%%", 100 * top5);
+    if (isfinite(first8)) appendf(buf, sizeof buf, &len, " first-8 %.0f%%", 100 * first8);
+    dash_state_event(s, EV_EVAL, "%s eval:%s", at, len ? buf : " (no measures)");
 }
 
 /* One event line per line of text (a traceback, a multi-line print). */
@@ -290,7 +335,8 @@ static bool event(DashState *s, const cJSON *o, const char *name) {
     double st = num(o, "step");
     long step = isfinite(st) ? (long)st : s->step;
     char at[24];
-    snprintf(at, sizeof at, "%6ld", step);
+    if (step >= 0) snprintf(at, sizeof at, "%6ld", step);
+    else snprintf(at, sizeof at, "     –"); /* nothing has a step yet */
     if (!strcmp(name, "rotation")) {
         rotation(s, step);
         double a = num(o, "adapter"), r = num(o, "rank");
@@ -298,6 +344,8 @@ static bool event(DashState *s, const cJSON *o, const char *name) {
         if (isfinite(r)) s->rank = (int)r;
         if (isfinite(a) && (s->n_adapters < 0 || (int)a + 1 > s->n_adapters)) s->n_adapters = (int)a + 1;
         dash_state_event(s, EV_ROTATION, "%s rotation → adapter %g (rank %g)", at, a, r);
+    } else if (!strcmp(name, "eval")) {
+        eval_event(s, o, at, step < 0 ? 0 : step);
     } else if (!strcmp(name, "checkpoint")) {
         const char *path = str(o, "path");
         dash_state_event(s, EV_CHECKPOINT, "%s checkpoint %s", at, path ? path : "saved");
@@ -360,6 +408,7 @@ void dash_state_info(DashState *s, const DashInfo *in) {
     if (in->experiment) snprintf(s->experiment, sizeof s->experiment, "%s", in->experiment);
     if (in->model) snprintf(s->model, sizeof s->model, "%s", in->model);
     if (in->backend) snprintf(s->backend, sizeof s->backend, "%s", in->backend);
+    if (in->budget) snprintf(s->budget, sizeof s->budget, "%s", in->budget);
     if (in->total_steps > 0) s->total_steps = in->total_steps;
     if (in->n_adapters > 0) s->n_adapters = in->n_adapters;
     if (in->rank > 0) s->rank = in->rank;
@@ -367,6 +416,21 @@ void dash_state_info(DashState *s, const DashInfo *in) {
     for (int i = 0; i < 4; i++)
         if (m[i] > 0) s->mem[i] = m[i];
     if (in->mem_dense > 0) s->mem_dense = in->mem_dense;
+}
+
+void dash_progress(const DashState *s, double *frac, double *eta) {
+    bool by_steps = s->total_steps > 0 && s->step >= 0;
+    double f = isfinite(s->progress) ? s->progress
+               : by_steps            ? (double)s->step / (double)s->total_steps
+                                     : NAN;
+    *frac = isnan(f) ? f : f < 0 ? 0 : f > 1 ? 1 : f;
+    *eta = isfinite(s->eta_s)                    ? s->eta_s
+           : by_steps && isfinite(s->sec_per_step) ? (double)(s->total_steps - s->step) * s->sec_per_step
+                                                   : NAN;
+}
+
+bool dash_eval_shown(const DashState *s) {
+    return s->eval_view < 0 ? s->eval_kl.n > 0 : s->eval_view == 1;
 }
 
 /* Makes gens[index] exist; false when out of memory (or a negative index). */

@@ -5,8 +5,8 @@
  *   bitlab.dashboard            true when the dashboard is up
  *   bitlab.prompts([list])      the experiment's prompts (Tab cycles them);
  *                               returns the current list, edits included
- *   bitlab.info{...}            header facts: model, total_steps, adapters,
- *                               rank, mem = {weights, adapters, optimizer, activations}
+ *   bitlab.info{...}            header facts: model, total_steps, budget (text),
+ *                               adapters, rank, mem = {weights, adapters, optimizer, activations}
  *   bitlab.on_command{generate = function(index, prompt), save = function(),
  *                     rotate = function()}
  *                               what the g / e, s and r keys do (a loop such
@@ -95,7 +95,7 @@ static const char *opt_string(lua_State *L, int idx, const char *name) {
     return s;
 }
 
-/* bitlab.info{model=, experiment=, backend=, total_steps=, adapters=, rank=,
+/* bitlab.info{model=, experiment=, backend=, budget=, total_steps=, adapters=, rank=,
  *              mem={weights=, adapters=, optimizer=, activations=, dense=}} */
 static int l_info(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -104,6 +104,7 @@ static int l_info(lua_State *L) {
     DashInfo in = {.experiment = opt_string(L, 1, "experiment"),
                    .model = opt_string(L, 1, "model"),
                    .backend = opt_string(L, 1, "backend"),
+                   .budget = opt_string(L, 1, "budget"),
                    .total_steps = (long)bl_opt_int(L, 1, "total_steps", 0, 0, LONG_MAX),
                    .n_adapters = (int)bl_opt_int(L, 1, "adapters", 0, 0, INT_MAX),
                    .rank = (int)bl_opt_int(L, 1, "rank", 0, 0, INT_MAX)};

@@ -3,7 +3,7 @@
  *
  *   bitlab.eval{model=, student= | checkpoint=, data=, prompts=,
  *               max_tokens=64, seq=256, max_examples=0, act_bits=, json=,
- *               teacher_cache=DIR}
+ *               teacher_cache=DIR, step=}
  *     → report, text
  *
  * student= evaluates a live Student (at λ = 1, its activation width or
@@ -16,9 +16,17 @@
  * side is computed once per model, data and options and read back by later
  * calls (eval/evaluate.h, "teacher cache"; CPU backend only).
  *
+ * Every evaluation also logs one "eval" event to the metrics stream (the
+ * only place the dashboard's held-out curve comes from): the report's
+ * measures under the report's own names (EVENT_FIELDS) and "step": step= (an
+ * integer >= 0) when given, else the step of the last bitlab.poll once a
+ * step record has been logged (the training loop polls, then logs, the same
+ * step), else none -- a standalone evaluation belongs to no step.
+ *
  * Every Lua argument is checked before anything is allocated, and the C
  * resources are freed before an evaluation failure is raised. */
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -51,8 +59,38 @@ static const char **prompt_list(lua_State *L, int idx, int *n) {
     return p;
 }
 
-/* The table report and its printed form; the C side is done by now. */
-static int push_results(lua_State *L, const BlEvalOptions *opt, const BlEvalReport *r) {
+/* The report's fields an "eval" event carries (agreement_firstN are added
+ * from bl_eval_pos_cuts, as the report names them). */
+static const char *const EVENT_FIELDS[] = {
+    "teacher_perplexity", "student_perplexity", "perplexity_ratio", "kl", "agreement",
+    "agreement_top5", "scored_tokens", "teacher_cache", "seconds"};
+
+static void add_copy(cJSON *ev, const cJSON *report, const char *name) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(report, name);
+    if (v) cJSON_AddItemToObject(ev, name, cJSON_Duplicate(v, false));
+}
+
+/* The "eval" event of a report: copied from the report's JSON object, so the
+ * stream and the returned table cannot disagree. step < 0: none given. */
+static void log_event(BlRuntime *rt, const cJSON *report, long step) {
+    cJSON *ev = cJSON_CreateObject();
+    if (!ev) return; /* out of memory: the record is lost, the evaluation is not */
+    cJSON_AddStringToObject(ev, "event", "eval");
+    if (step >= 0 || rt->steps_logged > 0)
+        cJSON_AddNumberToObject(ev, "step", (double)(step >= 0 ? step : rt->step));
+    for (size_t i = 0; i < sizeof EVENT_FIELDS / sizeof EVENT_FIELDS[0]; i++)
+        add_copy(ev, report, EVENT_FIELDS[i]);
+    for (int i = 0; i < BL_EVAL_N_POS; i++) {
+        char k[32];
+        snprintf(k, sizeof k, "agreement_first%d", bl_eval_pos_cuts[i]);
+        add_copy(ev, report, k);
+    }
+    bl_metrics_write(rt, ev);
+}
+
+/* The table report and its printed form, and the "eval" event; the C side
+ * is done by now. */
+static int push_results(lua_State *L, const BlEvalOptions *opt, const BlEvalReport *r, long step) {
     cJSON *j = bl_eval_report_json(opt, r);
     char *text = NULL;
     size_t len = 0;
@@ -66,6 +104,7 @@ static int push_results(lua_State *L, const BlEvalOptions *opt, const BlEvalRepo
         free(text);
         return 0;
     }
+    log_event(bl_rt(L), j, step);
     bl_json_push(L, j);
     lua_pushlstring(L, text, len);
     cJSON_Delete(j);
@@ -81,6 +120,7 @@ static int l_eval(lua_State *L) {
                          .checkpoint_path = opt_string(L, "checkpoint"),
                          .teacher_cache = opt_string(L, "teacher_cache")};
     int act_bits = (int)bl_opt_int(L, 1, "act_bits", 0, 0, 16);
+    long step = (long)bl_opt_int(L, 1, "step", -1, 0, LONG_MAX); /* -1: not given */
     const char *json = opt_string(L, "json");
     if (opt.max_tokens < 1 || opt.seq < 2 || opt.max_examples < 0 ||
         (act_bits && bl_actq_levels(act_bits) < 0))
@@ -146,7 +186,7 @@ static int l_eval(lua_State *L) {
         rc = bl_evaluate(bl_rt_backend(bl_rt(L)), st, mode, data, &opt, &rep, &err);
     }
     if (rc == 0 && json) rc = bl_eval_report_write_json(json, &opt, &rep, &err);
-    int pushed = rc == 0 ? push_results(L, &opt, &rep) : 0;
+    int pushed = rc == 0 ? push_results(L, &opt, &rep, step) : 0;
     bl_eval_report_free(&rep);
     bl_eval_free_prompts(file_prompts, file_prompts ? opt.n_prompts : 0);
     if (have_data) bl_dataset_free(&loaded);
