@@ -30,7 +30,10 @@
 --                          forward's block linears as exact int8 x ternary products
 --                          (VNNI on the CPU; see bitlab.trainer); default false
 --   checkpoint             path of the checkpoint file; checkpoint_every N steps
---                          (also written at the end and on Ctrl-C)
+--                          (also written at the end and on Ctrl-C);
+--                          checkpoint_frozen_adapters = "bf16" stores the frozen adapters
+--                          in bf16 (smaller; a resume is then not bit-exact; default "fp32",
+--                          see trainer:save)
 --   generate_every, prompts, max_tokens   student generations during training (with
 --                          the dashboard up: teacher and student side by side there)
 --   teacher_ids            {[prompt] = ids}: teacher answers already generated (the
@@ -54,6 +57,23 @@
 --                              (fields term, value, median, window, total)
 --                          both carry lambda and lr; each kind warns at most once every
 --                          `every` (50) steps
+--   eval                   held-out evaluation while training: {data = a .txt/.jsonl path
+--                          or a Dataset, every = N steps (default: at every tenth of the
+--                          budget, whatever its kind), seq (default bitlab.eval's, so
+--                          the numbers equal `bitlab eval --checkpoint`'s), max_examples, prompts / max_tokens (greedy answers, off by
+--                          default), teacher_cache (a folder: the teacher's side is computed
+--                          once per run and data and read back by every later evaluation;
+--                          default $XDG_CACHE_HOME or ~/.cache, /bitlab/eval-teacher; false =
+--                          off), best (the checkpoint written whenever the held-out KL is the
+--                          lowest so far; default checkpoint .. ".best" when checkpoint is set,
+--                          false = none)}. Each is bitlab.eval{student = ...} (the student at
+--                          lambda 1, the ternary model the run ends with), logged as an "eval"
+--                          record with the step; the last step is always evaluated. The
+--                          result's evals lists {step, kl, perplexity_ratio, agreement, ...}
+--                          and best {step, kl, path}.
+--   export                 a table of bitlab.export options (out, format, ternary, embed):
+--                          the final student exported when the run ends by its budget (not
+--                          when interrupted), with the run's manifest
 --   on_step(step, result, ctx)   called after each step; ctx = {student, trainer, data}
 --   stop()                 checked before each step: true ends the run early
 --   resume                 checkpoint to resume from (default: bitlab --resume)
@@ -66,7 +86,8 @@
 -- at this session's rates; absent after the first step's record only if it
 -- took no time). Progress lines show both; so does the dashboard's header.
 -- Returns {student, trainer, last (the last step's result), step, interrupted,
--- manifest}: manifest is the run's record for an export's training manifest
+-- ended_by ("steps" / "tokens" / "seconds", or nil when stopped), evals, best,
+-- export (bitlab.export's result), manifest}: manifest is the run's record for an export's training manifest
 -- (bitlab.export{..., manifest = run.manifest}); checkpoints carry it too
 -- (state.manifest), so `bitlab export` finds it there:
 --   base_model (path), steps (done), tokens_seen (tokens in the batches trained on),
@@ -231,6 +252,35 @@ local function instability_watch(o)
   end
 end
 
+-- The default folder of the held-out teacher cache.
+local function default_eval_cache()
+  local base = os.getenv("XDG_CACHE_HOME")
+  if not base or base == "" then base = (os.getenv("HOME") or ".") .. "/.cache" end
+  return base .. "/bitlab/eval-teacher"
+end
+
+-- o.eval checked and completed (nil when absent).
+local function eval_plan(o)
+  local e = o.eval
+  if e == nil then return nil end
+  if type(e) ~= "table" or e.data == nil then
+    error("bitlab.train: option 'eval' must be a table with data = a .txt/.jsonl path or a Dataset", 3)
+  end
+  local every = e.every -- nil: at every tenth of the budget
+  if every ~= nil and (type(every) ~= "number" or every ~= math.floor(every) or every < 1) then
+    error("bitlab.train: option 'eval.every' must be an integer >= 1, got " .. tostring(e.every), 3)
+  end
+  local best = e.best
+  if best == nil then best = o.checkpoint and (o.checkpoint .. ".best") or false end
+  if best ~= false and type(best) ~= "string" then
+    error("bitlab.train: option 'eval.best' must be a path or false, got " .. type(best), 3)
+  end
+  local cache = e.teacher_cache
+  if cache == nil then cache = default_eval_cache() end
+  return {data = e.data, every = every and math.tointeger(every), seq = e.seq, max_examples = e.max_examples,
+          prompts = e.prompts, max_tokens = e.max_tokens, teacher_cache = cache or nil, best = best or nil}
+end
+
 return function(o)
   if type(o) ~= "table" then
     error("bad argument #1 to 'train' (table of options expected, got " .. type(o) .. ")", 2)
@@ -286,7 +336,8 @@ return function(o)
 
   local start = 1
   local resume = o.resume or bitlab.resume_path
-  local resumed, resume_budget -- the manifest and budget state of the run resumed from
+  -- the manifest, budget state and best held-out evaluation of the run resumed from
+  local resumed, resume_budget, resumed_best
   if resume then
     local st = trainer:load(resume)
     start = st.step + 1
@@ -294,12 +345,19 @@ return function(o)
     resumed = st.manifest
     -- checkpoints from before budgets keep tokens_seen in the manifest only
     resume_budget = st.budget or {tokens_seen = resumed and resumed.tokens_seen or 0, elapsed = 0}
+    resumed_best = st.best_eval
     print(string.format("resumed from %s at step %d", resume, st.step))
   end
 
   local budget = budget_of(o, resume_budget)
   local steps = budget.steps
-  local last, done, interrupted, ended_by, saved_at = nil, start - 1, false, nil, nil
+  local ev = eval_plan(o)
+  if o.export ~= nil and (type(o.export) ~= "table" or type(o.export.out) ~= "string") then
+    error("bitlab.train: option 'export' must be a table of bitlab.export options with out = a path", 2)
+  end
+  local evals, best = {}, resumed_best -- held-out evaluations, the best so far
+  local last, done, interrupted, ended_by, saved_at, evaluated_at = nil, start - 1, false, nil, nil, nil
+  local eval_tenth = math.floor(10 * budget:fraction(done)) -- the tenth of the budget last evaluated
   local fractions = {} -- the budget's fraction before each step of this session
   local function fraction_at(s)
     -- steps before a resume: the fraction grew about linearly with the steps
@@ -324,10 +382,36 @@ return function(o)
     }
   end
 
+  local save_opts = o.checkpoint_frozen_adapters and {frozen_adapters = o.checkpoint_frozen_adapters} or nil
+  -- what a checkpoint keeps besides the trainer: where the run is
+  local function state_at(step)
+    return {step = step, data = data:position(), manifest = manifest(), budget = budget:state(),
+            best_eval = best}
+  end
+
+  -- a held-out evaluation after `step`: an "eval" record, and the best
+  -- checkpoint when its KL is the lowest so far
+  local function evaluate(step)
+    local rep = bitlab.eval{student = student, data = ev.data, seq = ev.seq, max_examples = ev.max_examples,
+                            prompts = ev.prompts, max_tokens = ev.max_tokens, teacher_cache = ev.teacher_cache,
+                            step = step}
+    local e = {step = step, kl = rep.kl, perplexity_ratio = rep.perplexity_ratio,
+               student_perplexity = rep.student_perplexity, teacher_perplexity = rep.teacher_perplexity,
+               agreement = rep.agreement, agreement_top5 = rep.agreement_top5}
+    evals[#evals + 1] = e
+    if not bitlab.dashboard then
+      print(string.format("eval at step %d: KL %.4f  ppl %.4g (teacher %.4g)  top-1 %.1f%%  top-5 %.1f%%",
+        step, e.kl, e.student_perplexity, e.teacher_perplexity, 100 * e.agreement, 100 * e.agreement_top5))
+    end
+    if rep.kl == rep.kl and (not best or rep.kl < best.kl) then
+      best = {step = step, kl = rep.kl, path = ev.best}
+      if ev.best then trainer:save(ev.best, state_at(step), save_opts) end
+    end
+  end
+
   local function save(step)
     if o.checkpoint then
-      trainer:save(o.checkpoint, {step = step, data = data:position(), manifest = manifest(),
-                                  budget = budget:state()})
+      trainer:save(o.checkpoint, state_at(step), save_opts)
     end
   end
 
@@ -360,8 +444,7 @@ return function(o)
     bitlab.on_command{
       generate = show_generation,
       save = function()
-        trainer:save(path, {step = done, data = data:position(), manifest = manifest(),
-                            budget = budget:state()})
+        trainer:save(path, state_at(done), save_opts)
         saved_at = done
       end,
       rotate = function()
@@ -419,6 +502,13 @@ return function(o)
       save(step)
       saved_at = step
     end
+    if ev then
+      local tenth = math.floor(10 * r.progress + 1e-9) -- 0.3 * 10 may round below 3
+      if budget:over(step + 1) or (ev.every and step % ev.every == 0) or (not ev.every and tenth > eval_tenth) then
+        evaluate(step)
+        evaluated_at, eval_tenth = step, tenth
+      end
+    end
     if o.generate_every and o.prompts and step % o.generate_every == 0 then
       if bitlab.dashboard then
         for i, p in ipairs(bitlab.prompts()) do -- the user's edits included
@@ -435,7 +525,17 @@ return function(o)
     tail = bitlab.clock() - t_log
     step = step + 1
   end
+  -- a run ended by stop() is evaluated where it stopped too (Ctrl-C is not:
+  -- the user asked to leave)
+  if ev and not interrupted and done >= start and evaluated_at ~= done then evaluate(done) end
   if o.checkpoint and done >= start and saved_at ~= done then save(done) end
+  local exported
+  if o.export and ended_by and done >= 1 then
+    local x = {student = student, manifest = manifest()}
+    for k, v in pairs(o.export) do x[k] = v end
+    exported = bitlab.export(x)
+    print("exported the student to " .. exported.path)
+  end
   if interrupted then
     print(string.format("stopped at step %d%s", done,
       o.checkpoint and ("; checkpoint " .. o.checkpoint .. " (resume with --resume)") or ""))
@@ -445,5 +545,5 @@ return function(o)
       fmt(last.total), fmt(last.ce), fmt(last.kl), fmt(last.cos)))
   end
   return {student = student, trainer = trainer, last = last, step = done, interrupted = interrupted,
-          manifest = manifest()}
+          ended_by = ended_by, evals = evals, best = best, export = exported, manifest = manifest()}
 end

@@ -3,6 +3,7 @@ where the binary is, running it with sanitizer reports counted as failures,
 the check/failure list, and the word list tiny-model data is drawn from."""
 import os
 import subprocess
+import sys
 
 BIN = os.environ.get("BITLAB_BIN", "build/bitlab")
 SANITIZER_MARKS = ("AddressSanitizer", "LeakSanitizer", "runtime error:")
@@ -26,3 +27,11 @@ def run(args, timeout=600):
         failures.append(f"sanitizer report from {' '.join(args[:2])}")
         print(p.stderr[-3000:])
     return p
+
+
+def finish():
+    """The test's exit: 1 with the failure count, else 0."""
+    if failures:
+        print(f"{len(failures)} check(s) failed")
+        sys.exit(1)
+    print("all checks passed")

@@ -58,6 +58,9 @@ def main():
         ("kd_topk", (MODEL, "400", "experiments/data/chat_small.jsonl", "8"), ""),
         ("kd_trace", (MODEL, "2", "experiments/data/chat_small.jsonl", "8", trace), ""),
         ("bitllama", (MODEL, "2"), "non-finite steps skipped:"),
+        ("distill", (MODEL, "2", "experiments/data/chat_small.jsonl",
+                     "experiments/data/chat_eval.jsonl", os.path.join(tmp, "distill")),
+         "best held-out KL"),
     ]
     shipped = sorted(f[:-4] for f in os.listdir("experiments") if f.endswith(".lua"))
     check(sorted(c[0] for c in cases) == shipped,
@@ -72,6 +75,12 @@ def main():
             continue
         recs = records(log)
         steps = [r for r in recs if "step" in r and "total" in r]
+        if script == "distill":
+            evals = [r for r in recs if r.get("event") == "eval"]
+            check([r.get("step") for r in evals] == [1, 2] and all(math.isfinite(r["kl"]) for r in evals),
+                  f"distill.lua logs a held-out eval record per step ({[r.get('step') for r in evals]})")
+            check(all(os.path.exists(os.path.join(tmp, "distill" + x)) for x in (".ckpt", ".ckpt.best", ".gguf")),
+                  "distill.lua writes its checkpoint, the best one and the export")
         if script == "selfgen":
             check(os.path.exists(sg) and os.path.getsize(sg) > 0, "selfgen.lua writes its JSONL")
             continue

@@ -2,7 +2,8 @@
 
 On a tiny random llama GGUF (make_tiny_model) runs tests/lua/*.lua headless:
 every primitive (api.lua), schedule shapes (schedule.lua), budgets and
-schedules in fractions of the run (budget.lua), a knob changed
+schedules in fractions of the run (budget.lua), held-out evaluation, best
+checkpoint and export inside bitlab.train (train_eval.lua), a knob changed
 through --control taking effect at the next step (knob_control.lua, checked
 in the metrics too), a script error leaving a valid checkpoint
 (error_after_ckpt.lua, then resumed), resume bit-identity (resume.lua: 20
@@ -67,7 +68,7 @@ def main():
     model = tiny.write_tiny(tmp, arch="llama", seed=3, fmt="gguf").gguf_path
 
     # every primitive, schedules
-    for name in ("api", "schedule", "budget"):
+    for name in ("api", "schedule", "budget", "train_eval"):
         d = os.path.join(tmp, name)
         os.makedirs(d)
         p = run(f"tests/lua/{name}.lua", "--log", os.path.join(tmp, f"{name}.jsonl"), args=(model, d))
@@ -209,7 +210,9 @@ def main():
     p = run("experiments/selfgen.lua", args=(model, "experiments/data/prompts.txt", sg, "24"))
     check(p.returncode == 0 and os.path.exists(sg), "selfgen.lua writes JSONL")
     for script, args in (("gradual", (model, "4", sg)), ("kd_topk", (model, "2000")),
-                         ("bitllama", (model, "3"))):
+                         ("bitllama", (model, "3")),
+                         ("distill", (model, "3", sg, "experiments/data/heldout.txt",
+                                      os.path.join(tmp, "distill")))):
         p = run(f"experiments/{script}.lua", args=args)
         check(p.returncode == 0, f"{script}.lua runs on the tiny model")
         if p.returncode:

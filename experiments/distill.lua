@@ -1,0 +1,64 @@
+-- distill.lua - the real job on one page: a ternary student that is good on
+-- text it never saw. Train on a file of text or chat (TRAIN), for a budget of
+-- time, tokens or steps, with the held-out set (HELDOUT) evaluated every
+-- tenth of the run (perplexity, KL(teacher||student), top-1 / top-5
+-- agreement at lambda 1; the teacher's side computed once and cached), the
+-- checkpoint with the lowest held-out KL kept as OUT.ckpt.best, and the final
+-- student exported to OUT.gguf.
+--
+-- bitlab experiments/distill.lua -- [MODEL] [BUDGET] [TRAIN] [HELDOUT] [OUT]
+--   MODEL    default $BITLAB_MODEL, then models/SmolLM2-135M-Instruct.Q4_1.gguf
+--   BUDGET   "30m" or "90s" (wall time), "200k" / "1.5M" / "5000t" (tokens
+--            trained on), or a plain number of steps; default "30m"
+--   TRAIN    .txt / .jsonl (text or chat); default experiments/data/chat_small.jsonl
+--   HELDOUT  .txt / .jsonl never trained on; default experiments/data/heldout.txt
+--   OUT      path prefix of the checkpoint and the export; default distill
+--
+-- The recipe: a rank-32 LoRA stack on the frozen weights, rotated every 200
+-- steps (ReLoRA); lambda ramped 0 -> 1 over the first 30 % of the budget (the
+-- student starts as the teacher and is quantised gradually), 8-bit
+-- activations; LR warm-up over 5 % then cosine from 1e-3 to 1e-4; loss
+-- CE + KL (tau 2) + hidden-state cosine. Schedules are fractions of the
+-- budget, so the same recipe fits a 2-minute try and an overnight run.
+local S = bitlab.schedule
+
+local path = arg[1] or os.getenv("BITLAB_MODEL") or "models/SmolLM2-135M-Instruct.Q4_1.gguf"
+local budget_arg = arg[2] or "30m"
+local train_file = arg[3] or "experiments/data/chat_small.jsonl"
+local heldout = arg[4] or "experiments/data/heldout.txt"
+local out = arg[5] or "distill"
+
+-- "30m" -> {seconds = 1800}, "200k" -> {tokens = 200000}, "120" -> {steps = 120}
+local function parse_budget(s)
+  local n, unit = s:match("^(%d+%.?%d*)(%a?)$")
+  n = tonumber(n)
+  local scale = {m = 60, s = 1, h = 3600}
+  local tokens = {k = 1e3, M = 1e6, G = 1e9, t = 1}
+  if n and scale[unit] then return {seconds = n * scale[unit]} end
+  if n and tokens[unit] then return {tokens = math.floor(n * tokens[unit] + 0.5)} end
+  if n and unit == "" and n == math.floor(n) then return {steps = math.tointeger(n)} end
+  error(string.format("distill.lua: budget %q: give 30m / 90s / 2h (time), 200k / 1.5M / 5000t (tokens) or 120 (steps)", s), 0)
+end
+
+local model = bitlab.load_model(path)
+local T = 256
+local data = bitlab.dataset{model = model, file = train_file, seq = T, long = "split", seed = 1}
+local budget = parse_budget(budget_arg)
+
+local run = bitlab.train{
+  model = model, data = data, batch = 4, seq = T,
+  steps = budget.steps, tokens = budget.tokens, seconds = budget.seconds,
+  adapter = {rank = 32, alpha = 32, seed = 1}, rotate_every = 200,
+  lambda = S.ramp(0, 1, 0.3), act_bits = 8,
+  lr = S.warmup_cosine{peak = 1e-3, warmup = 0.05, min = 1e-4},
+  loss = {ce = 1, kl = 1, cos = 1, tau = 2},
+  checkpoint = out .. ".ckpt", checkpoint_every = 100,
+  eval = {data = heldout}, -- at every tenth of the budget
+  export = {out = out .. ".gguf"},
+  prompts = {"What is the capital of France?"}, generate_every = 100,
+}
+
+if run.best then
+  print(string.format("best held-out KL %.4f at step %d%s", run.best.kl, run.best.step,
+    run.best.path and (" (" .. run.best.path .. ")") or ""))
+end
