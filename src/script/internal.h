@@ -5,6 +5,7 @@
 #define BITLAB_SCRIPT_INTERNAL_H
 
 #include <signal.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -116,8 +117,20 @@ BlDataset *bl_lua_check_dataset(lua_State *L, int idx);
 struct BlTrace *bl_lua_push_trace(lua_State *L, int idx);
 struct BlStudent *bl_lua_check_student(lua_State *L, int idx);
 
-/* The arrays of the Batch userdata at idx. */
-void bl_lua_batch(lua_State *L, int idx, int *B, int *T, int **tokens, int **lens, uint8_t **mask);
+/* A Batch userdata: B rows of T tokens, lens [B], the row mask [B·T] (row t
+ * selected when token t+1 is a target, data/dataset.h) and, for a packed
+ * batch (several documents per row), doc_start [B·T]: the index in its row
+ * of the first token of the document token t belongs to (positions restart
+ * there and attention does not reach before it); NULL when every row is one
+ * example. bl_lua_new_batch pushes one with zeroed arrays. */
+typedef struct {
+    int B, T;
+    int *tokens, *lens;
+    uint8_t *mask;
+    int *doc_start;
+} BlLuaBatch;
+BlLuaBatch *bl_lua_new_batch(lua_State *L, int B, int T, bool packed);
+BlLuaBatch *bl_lua_check_batch(lua_State *L, int idx);
 
 /* Argument helpers (lua_aux.c). Every number is checked as a lua_Number /
  * lua_Integer, before any narrowing cast; errors name the field ("option

@@ -16,11 +16,6 @@ typedef struct {
     bool warned; /* the long-example warning was given (once per dataset) */
 } LDataset;
 
-typedef struct {
-    int B, T;
-    int *tokens, *lens;
-    uint8_t *mask;
-} LBatch; /* the arrays follow the struct in the same userdata */
 
 static LDataset *check_ldataset(lua_State *L, int idx) {
     LDataset *u = luaL_checkudata(L, idx, BL_MT_DATASET);
@@ -368,14 +363,7 @@ static int d_batch(lua_State *L) {
     lua_Integer B = bl_check_int(L, 2, 1, 4096);
     lua_Integer T = bl_optarg_int(L, 3, bl_dataset_max_len(d), 2, 1 << 20);
     if (T < 2) return luaL_argerror(L, 3, "the dataset is empty: give the length");
-    size_t M = (size_t)B * T;
-    LBatch *b = lua_newuserdatauv(L, sizeof *b + M * (sizeof(int) + 1) + (size_t)B * sizeof(int), 0);
-    b->B = (int)B;
-    b->T = (int)T;
-    b->tokens = (int *)(b + 1);
-    b->lens = b->tokens + M;
-    b->mask = (uint8_t *)(b->lens + B);
-    luaL_setmetatable(L, BL_MT_BATCH);
+    BlLuaBatch *b = bl_lua_new_batch(L, (int)B, (int)T, false);
     BlError err = {{0}};
     if (bl_dataset_next_batch(d, b->B, b->T, b->tokens, b->lens, b->mask, &err))
         return bl_lua_fail(L, &err);
@@ -387,7 +375,7 @@ static int d_batch(lua_State *L) {
 // Batch
 
 static int b_index(lua_State *L) {
-    LBatch *b = luaL_checkudata(L, 1, BL_MT_BATCH);
+    const BlLuaBatch *b = bl_lua_check_batch(L, 1);
     const char *k = luaL_checkstring(L, 2);
     if (strcmp(k, "B") == 0) lua_pushinteger(L, b->B);
     else if (strcmp(k, "T") == 0) lua_pushinteger(L, b->T);
@@ -404,8 +392,8 @@ static int b_index(lua_State *L) {
 }
 
 static int b_tostring(lua_State *L) {
-    LBatch *b = luaL_checkudata(L, 1, BL_MT_BATCH);
-    lua_pushfstring(L, "bitlab.Batch %d x %d", b->B, b->T);
+    const BlLuaBatch *b = bl_lua_check_batch(L, 1);
+    lua_pushfstring(L, "bitlab.Batch %d x %d%s", b->B, b->T, b->doc_start ? " (packed)" : "");
     return 1;
 }
 
@@ -432,12 +420,21 @@ void bl_open_dataset(lua_State *L) {
     lua_setfield(L, -2, "dataset");
 }
 
-/* Batch arrays for the trainer (l_train.c). */
-void bl_lua_batch(lua_State *L, int idx, int *B, int *T, int **tokens, int **lens, uint8_t **mask) {
-    LBatch *b = luaL_checkudata(L, idx, BL_MT_BATCH);
-    *B = b->B;
-    *T = b->T;
-    *tokens = b->tokens;
-    *lens = b->lens;
-    *mask = b->mask;
+BlLuaBatch *bl_lua_new_batch(lua_State *L, int B, int T, bool packed) {
+    size_t M = (size_t)B * T;
+    size_t bytes = sizeof(BlLuaBatch) + (M + (size_t)B + (packed ? M : 0)) * sizeof(int) + M;
+    BlLuaBatch *b = lua_newuserdatauv(L, bytes, 0);
+    memset(b, 0, bytes); /* the arrays follow the struct in the same userdata */
+    b->B = B;
+    b->T = T;
+    b->tokens = (int *)(b + 1);
+    b->lens = b->tokens + M;
+    b->doc_start = packed ? b->lens + B : NULL;
+    b->mask = (uint8_t *)((packed ? b->doc_start + M : b->lens + B));
+    luaL_setmetatable(L, BL_MT_BATCH);
+    return b;
+}
+
+BlLuaBatch *bl_lua_check_batch(lua_State *L, int idx) {
+    return luaL_checkudata(L, idx, BL_MT_BATCH);
 }

@@ -493,9 +493,9 @@ static void push_result(lua_State *L, const BlTrainer *tr, const BlStepResult *r
 static int t_step(lua_State *L) {
     LTrainer *u = check_trainer(L, 1);
     BlTrainer *tr = &u->t;
-    int B, T, *tokens, *lens;
-    uint8_t *mask;
-    bl_lua_batch(L, 2, &B, &T, &tokens, &lens, &mask);
+    const BlLuaBatch *batch = bl_lua_check_batch(L, 2);
+    int B = batch->B, T = batch->T, *tokens = batch->tokens, *lens = batch->lens;
+    uint8_t *mask = batch->mask;
     if (T > tr->T) return luaL_error(L, "batch length %d exceeds the trainer's seq %d", T, tr->T);
     if (B % tr->B) return luaL_error(L, "batch of %d is not a multiple of the trainer's %d", B, tr->B);
     int opts = bl_opt_table(L, 3);
