@@ -20,15 +20,19 @@ __device__ float row_absmax(const float *xr, int D, unsigned *sh) {
     return __uint_as_float(m);
 }
 
-__global__ void actq_kernel(float *xq, float *scale, const float *x, int D, int Q) {
+// lambda < 1: (1−λ)·x + λ·actq(x), every operation rounded on its own (no
+// FMA contraction) as the CPU's C11 arithmetic does
+__global__ void actq_kernel(float *xq, float *scale, const float *x, int D, int Q, float lambda) {
     __shared__ unsigned sh[32];
     size_t row = blockIdx.x;
     const float *xr = x + row * D;
     float *yr = xq + row * D;
     float s = (float)Q / fmaxf(row_absmax(xr, D, sh), 1e-5f);
-    float lo = (float)(-Q - 1), hi = (float)Q;
-    for (int i = threadIdx.x; i < D; i += blockDim.x)
-        yr[i] = bl_round_clamp(__fmul_rn(xr[i], s), lo, hi) / s;
+    float lo = (float)(-Q - 1), hi = (float)Q, keep = 1.0f - lambda;
+    for (int i = threadIdx.x; i < D; i += blockDim.x) {
+        float q = bl_round_clamp(__fmul_rn(xr[i], s), lo, hi) / s;
+        yr[i] = lambda == 1.0f ? q : __fadd_rn(__fmul_rn(keep, xr[i]), __fmul_rn(lambda, q));
+    }
     if (scale && threadIdx.x == 0) scale[row] = s;
 }
 
@@ -53,7 +57,7 @@ static unsigned row_threads(int D) {
 }
 
 extern "C" int bl_cuda_actq(float *xq, float *scale, const float *x, int M, int D, int bits,
-                            BlError *err) {
+                            float lambda, BlError *err) {
     int Q = bits == 8 ? 127 : bits == 4 ? 7 : bits == 16 ? 0 : -1;
     if (Q < 0) return bl_fail(err, "activation width %d bits is not one of 4, 8, 16", bits);
     if (M <= 0 || D <= 0) return 0;
@@ -67,7 +71,7 @@ extern "C" int bl_cuda_actq(float *xq, float *scale, const float *x, int M, int 
         }
         return 0;
     }
-    BL_LAUNCH(M, row_threads(D), 0, bl_cuda_stream_(), actq_kernel)(xq, scale, x, D, Q);
+    BL_LAUNCH(M, row_threads(D), 0, bl_cuda_stream_(), actq_kernel)(xq, scale, x, D, Q, lambda);
     BL_LAUNCHED("actq");
     return 0;
 }

@@ -1,4 +1,4 @@
-/* quant.cuh - the student's quantisers. CPU twins: bl_actq (ops/quant.h)
+/* quant.cuh - the student's quantisers. CPU twins: bl_actq_blend (ops/quant.h)
  * and bl_bitlinear_weff (train/bitlinear.h: LoRA merge then bl_weff).
  *
  * actq: one block per row; the absmax is the largest sign-cleared bit
@@ -34,9 +34,11 @@ typedef struct {
     float lambda;
 } BlCudaWeff;
 
-/* xq[M,D] = actq(x) at 4/8 bits (16 copies); scale[M] (may be NULL) gets s.
- * Fails (err) for another width. xq may alias x. */
-int bl_cuda_actq(float *xq, float *scale, const float *x, int M, int D, int bits, BlError *err);
+/* xq[M,D] = (1−λ)·x + λ·actq(x) at 4/8 bits (16 copies; λ = 1 is actq
+ * itself, bl_actq_blend); scale[M] (may be NULL) gets actq's s. Fails (err)
+ * for another width. xq may alias x. */
+int bl_cuda_actq(float *xq, float *scale, const float *x, int M, int D, int bits, float lambda,
+                 BlError *err);
 
 /* weff[out·in] as described above. */
 void bl_cuda_bitlinear_weff(float *weff, const BlCudaWeff *spec);

@@ -6,18 +6,18 @@
 # executions per target; exits non-zero when any target crashed, leaked,
 # timed out or ran out of memory, naming the reproducer:
 #     build-fuzz/fuzz_TARGET build-fuzz/artifacts/TARGET/crash-...
-# Targets: gguf hf tokenizer checkpoint trace control lua_json (default all).
+# Targets: gguf hf tokenizer checkpoint trace control lua_json shard (default all).
 # Inputs that found new coverage accumulate in build-fuzz/corpus/TARGET.
 # A longer run: scripts/fuzz.sh 3600
 source "$(dirname "$0")/common.sh"
 
 secs="${1:-30}"
 shift || true
-ALL=(gguf hf tokenizer checkpoint trace control lua_json)
+ALL=(gguf hf tokenizer checkpoint trace control lua_json shard)
 targets=("$@")
 [ ${#targets[@]} -eq 0 ] && targets=("${ALL[@]}")
 declare -A MAX_LEN=([gguf]=100000 [hf]=65536 [tokenizer]=16384 [checkpoint]=80000
-                    [trace]=8192 [control]=4096 [lua_json]=4096)
+                    [trace]=8192 [control]=4096 [lua_json]=4096 [shard]=4096)
 for t in "${targets[@]}"; do
     [ -n "${MAX_LEN[$t]:-}" ] || die "unknown fuzz target '$t' (known: ${ALL[*]})"
 done
@@ -33,7 +33,7 @@ cmake --build "$dir" --target fuzzers -j"$(nproc)" >/dev/null
 # checkpoints and traces), plus the small committed ones
 seeds="$dir/seeds"
 rm -rf "$seeds"
-mkdir -p "$seeds"/{gguf,hf,tokenizer,checkpoint,trace,control,lua_json}
+mkdir -p "$seeds"/{gguf,hf,tokenizer,checkpoint,trace,control,lua_json,shard}
 py=$("$BITLAB_ROOT/scripts/python_env.sh")
 "$py" "$BITLAB_ROOT/tests/fuzz/make_corpus.py" "$seeds"
 "$dir/fuzz_seeds" "$seeds"

@@ -77,6 +77,8 @@ typedef struct {
     long step;
     double lambda, lr, act_bits, adapter, grad_norm, tokens_per_s;
     double progress, eta_s; /* the loop's own budget fraction done and remaining seconds */
+    double corpus[3]; /* a streamed corpus (the record's corpus): documents, tokens served,
+                       * its reader's tokens/s; NaN = none */
     long records;
     DashLoss loss[DASH_MAX_LOSSES];
     int n_loss;

@@ -2,7 +2,8 @@
  * backend) with the backend's memory, and whether it is running; progress
  * (step / total, the budget, the bar and ETA -- dash_progress: the loop's
  * own progress / eta_seconds when its records carry them --, tokens/s,
- * elapsed); and the student's state (λ, LR,
+ * elapsed, and a streamed corpus's documents, tokens and reader tok/s); and
+ * the student's state (λ, LR,
  * activation bits, adapter, dense ΔW, memory). */
 #define _XOPEN_SOURCE 700
 #include <math.h>
@@ -78,7 +79,15 @@ static void draw(Panel *p, WINDOW *w, const DashState *s) {
     ui_fmt_num(a, sizeof a, s->tokens_per_s);
     x = seg(w, y, x, end, "tok/s ", a);
     ui_fmt_duration(a, sizeof a, dash_now() - s->t_start);
-    seg(w, y, x, end, "elapsed ", a);
+    x = seg(w, y, x, end, "elapsed ", a);
+    if (isfinite(s->corpus[0])) { /* a streamed corpus: what it served, how fast it reads */
+        char d[32], t[32], r[32], c[112];
+        ui_fmt_num(d, sizeof d, s->corpus[0]);
+        ui_fmt_num(t, sizeof t, s->corpus[1]);
+        ui_fmt_num(r, sizeof r, s->corpus[2]);
+        snprintf(c, sizeof c, "%s docs %s tok %s tok/s", d, t, r);
+        seg(w, y, x, end, "corpus ", c);
+    }
 
     /* line 3: the student and memory */
     y++;

@@ -35,6 +35,7 @@ void dash_state_init(DashState *s) {
     s->step = -1;
     s->lambda = s->lr = s->act_bits = s->adapter = s->grad_norm = s->tokens_per_s = NAN;
     s->progress = s->eta_s = NAN;
+    for (int i = 0; i < 3; i++) s->corpus[i] = NAN;
     s->clipped = -1;
     s->eval_view = -1;
     s->t_start = dash_now();
@@ -201,6 +202,9 @@ static void record(DashState *s, const cJSON *o, double now) {
     chart_series_push(&s->lr_s, s->step, s->lr);
     chart_series_push(&s->gnorm_s, s->step, s->grad_norm);
     record_blocks(s, o);
+    const cJSON *corpus = cJSON_GetObjectItemCaseSensitive(o, "corpus");
+    static const char *const CORPUS[3] = {"documents", "tokens", "tokens_per_s"};
+    for (int i = 0; i < 3 && cJSON_IsObject(corpus); i++) s->corpus[i] = num(corpus, CORPUS[i]);
 
     double skipped_total = num(o, "skipped_total");
     if (isfinite(skipped_total)) s->skipped = (long)skipped_total;

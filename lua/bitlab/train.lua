@@ -3,13 +3,18 @@
 -- of their own loop: it only composes the bitlab primitives.
 --
 -- Options (model, data and a budget are required):
---   model, data            a bitlab.Model and bitlab.Dataset
+--   model, data            a bitlab.Model and a bitlab.Dataset or bitlab.Corpus (packed
+--                          rows; its position is checkpointed like a dataset's, and step
+--                          records get corpus = {documents, tokens, tokens_per_s, epoch,
+--                          stall_seconds}: corpus:stats()' figures, documents and tokens
+--                          of this session, the reader's throughput, the time batches
+--                          waited on it)
 --   steps, tokens, seconds the budget (bitlab.budget), one or several: the last step
 --                          (steps are 1-based), the tokens trained on, the loop's wall
 --                          seconds (time paused in the dashboard not counted); the first
 --                          reached ends the run, and a resumed run continues the same one
 --   batch, seq             sequences per step (default 1), their length
---                          (default: the longest example)
+--                          (default: the longest example; a corpus's own seq)
 --   micro_batch            sequences per forward (default batch)
 --   student                an existing bitlab.Student, else one is built from
 --                          subln / post_attn_norm / dense
@@ -29,6 +34,9 @@
 --   integer_forward        at lambda = 1 with 8- or 4-bit activations, the student
 --                          forward's block linears as exact int8 x ternary products
 --                          (VNNI on the CPU; see bitlab.trainer); default false
+--   lambda_acts            true: lambda blends the BitLinear inputs too, x + lambda*(actq(x) - x)
+--                          (the Hugging Face 1.58-bit fine-tuning recipe; see bitlab.trainer);
+--                          default: what the student was trained with (false when new)
 --   checkpoint             path of the checkpoint file; checkpoint_every N steps
 --                          (also written at the end and on Ctrl-C);
 --                          checkpoint_frozen_adapters = "bf16" stores the frozen adapters
@@ -300,7 +308,12 @@ return function(o)
   end
   local watch = instability_watch(o)
   local B = o.batch or 1
-  local T = o.seq or data:max_len()
+  local mt = getmetatable(data)
+  local corpus = type(mt) == "table" and mt.__name == "bitlab.Corpus"
+  local T = o.seq or (corpus and data:seq()) or data:max_len()
+  if corpus and o.trace then
+    error("bitlab.train: a teacher trace needs the bitlab.Dataset it was recorded on, not a corpus", 2)
+  end
   local adapter = o.adapter
   if adapter == nil then adapter = {rank = 16, alpha = 32, seed = 1} end
   local student = o.student or bitlab.student{
@@ -330,7 +343,7 @@ return function(o)
     trace = o.trace, data = o.trace and data or nil,
     clip = o.clip or 1, weight_decay = o.weight_decay or 0,
     beta1 = o.beta1 or 0.9, beta2 = o.beta2 or 0.95,
-    integer_forward = o.integer_forward or false,
+    integer_forward = o.integer_forward or false, lambda_acts = o.lambda_acts,
   }
   local ctx = {student = student, trainer = trainer, data = data, model = model}
 
@@ -487,6 +500,11 @@ return function(o)
     for k, v in pairs(w) do opts[k] = v end
     local r = trainer:step(data:batch(B, T), opts)
     r.step, r.lambda, r.lr, r.act_bits, r.adapter, r.weights = step, lam, lr, bits, student:n_adapters(), w
+    if corpus then
+      local cs = data:stats()
+      r.corpus = {documents = cs.documents, tokens = cs.tokens, tokens_per_s = cs.tokens_per_s,
+                  epoch = cs.epoch, stall_seconds = cs.stall_seconds}
+    end
     local t_log = bitlab.clock()
     r.step_seconds = t_log - t0 + tail
     budget:record(r.tokens, r.step_seconds)

@@ -66,11 +66,14 @@ typedef struct BlBackend {
                  bool interleaved);
     void (*rope_backward)(float *dx, const int *pos, int M, int n_heads, int head_dim,
                           float theta, bool interleaved);
+    /* doc_start [B·T] (backend memory) or NULL: packed rows, see bl_attention */
     void (*attention)(float *out, float *att, const float *q, const float *k, const float *v,
-                      const int *lens, int B, int T, int nh, int nkv, int hd);
+                      const int *lens, const int *doc_start, int B, int T, int nh, int nkv,
+                      int hd);
     void (*attention_backward)(float *dq, float *dk, float *dv, const float *dout,
                                const float *att, const float *q, const float *k, const float *v,
-                               const int *lens, int B, int T, int nh, int nkv, int hd);
+                               const int *lens, const int *doc_start, int B, int T, int nh,
+                               int nkv, int hd);
     void (*swiglu)(float *y, const float *gate, const float *up, int M, int H, int ld);
     void (*swiglu_backward)(float *dgate, float *dup, const float *dy, const float *gate,
                             const float *up, int M, int H, int ld);
@@ -93,8 +96,9 @@ typedef struct BlBackend {
     /* row-major C[M,N] = alpha·op(A)·op(B) + beta·C (cblas_sgemm), fp32 */
     void (*gemm)(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
                  const float *B, int ldb, float beta, float *C, int ldc);
-    /* bl_actq; fails only for a width other than 4, 8, 16 */
-    int (*actq)(float *xq, float *scale, const float *x, int M, int D, int bits, BlError *err);
+    /* bl_actq_blend (λ = 1: bl_actq); fails only for a width other than 4, 8, 16 */
+    int (*actq)(float *xq, float *scale, const float *x, int M, int D, int bits, float lambda,
+                BlError *err);
     /* weff[out·in] = (1−λ)(W+ΔW) + λ·wq(W+ΔW), ΔW as in BlWeffSpec */
     void (*bitlinear_weff)(float *weff, const BlWeffSpec *w);
     /* the λ = 1 student linear y[M,out] = actq(x)·wq(W+ΔW)ᵀ (+ bias) on its

@@ -101,7 +101,7 @@ void cli_fix_blas_core(char **argv);
  * The commands: argv[0] is the command's name (the script for SCRIPT.lua) */
 
 extern const CliSpec cli_info_spec, cli_tokenize_spec, cli_generate_spec, cli_bench_forward_spec,
-    cli_bench_step_spec, cli_bench_ternary_spec, cli_export_spec, cli_eval_spec, cli_plan_spec, cli_trace_spec,
+    cli_bench_step_spec, cli_bench_ternary_spec, cli_bench_sample_spec, cli_export_spec, cli_eval_spec, cli_plan_spec, cli_trace_spec,
     cli_run_spec;
 
 int cmd_info(int argc, char **argv);
@@ -110,6 +110,8 @@ int cmd_generate(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 /* `bitlab bench ternary` once cmd_bench has parsed its options (cmd_bench_ternary.c) */
 int cli_bench_ternary(const CliArgs *a);
+/* `bitlab bench sample` likewise (cmd_bench_sample.c) */
+int cli_bench_sample(const CliArgs *a);
 int cmd_export(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_plan(int argc, char **argv);

@@ -1,8 +1,9 @@
-/* cmd_bench.c - `bitlab bench forward|step|ternary`: teacher-forward and
+/* cmd_bench.c - `bitlab bench forward|step|ternary|sample`: teacher-forward and
  * distillation-step throughput on the backend --device picks (the step: the
  * trainer, train/trainer.h), and the λ = 1 student linear's fp32 path against
- * its integer path. The reference implementations run beside them from
- * bench/ (bench_forward.py, bench_step.py). */
+ * its integer path, and batched teacher sampling (cmd_bench_sample.c). The
+ * reference implementations run beside them from bench/ (bench_forward.py,
+ * bench_step.py). */
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -150,6 +151,7 @@ int cmd_bench(int argc, char **argv) {
     const CliSpec *spec = !strcmp(what, "forward")   ? &cli_bench_forward_spec
                           : !strcmp(what, "step")    ? &cli_bench_step_spec
                           : !strcmp(what, "ternary") ? &cli_bench_ternary_spec
+                          : !strcmp(what, "sample")  ? &cli_bench_sample_spec
                                                      : NULL;
     if (!spec && (!strcmp(what, "--help") || !strcmp(what, "-h"))) {
         cli_print_help(stdout, &cli_bench_forward_spec);
@@ -157,19 +159,22 @@ int cmd_bench(int argc, char **argv) {
         cli_print_help(stdout, &cli_bench_step_spec);
         printf("\n");
         cli_print_help(stdout, &cli_bench_ternary_spec);
+        printf("\n");
+        cli_print_help(stdout, &cli_bench_sample_spec);
         return 0;
     }
     if (!spec) {
         fprintf(stderr,
-                "bitlab bench: expected 'forward', 'step' or 'ternary'%s%s%s (see bitlab bench "
-                "--help)\n",
+                "bitlab bench: expected 'forward', 'step', 'ternary' or 'sample'%s%s%s (see bitlab "
+                "bench --help)\n",
                 *what ? ", got '" : "", what, *what ? "'" : "");
         return 2;
     }
     CliArgs a;
     int prc = cli_parse(&a, spec, argc - 1, argv + 1);
     if (prc >= 0) return prc;
-    return spec == &cli_bench_forward_spec ? bench_forward(&a)
-           : spec == &cli_bench_step_spec  ? bench_step(&a)
-                                           : cli_bench_ternary(&a);
+    return spec == &cli_bench_forward_spec   ? bench_forward(&a)
+           : spec == &cli_bench_step_spec    ? bench_step(&a)
+           : spec == &cli_bench_ternary_spec ? cli_bench_ternary(&a)
+                                             : cli_bench_sample(&a);
 }

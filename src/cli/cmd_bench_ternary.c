@@ -71,7 +71,7 @@ static int fp32_ternary_matmul(float *y, const float *x, const BlWeffSpec *w, co
     const BlBackend *be = fp32_s.be;
     if (!fp32_grow(&fp32_s.xq, &fp32_s.n_xq, (size_t)M * w->in, err) ||
         !fp32_grow(&fp32_s.weff, &fp32_s.n_weff, (size_t)w->out * w->in, err) ||
-        be->actq(fp32_s.xq, NULL, x, M, w->in, bits, err))
+        be->actq(fp32_s.xq, NULL, x, M, w->in, bits, 1.0f, err))
         return -1;
     be->bitlinear_weff(fp32_s.weff, w);
     be->matmul(y, fp32_s.xq, fp32_s.weff, bias, M, w->out, w->in);

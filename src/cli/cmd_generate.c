@@ -115,7 +115,8 @@ const CliSpec cli_generate_spec = {
                "(bitlab export) runs as trained: ternary weights, quantised activations.\n"
                "--checkpoint CKPT: the student of that checkpoint answers instead of the\n"
                "teacher, at the checkpoint's lambda and activation bits (--lambda, --act-bits\n"
-               "override them)",
+               "override them; below lambda 1 a student trained with lambda_acts blends its\n"
+               "activations by lambda as in training)",
     .opts = OPTS,
 };
 

@@ -20,7 +20,7 @@ static const Command COMMANDS[] = {
 /* in the order `bitlab --help` lists them */
 static const CliSpec *const SPECS[] = {
     &cli_info_spec,   &cli_tokenize_spec, &cli_generate_spec, &cli_bench_forward_spec,
-    &cli_bench_step_spec, &cli_bench_ternary_spec, &cli_export_spec, &cli_eval_spec,   &cli_plan_spec,
+    &cli_bench_step_spec, &cli_bench_ternary_spec, &cli_bench_sample_spec, &cli_export_spec, &cli_eval_spec,   &cli_plan_spec,
     &cli_trace_spec,  &cli_run_spec,
 };
 

@@ -303,6 +303,27 @@ int bl_dataset_add_chat(BlDataset *d, const BlChatMessage *msgs, int n_msgs, BlE
 // ----------------------------------------------------------------------------
 // JSONL
 
+int bl_chat_messages_from_json(const cJSON *msgs, BlChatMessage **out, int *n_out, BlError *err) {
+    int n = cJSON_GetArraySize(msgs);
+    if (n == 0) return bl_fail(err, "\"messages\" is empty");
+    BlChatMessage *m = bl_calloc((size_t)n, sizeof *m, err);
+    if (!m) return -1;
+    int i = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, msgs) {
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(it, "role");
+        const cJSON *content = cJSON_GetObjectItemCaseSensitive(it, "content");
+        if (!cJSON_IsString(role) || !cJSON_IsString(content)) {
+            free(m);
+            return bl_fail(err, "messages[%d] needs string \"role\" and \"content\"", i);
+        }
+        m[i++] = (BlChatMessage){.role = role->valuestring, .content = content->valuestring};
+    }
+    *out = m;
+    *n_out = n;
+    return 0;
+}
+
 static int add_json_line(BlDataset *d, const cJSON *j, BlError *err) {
     if (!cJSON_IsObject(j)) return bl_fail(err, "not a JSON object");
     const cJSON *text = cJSON_GetObjectItemCaseSensitive(j, "text");
@@ -310,22 +331,10 @@ static int add_json_line(BlDataset *d, const cJSON *j, BlError *err) {
     if (cJSON_IsString(text)) return bl_dataset_add_text(d, text->valuestring, err);
     if (!cJSON_IsArray(msgs))
         return bl_fail(err, "expected a \"messages\" array or a \"text\" string");
-    int n = cJSON_GetArraySize(msgs);
-    if (n == 0) return bl_fail(err, "\"messages\" is empty");
-    BlChatMessage *m = bl_calloc((size_t)n, sizeof *m, err);
-    if (!m) return -1;
-    int i = 0, rc = 0;
-    const cJSON *it;
-    cJSON_ArrayForEach(it, msgs) {
-        const cJSON *role = cJSON_GetObjectItemCaseSensitive(it, "role");
-        const cJSON *content = cJSON_GetObjectItemCaseSensitive(it, "content");
-        if (!cJSON_IsString(role) || !cJSON_IsString(content)) {
-            rc = bl_fail(err, "messages[%d] needs string \"role\" and \"content\"", i);
-            break;
-        }
-        m[i++] = (BlChatMessage){.role = role->valuestring, .content = content->valuestring};
-    }
-    if (rc == 0) rc = bl_dataset_add_chat(d, m, n, err);
+    BlChatMessage *m;
+    int n;
+    if (bl_chat_messages_from_json(msgs, &m, &n, err)) return -1;
+    int rc = bl_dataset_add_chat(d, m, n, err);
     free(m);
     return rc;
 }
@@ -366,18 +375,20 @@ static uint64_t splitmix64(uint64_t *s) {
     return z ^ (z >> 31);
 }
 
-/* The permutation of epoch e is a function of (seed, e) only, so a seek
- * reproduces it without replaying earlier epochs. */
-static void draw_order(BlDataset *d) {
-    for (int i = 0; i < d->n; i++) d->order[i] = i;
-    if (d->seed == 0) return;
-    uint64_t s = d->seed ^ ((uint64_t)d->epoch * 0xd1b54a32d192ed03ull);
-    for (int i = d->n - 1; i > 0; i--) {
+void bl_epoch_order(int *order, int n, uint64_t seed, long epoch) {
+    for (int i = 0; i < n; i++) order[i] = i;
+    if (seed == 0) return;
+    uint64_t s = seed ^ ((uint64_t)epoch * 0xd1b54a32d192ed03ull);
+    for (int i = n - 1; i > 0; i--) {
         int j = (int)(splitmix64(&s) % (uint64_t)(i + 1));
-        int t = d->order[i];
-        d->order[i] = d->order[j];
-        d->order[j] = t;
+        int t = order[i];
+        order[i] = order[j];
+        order[j] = t;
     }
+}
+
+static void draw_order(BlDataset *d) {
+    bl_epoch_order(d->order, d->n, d->seed, d->epoch);
 }
 
 int bl_dataset_shuffle(BlDataset *d, uint64_t seed, BlError *err) {

@@ -88,6 +88,11 @@ int bl_dataset_add_chat(BlDataset *d, const BlChatMessage *msgs, int n_msgs, BlE
 int bl_dataset_add_text(BlDataset *d, const char *text, BlError *err);
 /* Raw tokens; target may be NULL (all targets). */
 int bl_dataset_add_tokens(BlDataset *d, const int *ids, const uint8_t *target, int n, BlError *err);
+/* A JSONL line's "messages" array (non-empty, each with string role and
+ * content) as messages pointing into it; *msgs is malloc'd. Shared with
+ * data/corpus.h. */
+struct cJSON;
+int bl_chat_messages_from_json(const struct cJSON *msgs, BlChatMessage **out, int *n, BlError *err);
 /* A JSONL file of chat or text lines; blank lines are skipped. Errors name
  * file:line. */
 int bl_dataset_load_jsonl(BlDataset *d, const char *path, BlError *err);
@@ -95,6 +100,10 @@ int bl_dataset_load_jsonl(BlDataset *d, const char *path, BlError *err);
 /* Sets the shuffling seed and restarts at epoch 0, position 0. Call after
  * the examples are added. */
 int bl_dataset_shuffle(BlDataset *d, uint64_t seed, BlError *err);
+/* The visiting order of epoch `epoch`: a permutation of 0..n-1 that is a
+ * function of (seed, epoch) only, so a seek reproduces it without replaying
+ * earlier epochs; seed 0 is the identity. Shared with data/corpus.h. */
+void bl_epoch_order(int *order, int n, uint64_t seed, long epoch);
 /* Moves to (epoch, pos), e.g. from a checkpoint. */
 int bl_dataset_seek(BlDataset *d, long epoch, long pos, BlError *err);
 

@@ -15,13 +15,15 @@
 #include "train/device_student.h"
 
 BlStudentMode bl_student_mode(const BlStudent *st) {
-    return (BlStudentMode){.lambda = st->cfg.lambda, .act_bits = st->cfg.act_bits};
+    return (BlStudentMode){.lambda = st->cfg.lambda, .act_bits = st->cfg.act_bits,
+                           .lambda_acts = st->cfg.lambda_acts};
 }
 
 // ----------------------------------------------------------------------------
 // the student's linears: a BlStudentHook over a BlDeviceStudent
 
-/* y = actq(subln(x))·Weffᵀ + b through bl_bitlinear_apply, in backend memory.
+/* y = actq(subln(x))·Weffᵀ + b (the input blended by λ with lambda_acts)
+ * through bl_bitlinear_apply, in backend memory.
  * Weff depends only on the student and λ, not on the tokens, so it is formed
  * once for every linear when all of them fit in the cache budget, else per
  * call into one scratch (or, on the integer fast path, not at all). */
@@ -53,8 +55,9 @@ static void student_linear(void *ctx, int l, BlLinearKind kind, const float *x, 
         sl->rc = bl_fail(&sl->err, "student linear: %d rows exceed the scratch of %d", M, sl->rows);
         return;
     }
-    if (bl_bitlinear_apply(sl->be, L, x, y, M, sl->mode.lambda, sl->mode.act_bits, sl->eps, fast,
-                           shared, sl->xq, NULL, ready ? NULL : sl->weff, ready, &sl->err))
+    if (bl_bitlinear_apply(sl->be, L, x, y, M, sl->mode.lambda, sl->mode.act_bits,
+                           sl->mode.lambda_acts, sl->eps, fast, shared, sl->xq, NULL,
+                           ready ? NULL : sl->weff, ready, &sl->err))
         sl->rc = -1;
     sl->xq_of = fast || L->subln ? NULL : x;
 }
@@ -225,7 +228,7 @@ int bl_eval_runner_forward(BlEvalRunner *r, bool student, const int *ids, int n,
         if (!(hidden = bl_calloc((size_t)L, sizeof *hidden, err))) return -1;
         hidden[L - 1] = last_hidden;
     }
-    int rc = bl_forward(&r->fs, ids, &n, 1, n, logits, hidden, err);
+    int rc = bl_forward(&r->fs, ids, &n, NULL, 1, n, logits, hidden, err);
     free(hidden);
     return hook_status(r, hook, rc, err);
 }

@@ -33,13 +33,18 @@
  * weights in backend memory. */
 #define BL_STUDENT_WEFF_CACHE_MAX ((size_t)2 << 30)
 
-/* What the student runs at: λ in [0, 1], activations 4, 8 or 16 bits. */
+/* What the student runs at: λ in [0, 1], activations 4, 8 or 16 bits, and
+ * whether λ blends the activations too (BlStepParams.lambda_acts; a no-op
+ * at λ = 1, where evaluation runs by default). */
 typedef struct {
     float lambda;
     int act_bits;
+    bool lambda_acts;
 } BlStudentMode;
 
-/* The student's own cfg values: what callers pass by default. */
+/* The student's own cfg values: what callers pass by default. lambda_acts
+ * is what it was trained with (checkpointed), so a checkpoint evaluated at
+ * λ < 1 (generate --lambda) sees its activations as training did. */
 BlStudentMode bl_student_mode(const BlStudent *st);
 
 // ----------------------------------------------------------------------------

@@ -10,6 +10,8 @@
  * quantised again: wq is not idempotent. */
 #include "nn/forward.h"
 
+#include "ops/ops.h"
+
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -21,7 +23,7 @@
 /* The state's backend buffers and their sizes: one table for allocation and
  * for bl_forward_state_bytes. */
 typedef struct { void **p; size_t bytes; } StateBuf;
-enum { STATE_BUFS = 15 };
+enum { STATE_BUFS = 16 };
 
 static void state_bufs(StateBuf bufs[STATE_BUFS], BlForwardState *s, const BlConfig *c, int B,
                        int T, bool keep_att, int logits_rows) {
@@ -32,6 +34,7 @@ static void state_bufs(StateBuf bufs[STATE_BUFS], BlForwardState *s, const BlCon
         {(void **)&s->ids, M * sizeof(int)},
         {(void **)&s->pos, M * sizeof(int)},
         {(void **)&s->lens, (size_t)B * sizeof(int)},
+        {(void **)&s->doc_start, M * sizeof(int)},
         {(void **)&s->x, M * D * F},
         {(void **)&s->xn, M * D * F},
         {(void **)&s->q, M * qd * F},
@@ -92,8 +95,8 @@ int bl_build_forward_state_rows(BlForwardState *s, const BlModel *m, const BlBac
 
 void bl_free_forward_state(BlForwardState *s) {
     if (!s->be) return;
-    void *bufs[] = {s->ids, s->pos, s->lens, s->x,  s->xn,  s->qkv,    s->q,  s->k,
-                    s->v,   s->ao,  s->h,    s->gu, s->act, s->logits, s->att};
+    void *bufs[] = {s->ids, s->pos, s->lens, s->doc_start, s->x,  s->xn,     s->qkv, s->q,
+                    s->k,   s->v,   s->ao,   s->h,         s->gu, s->act, s->logits, s->att};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) s->be->free(bufs[i]);
     free(s->host_ids);
@@ -109,7 +112,7 @@ void bl_free_forward_state(BlForwardState *s) {
 static void exported_student_actq(const BlForwardState *s, float *x, int M, int D) {
     int bits = s->model->cfg.ternary_act_bits;
     if (bits && !s->student) /* bits: 8 or 4, checked at load */
-        s->be->actq(x, NULL, x, M, D, bits, NULL);
+        s->be->actq(x, NULL, x, M, D, bits, 1.0f, NULL); /* packed ternary: λ = 1 */
 }
 
 void bl_linear_apply(const BlForwardState *s, int l, BlLinearKind kind, const float *x, float *y,
@@ -183,10 +186,19 @@ void bl_forward_logits(const BlForwardState *s, int row0, int M) {
 // ----------------------------------------------------------------------------
 // the batch forward
 
+void bl_positions(int *pos, const int *doc_start, const int *lens, int B, int T) {
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            size_t i = (size_t)b * T + t;
+            pos[i] = doc_start && t < lens[b] ? t - doc_start[i] : t;
+        }
+}
+
 /* Uploads ids (padding → 0, so every row embeds a valid token), positions
- * 0..T-1 per sequence, and lens, after checking them. */
-static int upload_batch(BlForwardState *s, const int *tokens, const int *lens, int B, int T,
-                        BlError *err) {
+ * (0..T-1 per sequence, or per document of a packed row), lens and
+ * doc_start, after checking them. */
+static int upload_batch(BlForwardState *s, const int *tokens, const int *lens,
+                        const int *doc_start, int B, int T, BlError *err) {
     int vocab = s->model->cfg.vocab_size;
     size_t M = (size_t)B * T;
     for (int b = 0; b < B; b++) {
@@ -200,26 +212,30 @@ static int upload_batch(BlForwardState *s, const int *tokens, const int *lens, i
             s->host_ids[b * T + t] = id;
         }
     }
+    if (doc_start && bl_doc_start_check(doc_start, lens, B, T, err))
+        return bl_fail_prefix(err, "forward");
     if (s->be->upload(s->ids, s->host_ids, M * sizeof(int), err)) return -1;
-    for (size_t m = 0; m < M; m++) s->host_ids[m] = (int)(m % T);
+    bl_positions(s->host_ids, doc_start, lens, B, T);
     if (s->be->upload(s->pos, s->host_ids, M * sizeof(int), err)) return -1;
+    s->packed = doc_start != NULL;
+    if (doc_start && s->be->upload(s->doc_start, doc_start, M * sizeof(int), err)) return -1;
     return s->be->upload(s->lens, lens, (size_t)B * sizeof(int), err);
 }
 
-int bl_forward(BlForwardState *s, const int *tokens, const int *lens, int B, int T,
-               float *logits, float **hidden, BlError *err) {
+int bl_forward(BlForwardState *s, const int *tokens, const int *lens, const int *doc_start, int B,
+               int T, float *logits, float **hidden, BlError *err) {
     const BlConfig *c = &s->model->cfg;
     const BlBackend *be = s->be;
     if (B <= 0 || T <= 0 || B > s->B || T > s->T)
         return bl_fail(err, "forward: batch %d x %d exceeds the state's %d x %d", B, T, s->B,
                        s->T);
-    if (upload_batch(s, tokens, lens, B, T, err)) return -1;
+    if (upload_batch(s, tokens, lens, doc_start, B, T, err)) return -1;
     int M = B * T;
     be->embed(s->x, s->model->tok_embd, s->ids, M, c->dim);
     for (int l = 0; l < c->n_layers; l++) {
         bl_block_attn_inputs(s, l, M, s->k, s->v);
-        be->attention(s->ao, s->att, s->q, s->k, s->v, s->lens, B, T, c->n_heads, c->n_kv_heads,
-                      c->head_dim);
+        be->attention(s->ao, s->att, s->q, s->k, s->v, s->lens, bl_forward_doc_start(s), B, T,
+                      c->n_heads, c->n_kv_heads, c->head_dim);
         bl_block_tail(s, l, M);
         if (hidden && hidden[l] &&
             be->download(hidden[l], s->x, (size_t)M * c->dim * sizeof(float), err))
@@ -265,7 +281,7 @@ int bl_bench_forward(const BlModel *m, const BlBackend *be, int B, int T, int re
     double best = 1e300;
     for (int r = 0; rc == 0 && r <= reps; r++) {
         double t0 = now_s();
-        rc = bl_forward(&s, tokens, lens, B, T, logits, NULL, err);
+        rc = bl_forward(&s, tokens, lens, NULL, B, T, logits, NULL, err);
         double dt = now_s() - t0;
         if (r > 0 && dt < best) best = dt; /* r = 0 warms up */
     }

@@ -42,8 +42,10 @@ typedef struct BlForwardState {
     const BlBackend *be;
     int B, T;      /* capacity */
     int *ids;      /* [M] token ids, padding replaced by 0 */
-    int *pos;      /* [M] positions */
+    int *pos;      /* [M] positions (within each document of a packed row) */
     int *lens;     /* [B] */
+    int *doc_start; /* [M] the packed batch's document starts (see bl_forward) */
+    bool packed;   /* the batch in the state is packed: attention reads doc_start */
     float *x;      /* [M, dim] residual stream */
     float *xn;     /* [M, dim] normed input of the current half-block */
     float *qkv;    /* [M, qd + 2·kvd] fused projection (Phi-3 only, else NULL) */
@@ -73,12 +75,16 @@ void bl_free_forward_state(BlForwardState *s);
 /* The bytes bl_build_forward_state_rows takes for that shape (backend and host). */
 size_t bl_forward_state_bytes(const BlConfig *c, int B, int T, bool keep_att, int logits_rows);
 
-/* tokens[B·T] (host; padded entries ignored), lens[B] (host, 0..T). Writes
+/* tokens[B·T] (host; padded entries ignored), lens[B] (host, 0..T),
+ * doc_start[B·T] (host) or NULL: packed rows (several documents a row,
+ * bl_attention's contract, checked): positions restart at 0 with each
+ * document and attention stays within it, so every document's outputs are
+ * those it would have as a row of its own. Writes
  * logits [B·T, vocab] and, for each layer l with hidden[l] != NULL, the
  * block's output hidden state [B·T, dim] (after the MLP residual add) into
  * host memory; either may be NULL. Values at padded rows are unspecified. */
-int bl_forward(BlForwardState *s, const int *tokens, const int *lens, int B, int T,
-               float *logits, float **hidden, BlError *err);
+int bl_forward(BlForwardState *s, const int *tokens, const int *lens, const int *doc_start, int B,
+               int T, float *logits, float **hidden, BlError *err);
 
 /* ---- the pieces, for the decoder and the trainer ----------------------- */
 
@@ -92,6 +98,13 @@ void bl_block_attn_inputs(const BlForwardState *s, int l, int M, float *k, float
 /* From s->ao: the O projection (post-attention norm in student mode),
  * residual add and the MLP half, into s->x. */
 void bl_block_tail(const BlForwardState *s, int l, int M);
+/* pos[B·T]: t − doc_start[b·T + t] at the valid tokens of a packed batch,
+ * else t (the RoPE positions of bl_forward and the trainer) */
+void bl_positions(int *pos, const int *doc_start, const int *lens, int B, int T);
+/* The state's doc_start for the attention ops: NULL unless the batch is packed. */
+static inline const int *bl_forward_doc_start(const BlForwardState *s) {
+    return s->packed ? s->doc_start : NULL;
+}
 /* s->logits[0..M) = lm_head(rmsnorm(s->x rows row0..row0+M)), M <= logits_rows */
 void bl_forward_logits(const BlForwardState *s, int row0, int M);
 

@@ -88,7 +88,9 @@ void bl_rmsnorm_backward(float *dx, float *dg, const float *dy, const float *x, 
 // P is 0 above the diagonal and so is dS: causality needs no masks, and the
 // queries t0..t0+n reach keys 0..t0+n only. Query rows t ≥ len are padding:
 // zero output, so they contribute nothing and get dq = 0; key rows t ≥ len
-// are only seen by padded queries, so dk = dv = 0.
+// are only seen by padded queries, so dk = dv = 0. With doc_start each
+// document of a row is its own sequence (its rows, its diagonal block of P):
+// nothing flows between documents.
 
 enum { ATT_SCRATCH = 1 << 20, ATT_STACK = 16384 }; /* floats of dS per block */
 
@@ -130,7 +132,7 @@ static void attention_backward_head(float *dq, float *dk, float *dv, const float
 typedef struct {
     float *dq, *dk, *dv;
     const float *dout, *att, *q, *k, *v;
-    const int *lens;
+    const int *lens, *doc_start;
     int T, nh, nkv, hd, rows;
 } AttBackJob;
 
@@ -151,14 +153,18 @@ static void attention_backward_groups(void *ctx, long i0, long i1) {
     for (long i = i0; i < i1; i++) {
         int b = (int)(i / j->nkv), g = (int)(i % j->nkv);
         int len = j->lens[b] < T ? j->lens[b] : T;
-        if (len <= 0) continue;
-        for (int h = g * group; h < (g + 1) * group; h++) {
-            size_t qo = (size_t)b * T * qs + (size_t)h * hd;
-            size_t ko = (size_t)b * T * ks + (size_t)g * hd;
-            attention_backward_head(j->dq ? j->dq + qo : NULL, j->dk ? j->dk + ko : NULL,
-                                    j->dv ? j->dv + ko : NULL, j->dout + qo,
-                                    j->att + ((size_t)b * nh + h) * T * T, j->q + qo, j->k + ko,
-                                    j->v + ko, len, T, (int)qs, (int)ks, scale, hd, dp, rows);
+        const int *ds = j->doc_start ? j->doc_start + (size_t)b * T : NULL;
+        for (int s = 0, e; s < len; s = e) {
+            e = bl_doc_end(ds, s, len);
+            for (int h = g * group; h < (g + 1) * group; h++) {
+                size_t qo = ((size_t)b * T + s) * qs + (size_t)h * hd;
+                size_t ko = ((size_t)b * T + s) * ks + (size_t)g * hd;
+                const float *P = j->att + ((size_t)b * nh + h) * T * T + (size_t)s * T + s;
+                attention_backward_head(j->dq ? j->dq + qo : NULL, j->dk ? j->dk + ko : NULL,
+                                        j->dv ? j->dv + ko : NULL, j->dout + qo, P, j->q + qo,
+                                        j->k + ko, j->v + ko, e - s, T, (int)qs, (int)ks, scale,
+                                        hd, dp, rows);
+            }
         }
     }
     free(heap);
@@ -166,7 +172,7 @@ static void attention_backward_groups(void *ctx, long i0, long i1) {
 
 void bl_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *att,
                            const float *q, const float *k, const float *v, const int *lens,
-                           int B, int T, int nh, int nkv, int hd) {
+                           const int *doc_start, int B, int T, int nh, int nkv, int hd) {
     size_t qs = (size_t)nh * hd, ks = (size_t)nkv * hd; /* row strides */
     if (dq) memset(dq, 0, sizeof(float) * B * T * qs);
     if (dk) memset(dk, 0, sizeof(float) * B * T * ks);
@@ -175,7 +181,8 @@ void bl_attention_backward(float *dq, float *dk, float *dv, const float *dout, c
     /* all T rows in one block if T·T floats fit ATT_SCRATCH */
     int rows = (size_t)T * T <= ATT_SCRATCH ? T : (int)(ATT_SCRATCH / T > 0 ? ATT_SCRATCH / T : 1);
     AttBackJob j = {.dq = dq, .dk = dk, .dv = dv, .dout = dout, .att = att, .q = q, .k = k,
-                    .v = v, .lens = lens, .T = T, .nh = nh, .nkv = nkv, .hd = hd, .rows = rows};
+                    .v = v, .lens = lens, .doc_start = doc_start, .T = T, .nh = nh, .nkv = nkv,
+                    .hd = hd, .rows = rows};
     bl_parallel_for((long)B * nkv, (long)B * nh * T * T * hd, attention_backward_groups, &j);
 }
 

@@ -127,39 +127,59 @@ static void attend_head_chunked(float *out, int ldo, const float *q, int ldq, co
 typedef struct {
     float *out, *att;
     const float *q, *k, *v;
-    const int *lens;
+    const int *lens, *doc_start;
     int T, nh, nkv, hd;
 } AttJob;
 
-/* items are (sequence, head) pairs, b·nh + h */
+/* items are (sequence, head) pairs, b·nh + h; each document of the row is
+ * attended as a sequence of its own (rows s..e, its probabilities the
+ * [s..e) x [s..e) block of the row's T x T) */
 static void attention_heads(void *ctx, long i0, long i1) {
     const AttJob *j = ctx;
     int T = j->T, nh = j->nh, hd = j->hd, qd = nh * hd, kvd = j->nkv * hd, group = nh / j->nkv;
     for (long i = i0; i < i1; i++) {
         int b = (int)(i / nh), h = (int)(i % nh), g = h / group, L = j->lens[b];
-        if (L <= 0) continue;
         size_t r0 = (size_t)b * T;
-        float *o = j->out + r0 * qd + h * hd;
-        const float *qh = j->q + r0 * qd + h * hd;
-        const float *kh = j->k + r0 * kvd + g * hd, *vh = j->v + r0 * kvd + g * hd;
-        if (j->att)
-            attend_head(o, qd, qh, qd, kh, vh, kvd, L, L, 0, hd, j->att + (size_t)i * T * T, T);
-        else
-            attend_head_chunked(o, qd, qh, qd, kh, vh, kvd, L, L, 0, hd);
+        const int *ds = j->doc_start ? j->doc_start + r0 : NULL;
+        for (int s = 0, e; s < L; s = e) {
+            e = bl_doc_end(ds, s, L);
+            int n = e - s;
+            float *o = j->out + (r0 + s) * qd + h * hd;
+            const float *qh = j->q + (r0 + s) * qd + h * hd;
+            const float *kh = j->k + (r0 + s) * kvd + g * hd, *vh = j->v + (r0 + s) * kvd + g * hd;
+            if (j->att)
+                attend_head(o, qd, qh, qd, kh, vh, kvd, n, n, 0, hd,
+                            j->att + (size_t)i * T * T + (size_t)s * T + s, T);
+            else
+                attend_head_chunked(o, qd, qh, qd, kh, vh, kvd, n, n, 0, hd);
+        }
     }
 }
 
+int bl_doc_start_check(const int *doc_start, const int *lens, int B, int T, BlError *err) {
+    for (int b = 0; b < B; b++) {
+        const int *ds = doc_start + (size_t)b * T;
+        int L = lens[b] < T ? lens[b] : T;
+        for (int t = 0; t < L; t++)
+            if (ds[t] != t && (t == 0 || ds[t] != ds[t - 1]))
+                return bl_fail(err, "doc_start[%d] = %d at [%d, %d] is neither %d nor the entry "
+                               "before it", b * T + t, ds[t], b, t, t);
+    }
+    return 0;
+}
+
 void bl_attention(float *out, float *att, const float *q, const float *k, const float *v,
-                  const int *lens, int B, int T, int nh, int nkv, int hd) {
+                  const int *lens, const int *doc_start, int B, int T, int nh, int nkv, int hd) {
     int qd = nh * hd;
     if (att) memset(att, 0, (size_t)B * nh * T * T * sizeof(float));
     /* padded query rows produce zeros; the valid ones never reach a padded
-     * key because causality stops them at their own position < L */
+     * key because causality stops them at their own position < L (and a
+     * document's queries never reach past its last row) */
     for (int b = 0; b < B; b++)
         for (int t = lens[b] > 0 ? lens[b] : 0; t < T; t++)
             memset(out + ((size_t)b * T + t) * qd, 0, (size_t)qd * sizeof(float));
-    AttJob j = {.out = out, .att = att, .q = q, .k = k, .v = v, .lens = lens, .T = T, .nh = nh,
-                .nkv = nkv, .hd = hd};
+    AttJob j = {.out = out, .att = att, .q = q, .k = k, .v = v, .lens = lens,
+                .doc_start = doc_start, .T = T, .nh = nh, .nkv = nkv, .hd = hd};
     bl_parallel_for((long)B * nh, (long)B * nh * T * T * hd, attention_heads, &j);
 }
 

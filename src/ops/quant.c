@@ -153,6 +153,7 @@ typedef struct {
     float *xq, *scale;
     const float *x;
     int D, Q;
+    float lambda;
 } ActqJob;
 
 static void actq_rows(void *ctx, long m0, long m1) {
@@ -168,15 +169,26 @@ static void actq_rows(void *ctx, long m0, long m1) {
         }
         float s = (float)Q / fmaxf(bl_absmax(xr, D), BL_QUANT_EPS);
         float lo = (float)(-Q - 1), hi = (float)Q;
-        for (int i = 0; i < D; i++) yr[i] = bl_round_clamp(xr[i] * s, lo, hi) / s;
+        if (j->lambda == 1.0f) {
+            for (int i = 0; i < D; i++) yr[i] = bl_round_clamp(xr[i] * s, lo, hi) / s;
+        } else {
+            float keep = 1.0f - j->lambda, lambda = j->lambda;
+            for (int i = 0; i < D; i++)
+                yr[i] = keep * xr[i] + lambda * (bl_round_clamp(xr[i] * s, lo, hi) / s);
+        }
         if (j->scale) j->scale[m] = s;
     }
 }
 
-int bl_actq(float *xq, float *scale, const float *x, int M, int D, int bits, BlError *err) {
+int bl_actq_blend(float *xq, float *scale, const float *x, int M, int D, int bits, float lambda,
+                  BlError *err) {
     int Q = bl_actq_levels(bits);
     if (Q < 0) return bl_fail(err, "activation width %d bits is not one of 4, 8, 16", bits);
-    ActqJob j = {.xq = xq, .scale = scale, .x = x, .D = D, .Q = Q};
+    ActqJob j = {.xq = xq, .scale = scale, .x = x, .D = D, .Q = Q, .lambda = lambda};
     bl_parallel_for(M, (long)M * D * 4, actq_rows, &j);
     return 0;
+}
+
+int bl_actq(float *xq, float *scale, const float *x, int M, int D, int bits, BlError *err) {
+    return bl_actq_blend(xq, scale, x, M, D, bits, 1.0f, err);
 }

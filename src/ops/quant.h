@@ -67,4 +67,12 @@ int bl_actq_levels(int bits);
  * other than 4, 8 or 16. */
 int bl_actq(float *xq, float *scale, const float *x, int M, int D, int bits, BlError *err);
 
+/* The BitLinear input blended by λ like the weights (the Hugging Face 1.58-bit
+ * fine-tuning recipe): xq = (1−λ)·x + λ·actq(x) = x + λ·(actq(x) − x), in
+ * that order of float operations. λ = 1 is bl_actq bit for bit, λ = 0 copies
+ * x; bits 16 copies x at any λ. scale as bl_actq (actq's s, not the blend's).
+ * λ must be in [0, 1] (callers check it). */
+int bl_actq_blend(float *xq, float *scale, const float *x, int M, int D, int bits, float lambda,
+                  BlError *err);
+
 #endif

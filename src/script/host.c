@@ -77,6 +77,7 @@ static void open_bitlab(lua_State *L, BlRuntime *rt) {
     lua_newtable(L);
     bl_open_model(L);
     bl_open_dataset(L);
+    bl_open_corpus(L);
     bl_open_train(L);
     bl_open_knobs(L);
     bl_open_metrics(L);
@@ -86,6 +87,7 @@ static void open_bitlab(lua_State *L, BlRuntime *rt) {
     bl_open_trace(L);
     bl_open_plan(L);
     bl_open_device(L);
+    bl_open_sample(L);
     static const luaL_Reg fns[] = {{"random", l_random}, {"seed", l_seed}, {"clock", l_clock},
                                    {NULL, NULL}};
     luaL_setfuncs(L, fns, 0);

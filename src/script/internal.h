@@ -24,6 +24,7 @@
 #define BL_MT_TRAINER "bitlab.Trainer"
 #define BL_MT_KNOB "bitlab.Knob"
 #define BL_MT_TRACE "bitlab.Trace"
+#define BL_MT_CORPUS "bitlab.Corpus"
 
 typedef struct {
     char *name;
@@ -167,6 +168,7 @@ void bl_field_udata(lua_State *L, int idx, const char *field, const char *tname,
 /* Registration of each file's functions into the module table at -1. */
 void bl_open_model(lua_State *L);
 void bl_open_dataset(lua_State *L);
+void bl_open_corpus(lua_State *L);
 void bl_open_train(lua_State *L);
 void bl_open_knobs(lua_State *L);
 void bl_open_metrics(lua_State *L);
@@ -176,5 +178,6 @@ void bl_open_evaluate(lua_State *L);
 void bl_open_trace(lua_State *L);
 void bl_open_plan(lua_State *L);
 void bl_open_device(lua_State *L);
+void bl_open_sample(lua_State *L);
 
 #endif

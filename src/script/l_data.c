@@ -374,6 +374,38 @@ static int d_batch(lua_State *L) {
 // ----------------------------------------------------------------------------
 // Batch
 
+static void push_int_array(lua_State *L, const int *v, size_t n) {
+    lua_createtable(L, (int)n, 0);
+    for (size_t i = 0; i < n; i++) {
+        lua_pushinteger(L, v[i]);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+}
+
+/* batch:arrays() → {tokens = [B·T], lens = [B], mask = [B·T] (0/1), doc_start
+ * = [B·T] (packed batches only)}: row-major, 1-based Lua lists, for tests and
+ * scripts that inspect what a step trains on. */
+static int b_arrays(lua_State *L) {
+    const BlLuaBatch *b = bl_lua_check_batch(L, 1);
+    size_t M = (size_t)b->B * b->T;
+    lua_createtable(L, 0, 4);
+    push_int_array(L, b->tokens, M);
+    lua_setfield(L, -2, "tokens");
+    push_int_array(L, b->lens, (size_t)b->B);
+    lua_setfield(L, -2, "lens");
+    lua_createtable(L, (int)M, 0);
+    for (size_t i = 0; i < M; i++) {
+        lua_pushinteger(L, b->mask[i]);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    lua_setfield(L, -2, "mask");
+    if (b->doc_start) {
+        push_int_array(L, b->doc_start, M);
+        lua_setfield(L, -2, "doc_start");
+    }
+    return 1;
+}
+
 static int b_index(lua_State *L) {
     const BlLuaBatch *b = bl_lua_check_batch(L, 1);
     const char *k = luaL_checkstring(L, 2);
@@ -387,7 +419,9 @@ static int b_index(lua_State *L) {
         long s = 0;
         for (size_t i = 0; i < (size_t)b->B * b->T; i++) s += b->mask[i];
         lua_pushinteger(L, s);
-    } else lua_pushnil(L);
+    } else if (strcmp(k, "packed") == 0) lua_pushboolean(L, b->doc_start != NULL);
+    else if (strcmp(k, "arrays") == 0) lua_pushcfunction(L, b_arrays);
+    else lua_pushnil(L);
     return 1;
 }
 

@@ -57,6 +57,7 @@ typedef struct {
     int live;
     BlLossConfig loss;     /* the default loss mix and τ */
     BlOptConfig opt;       /* the default AdamW settings and clipping */
+    int lambda_acts;       /* the default lambda_acts: 0, 1, or -1 = the student's (checkpointed) */
     BlTraceReader *reader; /* the teacher from a trace, or NULL */
     bool saved;            /* a checkpoint was written: its size breakdown is printed once */
 } LTrainer;
@@ -319,6 +320,20 @@ static void read_loss_weights(lua_State *L, int idx, BlLossConfig *lc) {
     lc->tau = (float)bl_opt_num(L, idx, "tau", lc->tau, BL_TAU_MIN, BL_TAU_MAX);
 }
 
+/* lambda_acts of the options table at idx: 1 or 0 for true or false, dflt
+ * when absent; anything but a boolean is an error (a number might be meant
+ * as a separate λ, which this is not). */
+static int read_lambda_acts(lua_State *L, int idx, int dflt) {
+    if (!idx) return dflt;
+    int t = lua_getfield(L, idx, "lambda_acts");
+    int v = t == LUA_TNIL ? dflt : lua_toboolean(L, -1);
+    if (t != LUA_TNIL && t != LUA_TBOOLEAN)
+        luaL_error(L, "option 'lambda_acts' must be a boolean (λ blends the activations too), "
+                      "got a %s", lua_typename(L, t));
+    lua_pop(L, 1);
+    return v;
+}
+
 /* A β of the options table at idx: in [0, 1) as the float AdamW uses. */
 static float read_beta(lua_State *L, int idx, const char *name, double dflt) {
     double b = bl_opt_num(L, idx, name, dflt, 0.0, 1.0);
@@ -366,7 +381,7 @@ static void use_trace(lua_State *L, LTrainer *u, BlTrace *t) {
 /* bitlab.trainer{student=, batch=1, seq=, ce=1, kl=0, topk=0, k=0, cos=0,
  * mag=0, tau=1, clip=1, lr=1e-4, beta1=0.9, beta2=0.95, eps=1e-8,
  * weight_decay=0, trace=nil, data=nil, teacher_cache=true,
- * hidden_states=true, integer_forward=false}; batch and seq are the
+ * hidden_states=true, integer_forward=false, lambda_acts=nil}; batch and seq are the
  * micro-batch capacity, k the
  * top-K capacity (0: no top-K loss), hidden_states whether the teacher's
  * block outputs are kept (the cos / mag losses need them); the loss weights,
@@ -376,8 +391,10 @@ static void use_trace(lua_State *L, LTrainer *u, BlTrace *t) {
  * λ = 1 with 8- or 4-bit activations the student forward's block linears run
  * as exact int8 × ternary products (be->ternary_matmul: VNNI on the CPU,
  * cuBLASLt on CUDA) instead of fp32 GEMMs of the dequantised values; the
- * backward is the same either way. The trainer runs on the run's device
- * (--device). */
+ * backward is the same either way. lambda_acts: λ blends the BitLinear
+ * inputs too, x + λ·(actq(x) − x) (BlStepParams.lambda_acts); nil: what
+ * the student was last trained with (false for a new one, the checkpoint's
+ * after trainer:load). The trainer runs on the run's device (--device). */
 static int l_trainer(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     bl_field_udata(L, 1, "student", BL_MT_STUDENT, true);
@@ -407,12 +424,14 @@ static int l_trainer(lua_State *L) {
                          .ternary_fast_path = bl_opt_bool(L, 1, "integer_forward", 0)};
     if (!sh.hidden && (lc.w_cos != 0.0f || lc.w_mag != 0.0f))
         return luaL_error(L, "trainer: cos / mag losses need hidden_states = true");
+    int lambda_acts = read_lambda_acts(L, 1, -1);
     LTrainer *u = lua_newuserdatauv(L, sizeof *u, 2);
     u->live = 0;
     u->reader = NULL;
     u->saved = false;
     u->loss = lc;
     u->opt = oc;
+    u->lambda_acts = lambda_acts;
     luaL_setmetatable(L, BL_MT_TRAINER);
     lua_getfield(L, 1, "student");
     lua_setiuservalue(L, -2, 1);
@@ -489,7 +508,7 @@ static void push_result(lua_State *L, const BlTrainer *tr, const BlStepResult *r
     lua_setfield(L, -2, "teacher");
 }
 
-/* trainer:step(batch [, {lr=, ce=, kl=, topk=, cos=, mag=, tau=}]) → result */
+/* trainer:step(batch [, {lr=, ce=, kl=, topk=, cos=, mag=, tau=, lambda_acts=}]) → result */
 static int t_step(lua_State *L) {
     LTrainer *u = check_trainer(L, 1);
     BlTrainer *tr = &u->t;
@@ -504,13 +523,16 @@ static int t_step(lua_State *L) {
     BlStepParams p = bl_step_params(tr->student, &u->loss, &u->opt);
     read_loss_weights(L, opts, &p.loss);
     p.opt.adamw.lr = read_lr(L, opts, u->opt.adamw.lr);
+    p.lambda_acts = read_lambda_acts(L, opts, u->lambda_acts < 0 ? p.lambda_acts : u->lambda_acts);
     BlStepResult r;
     BlError err = {{0}};
     /* a rotation or a new adapter changed the host student: the backend's copy follows */
     if (!bl_device_student_current(&tr->ds) && bl_trainer_upload(tr, &err)) return bl_lua_fail(L, &err);
     if (bl_trainer_check_params(tr, &p, &err)) return bl_lua_fail(L, &err);
     double t0 = now_s();
-    if (bl_trainer_step(tr, tokens, lens, mask, B / tr->B, tr->B, T, &p, &r, &err))
+    BlMicroBatch mb = {.tokens = tokens, .lens = lens, .mask = mask,
+                       .doc_start = batch->doc_start, .B = tr->B, .T = T};
+    if (bl_trainer_step(tr, &mb, B / tr->B, &p, &r, &err))
         return bl_lua_fail(L, &err);
     double dt = now_s() - t0;
     long ntok = 0;

@@ -236,7 +236,8 @@ static int write_all(Out *o, Work *w, const BlModel *m, const BlDataset *d,
         /* on a device bl_forward also forms the logits and reads them back;
          * on the CPU they are read where they are (the backend's memory is
          * the host's) */
-        if (bl_forward(&w->fs, w->tokens, w->lens, Bb, Tb, w->host_logits, hb ? hid : NULL, err))
+        if (bl_forward(&w->fs, w->tokens, w->lens, NULL, Bb, Tb, w->host_logits, hb ? hid : NULL,
+                       err))
             return bl_fail_prefix(err, "trace: teacher forward of examples %d..%d", e0 + 1,
                                   e0 + Bb);
         if (!w->host_logits) bl_forward_logits(&w->fs, 0, Bb * Tb);

@@ -24,6 +24,11 @@ static const char MAGIC[8] = {'B', 'L', 'C', 'K', 'P', 'T', 0, 0};
  * written as version 2, the layout earlier bitlab reads */
 #define DTYPE_VERSION 3u
 #define ALL_FP32_VERSION 2u
+/* the student flags: its shape (subln 1, post_attn_norm 2, dense 4: must
+ * match the student loaded into) and whether λ blended its activations in
+ * training (restored; a file without it is what earlier bitlab wrote) */
+#define FLAG_SHAPE 7
+#define FLAG_LAMBDA_ACTS 8
 
 static uint64_t fnv1a(const unsigned char *p, size_t n) {
     uint64_t h = 0xcbf29ce484222325ull;
@@ -99,7 +104,8 @@ static void serialise(BlByteBuf *b, const BlStudent *st, const BlTrainer *tr, co
     size_t cl = strlen(core);
     put_i64(b, (int64_t)cl);
     bl_bytebuf_put(b, core, cl);
-    put_i64(b, (st->cfg.subln ? 1 : 0) | (st->cfg.post_attn_norm ? 2 : 0) | (st->cfg.dense ? 4 : 0));
+    put_i64(b, (st->cfg.subln ? 1 : 0) | (st->cfg.post_attn_norm ? 2 : 0) | (st->cfg.dense ? 4 : 0) |
+                   (st->cfg.lambda_acts ? FLAG_LAMBDA_ACTS : 0));
     put_f32(b, st->cfg.lambda);
     put_i64(b, st->cfg.act_bits);
     put_i64(b, tr ? tr->steps : 0);
@@ -398,8 +404,11 @@ static int read_head(Cur *c, uint32_t version, const BlStudent *st, Head *h, BlC
                             "this model has %d, %d, %d", path, (long long)L, (long long)D,
                        (long long)V, cfg->n_layers, cfg->dim, cfg->vocab_size);
     h->flags = get_i64(c);
+    if (!c->bad && (h->flags & ~(int64_t)(FLAG_SHAPE | FLAG_LAMBDA_ACTS)))
+        return bl_fail(err, "%s: unknown student flags %#llx (corrupt, or from a newer bitlab?)",
+                       path, (unsigned long long)h->flags);
     int64_t want = (st->cfg.subln ? 1 : 0) | (st->cfg.post_attn_norm ? 2 : 0) | (st->cfg.dense ? 4 : 0);
-    if (!c->bad && h->flags != want)
+    if (!c->bad && (h->flags & FLAG_SHAPE) != want)
         return bl_fail(err, "%s: checkpoint student options (subln %d, post_attn_norm %d, dense %d) "
                             "differ from this student's (%d, %d, %d)", path, (int)(h->flags & 1),
                        (int)(h->flags >> 1 & 1), (int)(h->flags >> 2 & 1), st->cfg.subln,
@@ -639,6 +648,7 @@ int bl_checkpoint_load(const char *path, BlStudent *st, BlTrainer *tr, char **js
         if (convert) convert_qk_layout(st, scratch, here);
         st->cfg.lambda = h.lambda;
         st->cfg.act_bits = (int)h.act_bits;
+        st->cfg.lambda_acts = h.flags & FLAG_LAMBDA_ACTS;
         if (tr) {
             tr->steps = h.steps;
             tr->skipped = h.skipped;
@@ -664,6 +674,7 @@ int bl_checkpoint_info(const char *path, BlCheckpointInfo *info, BlError *err) {
     cfg->subln = flags & 1;
     cfg->post_attn_norm = flags >> 1 & 1;
     cfg->dense = flags >> 2 & 1;
+    cfg->lambda_acts = flags & FLAG_LAMBDA_ACTS;
     cfg->lambda = get_f32(&c);
     cfg->act_bits = (int)get_i64(&c);
     info->steps = get_i64(&c);

@@ -1,6 +1,6 @@
 /* checkpoint.h - the whole training state in one file: every LoRA adapter
  * of the student (frozen ones too), dense ΔW / SubLN / post-attention norm
- * weights, λ and activation width, every AdamW state, the trainer's step
+ * weights, λ, activation width and lambda_acts, every AdamW state, the trainer's step
  * counters, and an opaque JSON text for what the script side owns (step,
  * knob values, RNG state, data position).
  *

@@ -308,13 +308,13 @@ bool bl_bitlinear_fast_path(float lambda, int act_bits) {
 }
 
 void bl_bitlinear_input(const BlBackend *be, const BlDevLinear *L, float *xq, float *rstd,
-                        const float *x, int M, int act_bits, float eps) {
+                        const float *x, int M, int act_bits, float act_lambda, float eps) {
     const float *src = x;
     if (L->subln) {
         be->rmsnorm(xq, rstd, x, L->subln, M, L->in, eps);
         src = xq;
     }
-    be->actq(xq, NULL, src, M, L->in, act_bits, NULL);
+    be->actq(xq, NULL, src, M, L->in, act_bits, act_lambda, NULL);
 }
 
 void bl_bitlinear_weff_of(const BlBackend *be, const BlDevLinear *L, float *weff, float lambda) {
@@ -324,8 +324,9 @@ void bl_bitlinear_weff_of(const BlBackend *be, const BlDevLinear *L, float *weff
 }
 
 int bl_bitlinear_apply(const BlBackend *be, const BlDevLinear *L, const float *x, float *y, int M,
-                       float lambda, int act_bits, float eps, bool fast, bool have_xq, float *xq,
-                       float *rstd, float *weff, const float *weff_ready, BlError *err) {
+                       float lambda, int act_bits, bool lambda_acts, float eps, bool fast,
+                       bool have_xq, float *xq, float *rstd, float *weff, const float *weff_ready,
+                       BlError *err) {
     if (fast) { /* ternary_matmul quantises its input itself */
         const float *src = x;
         if (L->subln) {
@@ -336,7 +337,10 @@ int bl_bitlinear_apply(const BlBackend *be, const BlDevLinear *L, const float *x
                         .rank = L->rank, .out = L->out, .in = L->in, .lambda = 1.0f};
         return be->ternary_matmul(y, src, &w, L->b, M, act_bits, err);
     }
-    if (!have_xq || L->subln) bl_bitlinear_input(be, L, xq, rstd, x, M, act_bits, eps);
+    if (!have_xq || L->subln) {
+        float act_lambda = bl_act_lambda(lambda, lambda_acts);
+        bl_bitlinear_input(be, L, xq, rstd, x, M, act_bits, act_lambda, eps);
+    }
     if (!weff_ready) {
         bl_bitlinear_weff_of(be, L, weff, lambda);
         weff_ready = weff;

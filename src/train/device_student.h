@@ -97,26 +97,37 @@ size_t bl_device_student_bytes(const BlDeviceStudent *ds);
 // the BitLinear
 
 /* The λ = 1 integer path applies: ternary weights and 8- or 4-bit
- * activations (be->ternary_matmul). */
+ * activations (be->ternary_matmul). The activation blend of lambda_acts is
+ * the identity at λ = 1 (bl_act_lambda), so it never keeps this path off. */
 bool bl_bitlinear_fast_path(float lambda, int act_bits);
 
-/* xq[M, in] = actq(n(x)) (n: SubLN when the linear has one, its 1/rms into
- * rstd when rstd != NULL). act_bits must be 4, 8 or 16 (checked by callers
- * at the step or evaluation boundary). */
+/* The λ of the BitLinear input blend x + λ·(actq(x) − x): the step's λ when
+ * λ applies to the activations as well as the weights (lambda_acts, the
+ * Hugging Face 1.58-bit fine-tuning recipe), else 1 (actq alone). */
+static inline float bl_act_lambda(float lambda, bool lambda_acts) {
+    return lambda_acts ? lambda : 1.0f;
+}
+
+/* xq[M, in] = n(x) + act_lambda·(actq(n(x)) − n(x)) (be->actq; n: SubLN
+ * when the linear has one, its 1/rms into rstd when rstd != NULL;
+ * act_lambda = 1: actq(n(x))). act_bits must be 4, 8 or 16 (checked by
+ * callers at the step or evaluation boundary). */
 void bl_bitlinear_input(const BlBackend *be, const BlDevLinear *L, float *xq, float *rstd,
-                        const float *x, int M, int act_bits, float eps);
+                        const float *x, int M, int act_bits, float act_lambda, float eps);
 
 /* Weff of L at λ into weff[out·in]. */
 void bl_bitlinear_weff_of(const BlBackend *be, const BlDevLinear *L, float *weff, float lambda);
 
-/* y[M, out] = actq(n(x))·Weffᵀ + b. xq is scratch of M·in floats holding the
- * quantised input afterwards (when have_xq it already holds it: linears
- * without SubLN that share x quantise it once); weff is scratch of out·in
- * floats (NULL when weff_ready points at L's Weff already formed, e.g.
- * cached by a decoder); rstd receives SubLN's 1/rms (may be NULL). With
+/* y[M, out] = xq·Weffᵀ + b, xq = bl_bitlinear_input at
+ * bl_act_lambda(lambda, lambda_acts) (actq(n(x)) unless lambda_acts). xq is
+ * scratch of M·in floats holding the quantised input afterwards (when
+ * have_xq it already holds it: linears without SubLN that share x quantise
+ * it once); weff is scratch of out·in floats (NULL when weff_ready points
+ * at L's Weff already formed, e.g. cached by a decoder); rstd receives SubLN's 1/rms (may be NULL). With
  * fast (bl_bitlinear_fast_path) the integer path runs instead. */
 int bl_bitlinear_apply(const BlBackend *be, const BlDevLinear *L, const float *x, float *y, int M,
-                       float lambda, int act_bits, float eps, bool fast, bool have_xq, float *xq,
-                       float *rstd, float *weff, const float *weff_ready, BlError *err);
+                       float lambda, int act_bits, bool lambda_acts, float eps, bool fast,
+                       bool have_xq, float *xq, float *rstd, float *weff, const float *weff_ready,
+                       BlError *err);
 
 #endif

@@ -26,6 +26,9 @@
 typedef struct {
     float lambda;        /* 0 = teacher precision … 1 = ternary */
     int act_bits;        /* 8, 4 or 16 (off) */
+    /* λ blends the BitLinear inputs too (BlStepParams.lambda_acts): what the
+     * last training step used, checkpointed; evaluation below λ = 1 follows it */
+    bool lambda_acts;
     bool subln;          /* RMSNorm inside every BitLinear before actq */
     bool post_attn_norm; /* RMSNorm on o_proj's output before the residual add */
     bool dense;          /* a trainable dense ΔW on every BitLinear (baseline) */

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "ops/loss.h"
+#include "ops/ops.h"
 #include "ops/quant.h"
 #include "train/micro_loss.h"
 
@@ -18,7 +19,7 @@
 BlStepParams bl_step_params(const BlStudent *st, const BlLossConfig *loss,
                             const BlOptConfig *opt) {
     return (BlStepParams){.loss = *loss, .opt = *opt, .lambda = st->cfg.lambda,
-                          .act_bits = st->cfg.act_bits};
+                          .act_bits = st->cfg.act_bits, .lambda_acts = st->cfg.lambda_acts};
 }
 
 const char *bl_teacher_source_name(BlTeacherSource s) {
@@ -363,12 +364,14 @@ int bl_trainer_check_params(const BlTrainer *tr, const BlStepParams *p, BlError 
 // ----------------------------------------------------------------------------
 // the micro-batch: checks, staging, the teacher
 
-/* Validates tokens and lens (as the host forward) and uploads ids (padding →
- * token 0), positions and lens into the teacher state, and the loss rows. */
-static int stage_batch(BlTrainer *tr, const int *tokens, const int *lens, const uint8_t *mask,
-                       int B, int T, BlError *err) {
+/* Validates tokens, lens and doc_start (as the host forward) and uploads ids
+ * (padding → token 0), positions, lens and doc_start into the teacher
+ * state, and the loss rows. */
+static int stage_batch(BlTrainer *tr, const BlMicroBatch *mb, BlError *err) {
     const BlBackend *be = tr->be;
-    int V = tr->m->cfg.vocab_size;
+    const int *tokens = mb->tokens, *lens = mb->lens, *ds = mb->doc_start;
+    const uint8_t *mask = mb->mask;
+    int V = tr->m->cfg.vocab_size, B = mb->B, T = mb->T;
     if (B < 1 || B > tr->B || T < 1 || T > tr->T)
         return bl_fail(err, "micro-batch %d x %d exceeds the trainer's %d x %d", B, T, tr->B,
                        tr->T);
@@ -393,8 +396,17 @@ static int stage_batch(BlTrainer *tr, const int *tokens, const int *lens, const 
         }
         tr->h_lens[b] = lens[b];
     }
+    if (ds && bl_doc_start_check(ds, lens, B, T, err)) return bl_fail_prefix(err, "student");
     size_t M = (size_t)B * T;
     BlForwardState *ts = &tr->teacher;
+    if (ds) {
+        bl_positions(tr->h_pos, ds, lens, B, T);
+        /* the row rule's document clause: t + 1 < lens[b] already holds */
+        for (size_t i = 0; i + 1 < M; i++)
+            if (tr->h_tok[i] && ds[i + 1] != ds[i]) tr->h_tok[i] = tr->h_hid[i] = 0;
+    }
+    ts->packed = ds != NULL;
+    if (ds && be->upload(ts->doc_start, ds, sizeof(int) * M, err)) return -1;
     if (be->upload(ts->ids, tr->h_ids, sizeof(int) * M, err) ||
         be->upload(ts->pos, tr->h_pos, sizeof(int) * M, err) ||
         be->upload(ts->lens, lens, sizeof(int) * B, err) ||
@@ -407,13 +419,14 @@ static int stage_batch(BlTrainer *tr, const int *tokens, const int *lens, const 
 
 /* The teacher's logits (teacher.logits) and block outputs (a.t_hidden):
  * the pieces of nn/forward.c, keeping every block's output on the backend. */
-static int live_teacher(BlTrainer *tr, const int *tokens, const int *lens, int B, int T,
-                        BlTeacherSource *src, BlError *err) {
+static int live_teacher(BlTrainer *tr, const BlMicroBatch *mb, BlTeacherSource *src,
+                        BlError *err) {
     const BlBackend *be = tr->be;
     const BlConfig *c = &tr->m->cfg;
     BlForwardState *s = &tr->teacher;
-    int M = B * T, D = c->dim;
-    if (tr->shape.teacher_cache && bl_batch_key_matches(&tr->cache, tokens, lens, B, T)) {
+    int B = mb->B, T = mb->T, M = B * T, D = c->dim;
+    if (tr->shape.teacher_cache &&
+        bl_batch_key_matches(&tr->cache, mb->tokens, mb->lens, mb->doc_start, B, T)) {
         *src = BL_TEACHER_CACHED;
         return 0;
     }
@@ -421,14 +434,14 @@ static int live_teacher(BlTrainer *tr, const int *tokens, const int *lens, int B
     be->embed(s->x, tr->m->tok_embd, s->ids, M, D);
     for (int l = 0; l < c->n_layers; l++) {
         bl_block_attn_inputs(s, l, M, s->k, s->v);
-        be->attention(s->ao, s->att, s->q, s->k, s->v, s->lens, B, T, c->n_heads, c->n_kv_heads,
-                      c->head_dim);
+        be->attention(s->ao, s->att, s->q, s->k, s->v, s->lens, bl_forward_doc_start(s), B, T,
+                      c->n_heads, c->n_kv_heads, c->head_dim);
         bl_block_tail(s, l, M);
         if (tr->a.t_hidden) be->copy2d(tr->a.t_hidden + (size_t)l * M * D, D, s->x, D, M, D);
     }
     if (s->logits_rows >= M) bl_forward_logits(s, 0, M);
     if (be->sync(err)) return bl_fail_prefix(err, "teacher");
-    bl_batch_key_store(&tr->cache, tokens, lens, B, T);
+    bl_batch_key_store(&tr->cache, mb->tokens, mb->lens, mb->doc_start, B, T);
     *src = BL_TEACHER_COMPUTED;
     return 0;
 }
@@ -549,10 +562,10 @@ static int student_pass(BlTrainer *tr, int B, int T, bool given, float weight,
     return 0;
 }
 
-int bl_trainer_accumulate_given(BlTrainer *tr, const int *tokens, const int *lens,
-                                const uint8_t *mask, int B, int T, float weight,
+int bl_trainer_accumulate_given(BlTrainer *tr, const BlMicroBatch *mb, float weight,
                                 const BlTeacherGiven *given, const BlStepParams *p,
                                 BlStepResult *acc, BlError *err) {
+    int B = mb->B, T = mb->T;
     const char *what = tr->provider.what ? tr->provider.what : "the given teacher";
     bool hid = given->hidden && tr->shape.hidden;
     if (bl_trainer_check_params(tr, p, err) ||
@@ -561,7 +574,7 @@ int bl_trainer_accumulate_given(BlTrainer *tr, const int *tokens, const int *len
     if (tr->shape.topk == 0 || given->K != tr->shape.topk)
         return bl_fail(err, "%s holds the teacher's top-%d, the trainer was built for k=%d", what,
                        given->K, tr->shape.topk);
-    if (stage_batch(tr, tokens, lens, mask, B, T, err) ||
+    if (stage_batch(tr, mb, err) ||
         upload_given(tr, given, B, T, hid && (p->loss.w_cos != 0.0f || p->loss.w_mag != 0.0f),
                      err) ||
         student_pass(tr, B, T, true, weight, p, acc, err))
@@ -570,12 +583,17 @@ int bl_trainer_accumulate_given(BlTrainer *tr, const int *tokens, const int *len
     return 0;
 }
 
-int bl_trainer_accumulate(BlTrainer *tr, const int *tokens, const int *lens, const uint8_t *mask,
-                          int B, int T, float weight, const BlStepParams *p, BlStepResult *acc,
-                          BlError *err) {
+int bl_trainer_accumulate(BlTrainer *tr, const BlMicroBatch *mb, float weight,
+                          const BlStepParams *p, BlStepResult *acc, BlError *err) {
     const BlTeacherProvider *pv = &tr->provider;
+    int B = mb->B, T = mb->T;
     if (pv->fetch) {
         const BlConfig *c = &tr->m->cfg;
+        /* a trace's rows are whole sequences: a packed row's documents
+         * would see positions and context the traced teacher never had */
+        if (mb->doc_start)
+            return bl_fail(err, "%s: teacher traces hold unpacked rows; packed batches need the "
+                           "live teacher", pv->what ? pv->what : "the given teacher");
         if (B < 1 || B > tr->B || T < 1 || T > tr->T)
             return bl_fail(err, "micro-batch %d x %d exceeds the trainer's %d x %d", B, T, tr->B,
                            tr->T);
@@ -585,17 +603,17 @@ int bl_trainer_accumulate(BlTrainer *tr, const int *tokens, const int *lens, con
         for (int l = 0; l < c->n_layers; l++)
             hidden[l] = tr->g_hidden ? tr->g_hidden + (size_t)l * M * c->dim : NULL;
         if (bl_trainer_check_params(tr, p, err)) return -1;
-        if (pv->fetch(pv->ctx, tokens, lens, B, T, tr->g_ids, tr->g_logp, tr->g_other,
+        if (pv->fetch(pv->ctx, mb->tokens, mb->lens, B, T, tr->g_ids, tr->g_logp, tr->g_other,
                       hid ? hidden : NULL, err))
             return -1;
         BlTeacherGiven g = {.K = pv->K, .tau = pv->tau, .topk_ids = tr->g_ids,
                             .topk_logp = tr->g_logp,
                             .hidden = tr->g_hidden ? (const float *const *)hidden : NULL};
-        return bl_trainer_accumulate_given(tr, tokens, lens, mask, B, T, weight, &g, p, acc, err);
+        return bl_trainer_accumulate_given(tr, mb, weight, &g, p, acc, err);
     }
     BlTeacherSource src = BL_TEACHER_COMPUTED;
-    if (bl_trainer_check_params(tr, p, err) || stage_batch(tr, tokens, lens, mask, B, T, err) ||
-        live_teacher(tr, tokens, lens, B, T, &src, err) ||
+    if (bl_trainer_check_params(tr, p, err) || stage_batch(tr, mb, err) ||
+        live_teacher(tr, mb, &src, err) ||
         student_pass(tr, B, T, false, weight, p, acc, err))
         return -1;
     if (src > acc->teacher) acc->teacher = src;
@@ -645,6 +663,9 @@ int bl_trainer_update(BlTrainer *tr, const BlStepParams *p, BlStepResult *res, B
      * cannot overflow a double sum of squares */
     res->skipped = !isfinite(total);
     tr->steps++;
+    /* the activation mode the student was trained with: checkpointed, and
+     * what its evaluation below λ = 1 follows */
+    tr->student->cfg.lambda_acts = p->lambda_acts;
     if (!res->skipped) {
         float max_norm = p->opt.max_grad_norm;
         if (max_norm > 0.0f) { /* bl_grad_clip: the norm over every element in one sum */
@@ -670,15 +691,18 @@ void bl_trainer_zero_grads(BlTrainer *tr) {
     tr->be->zero(tr->ds.g, sizeof(float) * tr->ds.n_floats);
 }
 
-int bl_trainer_step(BlTrainer *tr, const int *tokens, const int *lens, const uint8_t *mask,
-                    int n_micro, int B, int T, const BlStepParams *p, BlStepResult *res,
-                    BlError *err) {
+int bl_trainer_step(BlTrainer *tr, const BlMicroBatch *batch, int n_micro, const BlStepParams *p,
+                    BlStepResult *res, BlError *err) {
     memset(res, 0, sizeof *res);
     if (n_micro <= 0) return bl_fail(err, "step: %d micro-batches", n_micro);
     for (int i = 0; i < n_micro; i++) {
-        size_t off = (size_t)i * B * T;
-        if (bl_trainer_accumulate(tr, tokens + off, lens + (size_t)i * B, mask ? mask + off : NULL,
-                                  B, T, 1.0f / n_micro, p, res, err)) {
+        size_t off = (size_t)i * batch->B * batch->T;
+        BlMicroBatch mb = {.tokens = batch->tokens + off,
+                           .lens = batch->lens + (size_t)i * batch->B,
+                           .mask = batch->mask ? batch->mask + off : NULL,
+                           .doc_start = batch->doc_start ? batch->doc_start + off : NULL,
+                           .B = batch->B, .T = batch->T};
+        if (bl_trainer_accumulate(tr, &mb, 1.0f / n_micro, p, res, err)) {
             bl_trainer_zero_grads(tr);
             return -1;
         }

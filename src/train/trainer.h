@@ -17,11 +17,21 @@
  * an argument of each step call and is never stored for a later call.
  *
  * The row rule (every loss, every path): row (b, t) is selected when t + 1 <
- * lens[b] (the next token exists) and mask[b·T + t] != 0, mask NULL
- * selecting every such row. Token losses and hidden-state losses use the
- * same rows: the hidden state at t is what predicts token t + 1. A term
+ * lens[b] (the next token exists), mask[b·T + t] != 0 (mask NULL selecting
+ * every such row) and, in a packed batch, doc_start[b·T + t + 1] ==
+ * doc_start[b·T + t] (the next token is in the same document: no loss
+ * predicts a document's first token from the one before), whatever the mask
+ * says. Token losses and hidden-state losses use the same rows: the hidden
+ * state at t is what predicts token t + 1. A term
  * whose weight is 0 is not computed (reported as 0). Token losses run over
  * chunks of sequences (the student's logits of a chunk at a time).
+ *
+ * Packed batches (BlMicroBatch.doc_start): several documents a row; the
+ * teacher and student forwards restart RoPE positions at each document
+ * (pos = t − doc_start) and attention stays within it (bl_attention), so
+ * with the row rule a packed row trains as its documents would, each a row
+ * of its own. A teacher provider (trace) holds unpacked rows: packed batches
+ * are refused there and need the live teacher.
  *
  * Gradient accumulation: bl_trainer_accumulate on each micro-batch (with
  * weight 1/n), then bl_trainer_update; bl_trainer_step does both. Given the
@@ -31,8 +41,9 @@
  * (BlStepResult.teacher):
  *   computed  the teacher forward ran;
  *   cached    the micro-batch equals the one whose outputs the trainer still
- *             holds (same B, T, lens and tokens at the valid positions; the
- *             mask is not part of the key), so they are reused. One slot;
+ *             holds (same B, T, lens, tokens and doc_start at the valid
+ *             positions; the mask is not part of the key), so they are
+ *             reused. One slot;
  *   trace     precomputed outputs (a BlTeacherProvider, e.g. a teacher
  *             trace, or bl_trainer_accumulate_given): top-K ids and
  *             log-probabilities and optionally hidden states; no forward. The
@@ -102,10 +113,14 @@ typedef struct {
     BlOptConfig opt;
     float lambda;           /* 0 = teacher precision … 1 = ternary */
     int act_bits;           /* 8, 4 or 16 (off) */
+    /* λ blends the BitLinear inputs too, x + λ·(actq(x) − x) (the Hugging
+     * Face 1.58-bit fine-tuning recipe; STE: d/dx = identity); false: actq(x)
+     * at any λ. The step records it in the student (BlStudentConfig). */
+    bool lambda_acts;
 } BlStepParams;
 
-/* The student's λ and activation width, the loss mix and the optimizer
- * settings as one value (the usual way to start a BlStepParams). */
+/* The student's λ, activation width and lambda_acts, the loss mix and the
+ * optimizer settings as one value (the usual way to start a BlStepParams). */
 BlStepParams bl_step_params(const BlStudent *st, const BlLossConfig *loss,
                             const BlOptConfig *opt);
 
@@ -117,6 +132,18 @@ typedef enum {
 
 /* "none", "cached", "trace", "computed" */
 const char *bl_teacher_source_name(BlTeacherSource s);
+
+/* One micro-batch of B sequences of T tokens, host memory: tokens [B·T] (read
+ * before lens[b]), lens [B] (0..T), mask [B·T] or NULL (the row rule), and
+ * doc_start [B·T] or NULL: a packed batch, doc_start[b·T + t] the row index
+ * of the first token of the document token t belongs to (t or the entry
+ * before it: checked, naming the entry). */
+typedef struct {
+    const int *tokens, *lens;
+    const uint8_t *mask;
+    const int *doc_start;
+    int B, T;
+} BlMicroBatch;
 
 /* Precomputed teacher outputs of one micro-batch [B, T], rows r = b·T + t,
  * in host memory. */
@@ -222,7 +249,8 @@ typedef struct BlTrainer {
     int B, T, chunk, K;     /* capacity; sequences per logits chunk; top-K buffers' K (≥ 1) */
     BlTrainerBuffers buf;   /* what the activations took */
     BlDevActs a;
-    BlForwardState teacher; /* the teacher's state; its ids/pos/lens serve the student too */
+    BlForwardState teacher; /* the teacher's state; its ids/pos/lens/doc_start serve the
+                             * student too */
     int cur_B, cur_T;       /* the micro-batch of the last forward */
     int *h_ids, *h_pos, *h_targets; /* [M] host staging */
     uint8_t *h_tok, *h_hid;
@@ -270,30 +298,31 @@ int bl_trainer_set_teacher(BlTrainer *tr, const BlTeacherProvider *p, BlError *e
 int bl_trainer_check_params(const BlTrainer *tr, const BlStepParams *p, BlError *err);
 
 /* Forward + losses + backward of one micro-batch; gradients accumulate with
- * the losses scaled by weight, and weight·(each loss) is added into acc. */
-int bl_trainer_accumulate(BlTrainer *tr, const int *tokens, const int *lens, const uint8_t *mask,
-                          int B, int T, float weight, const BlStepParams *p, BlStepResult *acc,
-                          BlError *err);
+ * the losses scaled by weight, and weight·(each loss) is added into acc.
+ * With a teacher provider a packed micro-batch is refused. */
+int bl_trainer_accumulate(BlTrainer *tr, const BlMicroBatch *mb, float weight,
+                          const BlStepParams *p, BlStepResult *acc, BlError *err);
 
-/* The same with the teacher's outputs given (host memory; no forward). */
-int bl_trainer_accumulate_given(BlTrainer *tr, const int *tokens, const int *lens,
-                                const uint8_t *mask, int B, int T, float weight,
+/* The same with the teacher's outputs given (host memory; no forward), which
+ * must be those of mb's rows as laid out (packed or not). */
+int bl_trainer_accumulate_given(BlTrainer *tr, const BlMicroBatch *mb, float weight,
                                 const BlTeacherGiven *given, const BlStepParams *p,
                                 BlStepResult *acc, BlError *err);
 
 /* Gradient norms into res, then: non-finite gradient → skip (count, zero
  * the gradients, weights and moments untouched); else clip, and AdamW when
- * every updated value stays finite (be->adamw_check), else skip. */
+ * every updated value stays finite (be->adamw_check), else skip. Records
+ * p->lambda_acts in the student's cfg (what it was trained with). */
 int bl_trainer_update(BlTrainer *tr, const BlStepParams *p, BlStepResult *res, BlError *err);
 
 /* Drops the accumulated gradients without an update. */
 void bl_trainer_zero_grads(BlTrainer *tr);
 
-/* n_micro micro-batches of B sequences each: tokens [n_micro·B·T], lens
- * [n_micro·B], mask [n_micro·B·T] or NULL; each weighted 1/n_micro. */
-int bl_trainer_step(BlTrainer *tr, const int *tokens, const int *lens, const uint8_t *mask,
-                    int n_micro, int B, int T, const BlStepParams *p, BlStepResult *res,
-                    BlError *err);
+/* n_micro micro-batches of batch->B sequences each, back to back in
+ * batch's arrays: tokens, mask and doc_start [n_micro·B·T] (mask and
+ * doc_start may be NULL), lens [n_micro·B]; each weighted 1/n_micro. */
+int bl_trainer_step(BlTrainer *tr, const BlMicroBatch *batch, int n_micro, const BlStepParams *p,
+                    BlStepResult *res, BlError *err);
 
 typedef struct {
     BlStudentMemory student;  /* the host student */
@@ -316,8 +345,8 @@ double bl_trainer_flops(const BlTrainer *tr, int B, int T);
 // ----------------------------------------------------------------------------
 // internal: shared by trainer*.c
 
-/* the student's forward of the micro-batch whose ids/pos/lens the teacher
- * state holds; its backward from a.dxf, calling hidden_grad per layer */
+/* the student's forward of the micro-batch whose ids/pos/lens/doc_start the
+ * teacher state holds; its backward from a.dxf, calling hidden_grad per layer */
 int bl_trainer_forward(BlTrainer *tr, int B, int T, const BlStepParams *p, BlError *err);
 typedef void (*BlHiddenGradFn)(void *ctx, int l, float *dh);
 void bl_trainer_backward(BlTrainer *tr, const BlStepParams *p, BlHiddenGradFn hidden_grad,

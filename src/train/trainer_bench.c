@@ -67,7 +67,8 @@ static int timed_steps(BlTrainer *tr, const BlStepParams *p, int warmup, int ste
         struct rusage r0, r1;
         getrusage(RUSAGE_SELF, &r0);
         double t0 = now_s();
-        if (bl_trainer_step(tr, tokens, lens, NULL, 1, tr->B, tr->T, p, &res, err)) return -1;
+        BlMicroBatch mb = {.tokens = tokens, .lens = lens, .B = tr->B, .T = tr->T};
+        if (bl_trainer_step(tr, &mb, 1, p, &res, err)) return -1;
         double t1 = now_s();
         getrusage(RUSAGE_SELF, &r1);
         if (it < warmup) continue;

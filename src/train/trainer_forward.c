@@ -9,8 +9,8 @@
  * actq's output, swiglu's output) and Weff are recomputed in the backward
  * instead of stored.
  *
- * Gradients use the straight-through estimator: actq and wq pass gradients
- * unchanged, so dWeff/d(W+ΔW) = I and dL/dΔW = dyᵀ·xq (never formed densely:
+ * Gradients use the straight-through estimator: actq (blended by λ or not)
+ * and wq pass gradients unchanged, so dWeff/d(W+ΔW) = I and dL/dΔW = dyᵀ·xq (never formed densely:
  * the LoRA factors get it through low-rank products). W and b stay frozen. */
 #include "train/trainer.h"
 
@@ -21,7 +21,8 @@ static float *rstd_sub(const BlTrainer *tr, int l, BlLinearKind k, int M) {
     return tr->a.rstd_sub ? tr->a.rstd_sub + ((size_t)l * BL_LIN_KINDS + k) * M : NULL;
 }
 
-/* ys[i] = actq(subln(x))·Weff_iᵀ + b_i for the linears of `kinds`, which share
+/* ys[i] = xq·Weff_iᵀ + b_i, xq = actq(subln(x)) (blended by λ with
+ * lambda_acts: bl_bitlinear_input), for the linears of `kinds`, which share
  * the input x; without SubLN the quantised input is computed once. */
 static int group_forward(BlTrainer *tr, int l, const BlLinearKind *kinds, float *const *ys,
                          int n, const float *x, int M, const BlStepParams *p, BlError *err) {
@@ -29,8 +30,9 @@ static int group_forward(BlTrainer *tr, int l, const BlLinearKind *kinds, float 
     float eps = tr->m->cfg.norm_eps;
     for (int i = 0; i < n; i++) {
         const BlDevLinear *L = bl_dev_linear(&tr->ds, l, kinds[i]);
-        if (bl_bitlinear_apply(tr->be, L, x, ys[i], M, p->lambda, p->act_bits, eps, fast, i > 0,
-                               tr->a.xq, rstd_sub(tr, l, kinds[i], M), tr->a.weff, NULL, err))
+        if (bl_bitlinear_apply(tr->be, L, x, ys[i], M, p->lambda, p->act_bits, p->lambda_acts, eps,
+                               fast, i > 0, tr->a.xq, rstd_sub(tr, l, kinds[i], M), tr->a.weff,
+                               NULL, err))
             return bl_fail_prefix(err, "layer %d %s", l, bl_linear_kind_name(kinds[i]));
     }
     return 0;
@@ -63,7 +65,8 @@ static void group_backward(BlTrainer *tr, int l, const BlLinearKind *kinds,
     for (int i = 0; i < n; i++) {
         const BlDevLinear *L = bl_dev_linear(&tr->ds, l, kinds[i]);
         if (i == 0 || L->subln)
-            bl_bitlinear_input(be, L, a->xq, NULL, x, M, p->act_bits, tr->m->cfg.norm_eps);
+            bl_bitlinear_input(be, L, a->xq, NULL, x, M, p->act_bits,
+                               bl_act_lambda(p->lambda, p->lambda_acts), tr->m->cfg.norm_eps);
         lora_backward(tr, L, dys[i], a->xq, M);
         bl_bitlinear_weff_of(be, L, a->weff, p->lambda);
         /* dL/dxq = dy·Weff, passed through actq unchanged (STE) */
@@ -123,7 +126,8 @@ static int block_forward(BlTrainer *tr, int l, const BlStepParams *p, BlError *e
     }
     be->rope(q, ts->pos, M, c->n_heads, c->head_dim, c->rope_theta, c->rope_interleaved);
     be->rope(k, ts->pos, M, c->n_kv_heads, c->head_dim, c->rope_theta, c->rope_interleaved);
-    be->attention(ao, att, q, k, v, ts->lens, B, T, c->n_heads, c->n_kv_heads, c->head_dim);
+    be->attention(ao, att, q, k, v, ts->lens, bl_forward_doc_start(ts), B, T, c->n_heads,
+                  c->n_kv_heads, c->head_dim);
     {
         BlLinearKind kk[1] = {BL_LIN_O};
         float *o = a->opre ? a->opre + l * mD : a->y;
@@ -227,9 +231,11 @@ static void block_backward(BlTrainer *tr, int l, const BlStepParams *p) {
         group_backward(tr, l, kk, dys, 1, ao, a->dao, M, p);
     }
     if (recompute) /* this layer's probabilities; dq is overwritten next */
-        be->attention(a->dq, att, q, k, v, ts->lens, B, T, c->n_heads, c->n_kv_heads, c->head_dim);
-    be->attention_backward(a->dq, a->dk, a->dv, a->dao, att, q, k, v, ts->lens, B, T, c->n_heads,
-                           c->n_kv_heads, c->head_dim);
+        be->attention(a->dq, att, q, k, v, ts->lens, bl_forward_doc_start(ts), B, T, c->n_heads,
+                      c->n_kv_heads, c->head_dim);
+    be->attention_backward(a->dq, a->dk, a->dv, a->dao, att, q, k, v, ts->lens,
+                           bl_forward_doc_start(ts), B, T, c->n_heads, c->n_kv_heads,
+                           c->head_dim);
     be->rope_backward(a->dq, ts->pos, M, c->n_heads, c->head_dim, c->rope_theta,
                       c->rope_interleaved);
     be->rope_backward(a->dk, ts->pos, M, c->n_kv_heads, c->head_dim, c->rope_theta,

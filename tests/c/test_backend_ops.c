@@ -362,12 +362,29 @@ static void mk_rope(Case *c, int M, int nh, int hd, int interleaved, int backwar
     c->tol = 1e-10;
 }
 
-/* attention: q, k, v, lens, out, att */
+/* attention: q, k, v, lens, out, att, then doc_start when c->i[6] */
 static int run_attention(const Case *c, const BlBackend *be, void **d, double *s, BlError *e) {
     (void)s, (void)e;
-    be->attention(FP(4), c->i[5] ? FP(5) : NULL, FP(0), FP(1), FP(2), IP(3), c->i[0], c->i[1],
-                  c->i[2], c->i[3], c->i[4]);
+    be->attention(FP(4), c->i[5] ? FP(5) : NULL, FP(0), FP(1), FP(2), IP(3),
+                  c->i[6] ? IP(6) : NULL, c->i[0], c->i[1], c->i[2], c->i[3], c->i[4]);
     return 0;
+}
+
+/* Packed rows: doc_start [B·T] of documents of random lengths 1..max_doc
+ * (length-1 ones included) back to back over each row's lens[b] tokens; the
+ * padded tail holds junk the ops must not read. */
+static int *doc_starts(Case *c, int B, int T, const int *lens, int max_doc) {
+    int *ds = tens(c, "doc_start", I32, IN, (size_t)B * T);
+    for (int b = 0; b < B; b++) {
+        int t = 0;
+        while (t < lens[b]) {
+            int n = 1 + irand(max_doc);
+            for (int i = t; i < t + n && i < lens[b]; i++) ds[b * T + i] = t;
+            t += n;
+        }
+        for (t = lens[b]; t < T; t++) ds[b * T + t] = T + 7; /* outside every row */
+    }
+    return ds;
 }
 static int *attn_inputs(Case *c, int B, int T, int nh, int nkv, int hd, const int *lens,
                         float **q, float **k, float **v) {
@@ -379,39 +396,47 @@ static int *attn_inputs(Case *c, int B, int T, int nh, int nkv, int hd, const in
     c->i[0] = B, c->i[1] = T, c->i[2] = nh, c->i[3] = nkv, c->i[4] = hd;
     return L;
 }
+/* max_doc > 0: packed rows of documents up to max_doc tokens (doc_starts) */
 static void mk_attention(Case *c, int B, int T, int nh, int nkv, int hd, const int *lens,
-                         int with_att) {
-    snprintf(c->label, sizeof c->label, "attention B=%d T=%d nh=%d nkv=%d hd=%d lens0=%d%s", B, T,
-             nh, nkv, hd, lens[0], with_att ? " +att" : "");
+                         int with_att, int max_doc) {
+    snprintf(c->label, sizeof c->label, "attention B=%d T=%d nh=%d nkv=%d hd=%d lens0=%d%s%s", B,
+             T, nh, nkv, hd, lens[0], with_att ? " +att" : "", max_doc ? " packed" : "");
     float *q, *k, *v;
     attn_inputs(c, B, T, nh, nkv, hd, lens, &q, &k, &v);
     ftens(c, "out", OUT, (size_t)B * T * nh * hd, 0, 0);
     ftens(c, "att", with_att ? OUT : SCRATCH, with_att ? (size_t)B * nh * T * T : 1, 0, 0);
+    if (max_doc) doc_starts(c, B, T, lens, max_doc);
     c->i[5] = with_att;
+    c->i[6] = max_doc > 0;
     c->run = run_attention;
     c->tol = 1e-9;
 }
 
-/* attention_backward: q, k, v, lens, dout, att, dq, dk, dv */
+/* attention_backward: q, k, v, lens, dout, att, dq, dk, dv, then doc_start
+ * when c->i[6] */
 static int run_attention_bw(const Case *c, const BlBackend *be, void **d, double *s, BlError *e) {
     (void)s, (void)e;
-    be->attention_backward(FP(6), FP(7), FP(8), FP(4), FP(5), FP(0), FP(1), FP(2), IP(3), c->i[0],
-                           c->i[1], c->i[2], c->i[3], c->i[4]);
+    be->attention_backward(FP(6), FP(7), FP(8), FP(4), FP(5), FP(0), FP(1), FP(2), IP(3),
+                           c->i[6] ? IP(9) : NULL, c->i[0], c->i[1], c->i[2], c->i[3], c->i[4]);
     return 0;
 }
-static void mk_attention_bw(Case *c, int B, int T, int nh, int nkv, int hd, const int *lens) {
-    snprintf(c->label, sizeof c->label, "attention_backward B=%d T=%d nh=%d nkv=%d hd=%d lens0=%d",
-             B, T, nh, nkv, hd, lens[0]);
+static void mk_attention_bw(Case *c, int B, int T, int nh, int nkv, int hd, const int *lens,
+                            int max_doc) {
+    snprintf(c->label, sizeof c->label,
+             "attention_backward B=%d T=%d nh=%d nkv=%d hd=%d lens0=%d%s", B, T, nh, nkv, hd,
+             lens[0], max_doc ? " packed" : "");
     float *q, *k, *v;
     int *L = attn_inputs(c, B, T, nh, nkv, hd, lens, &q, &k, &v);
     ftens(c, "dout", IN, (size_t)B * T * nh * hd, -1, 1);
     float *att = ftens(c, "att", IN, (size_t)B * nh * T * T, 0, 0);
-    float *out = malloc(sizeof(float) * B * T * nh * hd);
-    bl_attention(out, att, q, k, v, L, B, T, nh, nkv, hd); /* the forward's probabilities */
-    free(out);
     ftens(c, "dq", OUT, (size_t)B * T * nh * hd, 0, 0);
     ftens(c, "dk", OUT, (size_t)B * T * nkv * hd, 0, 0);
     ftens(c, "dv", OUT, (size_t)B * T * nkv * hd, 0, 0);
+    int *ds = max_doc ? doc_starts(c, B, T, lens, max_doc) : NULL;
+    c->i[6] = max_doc > 0;
+    float *out = malloc(sizeof(float) * B * T * nh * hd);
+    bl_attention(out, att, q, k, v, L, ds, B, T, nh, nkv, hd); /* the forward's probabilities */
+    free(out);
     c->run = run_attention_bw;
     c->tol = 1e-8;
 }
@@ -503,13 +528,14 @@ static void mk_copy2d(Case *c, int rows, int cols, int ld_src, int ld_dst) {
     c->tol = 0.0;
 }
 
-/* actq: x, xq, scale */
+/* actq: x, xq, scale; f[0] = λ of the blend (1: actq itself) */
 static int run_actq(const Case *c, const BlBackend *be, void **d, double *s, BlError *e) {
     (void)s;
-    return be->actq(FP(1), FP(2), FP(0), c->i[0], c->i[1], c->i[2], e);
+    return be->actq(FP(1), FP(2), FP(0), c->i[0], c->i[1], c->i[2], c->f[0], e);
 }
-static void mk_actq(Case *c, int M, int D, int bits) {
-    snprintf(c->label, sizeof c->label, "actq M=%d D=%d bits=%d", M, D, bits);
+static void mk_actq(Case *c, int M, int D, int bits, float lambda) {
+    snprintf(c->label, sizeof c->label, "actq M=%d D=%d bits=%d lambda=%.9g", M, D, bits,
+             (double)lambda);
     float *x = ftens(c, "x", IN, (size_t)M * D, -3, 3);
     /* exact ties: x·s = k + ½ on the row holding 1.0·Q/Q */
     if (M > 1 && D > 2) {
@@ -520,8 +546,11 @@ static void mk_actq(Case *c, int M, int D, int bits) {
     ftens(c, "xq", OUT, (size_t)M * D, 0, 0);
     ftens(c, "scale", OUT, M, 0, 0);
     c->i[0] = M, c->i[1] = D, c->i[2] = bits;
+    c->f[0] = lambda;
     c->run = run_actq;
-    c->tol = 0.0; /* the same float operations and roundf on both */
+    /* the same float operations and roundf on both; the blend's products and
+     * sum each rounded on its own (no FMA on either side) */
+    c->tol = 0.0;
 }
 
 /* bitlinear_weff: w, dense, lora_b, lora_a, weff */
@@ -568,7 +597,7 @@ static int run_ternary_bf16_path(const Case *c, const BlBackend *be, void **d, d
     BlWeffSpec w = weff_spec(c, d);
     int M = c->i[4], in = c->i[1];
     be->bitlinear_weff(FP(7), &w);
-    if (be->actq(FP(8), NULL, FP(4), M, in, c->i[6], e)) return -1;
+    if (be->actq(FP(8), NULL, FP(4), M, in, c->i[6], 1.0f, e)) return -1;
     be->matmul(FP(6), FP(8), FP(7), c->i[5] ? FP(5) : NULL, M, c->i[0], in);
     return 0;
 }
@@ -901,8 +930,8 @@ static void build_cases(bool perf) {
         mk_matmul_bw(new_case("matmul_backward"), 512, 1536, 576, 0);
         mk_rmsnorm(new_case("rmsnorm"), 512, 576);
         mk_rope(new_case("rope"), 512, 9, 64, 0, 0, 10000.0f);
-        mk_attention(new_case("attention"), 4, 256, 9, 3, 64, lens4, 1);
-        mk_attention_bw(new_case("attention_backward"), 4, 256, 9, 3, 64, lens4);
+        mk_attention(new_case("attention"), 4, 256, 9, 3, 64, lens4, 1, 0);
+        mk_attention_bw(new_case("attention_backward"), 4, 256, 9, 3, 64, lens4, 0);
         mk_swiglu(new_case("swiglu"), 512, 1536, 1536, 0);
         mk_weff(new_case("bitlinear_weff"), 1536, 576, 32, 0, 1.0f, 0);
         mk_ternary(new_case("ternary_matmul"), 512, 1536, 576, 32, 8, 0, 0);
@@ -934,13 +963,19 @@ static void build_cases(bool perf) {
             mk_rope(new_case(bw ? "rope_backward" : "rope"), 5, 2, 7, il, bw, 1e6f);
         }
     static const int L1[] = {1}, L2[] = {17, 9}, L3[] = {33, 0, 20}, L4[] = {64};
-    mk_attention(new_case("attention"), 1, 1, 1, 1, 7, L1, 1);
-    mk_attention(new_case("attention"), 2, 17, 4, 2, 16, L2, 1);
-    mk_attention(new_case("attention"), 3, 33, 9, 3, 64, L3, 1);
-    mk_attention(new_case("attention"), 1, 64, 2, 1, 33, L4, 0);
-    mk_attention_bw(new_case("attention_backward"), 1, 1, 1, 1, 7, L1);
-    mk_attention_bw(new_case("attention_backward"), 2, 17, 4, 2, 16, L2);
-    mk_attention_bw(new_case("attention_backward"), 3, 33, 9, 3, 64, L3);
+    mk_attention(new_case("attention"), 1, 1, 1, 1, 7, L1, 1, 0);
+    mk_attention(new_case("attention"), 2, 17, 4, 2, 16, L2, 1, 0);
+    mk_attention(new_case("attention"), 3, 33, 9, 3, 64, L3, 1, 0);
+    mk_attention(new_case("attention"), 1, 64, 2, 1, 33, L4, 0, 0);
+    mk_attention_bw(new_case("attention_backward"), 1, 1, 1, 1, 7, L1, 0);
+    mk_attention_bw(new_case("attention_backward"), 2, 17, 4, 2, 16, L2, 0);
+    mk_attention_bw(new_case("attention_backward"), 3, 33, 9, 3, 64, L3, 0);
+    /* packed rows (several documents a row, length-1 ones, padded tails) */
+    mk_attention(new_case("attention"), 2, 17, 4, 2, 16, L2, 1, 5);
+    mk_attention(new_case("attention"), 3, 33, 9, 3, 64, L3, 1, 9);
+    mk_attention(new_case("attention"), 1, 64, 2, 1, 33, L4, 0, 20);
+    mk_attention_bw(new_case("attention_backward"), 2, 17, 4, 2, 16, L2, 5);
+    mk_attention_bw(new_case("attention_backward"), 3, 33, 9, 3, 64, L3, 9);
     mk_attention_kv(new_case("attention_kv"), 1, 0, 2, 1, 16);
     mk_attention_kv(new_case("attention_kv"), 1, 37, 9, 3, 64);
     mk_attention_kv(new_case("attention_kv"), 5, 12, 4, 4, 7);
@@ -955,8 +990,11 @@ static void build_cases(bool perf) {
     mk_copy2d(new_case("copy2d"), 17, 33, 97, 40);
     for (int bits = 4; bits <= 16; bits += 4) {
         if (bits == 12) continue;
-        mk_actq(new_case("actq"), 17, 33, bits);
-        mk_actq(new_case("actq"), 3, 576, bits);
+        mk_actq(new_case("actq"), 17, 33, bits, 1.0f);
+        mk_actq(new_case("actq"), 3, 576, bits, 1.0f);
+        /* the λ blend of lambda_acts, at a random λ in (0, 1) */
+        mk_actq(new_case("actq"), 17, 33, bits, frand(0.01f, 0.99f));
+        mk_actq(new_case("actq"), 5, 576, bits, frand(0.01f, 0.99f));
     }
     mk_weff(new_case("bitlinear_weff"), 7, 33, 0, 0, 1.0f, 0);
     mk_weff(new_case("bitlinear_weff"), 33, 17, 8, 1, 0.5f, 0);
@@ -1070,8 +1108,8 @@ static bool broken_adamw_check(const float *p, const float *g, const float *m, c
     return ok;
 }
 static int broken_actq(float *xq, float *scale, const float *x, int M, int D, int bits,
-                       BlError *err) {
-    int rc = bl_actq(xq, scale, x, M, D, bits, err);
+                       float lambda, BlError *err) {
+    int rc = bl_actq_blend(xq, scale, x, M, D, bits, lambda, err);
     xq[0] = nextafterf(xq[0], INFINITY); /* one ulp: the exact check must see it */
     return rc;
 }

@@ -21,7 +21,7 @@
  * left is float32 summation order (cuBLAS vs OpenBLAS, the kernels'
  * reductions) and an operand it puts on the neighbouring bf16, one bf16 ulp
  * (2⁻⁸ relative) on a rare element. Bounds: STRICT below. The emulated
- * device's CI tests run this (--quick: the 5 cases of QUICK_CASES).
+ * device's CI tests run this (--quick: the 6 cases of QUICK_CASES).
  *
  * Exit 77 without a device ("no CUDA device") or in a build without CUDA;
  * a CUDA module that fails to load is a failure. */

@@ -16,7 +16,8 @@
  * the ternary fast path; a NaN in the student (both skip the update); the
  * teacher's outputs given (top-K and hidden states precomputed: the first
  * step through bl_trainer_accumulate_given, the others through a
- * BlTeacherProvider, as a teacher trace serves them). λ and the activation
+ * BlTeacherProvider, as a teacher trace serves them); packed rows (several
+ * documents a row, against a trainer reference only: test_cuda_step). λ and the activation
  * width reach the trainer through BlStepParams only: its student's own cfg
  * holds other values (the reference reads its student's cfg).
  * Bounds: 1e-5 relative for losses, norms and gradients (both run the same
@@ -60,6 +61,9 @@ typedef struct {
     /* the teacher's outputs given instead of computed: GIVEN_HIDDEN with
      * its hidden states, GIVEN_TOPK top-K only */
     int given;
+    /* packed rows (make_doc_start): the reference is then a trainer on
+     * ref_backend, as ref_step.c knows no documents */
+    bool packed;
 } StepCase;
 
 enum { GIVEN_NONE, GIVEN_HIDDEN, GIVEN_TOPK };
@@ -220,6 +224,21 @@ static void make_batch(int *tokens, int *lens, uint8_t *mask, int V, uint64_t se
             tokens[i] = t < L[b] ? (int)((case_frand() + 1.0f) * 0.5f * V) % V : -7;
             mask[i] = case_frand() > -0.6f; /* about 80% ones */
         }
+    }
+}
+
+/* Packed rows over make_batch's lens: documents of 1..4 tokens back to back
+ * (length-1 ones included), junk past lens[b]. */
+static void make_doc_start(int *doc_start, const int *lens, uint64_t seed) {
+    case_rng = seed;
+    for (int b = 0; b < SB; b++) {
+        int t = 0;
+        while (t < lens[b]) {
+            int n = 1 + (int)((case_frand() + 1.0f) * 2.0f) % 4;
+            for (int i = t; i < t + n && i < lens[b]; i++) doc_start[b * ST + i] = t;
+            t += n;
+        }
+        for (t = lens[b]; t < ST; t++) doc_start[b * ST + t] = -3;
     }
 }
 
@@ -445,7 +464,7 @@ static int make_given_set(GivenSet *g, const BlModel *m, const int *tokens, cons
             hid[l] = g->hidden + ((size_t)i * L + l) * M * D;
             g->hid_ptrs[(size_t)i * L + l] = hid[l];
         }
-        rc = bl_forward(&fs, tokens + i * M, lens + i * SB, SB, ST, logits, hid, err);
+        rc = bl_forward(&fs, tokens + i * M, lens + i * SB, NULL, SB, ST, logits, hid, err);
         for (int b = 0; rc == 0 && b < SB; b++) {
             int nb = lens[i * SB + b];
             size_t r0 = (size_t)b * ST;
@@ -556,6 +575,13 @@ static void run_case(const StepCase *k, const BlBackend *be, const Bounds *bound
                             k->given == GIVEN_HIDDEN, &err) == 0;
         CHECK(ok, "%s: given outputs: %s", k->name, err.msg);
     }
+    int *doc_start = k->packed ? malloc(sizeof(int) * M * 2 * nb) : NULL;
+    for (int i = 0; doc_start && i < 2 * nb; i++)
+        make_doc_start(doc_start + i * M, lens + i * SB, 777 + i);
+    if (k->packed && !ref_backend) {
+        printf("  %-44s skipped: ref_step.c has no packed rows\n", k->name);
+        ok = false;
+    }
     BlTeacherProvider pv = given_provider(&gs);
     const Bounds *base_bounds = bounds;
     for (int step = 0; ok && step < 3; step++) {
@@ -585,24 +611,23 @@ static void run_case(const StepCase *k, const BlBackend *be, const Bounds *bound
             size_t at = (size_t)(set * nb + u);
             const int *tk = tokens + at * M, *ln = lens + at * SB;
             const uint8_t *mk = k->masked ? mask + at * M : NULL;
+            BlMicroBatch mb = {tk, ln, mk, doc_start ? doc_start + at * M : NULL, SB, ST};
             bool direct = k->given && step == 0; /* bl_*_accumulate_given */
             BlTeacherGiven g = {0};
             if (direct) g = given_of(&gs, (int)at);
             if (ref_backend)
-                ok = (direct ? bl_trainer_accumulate_given(&dref, tk, ln, mk, SB, ST, 1.0f / nb,
-                                                           &g, &sp, &rr, &err)
-                             : bl_trainer_accumulate(&dref, tk, ln, mk, SB, ST, 1.0f / nb, &sp,
-                                                     &rr, &err)) == 0;
+                ok = (direct
+                          ? bl_trainer_accumulate_given(&dref, &mb, 1.0f / nb, &g, &sp, &rr, &err)
+                          : bl_trainer_accumulate(&dref, &mb, 1.0f / nb, &sp, &rr, &err)) == 0;
             else
                 ok = (direct ? bl_ref_accumulate_given(&ref, tk, ln, mk, SB, ST, 1.0f / nb, &g,
                                                        &rr, &err)
                              : bl_ref_accumulate(&ref, tk, ln, mk, SB, ST, 1.0f / nb, &rr,
                                                  &err)) == 0;
             CHECK(ok, "%s: reference accumulate: %s", what, err.msg);
-            ok = ok && (direct ? bl_trainer_accumulate_given(&dev, tk, ln, mk, SB, ST, 1.0f / nb,
-                                                             &g, &sp, &rd, &err)
-                               : bl_trainer_accumulate(&dev, tk, ln, mk, SB, ST, 1.0f / nb, &sp,
-                                                       &rd, &err)) == 0;
+            ok = ok &&
+                 (direct ? bl_trainer_accumulate_given(&dev, &mb, 1.0f / nb, &g, &sp, &rd, &err)
+                         : bl_trainer_accumulate(&dev, &mb, 1.0f / nb, &sp, &rd, &err)) == 0;
             CHECK(ok, "%s: trainer accumulate: %s", what, err.msg);
         }
         if (!ok) break;
@@ -656,6 +681,7 @@ static void run_case(const StepCase *k, const BlBackend *be, const Bounds *bound
            worst_grad, worst_param);
     free(tokens);
     free(mask);
+    free(doc_start);
     free_given_set(&gs);
     if (dev.be) bl_free_trainer(&dev);
     if (ref_backend) {
@@ -693,6 +719,9 @@ static const StepCase CASES[] = {
      .given = GIVEN_HIDDEN},
     {"qwen2 l=0.5 A4 given top-K only, 2 micro-batches", BL_ARCH_QWEN2, 0.5f, 4,
      .loss = {1, 0, 1, 0, 0, 1.3f, 4, NULL}, .chunk = 1, .n_micro = 2, .given = GIVEN_TOPK},
+    {"qwen2 l=0.5 A8 packed rows, SubLN, 2 micro-batches", BL_ARCH_QWEN2, 0.5f, 8,
+     .subln = true, .loss = {1, 1, 0.5f, 1, 0.3f, 1.7f, 5, NULL}, .masked = true, .n_micro = 2,
+     .packed = true},
 };
 
 /* The emulated device's set (test_cuda_step --quick, ~25× slower than a
@@ -700,7 +729,7 @@ static const StepCase CASES[] = {
  * paths above, so that every one still runs: the three architectures, λ 0 /
  * 0.5 / 1, A4 / A8 / A16, every loss and layer weights, SubLN, post-norm,
  * dense, 2 micro-batches, 1-sequence chunks, rotation, fast path, NaN,
- * given teacher outputs (accumulate_given, then a provider). */
+ * given teacher outputs (accumulate_given, then a provider), packed rows. */
 static const StepCase QUICK_CASES[] = {
     {"qwen2 l=1 A8 everything but the fast path", BL_ARCH_QWEN2, 1.0f, 8, .subln = true,
      .post_norm = true, .dense = true, .loss = {1, 0.5f, 0.7f, 1, 0.3f, 1.7f, 5, NULL},
@@ -713,6 +742,8 @@ static const StepCase QUICK_CASES[] = {
      .loss = {1, 1, 0, 1, 0, 1.7f, 5, NULL}, .nan = true},
     {"phi3 l=1 A8 given top-K + hidden (trace)", BL_ARCH_PHI3, 1.0f, 8,
      .loss = {1, 0, 1, 1, 0.3f, 1.3f, 6, NULL}, .masked = true, .given = GIVEN_HIDDEN},
+    {"llama l=1 A8 packed rows, all live losses", BL_ARCH_LLAMA, 1.0f, 8,
+     .loss = {1, 1, 0.5f, 1, 0.3f, 1.7f, 5, NULL}, .masked = true, .packed = true},
 };
 
 #ifndef DEVICE_STEP_NO_MAIN
@@ -749,16 +780,19 @@ static void check_refusals(const BlBackend *be) {
     make_batch(tokens, lens, mask, m->cfg.vocab_size, 9);
     BlStepResult r = {0};
     lens[1] = ST + 1;
-    CHECK(bl_trainer_accumulate(&dev, tokens, lens, NULL, SB, ST, 1.0f, &sp, &r, &err) != 0 &&
+    CHECK(bl_trainer_accumulate(&dev, &(BlMicroBatch){tokens, lens, NULL, NULL, SB, ST},
+                                1.0f, &sp, &r, &err) != 0 &&
               strstr(err.msg, "lens[1]"),
           "bad lens: '%s'", err.msg);
     lens[1] = 6;
     tokens[3] = 61;
-    CHECK(bl_trainer_accumulate(&dev, tokens, lens, NULL, SB, ST, 1.0f, &sp, &r, &err) != 0 &&
+    CHECK(bl_trainer_accumulate(&dev, &(BlMicroBatch){tokens, lens, NULL, NULL, SB, ST},
+                                1.0f, &sp, &r, &err) != 0 &&
               strstr(err.msg, "outside the vocab"),
           "bad token: '%s'", err.msg);
     tokens[3] = 0;
-    CHECK(bl_trainer_accumulate(&dev, tokens, lens, NULL, SB + 1, ST, 1.0f, &sp, &r, &err) != 0 &&
+    CHECK(bl_trainer_accumulate(&dev, &(BlMicroBatch){tokens, lens, NULL, NULL, SB + 1, ST},
+                                1.0f, &sp, &r, &err) != 0 &&
               strstr(err.msg, "exceeds"),
           "big batch: '%s'", err.msg);
     /* step parameters the trainer cannot serve, each naming its knob */
@@ -783,7 +817,8 @@ static void check_refusals(const BlBackend *be) {
               "bad step parameters %zu: expected a message naming '%s', got '%s'", i,
               bad[i].needle, err.msg);
         err.msg[0] = 0;
-        CHECK(bl_trainer_accumulate(t, tokens, lens, NULL, SB, ST, 1.0f, &bad[i].p, &r, &err) !=
+        CHECK(bl_trainer_accumulate(t, &(BlMicroBatch){tokens, lens, NULL, NULL, SB, ST},
+                                    1.0f, &bad[i].p, &r, &err) !=
                       0 && strstr(err.msg, bad[i].needle),
               "accumulate with bad step parameters %zu: '%s'", i, err.msg);
     }
@@ -795,7 +830,8 @@ static void check_refusals(const BlBackend *be) {
           "a provider on a trainer without top-K: '%s'", err.msg);
     CHECK(bl_trainer_set_teacher(&dev, NULL, &err) == 0, "back to the live teacher: %s", err.msg);
     CHECK(bl_student_rotate(&st, 2, 4.0f, 3, &err) == 0, "%s", err.msg);
-    CHECK(bl_trainer_accumulate(&dev, tokens, lens, NULL, SB, ST, 1.0f, &sp, &r, &err) != 0 &&
+    CHECK(bl_trainer_accumulate(&dev, &(BlMicroBatch){tokens, lens, NULL, NULL, SB, ST},
+                                1.0f, &sp, &r, &err) != 0 &&
               strstr(err.msg, "bl_trainer_upload"),
           "stale student: '%s'", err.msg);
     CHECK(bl_trainer_download(&dev, &err) != 0 && strstr(err.msg, "upload it again"),
@@ -803,7 +839,8 @@ static void check_refusals(const BlBackend *be) {
     CHECK(bl_trainer_download_grads(&dev, &err) != 0 && strstr(err.msg, "changed since the upload"),
           "stale gradient download: '%s'", err.msg);
     CHECK(bl_trainer_upload(&dev, &err) == 0, "%s", err.msg);
-    CHECK(bl_trainer_accumulate(&dev, tokens, lens, NULL, SB, ST, 1.0f, &sp, &r, &err) == 0,
+    CHECK(bl_trainer_accumulate(&dev, &(BlMicroBatch){tokens, lens, NULL, NULL, SB, ST},
+                                1.0f, &sp, &r, &err) == 0,
           "after upload: %s", err.msg);
     CHECK(isfinite(r.total) && r.total > 0.0, "loss %g", r.total);
     st.cfg.subln = true; /* a structural change needs a new trainer */

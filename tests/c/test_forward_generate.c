@@ -27,7 +27,7 @@ static void forward_one(const BlModel *m, const int *toks, int n, float *logits,
     BlError err;
     int len = n;
     if (bl_build_forward_state(&s, m, bl_backend_cpu(), 1, n, true, &err) ||
-        bl_forward(&s, toks, &len, 1, n, logits, hidden, &err)) {
+        bl_forward(&s, toks, &len, NULL, 1, n, logits, hidden, &err)) {
         CHECK(0, "forward_one: %s", err.msg);
     }
     bl_free_forward_state(&s);
@@ -45,7 +45,8 @@ static void test_batch(const BlModel *m) {
         BlForwardState s;
         BlError err;
         if (bl_build_forward_state(&s, m, bl_backend_cpu(), 4, 8, keep, &err) ||
-            bl_forward(&s, toks, lens, B, T, keep ? logits : logits2, keep ? hidden : NULL, &err))
+            bl_forward(&s, toks, lens, NULL, B, T, keep ? logits : logits2, keep ? hidden : NULL,
+                       &err))
             CHECK(0, "%s", err.msg);
         bl_free_forward_state(&s);
     }
@@ -69,9 +70,11 @@ static void test_batch(const BlModel *m) {
     BlError err;
     CHECK(bl_build_forward_state(&s, m, bl_backend_cpu(), 3, 7, false, &err) == 0, "build");
     toks[2] = V;
-    CHECK(bl_forward(&s, toks, lens, B, T, logits, NULL, &err) == -1 && strstr(err.msg, "vocab"),
+    CHECK(bl_forward(&s, toks, lens, NULL, B, T, logits, NULL, &err) == -1 &&
+              strstr(err.msg, "vocab"),
           "an out-of-vocab token was accepted");
-    CHECK(bl_forward(&s, toks, lens, B, 8, logits, NULL, &err) == -1, "oversized batch accepted");
+    CHECK(bl_forward(&s, toks, lens, NULL, B, 8, logits, NULL, &err) == -1,
+          "oversized batch accepted");
     bl_free_forward_state(&s);
     free(logits);
     free(logits2);

@@ -11,6 +11,7 @@
  * these smooth ops; so |analytic − FD| <= 1e-3·(1 + |FD|) is a real check:
  * a wrong term moves gradients by O(0.1). The losses return double and sum
  * in double; they use the same tolerance. Sizes are odd and inputs seeded. */
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -88,7 +89,7 @@ static void expect_close(const char *name, const float *a, const float *b, size_
 
 static struct { /* the current op's inputs, read by its loss function */
     float *x, *w, *b, *g, *q, *k, *v, *up, *R, *y, *att;
-    int *ids, *pos, *lens;
+    int *ids, *pos, *lens, *doc_start;
     int M, N, K, D, B, T, nh, nkv, hd, H, ld, inter;
 } op;
 
@@ -159,7 +160,8 @@ static void test_rope(void) {
 }
 
 static double loss_attention(void) {
-    bl_attention(op.y, NULL, op.q, op.k, op.v, op.lens, op.B, op.T, op.nh, op.nkv, op.hd);
+    bl_attention(op.y, NULL, op.q, op.k, op.v, op.lens, op.doc_start, op.B, op.T, op.nh, op.nkv,
+                 op.hd);
     return dot(op.y, op.R, (size_t)op.B * op.T * op.nh * op.hd);
 }
 
@@ -170,8 +172,8 @@ static void test_attention(void) {
     op.q = rnd(nq, 1), op.k = rnd(nk, 1), op.v = rnd(nk, 1), op.R = rnd(nq, 1), op.y = zeros(nq);
     float *att = zeros((size_t)B * nh * T * T);
     float *dq = rnd(nq, 1), *dk = rnd(nk, 1), *dv = rnd(nk, 1); /* overwritten, not summed */
-    bl_attention(op.y, att, op.q, op.k, op.v, lens, B, T, nh, nkv, hd);
-    bl_attention_backward(dq, dk, dv, op.R, att, op.q, op.k, op.v, lens, B, T, nh, nkv, hd);
+    bl_attention(op.y, att, op.q, op.k, op.v, lens, NULL, B, T, nh, nkv, hd);
+    bl_attention_backward(dq, dk, dv, op.R, att, op.q, op.k, op.v, lens, NULL, B, T, nh, nkv, hd);
     fd_check("attention dq", op.q, dq, nq, loss_attention);
     fd_check("attention dk (GQA sum)", op.k, dk, nk, loss_attention);
     fd_check("attention dv (GQA sum)", op.v, dv, nk, loss_attention);
@@ -182,6 +184,50 @@ static void test_attention(void) {
             CHECK(dk[(5 + t) * nkv * hd + i] == 0.0f && dv[(5 + t) * nkv * hd + i] == 0.0f,
                   "padded dk/dv");
     }
+    free(op.q), free(op.k), free(op.v), free(op.R), free(op.y), free(att);
+    free(dq), free(dk), free(dv);
+}
+
+/* Packed rows: row 0 holds documents [0, 3) [3, 4) [4, 7), row 1 [0, 2)
+ * [2, 6) and a padded row 6 (its junk entry is not read). The backward is
+ * checked against finite differences of the packed forward, and the
+ * gradient of a document's output reaches no other document's q, k, v. */
+static void test_attention_packed(void) {
+    int B = 2, T = 7, nh = 4, nkv = 2, hd = 3, lens[2] = {7, 6};
+    int ds[14] = {0, 0, 0, 3, 4, 4, 4, 0, 0, 2, 2, 2, 2, 99};
+    op.B = B, op.T = T, op.nh = nh, op.nkv = nkv, op.hd = hd, op.lens = lens, op.doc_start = ds;
+    size_t nq = (size_t)B * T * nh * hd, nk = (size_t)B * T * nkv * hd;
+    op.q = rnd(nq, 1), op.k = rnd(nk, 1), op.v = rnd(nk, 1), op.R = rnd(nq, 1), op.y = zeros(nq);
+    float *att = zeros((size_t)B * nh * T * T);
+    float *dq = rnd(nq, 1), *dk = rnd(nk, 1), *dv = rnd(nk, 1);
+    bl_attention(op.y, att, op.q, op.k, op.v, lens, ds, B, T, nh, nkv, hd);
+    bl_attention_backward(dq, dk, dv, op.R, att, op.q, op.k, op.v, lens, ds, B, T, nh, nkv, hd);
+    fd_check("packed attention dq", op.q, dq, nq, loss_attention);
+    fd_check("packed attention dk", op.k, dk, nk, loss_attention);
+    fd_check("packed attention dv", op.v, dv, nk, loss_attention);
+    /* a probability across a document boundary is exactly 0 */
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < nh; h++)
+            for (int t = 0; t < lens[b]; t++)
+                for (int j = 0; j < T; j++) {
+                    bool inside = j >= ds[b * T + t] && j <= t;
+                    CHECK(inside || att[(((size_t)b * nh + h) * T + t) * T + j] == 0.0f,
+                          "packed attention: row %d query %d sees key %d", b, t, j);
+                }
+    /* only row 0's last document carries an output gradient: every other
+     * document's dq, dk, dv is exactly 0 */
+    for (size_t i = 0; i < nq; i++) {
+        size_t r = i / ((size_t)nh * hd);
+        if (r < 4 || r >= 7) op.R[i] = 0.0f;
+    }
+    bl_attention_backward(dq, dk, dv, op.R, att, op.q, op.k, op.v, lens, ds, B, T, nh, nkv, hd);
+    for (int r = 0; r < B * T; r++) {
+        if (r >= 4 && r < 7) continue;
+        for (int i = 0; i < nh * hd; i++) CHECK(dq[r * nh * hd + i] == 0.0f, "dq row %d", r);
+        for (int i = 0; i < nkv * hd; i++)
+            CHECK(dk[r * nkv * hd + i] == 0.0f && dv[r * nkv * hd + i] == 0.0f, "dk/dv row %d", r);
+    }
+    op.doc_start = NULL;
     free(op.q), free(op.k), free(op.v), free(op.R), free(op.y), free(att);
     free(dq), free(dk), free(dv);
 }
@@ -247,7 +293,8 @@ static void dense_weff(float *out, const BlBitLinear *L) {
     }
 }
 
-static void bl_setup(int M, int out, int in, float lambda, int bits, int subln) {
+static void bl_setup_blend(int M, int out, int in, float lambda, int bits, float act_lambda,
+                           int subln) {
     BlError err;
     bl.M = M;
     bl_lora_init(&bl.st, out, in);
@@ -257,10 +304,15 @@ static void bl_setup(int M, int out, int in, float lambda, int bits, int subln) 
         for (int i = 0; i < out * bl.st.ad[a].r; i++) bl.st.ad[a].B[i] = 0.3f * frand();
     bl.L = (BlBitLinear){.w = rnd((size_t)out * in, 1), .b = rnd(out, 1), .out = out, .in = in,
                          .lora = &bl.st, .lambda = lambda, .act_bits = bits,
+                         .act_keep = 1.0f - act_lambda,
                          .subln = subln ? rnd(in, 1) : NULL, .dsubln = subln ? zeros(in) : NULL,
                          .subln_eps = 1e-5f};
     bl.x = rnd((size_t)M * in, 1), bl.R = rnd((size_t)M * out, 1), bl.y = zeros((size_t)M * out);
     bl.xq = zeros((size_t)M * in), bl.rstd = zeros(M), bl.weff = zeros((size_t)out * in);
+}
+
+static void bl_setup(int M, int out, int in, float lambda, int bits, int subln) {
+    bl_setup_blend(M, out, in, lambda, bits, 1.0f, subln);
 }
 
 static void bl_teardown(void) {
@@ -390,6 +442,58 @@ static void test_bitlinear(void) {
     expect_close("bitlinear dx (λ=.7, STE)", dx, wdx, (size_t)M * in, 1e-4);
     free(dx), free(G), free(wA), free(wB), free(W), free(dn), free(wdx);
     bl_teardown();
+}
+
+/* λ blending the activations (lambda_acts: xq = x + λa·(actq(x) − x)). The
+ * blend is checked against its definition written out with roundf; its
+ * gradient is STE (d xq/dx := I), so dx is checked against dy·Weff written
+ * out. FD is meaningful on the LoRA factors and the dense ΔW with the weights
+ * at λ = 0 (y bilinear in them; xq does not depend on them): it proves the
+ * trainable gradients take the blended input, not actq(x) or x. */
+static void test_bitlinear_act_blend(void) {
+    int M = 4, out = 5, in = 9;
+    for (int bits = 4; bits <= 8; bits += 4) {
+        float act_lambda = 0.2f + 0.6f * (0.5f + 0.5f * frand()); /* in (0.2, 0.8) */
+        bl_setup_blend(M, out, in, 0.0f, bits, act_lambda, 0);
+        BlError err;
+        CHECK(bl_lora_enable_dense(&bl.st, &err) == 0, "dense");
+        for (int i = 0; i < out * in; i++) bl.st.dense[i] = 0.2f * frand();
+        float *dx = bl_grads();
+        float Q = bits == 8 ? 127.0f : 7.0f, *want = zeros((size_t)M * in);
+        int moved = 0; /* elements where the blend differs from both x and actq(x) */
+        for (int m = 0; m < M; m++) {
+            const float *x = bl.x + (size_t)m * in;
+            float mx = 0.0f;
+            for (int i = 0; i < in; i++) mx = fmaxf(mx, fabsf(x[i]));
+            float s = Q / fmaxf(mx, 1e-5f);
+            for (int i = 0; i < in; i++) {
+                float q = fminf(fmaxf(roundf(x[i] * s), -Q - 1.0f), Q) / s;
+                want[m * in + i] = (1.0f - act_lambda) * x[i] + act_lambda * q;
+                moved += q != x[i] && want[m * in + i] != q && want[m * in + i] != x[i];
+            }
+        }
+        char name[64];
+        snprintf(name, sizeof name, "act blend xq (%d-bit, λa=%.2f)", bits, (double)act_lambda);
+        expect_close(name, bl.xq, want, (size_t)M * in, 4 * FLT_EPSILON);
+        CHECK(moved > M * in / 2, "%s: the blend moved only %d of %d inputs", name, moved, M * in);
+        BlLoraAdapter *ad = &bl.st.ad[1];
+        snprintf(name, sizeof name, "lora dA (%d-bit act blend)", bits);
+        fd_check(name, ad->A, ad->dA, (size_t)ad->r * in, loss_bitlinear);
+        snprintf(name, sizeof name, "lora dB (%d-bit act blend)", bits);
+        fd_check(name, ad->B, ad->dB, (size_t)out * ad->r, loss_bitlinear);
+        snprintf(name, sizeof name, "dense dΔW (%d-bit act blend)", bits);
+        fd_check(name, bl.st.dense, bl.st.ddense, (size_t)out * in, loss_bitlinear);
+        /* STE: dx = dy·Weff, Weff = W + ΔW at λ = 0 */
+        float *W = zeros((size_t)out * in), *wdx = zeros((size_t)M * in);
+        dense_weff(W, &bl.L);
+        for (int m = 0; m < M; m++)
+            for (int i = 0; i < in; i++)
+                for (int o = 0; o < out; o++) wdx[m * in + i] += bl.R[m * out + o] * W[o * in + i];
+        snprintf(name, sizeof name, "bitlinear dx (%d-bit blend, STE)", bits);
+        expect_close(name, dx, wdx, (size_t)M * in, 1e-5);
+        free(dx), free(want), free(W), free(wdx);
+        bl_teardown();
+    }
 }
 
 // ----------------------------------------------------------------------------
@@ -592,9 +696,11 @@ int main(void) {
     test_rmsnorm();
     test_rope();
     test_attention();
+    test_attention_packed();
     test_swiglu();
     test_lora_stack();
     test_bitlinear();
+    test_bitlinear_act_blend();
     test_losses();
     test_adamw();
     if (failures) {

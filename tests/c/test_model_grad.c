@@ -76,7 +76,8 @@ static BlStepResult accumulate(BlTrainer *tr, const BlStepParams *p, const int *
                                const uint8_t *mask) {
     BlError err;
     BlStepResult acc = {0};
-    if (bl_trainer_accumulate(tr, TOKENS, lens, mask, B, T, 1.0f, p, &acc, &err))
+    if (bl_trainer_accumulate(tr, &(BlMicroBatch){TOKENS, lens, mask, NULL, B, T},
+                              1.0f, p, &acc, &err))
         CHECK(0, "accumulate: %s", err.msg);
     return acc;
 }
@@ -249,7 +250,7 @@ static void teacher_check(BlArch arch) {
     ok = ok && !bl_student_add_adapter(&st, 4, 8.0f, 7, &err);
     ok = ok && !bl_build_train_state(&ts, &st, B, T, &err);
     ok = ok && !bl_build_forward_state(&fs, m, bl_backend_cpu(), B, T, true, &err);
-    ok = ok && !bl_forward(&fs, TOKENS, LENS, B, T, tl, hid, &err);
+    ok = ok && !bl_forward(&fs, TOKENS, LENS, NULL, B, T, tl, hid, &err);
     ok = ok && !bl_train_forward(&ts, &st, TOKENS, LENS, B, T, &err);
     CHECK(ok, "%s", err.msg);
     double e = 0.0;
@@ -303,8 +304,8 @@ static void attention_check(void) {
     float *att = malloc(sizeof(float) * AB * NH * AT * AT), *dp = malloc(sizeof(float) * AT * AT);
     float *g[6];
     for (int i = 0; i < 6; i++) g[i] = malloc(sizeof(float) * (i % 3 == 0 ? nq : nk));
-    bl_attention(out, att, q, k, v, lens, AB, AT, NH, NKV, HD);
-    bl_attention_backward(g[0], g[1], g[2], dout, att, q, k, v, lens, AB, AT, NH, NKV, HD);
+    bl_attention(out, att, q, k, v, lens, NULL, AB, AT, NH, NKV, HD);
+    bl_attention_backward(g[0], g[1], g[2], dout, att, q, k, v, lens, NULL, AB, AT, NH, NKV, HD);
     bl_train_attention_backward(g[3], g[4], g[5], dout, att, q, k, v, lens, AB, AT, NH, NKV, HD, dp);
     double e = 0.0;
     for (int i = 0; i < 3; i++)
@@ -335,7 +336,8 @@ static void accumulation_check(void) {
     BlStepParams sp = bl_step_params(&st, &lc, &oc);
     const int lens[B] = {T, T};
     BlStepResult whole = {0}, parts = {0};
-    int rc = bl_trainer_accumulate(&tr, TOKENS, lens, NULL, B, T, 1.0f, &sp, &whole, &err);
+    int rc = bl_trainer_accumulate(&tr, &(BlMicroBatch){TOKENS, lens, NULL, NULL, B, T},
+                                   1.0f, &sp, &whole, &err);
     take_grads(&tr);
     size_t n = 0;
     for (int i = 0; i < st.n_params; i++) n += st.params[i].n;
@@ -343,7 +345,8 @@ static void accumulation_check(void) {
     for (int i = 0, o = 0; i < st.n_params; o += (int)st.params[i].n, i++)
         memcpy(g + o, st.params[i].g, sizeof(float) * st.params[i].n);
     for (int b = 0; rc == 0 && b < B; b++)
-        rc = bl_trainer_accumulate(&tr, TOKENS + b * T, lens, NULL, 1, T, 0.5f, &sp, &parts, &err);
+        rc = bl_trainer_accumulate(&tr, &(BlMicroBatch){TOKENS + b * T, lens, NULL, NULL, 1, T},
+                                   0.5f, &sp, &parts, &err);
     CHECK(rc == 0, "%s", err.msg);
     take_grads(&tr);
     double gmax = 0.0, e = 0.0;

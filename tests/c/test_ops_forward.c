@@ -97,8 +97,8 @@ static void test_attention_masks(void) {
     fill(q, B * T * NH * HD, &seed);
     fill(k, B * T * NKV * HD, &seed);
     fill(v, B * T * NKV * HD, &seed);
-    bl_attention(out, att, q, k, v, lens, B, T, NH, NKV, HD);
-    bl_attention(out2, NULL, q, k, v, lens, B, T, NH, NKV, HD);
+    bl_attention(out, att, q, k, v, lens, NULL, B, T, NH, NKV, HD);
+    bl_attention(out2, NULL, q, k, v, lens, NULL, B, T, NH, NKV, HD);
     for (int i = 0; i < B * T * NH * HD; i++)
         CHECK(close_to(out2[i], out[i], 1e-6), "stack path differs at %d", i);
 
@@ -126,7 +126,7 @@ static void test_attention_masks(void) {
         for (int i = 0; i < NH * HD; i++) CHECK(out[(T + t) * NH * HD + i] == 0.0f, "padded row");
     for (int t = lens[1]; t < T; t++)
         for (int i = 0; i < NKV * HD; i++) k[(T + t) * NKV * HD + i] = 1e3f, v[(T + t) * NKV * HD + i] = -1e3f;
-    bl_attention(out2, att, q, k, v, lens, B, T, NH, NKV, HD);
+    bl_attention(out2, att, q, k, v, lens, NULL, B, T, NH, NKV, HD);
     CHECK(memcmp(out, out2, sizeof out) == 0, "a padded key influenced the output");
 
     /* a first token attends only to itself: out = its own v */

@@ -73,7 +73,8 @@ static void check_case(const Case *cs) {
     for (int b = 0; b < r->B; b++) lens[b] = b % 2 ? r->T : r->T - b % 3;
     BlStepResult res;
     BlStepParams sp = bl_step_params(&st, &lc, &oc);
-    rc = bl_trainer_step(&tr, tokens, lens, NULL, 1, r->B, r->T, &sp, &res, &err);
+    rc = bl_trainer_step(&tr, &(BlMicroBatch){tokens, lens, NULL, NULL, r->B, r->T},
+                         1, &sp, &res, &err);
     CHECK(rc == 0, "%s: step: %s", cs->name, err.msg);
 
     BlTrainerMemory got, want;

@@ -126,6 +126,35 @@ static void test_actq_off_and_errors(void) {
           "in place: %g %g", y[0], y[1]);
 }
 
+/* the λ blend at its ends: λ = 1 is actq bit for bit (scales too), λ = 0
+ * copies x; between, each element lies between x and actq(x) */
+static void test_actq_blend_ends(void) {
+    enum { M = 3, N = 11 };
+    float x[M * N], q[M * N], b[M * N], sq[M], sb[M];
+    unsigned seed = 777u;
+    for (int i = 0; i < M * N; i++) {
+        seed = seed * 1103515245u + 12345u;
+        x[i] = ((float)((seed >> 8) & 0xffff) / 32768.0f - 1.0f) * (1 + i % 5);
+    }
+    for (int bits = 4; bits <= 8; bits += 4) {
+        CHECK(bl_actq(q, sq, x, M, N, bits, NULL) == 0, "actq %d", bits);
+        CHECK(bl_actq_blend(b, sb, x, M, N, bits, 1.0f, NULL) == 0 &&
+                  memcmp(b, q, sizeof q) == 0 && memcmp(sb, sq, sizeof sq) == 0,
+              "%d bits: the blend at λ = 1 is actq bit for bit", bits);
+        CHECK(bl_actq_blend(b, sb, x, M, N, bits, 0.0f, NULL) == 0 && memcmp(b, x, sizeof x) == 0 &&
+                  memcmp(sb, sq, sizeof sq) == 0,
+              "%d bits: the blend at λ = 0 copies x (scale still actq's)", bits);
+        CHECK(bl_actq_blend(b, NULL, x, M, N, bits, 0.25f, NULL) == 0, "blend %d", bits);
+        for (int i = 0; i < M * N; i++)
+            CHECK(b[i] >= fminf(x[i], q[i]) && b[i] <= fmaxf(x[i], q[i]),
+                  "%d bits: blend[%d] = %g outside [x, actq(x)] = %g, %g", bits, i, b[i], x[i],
+                  q[i]);
+    }
+    BlError err = {{0}};
+    CHECK(bl_actq_blend(b, NULL, x, 1, 3, 5, 0.5f, &err) == -1 && strstr(err.msg, "5 bits"),
+          "the blend refuses 5 bits naming the width: '%s'", err.msg);
+}
+
 int main(void) {
     test_wq_values();
     test_wq_zero();
@@ -133,6 +162,7 @@ int main(void) {
     test_actq_8bit();
     test_actq_4bit();
     test_actq_off_and_errors();
+    test_actq_blend_ends();
     if (failures) {
         fprintf(stderr, "test_quant: %d failure(s)\n", failures);
         return 1;

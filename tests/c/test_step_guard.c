@@ -96,13 +96,15 @@ static void trainer(const BlModel *m, const int *tokens, const int *lens) {
     BlStepParams sane = bl_step_params(&st, &lc, &oc), insane = sane;
     insane.opt.adamw.lr = 1e38f; /* lr / (1 - β1) overflows: the update is ±Inf */
     BlStepResult r;
-    CHECK(bl_trainer_step(&tr, tokens, lens, NULL, 1, B, T, &sane, &r, &err) == 0 && !r.skipped,
+    CHECK(bl_trainer_step(&tr, &(BlMicroBatch){tokens, lens, NULL, NULL, B, T},
+                          1, &sane, &r, &err) == 0 && !r.skipped,
           "trainer step 1: %s", err.msg);
     CHECK(bl_trainer_download(&tr, &err) == 0, "%s", err.msg);
     size_t n, n2;
     float *before = snapshot(&st, &n);
     long t_before = st.opt[0].t;
-    CHECK(bl_trainer_step(&tr, tokens, lens, NULL, 1, B, T, &insane, &r, &err) == 0, "%s", err.msg);
+    CHECK(bl_trainer_step(&tr, &(BlMicroBatch){tokens, lens, NULL, NULL, B, T},
+                          1, &insane, &r, &err) == 0, "%s", err.msg);
     CHECK(r.skipped, "trainer: an update to non-finite weights was not reported skipped");
     CHECK(isfinite(r.grad_norm), "trainer: the gradients themselves were finite");
     CHECK(tr.skipped == 1 && tr.steps == 2, "trainer: counters %ld skipped of %ld", tr.skipped, tr.steps);
@@ -112,7 +114,8 @@ static void trainer(const BlModel *m, const int *tokens, const int *lens) {
           "trainer: weights or moments changed by a skipped update");
     CHECK(all_finite(after, n2), "trainer: non-finite weights after the guarded step");
     CHECK(st.opt[0].t == t_before, "trainer: the AdamW step count moved (%ld -> %ld)", t_before, st.opt[0].t);
-    CHECK(bl_trainer_step(&tr, tokens, lens, NULL, 1, B, T, &sane, &r, &err) == 0 && !r.skipped,
+    CHECK(bl_trainer_step(&tr, &(BlMicroBatch){tokens, lens, NULL, NULL, B, T},
+                          1, &sane, &r, &err) == 0 && !r.skipped,
           "trainer: a sane step after the skipped one");
     CHECK(bl_trainer_download(&tr, &err) == 0, "%s", err.msg);
     free(after);

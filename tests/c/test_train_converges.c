@@ -23,7 +23,8 @@ static double current_kl(BlTrainer *tr, const BlStepParams *p, const int *tokens
                          const int *lens) {
     BlError err;
     BlStepResult acc = {0};
-    if (bl_trainer_accumulate(tr, tokens, lens, NULL, B, T, 1.0f, p, &acc, &err))
+    if (bl_trainer_accumulate(tr, &(BlMicroBatch){tokens, lens, NULL, NULL, B, T},
+                              1.0f, p, &acc, &err))
         CHECK(0, "accumulate: %s", err.msg);
     /* no update: the accumulated gradients are dropped */
     bl_trainer_zero_grads(tr);
@@ -63,7 +64,8 @@ static int train(const BlModel *m, const int *tokens, const int *lens, double *k
             if (rc == 0) *after_rot = current_kl(&tr, &p, tokens, lens);
         }
         BlStepResult res = {0};
-        if (rc == 0) rc = bl_trainer_step(&tr, tokens, lens, NULL, 1, B, T, &p, &res, &err);
+        if (rc == 0) rc = bl_trainer_step(&tr, &(BlMicroBatch){tokens, lens, NULL, NULL, B, T},
+                                          1, &p, &res, &err);
         CHECK(rc == 0, "step %d: %s", i, err.msg);
         CHECK(!res.skipped, "step %d skipped", i);
         kl[i] = res.kl;

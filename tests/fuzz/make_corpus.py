@@ -5,7 +5,10 @@ the hf target's input (u32 LE length, config.json, u32 LE length,
 model.safetensors, then tokenizer.json), and their tokenizers packed into
 the tokenizer target's input (tokenizer.json, tokenizer_config.json, a text).
 
-    python3 make_corpus.py OUT     # writes OUT/gguf, OUT/hf, OUT/tokenizer
+    python3 make_corpus.py OUT     # writes OUT/gguf, OUT/hf, OUT/tokenizer, OUT/shard
+
+and token shards (src/data/shard.h's layout, written here with struct) of a
+few documents, 2- and 4-byte ids, for the shard target.
 
 The checkpoint and trace seeds come from bitlab itself (fuzz_seeds.c); the
 control and lua_json seeds are committed under tests/fuzz/corpus/."""
@@ -40,10 +43,27 @@ def read(path):
         return f.read()
 
 
+def shard(docs, width, vocab):
+    """A token shard of these documents (lists of ids)."""
+    ids = [t for d in docs for t in d]
+    offs = [0]
+    for d in docs:
+        offs.append(offs[-1] + len(d))
+    b = struct.pack("<8sIIQQII", b"BLSHARD\0", 1, width, len(ids), len(docs), vocab, 0) + bytes(range(32))
+    b += struct.pack(f"<{len(ids)}{'H' if width == 2 else 'I'}", *ids)
+    b += bytes(-len(b) % 8)
+    return b + struct.pack(f"<{len(offs)}Q", *offs)
+
+
 def main():
     out = sys.argv[1]
-    for t in ("gguf", "hf", "tokenizer"):
+    for t in ("gguf", "hf", "tokenizer", "shard"):
         os.makedirs(os.path.join(out, t), exist_ok=True)
+    for name, docs, width, vocab in (("two", [[1, 5, 9, 2], [3, 2]], 2, 320),
+                                     ("wide", [[70000, 2], [5, 6, 7, 2], [9, 2]], 4, 100000),
+                                     ("odd", [[4, 2, 1]], 2, 264)):
+        with open(os.path.join(out, "shard", name + ".bin"), "wb") as f:
+            f.write(shard(docs, width, vocab))
     with tempfile.TemporaryDirectory() as tmp:
         for i, v in enumerate(VARIANTS):
             d = os.path.join(tmp, str(i))

@@ -32,8 +32,16 @@ local trace = bitlab.load_trace(trace_path)
 local ckpt = tmp .. "/torture.ckpt"
 tr:save(ckpt, {step = 0})
 local ids = m:encode("hello world")
+local corpus_path = tmp .. "/torture_corpus.txt"
+do
+  local f = assert(io.open(corpus_path, "w"))
+  f:write("hello world one two three\n\nfour five six seven eight nine")
+  f:close()
+end
+local cp = bitlab.corpus{model = m, path = corpus_path, seq = 8}
 
-local OBJECTS = {Model = m, Dataset = ds, Batch = b, Student = st, Trainer = tr, Knob = kn, Trace = trace}
+local OBJECTS = {Model = m, Dataset = ds, Batch = b, Student = st, Trainer = tr, Knob = kn, Trace = trace,
+                 Corpus = cp}
 local KNOWN_TYPES = {}
 for name, o in pairs(OBJECTS) do KNOWN_TYPES["bitlab." .. name] = true end
 
@@ -71,6 +79,11 @@ local CASES = {
   ["bitlab.dataset"] = {args = function() return {{model = m, text = {"a b c"}, seed = 1}} end,
     fields = {[1] = {"model", "chat", "text", "file", "files", "response_only", "template", "seed",
                      "seq", "long"}}},
+  ["bitlab.corpus"] = {args = function() return {{model = m, path = corpus_path, seq = 8, seed = 1}} end,
+    fields = {[1] = {"model", "path", "paths", "shards", "seq", "seed", "piece_bytes", "queue_tokens"}}},
+  ["bitlab.sample"] = {args = function() return {{model = m, prompts = {"hi"}, max_tokens = 2, batch = 1, seed = 1}} end,
+    fields = {[1] = {"model", "prompts", "bos", "n", "max_tokens", "temperature", "top_p", "seed",
+                     "batch", "chat", "system"}}},
   ["bitlab.student"] = {args = function() return {{model = m, lambda = 1, act_bits = 8}} end,
     fields = {[1] = {"model", "lambda", "act_bits", "subln", "post_attn_norm", "dense"}}},
   ["bitlab.trainer"] = {args = function() return {{student = st, batch = 1, seq = T}} end,
@@ -137,6 +150,13 @@ local CASES = {
   ["Dataset:seek"] = {args = function() return {ds, {epoch = 0, pos = 0}} end, fields = {[2] = {"epoch", "pos"}}},
   ["Dataset:batch"] = {args = function() return {ds, 1, T} end},
   ["Dataset:stats"] = {args = function() return {ds} end},
+  ["Corpus:batch"] = {args = function() return {cp, 2, 8} end},
+  ["Corpus:seq"] = {args = function() return {cp} end},
+  ["Corpus:files"] = {args = function() return {cp} end},
+  ["Corpus:position"] = {args = function() return {cp} end},
+  ["Corpus:seek"] = {args = function() return {cp, {epoch = 0, file = 0, offset = 0, line = 0, consumed = 0}} end,
+    fields = {[2] = {"epoch", "file", "offset", "line", "consumed", "seed", "files"}}},
+  ["Corpus:stats"] = {args = function() return {cp} end},
   ["Student:add_adapter"] = {args = function() return {st, {rank = 2, alpha = 4, seed = 1}} end,
     fields = {[2] = {"rank", "alpha", "seed"}}},
   ["Student:rotate"] = {args = function() return {st, {rank = 2, alpha = 4, seed = 1}} end,

@@ -12,6 +12,10 @@ Definitions (HF semantics)
   positions 0..T−1 per row; causal GQA attention (q head h reads kv head
   h // (nh/nkv)); right padding: row b holds lens[b] tokens, attention output
   rows t ≥ lens[b] are set to 0 and such positions never enter a loss.
+  Packed rows (doc_start [B,T], optional): token t of row b belongs to the
+  document starting at doc_start[b,t]; its RoPE position is t − doc_start
+  and it attends to keys doc_start[b,t] ≤ j ≤ t only (a block-diagonal
+  causal mask), so each document sees nothing of the others.
   SwiGLU MLP down(silu(gate)·up); final norm; LM head (tied to the embeddings
   when the config says so or lm_head.weight is absent).
   Hidden states = the output of every block (after its MLP residual add).
@@ -24,6 +28,8 @@ Definitions (HF semantics)
   wq : s = 1/max(mean|W'|, 1e-5), Wq = clamp(round(W'·s), −1, 1)/s
   actq (per row): s = Q/max(max|x|, 1e-5), Q = 127 (8 bits) / 7 (4 bits),
        xq = clamp(round(x·s), −Q−1, Q)/s ; 16 bits = identity.
+  lambda_acts (the Hugging Face 1.58-bit fine-tuning recipe): the input is
+       x + λ·(actq(x) − x) instead of actq(x), same straight-through gradient.
   round = half away from zero (C roundf), implemented as sign(v)·floor(|v|+½).
   Both quantisers use the straight-through estimator (identity gradient),
   written as v + (q(v) − v).detach().  The scale s is never differentiated.
@@ -31,7 +37,9 @@ Definitions (HF semantics)
   before actq; optional post-attention RMSNorm applied to o_proj's output
   before the residual add.  Their weights are trainable.
 * Losses (mask [B,T] of selected positions, default all):
-  sel[b,t] = mask & t+1 < len: row t predicts token t+1; token losses (CE,
+  sel[b,t] = mask & t+1 < len (& doc_start[b,t+1] == doc_start[b,t] in a
+  packed row: no row predicts the first token of the next document): row t
+  predicts token t+1; token losses (CE,
   KL, top-K KL) and hidden losses (cos, magnitude) use the same rows
   (sel_tok = sel_hid = sel).
   CE    = mean_sel −log softmax(s)[tok[t+1]]
@@ -508,7 +516,7 @@ class Ref:
                 self.probe["x"] = min(self.probe.get("x", 1.0), m)
 
     def margins(self, tokens, lens, lam, act_bits, adapters, subln=None, post_attn_norm=None,
-                topk=None):
+                topk=None, lambda_acts=False, doc_start=None):
         """Smallest rounding margins of a student forward: {"w": weights (λ>0),
         "x": activations (bits<16), "topk": gap between the K-th and
         (K+1)-th teacher logit (per selected position, relative to the logit
@@ -517,12 +525,13 @@ class Ref:
         quantiser inputs; the parity test picks inputs where they do."""
         self.probe = {}
         try:
-            self.student_forward(tokens, lens, lam, act_bits, adapters, subln, post_attn_norm)
+            self.student_forward(tokens, lens, lam, act_bits, adapters, subln, post_attn_norm,
+                                 lambda_acts, doc_start)
         finally:
             probe, self.probe = self.probe, None
         if topk:
-            tl, _ = self.teacher_forward(tokens, lens)
-            sel, _ = selections(tokens, lens)
+            tl, _ = self.teacher_forward(tokens, lens, doc_start)
+            sel, _ = selections(tokens, lens, doc_start=doc_start)
             t = tl[sel].to(torch.float64)
             K = min(int(topk), t.shape[-1] - 1)
             if K >= 1 and t.shape[0]:
@@ -533,10 +542,11 @@ class Ref:
 
     # -- pieces ---------------------------------------------------------------
 
-    def _rope(self, T: int):
+    def _rope(self, pos: torch.Tensor):
+        """cos, sin [..., hd] at the positions pos (any shape)."""
         half = self.hd // 2
         inv = 1.0 / (self.theta ** (torch.arange(0, half, dtype=torch.float64) * 2.0 / self.hd))
-        ang = torch.arange(T, dtype=torch.float64)[:, None] * inv[None, :]
+        ang = pos.to(torch.float64)[..., None] * inv
         ang = torch.cat([ang, ang], dim=-1)
         return torch.cos(ang).to(self.dtype), torch.sin(ang).to(self.dtype)
 
@@ -546,21 +556,25 @@ class Ref:
         rot = torch.cat([-x[..., h:], x[..., :h]], dim=-1)
         return x * cos + rot * sin
 
-    def _attention(self, q, k, v, lens):
+    def _attention(self, q, k, v, lens, doc_start=None):
         B, T, _ = q.shape
         q = q.view(B, T, self.nh, self.hd).transpose(1, 2)
         k = k.view(B, T, self.nkv, self.hd).transpose(1, 2)
         v = v.view(B, T, self.nkv, self.hd).transpose(1, 2)
-        cos, sin = self._rope(T)
+        t = torch.arange(T)
+        # positions restart with each document: [B, 1, T] against the heads
+        pos = t[None, :] if doc_start is None else t[None, :] - doc_start
+        cos, sin = self._rope(pos[:, None, :])
         q = self._apply_rope(q, cos, sin)
         k = self._apply_rope(k, cos, sin)
         rep = self.nh // self.nkv
         k = k.repeat_interleave(rep, dim=1)
         v = v.repeat_interleave(rep, dim=1)
         sc = (q @ k.transpose(-1, -2)) / math.sqrt(self.hd)
-        t = torch.arange(T)
         allowed = (t[None, :] <= t[:, None])[None, None]                 # [1,1,T,T]
         allowed = allowed & (t[None, None, None, :] < lens[:, None, None, None])
+        if doc_start is not None:  # key j ≥ the query's document start
+            allowed = allowed & (t[None, None, None, :] >= doc_start[:, None, :, None])
         sc = sc.masked_fill(~allowed, float("-inf"))
         p = torch.softmax(sc, dim=-1)
         o = (p @ v).transpose(1, 2).reshape(B, T, self.nh * self.hd)
@@ -570,10 +584,11 @@ class Ref:
     # -- forward --------------------------------------------------------------
 
     def _forward(self, tokens, lens, student, lam=0.0, act_bits=16, adapters=(),
-                 train=None, subln=None, post_attn=None):
+                 train=None, subln=None, post_attn=None, lambda_acts=False, doc_start=None):
         tokens = torch.as_tensor(np.asarray(tokens), dtype=torch.long)
         lens = torch.as_tensor(np.asarray(lens), dtype=torch.long)
         B, T = tokens.shape
+        doc_start = _doc_start(doc_start, lens, T)
         x = self.embed[tokens]
         hiddens = []
         si = 0
@@ -597,7 +612,12 @@ class Ref:
                 else:
                     Weff = (1.0 - lam) * Wp + lam * ste(Wp, wq(Wp))
                 xn = rmsnorm(xin, subln[si], self.eps) if subln is not None else xin
-                xq = ste(xn, actq(xn, act_bits))
+                if lambda_acts:  # x + λ·(actq(x) − x), STE: gradient identity
+                    with torch.no_grad():
+                        blend = xn + lam * (actq(xn, act_bits) - xn)
+                    xq = ste(xn, blend)
+                else:
+                    xq = ste(xn, actq(xn, act_bits))
                 if self.probe is not None:
                     self._record_margins(Wp if lam != 0.0 else None, xn, act_bits, lens)
                 y = xq @ Weff.T
@@ -612,7 +632,7 @@ class Ref:
                 q, k, v = qkv[..., :nq], qkv[..., nq:nq + nk], qkv[..., nq + nk:]
             else:
                 q, k, v = lin("q", L, h), lin("k", L, h), lin("v", L, h)
-            a = self._attention(q, k, v, lens)
+            a = self._attention(q, k, v, lens, doc_start)
             o = lin("o", L, a)
             if post_attn is not None:
                 o = rmsnorm(o, post_attn[i], self.eps)
@@ -630,9 +650,9 @@ class Ref:
         logits = x @ self.lm_head.T
         return logits, hiddens
 
-    def teacher_forward(self, tokens, lens):
+    def teacher_forward(self, tokens, lens, doc_start=None):
         with torch.no_grad():
-            return self._forward(tokens, lens, student=False)
+            return self._forward(tokens, lens, student=False, doc_start=doc_start)
 
     def _norm_params(self, subln, post_attn_norm, requires_grad=False):
         def mk(v, n, width):
@@ -652,20 +672,32 @@ class Ref:
         return sub, post
 
     def student_forward(self, tokens, lens, lam, act_bits, adapters=(), subln=None,
-                        post_attn_norm=None):
+                        post_attn_norm=None, lambda_acts=False, doc_start=None):
         """subln: None, True (weights 1) or a list of n_slots weight vectors [in];
         post_attn_norm: None, True or a list of n_layers vectors [dim]."""
         sub, post = self._norm_params(subln, post_attn_norm)
         with torch.no_grad():
             return self._forward(tokens, lens, True, lam, act_bits, list(adapters),
-                                 subln=sub, post_attn=post)
+                                 subln=sub, post_attn=post, lambda_acts=lambda_acts,
+                                 doc_start=doc_start)
 
 
 # ----------------------------------------------------------------------------
 # losses and the step
 # ----------------------------------------------------------------------------
 
-def selections(tokens, lens, mask=None):
+def _doc_start(doc_start, lens, T):
+    """doc_start as a [B, T] long tensor with the padded entries (not part
+    of the definition) set to 0: padded rows as in an unpacked batch (their
+    output is zeroed and never reaches a loss), or None."""
+    if doc_start is None:
+        return None
+    ds = torch.as_tensor(np.asarray(doc_start), dtype=torch.long)
+    t = torch.arange(T)[None, :]
+    return torch.where(t < lens[:, None], ds, torch.zeros_like(ds))
+
+
+def selections(tokens, lens, mask=None, doc_start=None):
     tokens = torch.as_tensor(np.asarray(tokens), dtype=torch.long)
     lens = torch.as_tensor(np.asarray(lens), dtype=torch.long)
     B, T = tokens.shape
@@ -675,14 +707,19 @@ def selections(tokens, lens, mask=None):
     # the row rule (README, "The student, exactly"): row t predicts token
     # t + 1, token and hidden-state losses alike
     sel = m & (t + 1 < lens[:, None])
+    ds = _doc_start(doc_start, lens, T)
+    if ds is not None:  # ... of the same document
+        same = torch.zeros_like(sel)
+        same[:, :-1] = ds[:, 1:] == ds[:, :-1]
+        sel = sel & same
     return sel, sel
 
 
 def distill_losses(s_logits, t_logits, s_hid, t_hid, tokens, lens, mask=None, tau=2.0,
-                   topk=8, layer_weights=None):
+                   topk=8, layer_weights=None, doc_start=None):
     """Every loss term (tensors, differentiable in the student's quantities)."""
     tokens = torch.as_tensor(np.asarray(tokens), dtype=torch.long)
-    sel_tok, sel_hid = selections(tokens, lens, mask)
+    sel_tok, sel_hid = selections(tokens, lens, mask, doc_start)
     dt = s_logits.dtype
     zero = s_logits.sum() * 0.0
     out = {}
@@ -732,8 +769,9 @@ def distill_losses(s_logits, t_logits, s_hid, t_hid, tokens, lens, mask=None, ta
 
 def distill_step(ref: Ref, tokens, lens, lam, act_bits, adapters, mask=None, tau=2.0,
                  topk=8, loss_weights=None, layer_weights=None, subln=None,
-                 post_attn_norm=None):
-    """One distillation step's forward + backward.
+                 post_attn_norm=None, lambda_acts=False, doc_start=None):
+    """One distillation step's forward + backward (lambda_acts: λ blends the
+    BitLinear inputs too, x + λ·(actq(x) − x), straight-through).
 
     Returns dict with
       losses : {"ce","kl","topk","cos","mag","total"} python floats
@@ -747,7 +785,7 @@ def distill_step(ref: Ref, tokens, lens, lam, act_bits, adapters, mask=None, tau
     if loss_weights:
         w.update(loss_weights)
     adapters = list(adapters)
-    t_logits, t_hid = ref.teacher_forward(tokens, lens)
+    t_logits, t_hid = ref.teacher_forward(tokens, lens, doc_start)
     train = None
     params = []
     if adapters:
@@ -758,9 +796,10 @@ def distill_step(ref: Ref, tokens, lens, lam, act_bits, adapters, mask=None, tau
     sub, post = ref._norm_params(subln, post_attn_norm, requires_grad=True)
     params += (sub or []) + (post or [])
     s_logits, s_hid = ref._forward(tokens, lens, True, lam, act_bits, adapters, train=train,
-                                   subln=sub, post_attn=post)
+                                   subln=sub, post_attn=post, lambda_acts=lambda_acts,
+                                   doc_start=doc_start)
     L = distill_losses(s_logits, t_logits, s_hid, t_hid, tokens, lens, mask, tau, topk,
-                       layer_weights)
+                       layer_weights, doc_start)
     total = sum(w[k] * L[k] for k in LOSS_NAMES)
     grads = torch.autograd.grad(total, params, allow_unused=True) if params else []
     grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
@@ -909,6 +948,49 @@ def _fd_check(arch, seed=1):
                   worst < 1e-5, f"max rel err {worst:.2e}")
 
 
+def random_packing(rng, B, T, max_docs=3):
+    """Packed rows: row b holds 2..max_docs documents of random lengths (≥ 1)
+    back to back, the last row leaving a padded tail.  Returns (lens,
+    doc_start [B, T] with −1 past lens, docs [(row, start, length)])."""
+    lens = np.zeros(B, np.int64)
+    doc_start = np.full((B, T), -1, np.int64)
+    docs = []
+    for b in range(B):
+        room = T - 2 if b == B - 1 else T
+        n = int(rng.integers(2, max_docs + 1))
+        cuts = np.sort(rng.choice(np.arange(1, room), n - 1, replace=False))
+        bounds = [0] + [int(c) for c in cuts] + [room]
+        for s, e in zip(bounds[:-1], bounds[1:]):
+            doc_start[b, s:e] = s
+            docs.append((b, s, e - s))
+        lens[b] = room
+    return lens, doc_start, docs
+
+
+def _packed_check(arch, seed=5):
+    """The reference's packed step equals its step over the same documents
+    one per row (float64: losses and gradients to summation order)."""
+    w, c = random_tiny(arch, seed)
+    ref = Ref(w, c, torch.float64)
+    rng = np.random.default_rng(seed)
+    B, T = 2, 10
+    lens, ds, docs = random_packing(rng, B, T)
+    tokens = rng.integers(0, ref.vocab, (B, T))
+    rows = np.zeros((len(docs), T), np.int64)
+    for i, (b, s, n) in enumerate(docs):
+        rows[i, :n] = tokens[b, s:s + n]
+    rlens = np.array([n for _, _, n in docs], np.int64)
+    ads = [new_adapter(ref.slots, 4, 8.0, seed=seed, b_std=0.05),
+           new_adapter(ref.slots, 4, 8.0, seed=seed + 1, b_std=0.05)]
+    packed = distill_step(ref, tokens, lens, 0.5, 16, ads, tau=2.0, topk=4, doc_start=ds)
+    one = distill_step(ref, rows, rlens, 0.5, 16, ads, tau=2.0, topk=4)
+    err = compare_step(one, packed["losses"], packed["dA"], packed["dB"])
+    finite = all(math.isfinite(v) for v in packed["losses"].values())
+    return _check(f"{arch}: packed rows == the documents one per row ({len(docs)} documents, f64)",
+                  finite and err < 1e-10,
+                  f"max rel err {err:.1e}" + ("" if finite else ", non-finite losses"))
+
+
 def _fresh_adapter_check(arch, seed=2):
     w, c = random_tiny(arch, seed)
     ok = True
@@ -1004,7 +1086,8 @@ MIN_MARGIN = {"x": 1e-4, "w": 1e-5, "topk": 1e-5}
 
 
 def pick_inputs(ref: Ref, lam, bits, B=2, T=8, seed=0, tries=200, rank=4, alpha=8.0,
-                b_std=0.02, topk=8, min_margin=None):
+                b_std=0.02, topk=8, min_margin=None, lambda_acts=False, lens=None,
+                doc_start=None):
     """Tokens, lens and two adapters (the newest trainable, B ≠ 0 so dA ≠ 0)
     whose student forward keeps every quantiser input at least min_margin
     (MIN_MARGIN by default) away from a rounding boundary, so that any correct
@@ -1012,16 +1095,20 @@ def pick_inputs(ref: Ref, lam, bits, B=2, T=8, seed=0, tries=200, rank=4, alpha=
     reference.  Exact ties do occur structurally: at λ = 1 the o_proj input
     of position 0 is a ratio of small integers (attention there is v₀ =
     xq·Wqᵀ, on the quantisation lattice), which at 4 bits often lands on k+½.
+    lens / doc_start: given lens and packed rows (the margins are those of
+    that forward); by default full and shortened rows, one document each.
     Returns (tokens, lens, adapters, margins, seed used)."""
     mm = dict(MIN_MARGIN if min_margin is None else min_margin)
-    lens = np.array([T] + [max(2, T - 3 * i) for i in range(1, B)], np.int64)
+    if lens is None:
+        lens = np.array([T] + [max(2, T - 3 * i) for i in range(1, B)], np.int64)
     for k in range(tries):
         sd = seed * 100003 + k
         rng = np.random.default_rng(sd)
         tokens = rng.integers(0, ref.vocab, (B, T))
         ads = [new_adapter(ref.slots, rank, alpha, seed=sd + 1, b_std=b_std),
                new_adapter(ref.slots, rank, alpha, seed=sd + 2, b_std=b_std)]
-        m = ref.margins(tokens, lens, lam, bits, ads, topk=topk)
+        m = ref.margins(tokens, lens, lam, bits, ads, topk=topk, lambda_acts=lambda_acts,
+                        doc_start=doc_start)
         if all(m.get(key, 1.0) >= mm[key] for key in mm):
             return tokens, lens, ads, m, sd
     raise RuntimeError(f"no input with rounding margins ≥ {mm} in {tries} tries "
@@ -1079,6 +1166,7 @@ def run_selfcheck(which="all"):
         ok &= _hf_check(a)
         ok &= _fresh_adapter_check(a)
         ok &= _fd_check(a)
+        ok &= _packed_check(a)
     print("  float32 vs float64 reference, max normwise rel err over losses, dA, dB "
           "(arbitrary inputs -> inputs from pick_inputs):")
     for a in archs:

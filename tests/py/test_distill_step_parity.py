@@ -2,13 +2,17 @@
 """test_distill_step_parity.py - bitlab's distillation step (losses and the
 newest adapter's gradients) against the independent PyTorch reference
 ref_distill.py, on tiny random models (make_tiny_model.py) of each arch, for
-λ ∈ {0, 0.5, 1} and activation bits ∈ {8, 4}.
+λ ∈ {0, 0.5, 1} and activation bits ∈ {8, 4}, and with λ blending the
+activations too (lambda_acts) at λ ∈ {0.3, 0.7}; and packed batches (2–3
+documents of random lengths a row, a padded tail: doc_start, positions
+restarting per document, block-diagonal causal attention, the row rule's
+document clause) at λ ∈ {0.5, 1}, 8 bits.
 
 Protocol of tests/tools/step_tool (C side)
 ------------------------------------------
     step_tool --model DIR --adapters adapters.bin --tokens tokens.bin
               --lens L0,L1,... --lam LAMBDA --bits {4,8,16}
-              --tau TAU --topk K --out out.bin
+              --tau TAU --topk K [--lambda-acts 1] [--doc-start S,...] --out out.bin
 
 * --model: a Hugging Face folder (config.json + model.safetensors).
 * adapters.bin (little-endian): int32 n_adapters; per adapter: int32 rank,
@@ -18,11 +22,14 @@ Protocol of tests/tools/step_tool (C side)
   as given (adapter i = i-th in the file); the last one is the trainable one.
 * tokens.bin (little-endian): int32 B, int32 T, then int32 tokens [B, T]
   row-major.  --lens: B comma-separated lengths (right padding, 1..T).
+  --doc-start: B·T comma-separated entries (BlMicroBatch.doc_start), a
+  packed batch.
 * The step is THE trainer's (src/train/trainer.h on the CPU backend:
   bl_trainer_accumulate, then bl_trainer_download_grads into the host
   student): teacher forward (plain linears) and student forward (BitLinear,
   Weff = (1−λ)(W+ΔW) + λ·wq(W+ΔW), y = actq(x)·Weffᵀ), no SubLN, no
-  post-attention norm, mask = every non-padded position, losses
+  post-attention norm (--lambda-acts 1: the BitLinear input is
+  x + λ·(actq(x) − x), BlStepParams.lambda_acts), mask = every non-padded position, losses
   CE, KL(τ), top-K KL(τ, K), hidden 1−cos, hidden log-magnitude², all with
   weight 1 (total = their sum), layer weights all 1; backward to the newest
   adapter's A and B.  No optimizer update.
@@ -64,8 +71,10 @@ import ref_distill as rd  # noqa: E402
 TOL = 1e-4
 TAU = 2.0
 TOPK = 8
-CASES = [(lam, bits) for lam in (0.0, 0.5, 1.0) for bits in (8, 4)]
+CASES = ([(lam, bits, False) for lam in (0.0, 0.5, 1.0) for bits in (8, 4)]
+         + [(lam, bits, True) for lam in (0.3, 0.7) for bits in (8, 4)])
 MODELS = [("llama", False), ("qwen2", False), ("phi3", False), ("llama", True)]
+PACKED_CASES = [(0.5, 8), (1.0, 8)]  # λ=1 at 4 bits: a tie at every document start
 
 
 def tool():
@@ -74,7 +83,7 @@ def tool():
     return os.path.join(os.environ.get("BITLAB_BUILD_DIR", "build"), "step_tool")
 
 
-def bitlab_step(model_dir, ref, ads, tokens, lens, lam, bits, tmp):
+def bitlab_step(model_dir, ref, ads, tokens, lens, lam, bits, lambda_acts, tmp, doc_start=None):
     ap, tp, op = (os.path.join(tmp, n) for n in ("adapters.bin", "tokens.bin", "out.bin"))
     rd.write_adapters(ap, ads)
     rd.write_tokens(tp, tokens)
@@ -82,7 +91,10 @@ def bitlab_step(model_dir, ref, ads, tokens, lens, lam, bits, tmp):
         os.remove(op)
     args = [tool(), "--model", model_dir, "--adapters", ap, "--tokens", tp,
             "--lens", ",".join(str(int(x)) for x in lens), "--lam", repr(float(lam)),
-            "--bits", str(bits), "--tau", repr(TAU), "--topk", str(TOPK), "--out", op]
+            "--bits", str(bits), "--tau", repr(TAU), "--topk", str(TOPK),
+            "--lambda-acts", "1" if lambda_acts else "0", "--out", op]
+    if doc_start is not None:
+        args += ["--doc-start", ",".join(str(int(x)) for x in np.asarray(doc_start).ravel())]
     r = subprocess.run(args, capture_output=True, text=True)
     if r.returncode != 0:
         raise AssertionError(f"step_tool failed ({r.returncode}): {' '.join(args)}\n"
@@ -110,18 +122,39 @@ def check_model(arch, tied, seed, outdir):
     w = tiny.write_tiny(outdir, arch=arch, seed=seed, fmt="hf", tied=tied)
     ref = rd.Ref(dict(w), w.config, torch.float64)
     failures = []
-    for ci, (lam, bits) in enumerate(CASES):
+    for ci, (lam, bits, lambda_acts) in enumerate(CASES):
         tokens, lens, ads, margins, sd = rd.pick_inputs(ref, lam, bits, B=2, T=8,
-                                                        seed=seed * 10 + ci, topk=TOPK)
-        want = rd.distill_step(ref, tokens, lens, lam, bits, ads, tau=TAU, topk=TOPK)
-        losses, dA, dB = bitlab_step(w.hf_dir, ref, ads, tokens, lens, lam, bits, outdir)
+                                                        seed=seed * 10 + ci, topk=TOPK,
+                                                        lambda_acts=lambda_acts)
+        want = rd.distill_step(ref, tokens, lens, lam, bits, ads, tau=TAU, topk=TOPK,
+                               lambda_acts=lambda_acts)
+        losses, dA, dB = bitlab_step(w.hf_dir, ref, ads, tokens, lens, lam, bits, lambda_acts,
+                                     outdir)
         err = rd.compare_step(want, losses, dA, dB)
-        tag = f"{arch}{'-tied' if tied else ''} λ={lam:g} bits={bits}"
+        tag = (f"{arch}{'-tied' if tied else ''} λ={lam:g} bits={bits}"
+               + (" lambda_acts" if lambda_acts else ""))
         print(f"  {tag}: max rel err {err:.2e} (input seed {sd}, margins "
               + ", ".join(f"{k} {v:.1e}" for k, v in sorted(margins.items())) + ")")
         if not err < TOL:
             failures.append(f"{tag}: max rel err {err:.2e} ≥ {TOL:g}: "
                             + detail(want, losses, dA, dB, ref))
+    for ci, (lam, bits) in enumerate(PACKED_CASES):
+        rng = np.random.default_rng(seed * 10 + 50 + ci)
+        lens, ds, docs = rd.random_packing(rng, 2, 10)
+        tokens, lens, ads, margins, sd = rd.pick_inputs(ref, lam, bits, B=2, T=10,
+                                                        seed=seed * 10 + 50 + ci, topk=TOPK,
+                                                        lens=lens, doc_start=ds)
+        want = rd.distill_step(ref, tokens, lens, lam, bits, ads, tau=TAU, topk=TOPK,
+                               doc_start=ds)
+        losses, dA, dB = bitlab_step(w.hf_dir, ref, ads, tokens, lens, lam, bits, False, outdir,
+                                     doc_start=ds)
+        err = rd.compare_step(want, losses, dA, dB)
+        finite = all(np.isfinite(v) for v in want["losses"].values())
+        tag = f"{arch}{'-tied' if tied else ''} packed {len(docs)} documents λ={lam:g} bits={bits}"
+        print(f"  {tag}: max rel err {err:.2e} (input seed {sd})")
+        if not (finite and err < TOL):
+            failures.append(f"{tag}: max rel err {err:.2e} ≥ {TOL:g} (reference finite: "
+                            f"{finite}): " + detail(want, losses, dA, dB, ref))
     return failures
 
 

@@ -1,7 +1,8 @@
 """test_lua_api.py - the Lua experiment runtime end to end (bitlab SCRIPT.lua).
 
 On a tiny random llama GGUF (make_tiny_model) runs tests/lua/*.lua headless:
-every primitive (api.lua), schedule shapes (schedule.lua), budgets and
+every primitive (api.lua), lambda_acts (lambda_acts.lua), a packed corpus batch
+through trainer:step (packed.lua), schedule shapes (schedule.lua), budgets and
 schedules in fractions of the run (budget.lua), held-out evaluation, best
 checkpoint and export inside bitlab.train (train_eval.lua), a knob changed
 through --control taking effect at the next step (knob_control.lua, checked
@@ -68,9 +69,16 @@ def main():
     model = tiny.write_tiny(tmp, arch="llama", seed=3, fmt="gguf").gguf_path
 
     # every primitive, schedules
-    for name in ("api", "schedule", "budget", "train_eval"):
+    for name in ("api", "schedule", "budget", "train_eval", "lambda_acts", "packed"):
         d = os.path.join(tmp, name)
         os.makedirs(d)
+        if name == "packed":  # a corpus of documents of several lengths
+            os.makedirs(os.path.join(d, "corpus"))
+            for i, text in enumerate(("one short document here.",
+                                      "a second document, a little longer than the first one.",
+                                      "third.")):
+                with open(os.path.join(d, "corpus", f"{i}.txt"), "w") as f:
+                    f.write(text + "\n")
         p = run(f"tests/lua/{name}.lua", "--log", os.path.join(tmp, f"{name}.jsonl"), args=(model, d))
         check(p.returncode == 0 and "all checks passed" in p.stdout, f"{name}.lua passes")
         if p.returncode:

@@ -51,7 +51,7 @@ static int run_forward(BlModel *m, char **argv, BlError *err) {
     for (size_t l = 0; hidden && l < L; l++) hidden[l] = hid + l * M * D;
     BlForwardState s;
     if (lens && bl_build_forward_state(&s, m, bl_backend_cpu(), B, T, true, err) == 0) {
-        rc = bl_forward(&s, ids, lens, B, T, logits, hidden, err);
+        rc = bl_forward(&s, ids, lens, NULL, B, T, logits, hidden, err);
         bl_free_forward_state(&s);
     }
     if (rc == 0 && logits) rc = write_raw(logits_path, logits, M * V * sizeof(float), err);

@@ -98,7 +98,7 @@ static int run_logits(BlModel *m, BlStudent *st, const char *ids_path, const cha
         BlForwardState fs;
         rc = bl_build_forward_state(&fs, m, bl_backend_cpu(), 1, n, false, err);
         if (rc == 0) {
-            rc = bl_forward(&fs, ids, &n, 1, n, logits, NULL, err);
+            rc = bl_forward(&fs, ids, &n, NULL, 1, n, logits, NULL, err);
             bl_free_forward_state(&fs);
         }
     }

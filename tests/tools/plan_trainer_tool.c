@@ -74,7 +74,8 @@ int main(int argc, char **argv) {
     BlStepResult res;
     if (rc == 0) {
         BlStepParams sp = bl_step_params(&st, &lc, &oc);
-        rc = bl_trainer_step(&tr, tokens, lens, NULL, 1, B, T, &sp, &res, &err);
+        rc = bl_trainer_step(&tr, &(BlMicroBatch){tokens, lens, NULL, NULL, B, T},
+                             1, &sp, &res, &err);
     }
     if (rc == 0) {
         BlTrainerMemory mem;

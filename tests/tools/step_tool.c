@@ -3,6 +3,7 @@
  *
  *   step_tool --model DIR --adapters adapters.bin --tokens tokens.bin
  *             --lens L0,L1,... --lam LAMBDA --bits {4,8,16} --tau TAU --topk K
+ *             [--lambda-acts 1] [--doc-start S0,S1,... (B·T entries: packed rows)]
  *             --out out.bin
  *
  * The parity mode runs one accumulate of THE trainer (train/trainer.h, on the
@@ -122,6 +123,13 @@ static int run_step(BlModel *m, int argc, char **argv, BlError *err) {
         lens[b] = (int)strtol(c, (char **)&c, 10);
         if (*c == ',') c++;
     }
+    /* --doc-start: B·T comma-separated entries, a packed batch */
+    const char *dp = arg(argc, argv, "--doc-start", NULL);
+    int *doc_start = dp ? calloc((size_t)B * T, sizeof(int)) : NULL;
+    for (size_t i = 0; doc_start && i < (size_t)B * T; i++) {
+        doc_start[i] = (int)strtol(dp, (char **)&dp, 10);
+        if (*dp == ',') dp++;
+    }
     BlStudentConfig sc = {.lambda = strtof(arg(argc, argv, "--lam", "1"), NULL),
                           .act_bits = atoi(arg(argc, argv, "--bits", "8"))};
     BlLossConfig lc = {.w_ce = 1, .w_kl = 1, .w_topk = 1, .w_cos = 1, .w_mag = 1,
@@ -139,7 +147,9 @@ static int run_step(BlModel *m, int argc, char **argv, BlError *err) {
         if (rc == 0) {
             /* λ and the width as the student was built with (--lam, --bits) */
             BlStepParams sp = bl_step_params(&st, &lc, &oc);
-            rc = bl_trainer_accumulate(&tr, tk + 2, lens, NULL, B, T, 1.0f, &sp, &res, err);
+            sp.lambda_acts = atoi(arg(argc, argv, "--lambda-acts", "0")) != 0;
+            BlMicroBatch mb = {tk + 2, lens, NULL, doc_start, B, T};
+            rc = bl_trainer_accumulate(&tr, &mb, 1.0f, &sp, &res, err);
             if (rc == 0) rc = bl_trainer_download_grads(&tr, err);
             if (rc == 0) rc = write_out(&st, &res, op, err);
             bl_free_trainer(&tr);
@@ -147,6 +157,7 @@ static int run_step(BlModel *m, int argc, char **argv, BlError *err) {
         bl_free_student(&st);
     }
     free(lens);
+    free(doc_start);
     free(tk);
     return rc;
 }

@@ -138,11 +138,14 @@ static int run(BlModel *m, int argc, char **argv, BlError *err) {
         bl_fail(err, "%s: cannot write", op);
         goto done;
     }
-    if (bl_trainer_accumulate(&live, tk + 2, lens, NULL, B, T, 1.0f, &sp, &r0, err) ||
+    if (bl_trainer_accumulate(&live, &(BlMicroBatch){tk + 2, lens, NULL, NULL, B, T},
+                              1.0f, &sp, &r0, err) ||
         write_mode(f, &live, &r0, err) ||
-        bl_trainer_accumulate(&live, tk + 2, lens, NULL, B, T, 1.0f, &sp, &r1, err) ||
+        bl_trainer_accumulate(&live, &(BlMicroBatch){tk + 2, lens, NULL, NULL, B, T},
+                              1.0f, &sp, &r1, err) ||
         write_mode(f, &live, &r1, err) ||
-        bl_trainer_accumulate(&traced, tk + 2, lens, NULL, B, T, 1.0f, &sp, &r2, err) ||
+        bl_trainer_accumulate(&traced, &(BlMicroBatch){tk + 2, lens, NULL, NULL, B, T},
+                              1.0f, &sp, &r2, err) ||
         write_mode(f, &traced, &r2, err))
         goto done;
     rc = 0;

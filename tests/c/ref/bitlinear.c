@@ -21,7 +21,8 @@ int bl_bitlinear_forward(float *y, float *xq, float *rstd, const float *x, const
         bl_rmsnorm(xq, rstd, x, L->subln, M, L->in, L->subln_eps);
         src = xq;
     }
-    if (bl_actq(xq, NULL, src, M, L->in, L->act_bits, err)) return bl_fail_prefix(err, "bitlinear");
+    if (bl_actq_blend(xq, NULL, src, M, L->in, L->act_bits, 1.0f - L->act_keep, err))
+        return bl_fail_prefix(err, "bitlinear");
     bl_bitlinear_weff(weff, L);
     bl_matmul(y, xq, weff, L->b, M, L->out, L->in);
     return 0;
@@ -31,7 +32,7 @@ void bl_bitlinear_backward(float *dx, const float *dy, const float *x, const flo
                            const float *rstd, BlBitLinear *L, int M, float *weff,
                            float *lscratch) {
     if (L->lora) bl_lora_backward(L->lora, dy, xq, M, lscratch);
-    /* dL/dxq = dy·Weff, which STE passes through actq unchanged */
+    /* dL/dxq = dy·Weff, which STE passes through actq (blended or not) unchanged */
     bl_bitlinear_weff(weff, L);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, L->in, L->out, 1.0f, dy, L->out,
                 weff, L->in, 0.0f, dx, L->in);
@@ -45,6 +46,7 @@ BlBitLinear bl_student_bitlinear(BlStudent *s, int l, BlLinearKind kind) {
     return (BlBitLinear){.w = w->w, .b = w->b, .out = w->out, .in = w->in,
                          .lora = sl->lora.n > 0 || sl->lora.dense ? &sl->lora : NULL,
                          .lambda = s->cfg.lambda, .act_bits = s->cfg.act_bits,
+                         .act_keep = s->cfg.lambda_acts ? 1.0f - s->cfg.lambda : 0.0f,
                          .subln = sl->subln, .dsubln = sl->dsubln,
                          .subln_eps = s->model->cfg.norm_eps};
 }

@@ -1,7 +1,8 @@
 /* bitlinear.h - the reference (host memory, CPU) BitNet b1.58 student
  * linear of the readable reference step (tests/c/ref; src/ has one BitLinear,
  * train/device_student.h's bl_bitlinear_apply, which this checks):
- *   y = actq(n(x))·Weffᵀ + b,   Weff = (1−λ)·(W+ΔW) + λ·wq(W+ΔW),
+ *   y = xq·Weffᵀ + b,   Weff = (1−λ)·(W+ΔW) + λ·wq(W+ΔW),
+ *   xq = n(x) + λa·(actq(n(x)) − n(x))   (λa = 1 − act_keep; 1: actq alone),
  * where ΔW comes from the layer's LoRA stack and n is an optional SubLN
  * RMSNorm with a trainable weight (init 1) applied before actq.
  *
@@ -24,6 +25,9 @@ typedef struct {
     BlLoraStack *lora;   /* NULL: ΔW = 0 */
     float lambda;        /* 0 = teacher precision … 1 = ternary */
     int act_bits;        /* 8, 4 or 16 (off) */
+    /* the 1 − λa of the input blend x + λa·(actq(x) − x) (lambda_acts); zero,
+     * as an initialiser leaves it, is λa = 1: actq alone */
+    float act_keep;
     float *subln;        /* SubLN weight [in] (the caller initialises it to 1) or NULL */
     float *dsubln;       /* its gradient (accumulated) or NULL */
     float subln_eps;
@@ -46,8 +50,8 @@ void bl_bitlinear_backward(float *dx, const float *dy, const float *x, const flo
                            const float *rstd, BlBitLinear *L, int M, float *weff,
                            float *lscratch);
 
-/* The BitLinear of layer l's `kind` of a host student at its cfg's λ and
- * activation width (lin.w == NULL when absent). */
+/* The BitLinear of layer l's `kind` of a host student at its cfg's λ,
+ * activation width and lambda_acts (lin.w == NULL when absent). */
 BlBitLinear bl_student_bitlinear(BlStudent *s, int l, BlLinearKind kind);
 
 #endif

@@ -257,16 +257,16 @@ static int live_teacher(BlRefTrainer *tr, const int *tokens, const int *lens, in
     size_t M = (size_t)B * T;
     float *hid[c->n_layers];
     for (int l = 0; l < c->n_layers; l++) tr->t_hid[l] = hid[l] = tr->t_hidden + l * M * c->dim;
-    if (tr->teacher_cache && bl_batch_key_matches(&tr->cache, tokens, lens, B, T)) {
+    if (tr->teacher_cache && bl_batch_key_matches(&tr->cache, tokens, lens, NULL, B, T)) {
         *src = BL_TEACHER_CACHED;
         return 0;
     }
     tr->cache.valid = false;
-    if (bl_forward(&tr->teacher, tokens, lens, B, T, NULL, hid, err))
+    if (bl_forward(&tr->teacher, tokens, lens, NULL, B, T, NULL, hid, err))
         return bl_fail_prefix(err, "teacher");
     /* the CPU backend's state is host memory: the teacher logits stay there */
     bl_forward_logits(&tr->teacher, 0, (int)M);
-    bl_batch_key_store(&tr->cache, tokens, lens, B, T);
+    bl_batch_key_store(&tr->cache, tokens, lens, NULL, B, T);
     *src = BL_TEACHER_COMPUTED;
     return 0;
 }

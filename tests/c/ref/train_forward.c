@@ -196,7 +196,8 @@ static void block_forward(BlTrainState *s, BlStudent *st, int l) {
     }
     bl_rope(q, s->pos, M, c->n_heads, c->head_dim, c->rope_theta, c->rope_interleaved);
     bl_rope(k, s->pos, M, c->n_kv_heads, c->head_dim, c->rope_theta, c->rope_interleaved);
-    bl_attention(ao, att, q, k, v, s->lens, s->B, s->T, c->n_heads, c->n_kv_heads, c->head_dim);
+    bl_attention(ao, att, q, k, v, s->lens, NULL, s->B, s->T, c->n_heads, c->n_kv_heads,
+                 c->head_dim);
     {
         BlLinearKind kk[1] = {BL_LIN_O};
         float *o = s->opre ? s->opre + l * mD : s->y;
