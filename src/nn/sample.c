@@ -53,8 +53,8 @@ int bl_sample_token(const float *logits, int vocab, float temperature, float top
                     void *scratch) {
     int best = bl_argmax(logits, vocab);
     if (temperature <= 0.0f) return best;
-    int *idx = scratch;
-    double *w = (double *)((char *)scratch + (size_t)vocab * sizeof(int));
+    double *w = scratch; /* the doubles first: the ints after them stay aligned */
+    int *idx = (int *)(w + vocab);
     /* unnormalised probabilities exp((l - max) / T), in double so that no
      * non-zero weight underflows before a token far down the ranking */
     double inv_t = 1.0 / temperature, total = 0.0, mx = logits[best];
