@@ -10,7 +10,13 @@
 --   MODEL    default $BITLAB_MODEL, then models/SmolLM2-135M-Instruct.Q4_1.gguf
 --   BUDGET   "30m" or "90s" (wall time), "200k" / "1.5M" / "5000t" (tokens
 --            trained on), or a plain number of steps; default "30m"
---   TRAIN    .txt / .jsonl (text or chat); default experiments/data/chat_small.jsonl
+--   TRAIN    .txt / .jsonl (text or chat); default experiments/data/chat_small.jsonl;
+--            or "teacher" / "teacher:PROMPTS.txt": no corpus, the teacher writes the
+--            training data as the run needs it (bitlab.dataset{teacher = ...}):
+--            answers to the prompts (default experiments/data/prompts.txt, cycled
+--            with new seeds), temperature 0.8, top-p 0.95, up to 96 tokens, 16 rows
+--            decoded together, bitlab.filters' defaults; the kept pairs also go to
+--            OUT.teacher.jsonl
 --   HELDOUT  .txt / .jsonl never trained on; default experiments/data/heldout.txt
 --   OUT      path prefix of the checkpoint and the export; default distill
 --
@@ -42,7 +48,16 @@ end
 
 local model = bitlab.load_model(path)
 local T = 256
-local data = bitlab.dataset{model = model, file = train_file, seq = T, long = "split", seed = 1}
+local teacher_prompts = train_file == "teacher" and "experiments/data/prompts.txt"
+  or train_file:match("^teacher:(.+)$")
+local data
+if teacher_prompts then
+  data = bitlab.dataset{teacher = model, prompts = teacher_prompts, max_tokens = 96, temperature = 0.8,
+                        top_p = 0.95, seed = 1, batch = 16, chunk = 32, seq = T, long = "split",
+                        jsonl = out .. ".teacher.jsonl"}
+else
+  data = bitlab.dataset{model = model, file = train_file, seq = T, long = "split", seed = 1}
+end
 local budget = parse_budget(budget_arg)
 
 local run = bitlab.train{
@@ -58,6 +73,11 @@ local run = bitlab.train{
   prompts = {"What is the capital of France?"}, generate_every = 100,
 }
 
+if teacher_prompts then
+  local s = data:stats()
+  print(string.format("teacher data: %d of %d answers kept (%d rejected), %d teacher tokens at %.0f tok/s; %s",
+    s.kept, s.total, s.rejected_total, s.teacher_tokens, s.tokens_per_s, out .. ".teacher.jsonl"))
+end
 if run.best then
   print(string.format("best held-out KL %.4f at step %d%s", run.best.kl, run.best.step,
     run.best.path and (" (" .. run.best.path .. ")") or ""))

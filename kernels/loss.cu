@@ -1,7 +1,8 @@
-// loss.cu - CE, KL(τ), top-K + "other" KL and the hidden cosine/magnitude
-// loss: one block per row, row losses in double, a deterministic final sum
+// loss.cu - CE, KL(τ), top-K + "other" KL, the hidden cosine/magnitude loss
+// and the attention-relation KL: one block per row, row losses in double, a deterministic final sum
 // (see loss.cuh). The row count is read back first so that the gradient
 // scale g is formed on the host exactly as the CPU forms it.
+#include <limits.h>
 #include <math.h>
 
 #include "common.cuh"
@@ -426,4 +427,63 @@ extern "C" double bl_cuda_hidden_loss(float *const *dhs, float w_cos, float w_ma
     if (BL_LAUNCHED("sum_rows") || !read_back(&lmag, sc.total + 1, sizeof lmag)) return NAN;
     if (mag) *mag = lmag;
     return lcos;
+}
+
+// ----------------------------------------------------------------------------
+// attention-relation KL: one block per (matrix, row) of the n·T rows, the
+// window's softmaxes in double; s overwritten by g·(q − p) (0 off-window)
+
+__global__ void relation_row_kernel(double *rowloss, float *s, const float *t, int T,
+                                    const uint8_t *sel, const int *lo, float g) {
+    __shared__ float sh[32];
+    __shared__ double shd[32];
+    size_t idx = blockIdx.x;
+    int i = (int)(idx % T);
+    float *sr = s + idx * T;
+    const float *tr = t + idx * T;
+    if (!sel[i]) {
+        for (int j = threadIdx.x; j < T; j += blockDim.x) sr[j] = 0.0f;
+        if (threadIdx.x == 0) rowloss[idx] = 0.0;
+        return;
+    }
+    int a = lo ? lo[i] : 0;
+    if (a < 0 || a > i) a = i;  // a malformed window: the row alone (KL 0), as the CPU
+    float fs = -INFINITY, ft = -INFINITY;
+    for (int j = a + threadIdx.x; j <= i; j += blockDim.x) {
+        fs = fmaxf(fs, sr[j]);
+        ft = fmaxf(ft, tr[j]);
+    }
+    double ms = bl_block_max(fs, sh), mt = bl_block_max(ft, sh);
+    double Ss = 0.0, St = 0.0;
+    for (int j = a + threadIdx.x; j <= i; j += blockDim.x) {
+        Ss += exp((double)sr[j] - ms);
+        St += exp((double)tr[j] - mt);
+    }
+    Ss = bl_block_sum_d(Ss, shd);
+    St = bl_block_sum_d(St, shd);
+    double ls = ms + log(Ss), lt = mt + log(St), kl = 0.0;
+    for (int j = threadIdx.x; j < T; j += blockDim.x) {
+        if (j < a || j > i) {
+            sr[j] = 0.0f;
+            continue;
+        }
+        double lp = tr[j] - lt, lq = sr[j] - ls, p = exp(lp);
+        kl += p * (lp - lq);
+        sr[j] = (float)(g * (exp(lq) - p));
+    }
+    kl = bl_block_sum_d(kl, shd);
+    if (threadIdx.x == 0) rowloss[idx] = kl;
+}
+
+extern "C" double bl_cuda_relation_kl(float *s, const float *t, int n, int T, const uint8_t *sel,
+                                      const int *lo, float g) {
+    if (n <= 0 || T <= 0) return 0.0;
+    size_t rows = (size_t)n * T;
+    LossScratch sc;
+    if (rows > (size_t)INT_MAX || !loss_scratch(&sc, rows)) return NAN;
+    unsigned threads = T >= 256 ? 256 : (unsigned)((T + 31) / 32 * 32);
+    BL_LAUNCH((unsigned)rows, threads, 0, bl_cuda_stream_(), relation_row_kernel)(sc.row, s, t, T,
+                                                                              sel, lo, g);
+    if (BL_LAUNCHED("relation_row")) return NAN;
+    return total_rows(&sc, (int)rows);
 }

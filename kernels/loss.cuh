@@ -1,6 +1,6 @@
 /* loss.cuh - the distillation losses, each value and gradient in one call.
  * CPU twins: bl_ce_loss, bl_kl_loss, bl_topk_logprobs, bl_topk_kl_loss,
- * bl_hidden_loss (ops/loss.h), with the same row selection (BlLossRows,
+ * bl_hidden_loss, bl_relation_kl (ops/loss.h), with the same row selection (BlLossRows,
  * whose tokens and mask are DEVICE pointers here), the same "accumulate
  * grad_weight·dloss into the gradient, NULL skips" rule and the same τ²
  * scaling. Logits stay fp32; each row is one block; softmax sums are fp32
@@ -32,6 +32,11 @@ double bl_cuda_topk_kl_loss(float *dlogits, float grad_weight, const float *s, c
 double bl_cuda_hidden_loss(float *const *dhs, float w_cos, float w_mag, const float *const *hs,
                            const float *const *ht, const float *layer_w, int n_layers,
                            const uint8_t *mask, int M, int D, double *mag);
+/* bl_relation_kl: s, t [n, T, T], sel, lo [T] device (lo NULL: windows from
+ * 0); one block per row, softmaxes and KL in double; s overwritten by the
+ * gradient */
+double bl_cuda_relation_kl(float *s, const float *t, int n, int T, const uint8_t *sel,
+                           const int *lo, float g);
 
 #ifdef __cplusplus
 }

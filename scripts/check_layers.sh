@@ -12,6 +12,7 @@ io: core
 tokenizer: core io
 model: core io tokenizer
 ops: core
+dist: core
 backend: core ops model
 nn: core ops backend model
 train: core io ops backend model nn
@@ -21,8 +22,8 @@ trace: core io tokenizer model ops backend nn train data
 export: core io tokenizer model ops train
 plan: core io tokenizer model ops backend nn train
 ui: core
-script: core io tokenizer model ops backend nn train data eval trace export plan ui
-cli: core io tokenizer model ops backend nn train data eval trace export plan script
+script: core io tokenizer model ops backend nn train data eval trace export plan ui dist
+cli: core io tokenizer model ops backend nn train data eval trace export plan script dist
 '
 declare -A ok
 while IFS=: read -r dir deps; do

@@ -6,6 +6,7 @@ source "$(dirname "$0")/common.sh"
 PACKAGES=(build-essential cmake pkg-config
           liblua5.4-dev libcjson-dev libncurses-dev libopenblas-dev libpcre2-dev libicu-dev
           python3 python3-venv python3-pip tmux
+          openmpi-bin libopenmpi-dev  # mpirun -np N bitlab SCRIPT.lua (src/dist)
           clang libclang-rt-dev)  # the fuzzers (scripts/fuzz.sh): clang + libFuzzer's runtime
 
 missing=()

@@ -79,6 +79,8 @@ typedef struct {
     double progress, eta_s; /* the loop's own budget fraction done and remaining seconds */
     double corpus[3]; /* a streamed corpus (the record's corpus): documents, tokens served,
                        * its reader's tokens/s; NaN = none */
+    double teacher[3]; /* a teacher source (the record's teacher_data): examples kept,
+                        * answers rejected, the teacher's sampling tokens/s; NaN = none */
     long records;
     DashLoss loss[DASH_MAX_LOSSES];
     int n_loss;

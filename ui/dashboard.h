@@ -97,7 +97,8 @@ bool dash_poll(Dash *d, int timeout_ms);
  * "device_total":}} -- the backend's memory, shown in the header beside the
  * backend; "progress" (0..1 of the run's budget) and "eta_seconds", when a
  * budgeted loop knows them better than step / total_steps; "corpus":
- * {"documents":, "tokens":, "tokens_per_s":} from a streamed corpus) or an event
+ * {"documents":, "tokens":, "tokens_per_s":} from a streamed corpus; "teacher_data":
+ * {"kept":, "rejected":, "tokens_per_s":} from a teacher source) or an event
  * ({"event":"rotation", ...}; {"event":"eval", "kl":, "perplexity_ratio":,
  * ...} from bitlab.eval feeds the held-out panel). Unknown fields
  * are ignored, missing ones shown as "–"; an unparsable line is shown as an

@@ -2,7 +2,8 @@
  * backend) with the backend's memory, and whether it is running; progress
  * (step / total, the budget, the bar and ETA -- dash_progress: the loop's
  * own progress / eta_seconds when its records carry them --, tokens/s,
- * elapsed, and a streamed corpus's documents, tokens and reader tok/s); and
+ * elapsed, and a streamed corpus's documents, tokens and reader tok/s, or a
+ * teacher source's kept / rejected answers and sampling tok/s); and
  * the student's state (λ, LR,
  * activation bits, adapter, dense ΔW, memory). */
 #define _XOPEN_SOURCE 700
@@ -87,6 +88,13 @@ static void draw(Panel *p, WINDOW *w, const DashState *s) {
         ui_fmt_num(r, sizeof r, s->corpus[2]);
         snprintf(c, sizeof c, "%s docs %s tok %s tok/s", d, t, r);
         seg(w, y, x, end, "corpus ", c);
+    } else if (isfinite(s->teacher[0])) { /* teacher-written data: what it kept, how fast */
+        char k[32], r[32], t[32], c[128];
+        ui_fmt_num(k, sizeof k, s->teacher[0]);
+        ui_fmt_num(r, sizeof r, s->teacher[1]);
+        ui_fmt_num(t, sizeof t, s->teacher[2]);
+        snprintf(c, sizeof c, "%s kept %s rejected %s tok/s", k, r, t);
+        seg(w, y, x, end, "teacher ", c);
     }
 
     /* line 3: the student and memory */

@@ -17,7 +17,7 @@
 #include "ui/dash_internal.h"
 
 /* The loss terms a step record may carry, in display order (total last). */
-static const char *const LOSS_NAMES[] = {"ce", "kl", "topk", "cos", "mag", "mse", "total"};
+static const char *const LOSS_NAMES[] = {"ce", "kl", "topk", "cos", "mag", "rel", "mse", "total"};
 #define N_LOSS_NAMES ((int)(sizeof LOSS_NAMES / sizeof LOSS_NAMES[0]))
 
 double dash_now(void) {
@@ -35,7 +35,7 @@ void dash_state_init(DashState *s) {
     s->step = -1;
     s->lambda = s->lr = s->act_bits = s->adapter = s->grad_norm = s->tokens_per_s = NAN;
     s->progress = s->eta_s = NAN;
-    for (int i = 0; i < 3; i++) s->corpus[i] = NAN;
+    for (int i = 0; i < 3; i++) s->corpus[i] = s->teacher[i] = NAN;
     s->clipped = -1;
     s->eval_view = -1;
     s->t_start = dash_now();
@@ -205,6 +205,9 @@ static void record(DashState *s, const cJSON *o, double now) {
     const cJSON *corpus = cJSON_GetObjectItemCaseSensitive(o, "corpus");
     static const char *const CORPUS[3] = {"documents", "tokens", "tokens_per_s"};
     for (int i = 0; i < 3 && cJSON_IsObject(corpus); i++) s->corpus[i] = num(corpus, CORPUS[i]);
+    const cJSON *teacher = cJSON_GetObjectItemCaseSensitive(o, "teacher_data");
+    static const char *const TEACHER[3] = {"kept", "rejected", "tokens_per_s"};
+    for (int i = 0; i < 3 && cJSON_IsObject(teacher); i++) s->teacher[i] = num(teacher, TEACHER[i]);
 
     double skipped_total = num(o, "skipped_total");
     if (isfinite(skipped_total)) s->skipped = (long)skipped_total;

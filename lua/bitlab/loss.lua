@@ -1,5 +1,5 @@
 -- bitlab.loss - loss mixes: which terms of the distillation step are on and
--- with what weight. A mix maps term names (ce, kl, topk, cos, mag, tau) to
+-- with what weight. A mix maps term names (ce, kl, topk, cos, mag, rel, tau) to
 -- numbers, schedules (function(step)) or knobs; M.knobs turns the numbers
 -- into live knobs named "w_<term>" so a control file or the dashboard can
 -- tweak them; M.at evaluates a mix at a step for trainer:step.
@@ -7,13 +7,18 @@ local schedule = require "bitlab.schedule"
 
 local M = {}
 
-M.TERMS = {"ce", "kl", "topk", "cos", "mag", "tau"}
+-- rel: BitDistill's attention-relation distillation (MiniLM-v2 style: KL of
+-- the teacher's and student's softmax-normalised Q-Q / K-K / V-V relations at
+-- one layer; bitlab.trainer's relation_layer, bitlab.train's default the last)
+M.TERMS = {"ce", "kl", "topk", "cos", "mag", "rel", "tau"}
 
 -- Presets (weights; tau for the KL terms).
 M.presets = {
   ce = {ce = 1},
   kd = {ce = 1, kl = 1, tau = 2},
   kd_cos = {ce = 1, kl = 1, cos = 1, tau = 2},
+  -- BitDistill's logits + attention-relation distillation, with the hidden cosine
+  kd_cos_rel = {ce = 1, kl = 1, cos = 1, rel = 1, tau = 2},
   topk = {ce = 1, topk = 1, tau = 1.3},
 }
 

@@ -7,15 +7,20 @@
 --                          rows; its position is checkpointed like a dataset's, and step
 --                          records get corpus = {documents, tokens, tokens_per_s, epoch,
 --                          stall_seconds}: corpus:stats()' figures, documents and tokens
---                          of this session, the reader's throughput, the time batches
---                          waited on it)
+--                          since the run's start, the reader's throughput, the time batches
+--                          waited on it); or a teacher source (bitlab.dataset{teacher =
+--                          model, prompts = ...}: the teacher writes the examples as the
+--                          loop needs them; its position is checkpointed and a resumed run
+--                          regenerates the same examples; step records get teacher_data =
+--                          {examples, served, answers, kept, rejected, teacher_tokens,
+--                          tokens_per_s, epoch}: its stats(), see bitlab.teacher_data)
 --   steps, tokens, seconds the budget (bitlab.budget), one or several: the last step
 --                          (steps are 1-based), the tokens trained on, the loop's wall
 --                          seconds (time paused in the dashboard not counted); the first
 --                          reached ends the run, and a resumed run continues the same one
 --   batch, seq             sequences per step (default 1), their length
 --                          (default: the longest example; a corpus's own seq)
---   micro_batch            sequences per forward (default batch)
+--   micro_batch            sequences per forward (default batch, under mpirun batch / world_size)
 --   student                an existing bitlab.Student, else one is built from
 --                          subln / post_attn_norm / dense
 --   adapter                {rank=16, alpha=32, seed=1}; false = none
@@ -27,6 +32,9 @@
 --                          knobs w_<term> unless knobs = false
 --   topk_k                 K of the top-K KL (default 32 when the mix has topk; with a
 --                          trace, the trace's K)
+--   relation_layer         the layer (1-based) of the attention-relation loss rel (see
+--                          bitlab.trainer); default when the mix has rel: the last layer
+--                          (BitDistill distills a late layer's relations), else none
 --   trace                  a teacher trace (path or bitlab.Trace, see bitlab.trace): the
 --                          teacher's outputs come from it instead of a forward; the loss
 --                          mix must not use kl (and cos / mag only with stored hidden states)
@@ -57,7 +65,7 @@
 --                              grad_factor (10) x clip for grad_steps (3) steps in a row
 --                              (fields grad_norm, clip, factor, steps); not with clip = 0
 --                            kind "loss_jump": the total loss, or a loss term the mix
---                              weighs (ce, kl, topk, cos, mag: a KL jump can hide in a total
+--                              weighs (ce, kl, topk, cos, mag, rel: a KL jump can hide in a total
 --                              the CE dominates), above loss_factor (3) x the median of its
 --                              last loss_window (20) finite values, and above it by
 --                              loss_min_jump (0.1) too, so noise on a loss near 0 is no jump;
@@ -68,7 +76,10 @@
 --   eval                   held-out evaluation while training: {data = a .txt/.jsonl path
 --                          or a Dataset, every = N steps (default: at every tenth of the
 --                          budget, whatever its kind), seq (default bitlab.eval's, so
---                          the numbers equal `bitlab eval --checkpoint`'s), max_examples, prompts / max_tokens (greedy answers, off by
+--                          the numbers equal `bitlab eval --checkpoint`'s), max_examples,
+--                          tokens (the held-out set cut after the first example that
+--                          brings its scored tokens to N: the same fixed set at every
+--                          evaluation, = `bitlab eval --tokens N`), prompts / max_tokens (greedy answers, off by
 --                          default), teacher_cache (a folder: the teacher's side is computed
 --                          once per run and data and read back by every later evaluation;
 --                          default $XDG_CACHE_HOME or ~/.cache, /bitlab/eval-teacher; false =
@@ -77,7 +88,7 @@
 --                          false = none)}. Each is bitlab.eval{student = ...} (the student at
 --                          lambda 1, the ternary model the run ends with), logged as an "eval"
 --                          record with the step; the last step is always evaluated. The
---                          result's evals lists {step, kl, perplexity_ratio, agreement, ...}
+--                          result's evals lists {step, kl, perplexity_ratio, agreement, scored_tokens, ...}
 --                          and best {step, kl, path}.
 --   export                 a table of bitlab.export options (out, format, ternary, embed):
 --                          the final student exported when the run ends by its budget (not
@@ -103,10 +114,19 @@
 --   points = {{step, value}, ...} (11 samples over steps 1..steps done; schedules in
 --   fractions sampled at the fraction each step had),
 --   final}, loss_mix (the weights at the last step), final_metrics (ce, kl,
---   topk, cos, mag, total, grad_norm of the last step), adapter
+--   topk, cos, mag, rel, total, grad_norm of the last step), adapter
 --   {rank, alpha, rotate_every} or false.
 -- Sampling calls the schedules at other steps, so they must be pure
 -- functions of the step (as every bitlab.schedule is).
+-- Under mpirun -np N (bitlab.world_size() = N) every rank runs this loop on
+-- the same global batch and trains its slice of batch / N sequences
+-- (trainer:step shards and sums the gradients in rank order, so all ranks
+-- take the same step: with one micro-batch per rank the very step of one
+-- process with micro_batch = batch / N); batch must be a multiple of N x
+-- micro_batch. Rank 0 writes the metrics, checkpoints, exports and progress
+-- lines and has the dashboard; its knob, control-file and dashboard commands
+-- reach every rank at the same step (bitlab.poll), and the step time and
+-- stop() are rank 0's (bitlab.broadcast), so budgets end everywhere alike.
 local schedule = require "bitlab.schedule"
 local lossmix = require "bitlab.loss"
 local budget_of = require "bitlab.budget".new
@@ -150,7 +170,7 @@ local function progress(step, steps, r)
                  string.format("%.1f%%", 100 * r.progress)}
   if r.eta_seconds then parts[#parts + 1] = "ETA " .. duration(r.eta_seconds) end
   parts[#parts + 1] = "total " .. fmt(r.total)
-  for _, k in ipairs{"ce", "kl", "topk", "cos", "mag"} do
+  for _, k in ipairs{"ce", "kl", "topk", "cos", "mag", "rel"} do
     if r.weights[k] ~= 0 then parts[#parts + 1] = k .. " " .. fmt(r[k]) end
   end
   parts[#parts + 1] = "lr " .. string.format("%.2e", r.lr)
@@ -179,7 +199,7 @@ end
 local INSTABILITY = {grad_factor = 10, grad_steps = 3, loss_factor = 3, loss_window = 20,
                      loss_min_jump = 0.1, every = 50}
 
-local LOSS_TERMS = {"total", "ce", "kl", "topk", "cos", "mag"}
+local LOSS_TERMS = {"total", "ce", "kl", "topk", "cos", "mag", "rel"}
 
 local function median(h)
   local sorted = table.move(h, 1, #h, 1, {})
@@ -285,7 +305,12 @@ local function eval_plan(o)
   end
   local cache = e.teacher_cache
   if cache == nil then cache = default_eval_cache() end
+  local tokens = e.tokens -- checked by bitlab.eval; here so a typo fails before training
+  if tokens ~= nil and (math.type(tokens) ~= "integer" or tokens < 1) then
+    error("bitlab.train: option 'eval.tokens' must be an integer >= 1, got " .. tostring(e.tokens), 3)
+  end
   return {data = e.data, every = every and math.tointeger(every), seq = e.seq, max_examples = e.max_examples,
+          tokens = tokens,
           prompts = e.prompts, max_tokens = e.max_tokens, teacher_cache = cache or nil, best = best or nil}
 end
 
@@ -308,9 +333,22 @@ return function(o)
   end
   local watch = instability_watch(o)
   local B = o.batch or 1
+  local world = bitlab.world_size()
+  if B % world ~= 0 then
+    error(string.format("bitlab.train: option 'batch' (%d) must be a multiple of the %d processes "
+      .. "(mpirun -np %d): each trains batch / %d sequences of every step", B, world, world, world), 2)
+  end
+  if world > 1 and o.micro_batch and (B // world) % o.micro_batch ~= 0 then
+    error(string.format("bitlab.train: option 'micro_batch' (%d) must divide each process's %d "
+      .. "sequences (batch %d over %d processes)", o.micro_batch, B // world, B, world), 2)
+  end
   local mt = getmetatable(data)
   local corpus = type(mt) == "table" and mt.__name == "bitlab.Corpus"
+  local teacher_fed = type(mt) == "table" and mt.__name == "bitlab.TeacherSource"
   local T = o.seq or (corpus and data:seq()) or data:max_len()
+  if teacher_fed and o.trace then
+    error("bitlab.train: a teacher trace needs the bitlab.Dataset it was recorded on, not a teacher source", 2)
+  end
   if corpus and o.trace then
     error("bitlab.train: a teacher trace needs the bitlab.Dataset it was recorded on, not a corpus", 2)
   end
@@ -331,19 +369,20 @@ return function(o)
     local fixed
     if o.trace then
       local t = type(o.trace) == "string" and bitlab.load_trace(o.trace) or o.trace
-      fixed = {tau = true, kl = true}
+      fixed = {tau = true, kl = true, rel = true}
       if not t:info().hidden then fixed.cos, fixed.mag = true, true end
     end
     mix = lossmix.knobs(mix, nil, fixed)
   end
   local lr_scale = bitlab.knob{name = "lr_scale", value = 1, min = 0, max = 100, step = 0.1}
   local trainer = o.trainer or bitlab.trainer{
-    student = student, batch = o.micro_batch or B, seq = T,
+    student = student, batch = o.micro_batch or B // world, seq = T,
     k = o.topk_k or (o.trace == nil and (mix.topk ~= nil and 32 or 0) or nil),
     trace = o.trace, data = o.trace and data or nil,
     clip = o.clip or 1, weight_decay = o.weight_decay or 0,
     beta1 = o.beta1 or 0.9, beta2 = o.beta2 or 0.95,
     integer_forward = o.integer_forward or false, lambda_acts = o.lambda_acts,
+    relation_layer = o.relation_layer or (mix.rel ~= nil and model:info().n_layers or nil),
   }
   local ctx = {student = student, trainer = trainer, data = data, model = model}
 
@@ -382,7 +421,7 @@ return function(o)
     local metrics = prev.final_metrics
     if last then
       metrics = {}
-      for _, k in ipairs{"ce", "kl", "topk", "cos", "mag", "total", "grad_norm"} do metrics[k] = last[k] end
+      for _, k in ipairs{"ce", "kl", "topk", "cos", "mag", "rel", "total", "grad_norm"} do metrics[k] = last[k] end
     end
     local n = math.max(done, 1)
     return {
@@ -406,11 +445,12 @@ return function(o)
   -- checkpoint when its KL is the lowest so far
   local function evaluate(step)
     local rep = bitlab.eval{student = student, data = ev.data, seq = ev.seq, max_examples = ev.max_examples,
+                            tokens = ev.tokens,
                             prompts = ev.prompts, max_tokens = ev.max_tokens, teacher_cache = ev.teacher_cache,
                             step = step}
     local e = {step = step, kl = rep.kl, perplexity_ratio = rep.perplexity_ratio,
                student_perplexity = rep.student_perplexity, teacher_perplexity = rep.teacher_perplexity,
-               agreement = rep.agreement, agreement_top5 = rep.agreement_top5}
+               agreement = rep.agreement, agreement_top5 = rep.agreement_top5, scored_tokens = rep.scored_tokens}
     evals[#evals + 1] = e
     if not bitlab.dashboard then
       print(string.format("eval at step %d: KL %.4f  ppl %.4g (teacher %.4g)  top-1 %.1f%%  top-5 %.1f%%",
@@ -450,7 +490,8 @@ return function(o)
                        optimizer = sm.optimizer + sm.grads, activations = tm.activations + tm.scratch,
                        dense = sm.dense}}
   end
-  if bitlab.dashboard then
+  -- under mpirun rank 0's dashboard commands run on every rank (l_dash.c): all register them
+  if bitlab.dashboard or world > 1 then
     bitlab.prompts(o.prompts)
     info()
     local path = o.checkpoint or ((bitlab.script:match("([^/]+)%.lua$") or "run") .. ".ckpt")
@@ -482,7 +523,7 @@ return function(o)
       break
     end
     local t0 = bitlab.clock() -- after poll: time paused there is not the step's
-    if o.stop and o.stop() then break end
+    if o.stop and bitlab.broadcast(o.stop() and true or false) then break end
     local frac = budget:fraction(step - 1)
     fractions[step] = frac
     if o.rotate_every and adapter and step > 1 and (step - 1) % o.rotate_every == 0 then
@@ -504,9 +545,14 @@ return function(o)
       local cs = data:stats()
       r.corpus = {documents = cs.documents, tokens = cs.tokens, tokens_per_s = cs.tokens_per_s,
                   epoch = cs.epoch, stall_seconds = cs.stall_seconds}
+    elseif teacher_fed then
+      local ts = data:stats()
+      r.teacher_data = {examples = ts.examples, served = ts.served, answers = ts.total, kept = ts.kept,
+                        rejected = ts.rejected_total, teacher_tokens = ts.teacher_tokens,
+                        tokens_per_s = ts.tokens_per_s, epoch = ts.epoch}
     end
     local t_log = bitlab.clock()
-    r.step_seconds = t_log - t0 + tail
+    r.step_seconds = bitlab.broadcast(t_log - t0 + tail) -- rank 0's clock: one budget for all
     budget:record(r.tokens, r.step_seconds)
     r.progress, r.eta_seconds = budget:fraction(step), budget:eta(step)
     bitlab.log(r)
@@ -548,7 +594,7 @@ return function(o)
   if ev and not interrupted and done >= start and evaluated_at ~= done then evaluate(done) end
   if o.checkpoint and done >= start and saved_at ~= done then save(done) end
   local exported
-  if o.export and ended_by and done >= 1 then
+  if o.export and ended_by and done >= 1 and bitlab.rank() == 0 then
     local x = {student = student, manifest = manifest()}
     for k, v in pairs(o.export) do x[k] = v end
     exported = bitlab.export(x)

@@ -117,6 +117,10 @@ typedef struct BlBackend {
     double (*hidden_loss)(float *const *dhs, float w_cos, float w_mag, const float *const *hs,
                           const float *const *ht, const float *layer_w, int n_layers,
                           const uint8_t *mask, int M, int D, double *mag);
+    /* bl_relation_kl: n relation-logit matrices [T, T] of one sequence, sel
+     * and lo [T] (lo NULL: windows from 0); s overwritten by its gradient */
+    double (*relation_kl)(float *s, const float *t, int n, int T, const uint8_t *sel,
+                          const int *lo, float g);
     /* bl_adamw_step on (p, g, m, v) of n values; t = the step number (≥ 1) */
     void (*adamw_step)(float *p, const float *g, float *m, float *v, size_t n, long t,
                        const BlAdamWConfig *c);

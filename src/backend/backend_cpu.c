@@ -170,6 +170,7 @@ static const BlBackend cpu_backend = {
     .topk_logprobs = bl_topk_logprobs,
     .topk_kl_loss = bl_topk_kl_loss,
     .hidden_loss = bl_hidden_loss,
+    .relation_kl = bl_relation_kl,
     .adamw_step = cpu_adamw_step,
     .adamw_check = bl_adamw_check,
     .sumsq = cpu_sumsq,

@@ -58,6 +58,7 @@ static const BlBackend cuda_backend = {
     .topk_logprobs = bl_cuda_topk_logprobs,
     .topk_kl_loss = bl_cuda_topk_kl_loss,
     .hidden_loss = bl_cuda_hidden_loss,
+    .relation_kl = bl_cuda_relation_kl,
     .adamw_step = bl_cuda_adamw_step,
     .adamw_check = bl_cuda_adamw_check,
     .sumsq = bl_cuda_sumsq,

@@ -28,6 +28,7 @@ static const CliOpt OPTS[] = {
     CLI_INT_OPT("max-tokens", 1, 1 << 20),
     CLI_INT_OPT("seq", 2, 1 << 20),
     CLI_INT_OPT("max-examples", 0, 1e9),
+    CLI_INT_OPT("tokens", 1, 1e9),
     CLI_INT_OPT("act-bits", 4, 16),
     CLI_STR_OPT("json"),
     CLI_STR_OPT("teacher-cache"),
@@ -38,7 +39,8 @@ static const CliOpt OPTS[] = {
 const CliSpec cli_eval_spec = {
     .name = "eval",
     .synopsis = "bitlab eval --model PATH --data FILE [--checkpoint CKPT] [--prompts FILE]\n"
-                "            [--max-tokens N] [--seq T] [--max-examples N] [--act-bits B]\n"
+                "            [--max-tokens N] [--seq T] [--max-examples N] [--tokens N]\n"
+                "            [--act-bits B]\n"
                 "            [--json OUT] [--quiet] [--device cpu|cuda|auto]\n"
                 "            [--teacher-cache DIR]",
     .summary = "the teacher against its ternary student (lambda 1) on held-out data:\n"
@@ -62,7 +64,10 @@ const CliSpec cli_eval_spec = {
         ".jsonl = {\"messages\":[...]} lines scored on assistant turns (or {\"text\":...}),\n"
         "examples longer than --seq cut. Without --checkpoint: a fresh student (no\n"
         "adapters), the before-training baseline. --max-examples N: only the first N\n"
-        "(0, the default: all). --device: where both models run (cpu, the default;\n"
+        "(0, the default: all). --tokens N: the examples in order up to the first that\n"
+        "brings the scored tokens to N (whole examples, so the same set every time:\n"
+        "bitlab.train's eval = {tokens = N}; the report's scored_tokens is the count).\n"
+        "--device: where both models run (cpu, the default;\n"
         "cuda: the weights in bf16 on the GPU; auto: CUDA when a device is present).\n"
         "Output: the table on stdout (ending with the JSON path when --json is given);\n"
         "progress lines and the JSON path on stderr, errors on stderr. --json OUT\n"
@@ -85,7 +90,8 @@ int cmd_eval(int argc, char **argv) {
                          .model_path = cli_str(a, "--model", NULL),
                          .max_tokens = cli_int(a, "--max-tokens", BL_EVAL_DEFAULT_MAX_TOKENS),
                          .seq = cli_int(a, "--seq", BL_EVAL_DEFAULT_SEQ),
-                         .max_examples = cli_int(a, "--max-examples", 0)};
+                         .max_examples = cli_int(a, "--max-examples", 0),
+                         .tokens = cli_int(a, "--tokens", 0)};
     int act_bits = cli_int(a, "--act-bits", 0);
     if (act_bits && bl_actq_levels(act_bits) < 0)
         return cli_usage_error(a, "--act-bits is 4, 8 or 16, got %d", act_bits);

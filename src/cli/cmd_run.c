@@ -12,7 +12,14 @@
  *
  * --device is resolved here, once, before the script starts (an unknown
  * name or an unusable CUDA is a command-line error, exit 2): the runtime
- * gets the backend in its config and keeps it for the whole run. */
+ * gets the backend in its config and keeps it for the whole run.
+ *
+ * Under mpirun (dist/comm.h) every process runs the script; rank 0 alone
+ * opens the dashboard, writes the metrics and prints the summary. A script
+ * error on any rank prints "rank R: ..." and ends the whole job
+ * (bl_comm_abort: the others would wait for it forever at the next
+ * all-reduce); the last checkpoint is whole (written atomically by rank 0).
+ * A build without MPI started by mpirun says so and runs one process. */
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -22,6 +29,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "dist/comm.h"
 #include "script/runtime.h"
 
 static BlRuntime *g_rt; /* for the signal handler only */
@@ -50,7 +58,8 @@ typedef struct {
 static void *worker_main(void *arg) {
     Worker *w = arg;
     w->rc = bl_runtime_run(w->rt, &w->interrupted, &w->err);
-    if (w->rc && !w->interrupted) bl_runtime_serve_after_error(w->rt);
+    /* not under mpirun: the other ranks wait for this one, the job must end */
+    if (w->rc && !w->interrupted && bl_comm_size() <= 1) bl_runtime_serve_after_error(w->rt);
     dash_worker_done(w->dash);
     return NULL;
 }
@@ -88,15 +97,18 @@ const CliSpec cli_run_spec = {
                "are the script's own. `bitlab run SCRIPT ...` runs a script of any name",
     .details = "--log writes the metrics stream (one JSON object per line); --resume continues\n"
                "from a checkpoint; --control FILE is polled at each step for name=value knob\n"
-               "changes. --device picks the backend the script runs on: cpu (the default),\n"
-               "cuda, or auto (CUDA when a device is present, else the CPU); it is fixed for\n"
-               "the whole run (bitlab.device() says which), and a CUDA that cannot run here\n"
-               "(built without it, no device, the module does not load) exits 2 before the\n"
-               "script starts. In a terminal the live dashboard opens (? lists its keys);\n"
-               "--headless, or no tty, prints progress lines instead. Exit 0 on success (or q\n"
-               "in the dashboard), 1 on a script error, 130 when stopped by Ctrl-C, 2 on a bad\n"
-               "command line. The Lua library is found in ../lua beside the executable or\n"
-               "$BITLAB_LUA_PATH",
+               "changes (a line `stop` ends the run there, checkpointed). --device picks the\n"
+               "backend the script runs on: cpu (the default), cuda, or auto (CUDA when a\n"
+               "device is present, else the CPU); it is fixed for the whole run\n"
+               "(bitlab.device() says which), and a CUDA that cannot run here (built without\n"
+               "it, no device, the module does not load) exits 2 before the script starts. In\n"
+               "a terminal the live dashboard opens (? lists its keys); --headless, or no tty,\n"
+               "prints progress lines instead. Exit 0 on success (or q in the dashboard), 1 on\n"
+               "a script error, 130 when stopped by Ctrl-C, 2 on a bad command line. The Lua\n"
+               "library is found in ../lua beside the executable or $BITLAB_LUA_PATH.\n"
+               "`mpirun -np N bitlab SCRIPT.lua` trains data-parallel on N processes\n"
+               "(bitlab.train shards each batch; rank 0 writes the metrics and checkpoints and\n"
+               "prints; an error on any rank ends the job)",
     .opts = OPTS,
     .takes_args = true,
 };
@@ -119,10 +131,21 @@ int cmd_run(int argc, char **argv) {
         fprintf(stderr, "bitlab: cannot read script %s\n", cfg.script);
         return 2;
     }
-    if (!(cfg.be = cli_backend(&a, "cpu"))) return 2; /* before curses takes the terminal */
     BlError err = {{0}};
+    const char *launcher_var;
+    int launched = bl_comm_launcher_size(&launcher_var);
+    if (bl_comm_init(NULL, NULL, &err)) {
+        fprintf(stderr, "bitlab: %s\n", err.msg);
+        return 1;
+    }
+    if (launched > 1 && !bl_comm_built_with_mpi())
+        fprintf(stderr, "bitlab: started as one of %d processes (%s) but built without MPI: "
+                "running alone, as a single process (rebuild with libopenmpi-dev for "
+                "data-parallel runs)\n", launched, launcher_var);
+    int rank = bl_comm_rank(), world = bl_comm_size();
+    if (!(cfg.be = cli_backend(&a, "cpu"))) return 2; /* before curses takes the terminal */
     Dash *dash = NULL;
-    if (!cfg.headless && isatty(STDIN_FILENO) && isatty(STDOUT_FILENO) &&
+    if (!cfg.headless && rank == 0 && isatty(STDIN_FILENO) && isatty(STDOUT_FILENO) &&
         dash_create(&dash, &(DashConfig){.monochrome = getenv("NO_COLOR") != NULL}, &err)) {
         fprintf(stderr, "bitlab: %s; running headless\n", err.msg);
         dash = NULL;
@@ -132,7 +155,9 @@ int cmd_run(int argc, char **argv) {
     BlRuntime *rt = NULL;
     if (bl_runtime_create(&rt, &cfg, &err)) {
         dash_destroy(dash);
-        fprintf(stderr, "bitlab: %s\n", err.msg);
+        if (world > 1) fprintf(stderr, "bitlab: rank %d: %s\n", rank, err.msg);
+        else fprintf(stderr, "bitlab: %s\n", err.msg);
+        bl_comm_abort(1);
         return 1;
     }
     g_rt = rt;
@@ -151,10 +176,24 @@ int cmd_run(int argc, char **argv) {
     bl_runtime_free(rt);
     dash_destroy(dash); /* the terminal is back: the summary can be printed */
     fflush(stdout);
+    if (rc && world > 1) {
+        /* the other ranks wait for this one at their next collective: end them all */
+        fprintf(stderr, "bitlab: rank %d of %d: %s: %s\n", rank, world,
+                interrupted ? "interrupted" : "script error", err.msg);
+        fprintf(stderr, "bitlab: rank %d ends the job (the last checkpoint rank 0 wrote is whole)\n",
+                rank);
+        fflush(stderr);
+        bl_comm_abort(interrupted ? 130 : 1);
+    }
     if (rc) fprintf(stderr, "bitlab: %s: %s\n", interrupted ? "interrupted" : "script error", err.msg);
+    if (rank > 0) { /* rank 0 prints the summary */
+        bl_comm_finalize();
+        return rc ? 1 : 0;
+    }
     fprintf(stderr, "bitlab: %s %s after %.1f s, %ld step record(s)%s%s\n", cfg.script,
             rc ? "failed" : interrupted ? "stopped (Ctrl-C)" : quit ? "stopped from the dashboard" : "finished",
             dt, steps,
             cfg.log_path ? ", metrics in " : "", cfg.log_path ? cfg.log_path : "");
+    bl_comm_finalize();
     return interrupted ? 130 : rc ? 1 : 0;
 }

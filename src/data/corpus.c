@@ -686,6 +686,11 @@ void bl_corpus_position(const BlCorpus *c, BlCorpusPos *p) {
         *p = c->start;
         p->consumed = c->skip;
     }
+    /* the consumer's counters: written only by the thread taking batches */
+    p->documents = c->st.documents;
+    p->rows = c->st.rows;
+    p->tokens = c->st.tokens;
+    p->slots = c->st.slots;
 }
 
 int bl_corpus_seek(BlCorpus *c, const BlCorpusPos *p, BlError *err) {
@@ -700,6 +705,10 @@ int bl_corpus_seek(BlCorpus *c, const BlCorpusPos *p, BlError *err) {
     c->failed = NULL;
     c->start = *p;
     c->skip = p->consumed;
+    c->st.documents = p->documents;
+    c->st.rows = p->rows;
+    c->st.tokens = p->tokens;
+    c->st.slots = p->slots;
     return start_reader(c, p, err);
 }
 

@@ -26,7 +26,9 @@
  * the seed (seed 0 = sorted order), documents within a file in file order.
  *
  * Position: the consumer's, between batches. seek(position) makes the
- * batches that follow exactly those that followed when it was taken. */
+ * batches that follow exactly those that followed when it was taken, and
+ * carries what had been served by then, so the statistics of a resumed run
+ * count from the run's start, not from the resume. */
 #ifndef BITLAB_CORPUS_H
 #define BITLAB_CORPUS_H
 
@@ -42,6 +44,9 @@ typedef struct {
     uint64_t offset;   /* text: byte offset of the piece; shards: document index */
     long line;         /* .jsonl: the line number at offset (for error messages) */
     uint64_t consumed; /* tokens of that piece already served */
+    /* served before this position (BlCorpusStats's fields of the same names) */
+    long documents, rows;
+    uint64_t tokens, slots;
 } BlCorpusPos;
 
 typedef struct {

@@ -67,6 +67,10 @@ static void print_data(FILE *f, const BlEvalOptions *opt, const BlEvalReport *r)
             opt->data_path ? opt->data_path : "(in memory)", what, r->examples, unit, opt->seq,
             grouped(r->tokens), grouped(r->rows));
     if (r->truncated) fprintf(f, "; %d cut to %d tokens", r->truncated, opt->seq);
+    if (opt->tokens > 0)
+        fprintf(f, r->rows >= opt->tokens ? "; the %s up to the first reaching %s scored tokens"
+                                          : "; all the %s: they hold fewer than the cap of %s scored tokens",
+                unit, grouped(opt->tokens));
     fprintf(f, "\n");
 }
 
@@ -238,6 +242,7 @@ cJSON *bl_eval_report_json(const BlEvalOptions *opt, const BlEvalReport *r) {
     cJSON_AddStringToObject(o, "data_format", format_name(opt->format));
     cJSON_AddNumberToObject(o, "seq", opt->seq);
     cJSON_AddNumberToObject(o, "max_examples", opt->max_examples);
+    cJSON_AddNumberToObject(o, "tokens_cap", (double)opt->tokens); /* 0: none */
     cJSON_AddNumberToObject(o, "examples", r->examples);
     cJSON_AddNumberToObject(o, "examples_truncated", r->truncated);
     cJSON_AddNumberToObject(o, "tokens", (double)r->tokens);

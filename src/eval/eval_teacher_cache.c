@@ -55,6 +55,12 @@ int bl_eval_teacher_key(const BlEvalOptions *opt, const BlBackend *be, const BlD
         hash_int(&h, r->gen[i].n_prompt);
         bl_sha256_update(&h, r->gen[i].prompt_ids, sizeof(int) * (size_t)r->gen[i].n_prompt);
     }
+    /* the cap decides n_ex, hashed above already; named too, so that a capped
+     * set never shares a file with an uncapped one (uncapped keys are as before) */
+    if (opt->tokens > 0) {
+        bl_sha256_update(&h, "tokens", 6);
+        hash_int(&h, opt->tokens);
+    }
     unsigned char dig[32];
     bl_sha256_final(&h, dig, key);
     return 0;

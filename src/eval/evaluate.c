@@ -26,8 +26,32 @@ static int n_adapters(const BlStudent *st) {
     return 0;
 }
 
+/* Scored rows of example i cut to seq: row t when token t+1 is a target
+ * (what bl_eval_dataset scores). */
+static long long scored_rows(const BlDataset *d, int i, int seq) {
+    int len;
+    const uint8_t *tg;
+    bl_dataset_example(d, i, &len, &tg);
+    int n = seq > 0 && len > seq ? seq : len;
+    long long rows = 0;
+    for (int t = 1; t < n; t++) rows += tg[t] != 0;
+    return rows;
+}
+
+/* Whole examples, in order, so that a capped set is the same at every
+ * evaluation and equals max_examples = k: the cap ends the set with the
+ * example that reaches it (or with the data, when it holds fewer rows). */
+int bl_eval_n_examples(const BlDataset *d, const BlEvalOptions *opt) {
+    int n = opt->max_examples > 0 && opt->max_examples < d->n ? opt->max_examples : d->n;
+    if (opt->tokens <= 0) return n;
+    long long rows = 0;
+    for (int i = 0; i < n; i++)
+        if ((rows += scored_rows(d, i, opt->seq)) >= opt->tokens) return i + 1;
+    return n;
+}
+
 static int n_examples(const BlDataset *d, const BlEvalOptions *opt) {
-    return opt->max_examples > 0 && opt->max_examples < d->n ? opt->max_examples : d->n;
+    return bl_eval_n_examples(d, opt);
 }
 
 /* NLL, KL and the agreements over the first examples of d, teacher and student

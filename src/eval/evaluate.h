@@ -66,6 +66,10 @@ typedef struct {
     int n_prompts;
     int seq;          /* text chunk length; longer examples are cut to it */
     int max_examples; /* 0 = every example */
+    long long tokens; /* > 0: the held-out set ends with the first example that brings the
+                       * scored tokens (rows, after the cut to seq) to >= tokens; whole
+                       * examples, so it is the set of max_examples = k for that k (and
+                       * within max_examples when both are given); 0 = no cap */
     int max_tokens;   /* greedy tokens per prompt */
     FILE *progress;   /* one line per example / prompt, or NULL */
     const char *teacher_cache; /* directory of teacher caches, NULL = off */
@@ -170,6 +174,8 @@ void bl_eval_memory(const BlModel *m, const BlStudent *st, BlEvalMemory *out);
  * failure). */
 int bl_evaluate(const BlBackend *be, BlStudent *st, BlStudentMode mode, const BlDataset *d,
                 const BlEvalOptions *opt, BlEvalReport *r, BlError *err);
+/* How many of d's first examples opt evaluates (max_examples, the tokens cap). */
+int bl_eval_n_examples(const BlDataset *d, const BlEvalOptions *opt);
 void bl_eval_report_free(BlEvalReport *r);
 
 // ---- teacher cache (eval_teacher_cache.c) --------------------------------------
@@ -185,7 +191,7 @@ void bl_eval_report_free(BlEvalReport *r);
  * teacher's greedy ids per prompt. Key: sha256 of the model file, the
  * backend's name, seq, the number of examples, every evaluated example's
  * tokens and targets (the data file, its format and the tokenizer), the
- * prompts' ids and max_tokens. The CPU backend only (CUDA's lm_head is bf16,
+ * prompts' ids and max_tokens, and the tokens cap when one is given. The CPU backend only (CUDA's lm_head is bf16,
  * so h_S·m_T would not be its logits' sum): elsewhere it is not used. A
  * missing, corrupt, truncated or mismatched file is named on progress (or
  * stderr) and the teacher recomputed; writing is atomic. */

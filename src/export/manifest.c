@@ -88,6 +88,9 @@ int bl_manifest_write(const char *export_path, bool folder_export, const char *f
     cJSON *s = cJSON_AddObjectToObject(root, "student");
     cJSON_AddNumberToObject(s, "lambda", st->cfg.lambda);
     cJSON_AddNumberToObject(s, "act_bits", st->cfg.act_bits);
+    /* whether λ blended the BitLinear inputs too in training (a student
+     * deployed at λ = 1 quantises them fully either way) */
+    cJSON_AddBoolToObject(s, "lambda_acts", st->cfg.lambda_acts);
     cJSON_AddBoolToObject(s, "dense", st->cfg.dense);
     cJSON_AddItemToObject(root, "adapters", adapters_json(st));
     const cJSON *f;

@@ -8,7 +8,7 @@
  *
  * Fields: bitlab_version, created (UTC ISO-8601), format, export (the file
  * or folder name), base_model {path, sha256, name, architecture}, student
- * {lambda, act_bits, dense}, adapters {count, ranks[], alpha[]}, every field
+ * {lambda, act_bits, lambda_acts, dense}, adapters {count, ranks[], alpha[]}, every field
  * of the run facts (steps, tokens_seen, lambda_schedule, act_bits_schedule,
  * loss_mix, final_metrics, ... as bitlab.train records them; absent when
  * unknown), compression_ready (λ was 1 at the end, activations 8 or 4 bits

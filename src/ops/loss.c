@@ -1,4 +1,5 @@
-/* loss.c - cross-entropy, KL, top-K KL and hidden cosine losses (see loss.h).
+/* loss.c - cross-entropy, KL, top-K KL, hidden cosine and attention-relation
+ * losses (see loss.h).
  * Softmaxes shift by the row maximum, exponentiate in float (bl_expf) and sum
  * in double.
  *
@@ -20,6 +21,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "core/vmath.h"
 #include "ops/parallel.h"
@@ -413,4 +415,77 @@ double bl_hidden_loss(float *const *dhs, float w_cos, float w_mag, const float *
     }
     if (mag) *mag = lmag;
     return lcos;
+}
+
+// ----------------------------------------------------------------------------
+// attention-relation KL: per window row, Σ p·(log p − log q); ds = g·(q − p)
+
+typedef struct {
+    float *s;
+    const float *t;
+    const uint8_t *sel;
+    const int *lo;
+    double *vals; /* [n·T] row values, summed in row order afterwards */
+    int T;
+    float g;
+} RelRows;
+
+/* row i of one matrix over the window [a, i]: returns its KL, overwrites the
+ * row of s with its gradient (zeros outside the window). Each s[j] is read
+ * before it is written, so the overwrite needs no copy. */
+static double relation_row(float *s, const float *t, int T, int i, int a, float g) {
+    double ms = -INFINITY, mt = -INFINITY, Ss = 0.0, St = 0.0;
+    for (int j = a; j <= i; j++) {
+        ms = fmax(ms, s[j]);
+        mt = fmax(mt, t[j]);
+    }
+    for (int j = a; j <= i; j++) {
+        Ss += exp((double)s[j] - ms);
+        St += exp((double)t[j] - mt);
+    }
+    double ls = ms + log(Ss), lt = mt + log(St), kl = 0.0;
+    for (int j = 0; j < T; j++) {
+        if (j < a || j > i) {
+            s[j] = 0.0f;
+            continue;
+        }
+        double lp = t[j] - lt, lq = s[j] - ls, p = exp(lp);
+        kl += p * (lp - lq);
+        s[j] = (float)(g * (exp(lq) - p));
+    }
+    return kl;
+}
+
+/* matrix row i = m·T + row of the job */
+static double relation_one(const RelRows *c, long i) {
+    int T = c->T, row = (int)(i % T);
+    float *s = c->s + (size_t)i * T;
+    if (!c->sel[row]) {
+        memset(s, 0, sizeof(float) * (size_t)T);
+        return 0.0;
+    }
+    int a = c->lo ? c->lo[row] : 0;
+    if (a < 0 || a > row) a = row; /* a malformed window: the row alone (KL 0) */
+    return relation_row(s, c->t + (size_t)i * T, T, row, a, c->g);
+}
+
+static void relation_rows(void *vctx, long i0, long i1) {
+    const RelRows *c = vctx;
+    for (long i = i0; i < i1; i++) c->vals[i] = relation_one(c, i);
+}
+
+double bl_relation_kl(float *s, const float *t, int n, int T, const uint8_t *sel, const int *lo,
+                      float g) {
+    if (n <= 0 || T <= 0) return 0.0;
+    size_t rows = (size_t)n * T;
+    double sum = 0.0;
+    RelRows c = {.s = s, .t = t, .sel = sel, .lo = lo, .T = T, .g = g};
+    if (!(c.vals = malloc(sizeof(double) * rows))) { /* the same rows and sum, serially */
+        for (size_t i = 0; i < rows; i++) sum += relation_one(&c, (long)i);
+        return sum;
+    }
+    bl_parallel_for((long)rows, (long)(rows * T), relation_rows, &c);
+    for (size_t i = 0; i < rows; i++) sum += c.vals[i];
+    free(c.vals);
+    return sum;
 }

@@ -52,4 +52,18 @@ double bl_hidden_loss(float *const *dhs, float w_cos, float w_mag, const float *
                       const float *const *ht, const float *layer_w, int n_layers,
                       const uint8_t *mask, int M, int D, double *mag);
 
+/* Attention-relation KL (MiniLM-v2 / BitDistill, arXiv 2510.13998) on n
+ * relation-logit matrices [T, T] of one sequence (row i, column j; the
+ * matrices of its heads back to back), the student's s and the teacher's t.
+ * Row i reads the window j in [lo[i], i] (lo NULL: [0, i]): causal, and
+ * within the row's document in a packed batch. Per selected row (sel[i] !=
+ * 0): R(x)[i, ·] = softmax of x[i, ·] over the window, and
+ *   returns Σ_matrices Σ_selected i KL(R(t)[i] ‖ R(s)[i])       (double)
+ * while s is OVERWRITTEN with g·dKL/ds: g·(R(s) − R(t)) inside a selected
+ * row's window, 0 everywhere else (so s can be fed straight to the GEMMs
+ * of the score gradient). Softmaxes and the KL in double; lo[i] is read at
+ * selected rows only. sel, lo: [T]. */
+double bl_relation_kl(float *s, const float *t, int n, int T, const uint8_t *sel, const int *lo,
+                      float g);
+
 #endif

@@ -107,10 +107,15 @@ static const struct { unsigned char cat, bf16; } BUFS[BL_BUF_COUNT] = {
     [BL_BUF_SLOGITS] = {BL_PLAN_LOSS_CHUNKS, 0},     [BL_BUF_DLOGITS] = {BL_PLAN_LOSS_CHUNKS, 0},
     [BL_BUF_TOPK_IDS] = {BL_PLAN_LOSS_CHUNKS, 0},    [BL_BUF_TOPK_LOGP] = {BL_PLAN_LOSS_CHUNKS, 0},
     [BL_BUF_T_HIDDEN] = {BL_PLAN_TEACHER_HIDDEN, 1},
+    /* the relation loss (a shape with relation): the teacher's q, k, v of
+     * its layer are teacher states like its hidden states; the relation
+     * logits are a loss's scratch, fp32 */
+    [BL_BUF_REL_TQ] = {BL_PLAN_TEACHER_HIDDEN, 1},   [BL_BUF_REL_TK] = {BL_PLAN_TEACHER_HIDDEN, 1},
+    [BL_BUF_REL_TV] = {BL_PLAN_TEACHER_HIDDEN, 1},   [BL_BUF_REL_SCRATCH] = {BL_PLAN_LOSS_CHUNKS, 0},
 };
 /* a buffer the table gains needs its category above (unset it would count
  * as frozen weights, and test_plan would fail on the trainer's figures) */
-_Static_assert(BL_BUF_COUNT == 39, "plan.c: map the trainer's new buffer to a category in BUFS");
+_Static_assert(BL_BUF_COUNT == 43, "plan.c: map the trainer's new buffer to a category in BUFS");
 
 /* The shape the run's trainer is built with. */
 static BlTrainerShape run_shape(const BlPlanRun *r) {

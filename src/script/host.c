@@ -1,7 +1,8 @@
 /* host.c - the Lua host: interpreter creation with a chosen set of standard
  * libraries, the bitlab module table, package.path pointing at the repo's
  * lua/ folder, protected execution with a traceback, and Ctrl-C handling
- * (see runtime.h). */
+ * (see runtime.h). Under mpirun (dist/comm.h) every rank runs the script;
+ * rank 0 alone writes the metrics stream and print()s. */
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 
 #include <lualib.h>
 
+#include "dist/comm.h"
 #include "train/checkpoint.h"
 #include "script/internal.h"
 
@@ -88,6 +90,7 @@ static void open_bitlab(lua_State *L, BlRuntime *rt) {
     bl_open_plan(L);
     bl_open_device(L);
     bl_open_sample(L);
+    bl_open_dist(L);
     static const luaL_Reg fns[] = {{"random", l_random}, {"seed", l_seed}, {"clock", l_clock},
                                    {NULL, NULL}};
     luaL_setfuncs(L, fns, 0);
@@ -179,12 +182,23 @@ static void open_libs(lua_State *L) {
     }
 }
 
+/* print() on ranks other than 0: N copies of every progress line would
+ * say nothing more (errors still reach stderr, naming the rank) */
+static int quiet_print(lua_State *L) {
+    (void)L;
+    return 0;
+}
+
 /* Runs in protected mode so a memory error during set-up is reported. */
 static int setup(lua_State *L) {
     BlRuntime *rt = lua_touserdata(L, 1);
     open_libs(L);
     set_package_path(L, rt->lua_dir, rt->cfg.script);
     open_bitlab(L, rt);
+    if (bl_comm_rank() > 0) {
+        lua_pushcfunction(L, quiet_print);
+        lua_setglobal(L, "print");
+    }
     /* arg, as lua.c: arg[0] the script, arg[1..] its arguments */
     lua_createtable(L, rt->cfg.n_args, 1);
     lua_pushstring(L, rt->cfg.script);
@@ -208,7 +222,8 @@ int bl_runtime_create(BlRuntime **out, const BlRuntimeConfig *cfg, BlError *err)
         free(rt);
         return bl_fail(err, "out of memory");
     }
-    if (cfg->log_path && !(rt->log = fopen(cfg->log_path, "w"))) {
+    /* the metrics stream is rank 0's (the others' records are the same steps) */
+    if (cfg->log_path && bl_comm_rank() == 0 && !(rt->log = fopen(cfg->log_path, "w"))) {
         bl_fail(err, "%s: cannot open the metrics log", cfg->log_path);
         bl_runtime_free(rt);
         return -1;
@@ -235,6 +250,7 @@ int bl_runtime_create(BlRuntime **out, const BlRuntimeConfig *cfg, BlError *err)
         cJSON_AddNumberToObject(f, "blas_threads", threads);
         cJSON_AddStringToObject(f, "device", rt->cfg.be->name);
         cJSON_AddStringToObject(f, "device_name", rt->cfg.be->device_name());
+        cJSON_AddNumberToObject(f, "world_size", bl_comm_size());
         bl_metrics_event(rt, "run", f);
     }
     if (cfg->dash) { /* the header's identity line before the script says more */

@@ -47,6 +47,7 @@ struct BlRuntime {
     char **prompts;            /* the experiment's prompts (bitlab.prompts), dashboard edits included */
     int n_prompts;
     bool quit;                 /* the dashboard's quit command ended the run */
+    bool control_stop;         /* a `stop` line of the control file: the loop ends at the boundary */
 };
 
 /* The runtime of a Lua state (stored in the registry). */
@@ -179,5 +180,6 @@ void bl_open_trace(lua_State *L);
 void bl_open_plan(lua_State *L);
 void bl_open_device(lua_State *L);
 void bl_open_sample(lua_State *L);
+void bl_open_dist(lua_State *L);
 
 #endif

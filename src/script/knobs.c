@@ -5,15 +5,25 @@
  * applied to.
  *
  * The control file holds `name=value` lines (# comments and blank lines
- * ignored). It is re-applied only when its content changes, so a script may
- * still set a knob itself between edits. Values are clamped to [min, max];
- * unknown names and malformed values are reported as events, never errors. */
+ * ignored) and optionally a line `stop`: the run ends at the boundary as at
+ * a first Ctrl-C (the loop writes its checkpoint; the exit code is 0). It is
+ * re-applied only when its content changes, so a script may still set a
+ * knob itself between edits (a resumed run reads it anew: remove `stop`
+ * first). Values are clamped to [min, max]; unknown names and malformed
+ * values are reported as events, never errors.
+ *
+ * Under mpirun (dist/comm.h) rank 0 alone decides at the boundary: its
+ * Ctrl-C stop, its reading of the control file and its dashboard's commands
+ * (pause included: the others wait for it) are broadcast, and every rank
+ * applies them in the same order before the same step, so knobs, rotations
+ * and quit stay the same on all ranks. */
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "dist/comm.h"
 #include "io/textfile.h"
 #include "script/internal.h"
 
@@ -93,6 +103,11 @@ static void apply_control(BlRuntime *rt, char *text) {
         lineno++;
         char *s = trim(line);
         if (!*s || *s == '#') continue;
+        if (strcmp(s, "stop") == 0) {
+            if (!rt->control_stop) control_event(rt, "control_stop", s, lineno);
+            rt->control_stop = true;
+            continue;
+        }
         char *eq = strchr(s, '=');
         if (!eq) {
             control_event(rt, "knob_invalid", s, lineno);
@@ -113,26 +128,63 @@ static void apply_control(BlRuntime *rt, char *text) {
     }
 }
 
-static void poll_control(BlRuntime *rt) {
-    if (!rt->cfg.control_path) return;
+/* The control file's text when it changed since last applied, else NULL. */
+static char *read_control(BlRuntime *rt) {
+    if (!rt->cfg.control_path) return NULL;
     BlError err;
     char *text = bl_read_text_file(rt->cfg.control_path, NULL, &err);
-    if (!text) return; /* absent until someone writes it */
+    if (!text) return NULL; /* absent until someone writes it */
     if (rt->control_seen && strcmp(text, rt->control_seen) == 0) {
         free(text);
-        return;
+        return NULL;
     }
+    return text;
+}
+
+/* Applies a changed control text (and frees it). */
+static void take_control(BlRuntime *rt, char *text) {
+    if (!text) return;
     free(rt->control_seen);
     rt->control_seen = strdup(text);
     apply_control(rt, text);
     free(text);
 }
 
-/* bitlab.poll(step) → false when the run should stop (Ctrl-C); with the
- * dashboard up it also applies the user's commands and waits while paused. */
+/* The boundary of a multi-process run: rank 0's stop and control text to
+ * every rank; false when the run stops. */
+static bool shared_boundary(lua_State *L, BlRuntime *rt) {
+    BlError err = {{0}};
+    bool root = bl_comm_rank() == 0;
+    unsigned char stop = root && rt->sigints > 0;
+    if (bl_comm_bcast(&stop, 1, &err)) luaL_error(L, "step boundary: %s", err.msg);
+    if (stop) {
+        if (!rt->stop_reported) {
+            rt->stop_reported = true;
+            bl_metrics_event(rt, "interrupt", NULL);
+        }
+        return false;
+    }
+    char *text = root ? read_control(rt) : NULL;
+    if (bl_comm_bcast_string(&text, &err)) {
+        free(text);
+        luaL_error(L, "step boundary: %s", err.msg);
+    }
+    take_control(rt, text);
+    if (rt->control_stop) return false;
+    bl_dash_step_boundary(L, rt); /* rank 0's dashboard commands, one at a time */
+    return true;
+}
+
+/* bitlab.poll(step) → false when the run should stop (Ctrl-C, a control-file
+ * `stop`); with the dashboard up it also applies the user's commands and
+ * waits while paused. */
 static int l_poll(lua_State *L) {
     BlRuntime *rt = bl_rt(L);
     rt->step = (long)bl_check_int(L, 1, 0, LONG_MAX);
+    if (bl_comm_size() > 1) {
+        lua_pushboolean(L, shared_boundary(L, rt));
+        return 1;
+    }
     if (rt->sigints > 0) {
         if (!rt->stop_reported) {
             rt->stop_reported = true;
@@ -141,7 +193,11 @@ static int l_poll(lua_State *L) {
         lua_pushboolean(L, 0);
         return 1;
     }
-    poll_control(rt);
+    take_control(rt, read_control(rt));
+    if (rt->control_stop) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
     if (rt->cfg.dash) bl_dash_step_boundary(L, rt);
     lua_pushboolean(L, 1);
     return 1;

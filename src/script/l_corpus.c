@@ -138,16 +138,19 @@ static int c_files(lua_State *L) {
     return 1;
 }
 
-/* corpus:position() → {epoch, file, offset, line, consumed, seed, files} */
+/* corpus:position() → {epoch, file, offset, line, consumed, seed, files,
+ * documents, rows, tokens, slots}: the last four what had been served */
 static int c_position(lua_State *L) {
     LCorpus *u = check_corpus(L, 1);
     BlCorpusPos p;
     bl_corpus_position(u->c, &p);
-    lua_createtable(L, 0, 7);
-    static const char *const names[] = {"epoch", "file", "offset", "line", "consumed", "seed", "files"};
+    lua_createtable(L, 0, 11);
+    static const char *const names[] = {"epoch", "file", "offset", "line", "consumed", "seed",
+                                        "files", "documents", "rows", "tokens", "slots"};
     const lua_Integer vals[] = {p.epoch, p.file, (lua_Integer)p.offset, p.line,
                                 (lua_Integer)p.consumed, (lua_Integer)u->seed,
-                                bl_corpus_n_files(u->c)};
+                                bl_corpus_n_files(u->c), p.documents, p.rows,
+                                (lua_Integer)p.tokens, (lua_Integer)p.slots};
     set_ints(L, names, vals, (int)(sizeof vals / sizeof *vals));
     return 1;
 }
@@ -172,7 +175,13 @@ static int c_seek(lua_State *L) {
                      .file = (long)bl_opt_int(L, 2, "file", 0, 0, files - 1),
                      .offset = (uint64_t)bl_opt_int(L, 2, "offset", 0, 0, LUA_MAXINTEGER),
                      .line = (long)bl_opt_int(L, 2, "line", 0, 0, (lua_Integer)1 << 50),
-                     .consumed = (uint64_t)bl_opt_int(L, 2, "consumed", 0, 0, LUA_MAXINTEGER)};
+                     .consumed = (uint64_t)bl_opt_int(L, 2, "consumed", 0, 0, LUA_MAXINTEGER),
+                     /* absent in positions saved before they were kept: the
+                      * statistics then count from the resume */
+                     .documents = (long)bl_opt_int(L, 2, "documents", 0, 0, LONG_MAX),
+                     .rows = (long)bl_opt_int(L, 2, "rows", 0, 0, LONG_MAX),
+                     .tokens = (uint64_t)bl_opt_int(L, 2, "tokens", 0, 0, LUA_MAXINTEGER),
+                     .slots = (uint64_t)bl_opt_int(L, 2, "slots", 0, 0, LUA_MAXINTEGER)};
     BlError err = {{0}};
     if (bl_corpus_seek(u->c, &p, &err)) return bl_lua_fail(L, &err);
     return 0;
@@ -180,7 +189,8 @@ static int c_seek(lua_State *L) {
 
 /* corpus:stats() → {files, epoch, documents, tokens, rows, padding_fraction,
  * bytes_read, tokens_read, tokens_per_s, stall_seconds}: documents, tokens
- * and rows served by this session's batches; padding_fraction of their
+ * and rows served by the batches since the start (a seek restores the
+ * counts its position carries); padding_fraction of their
  * positions; bytes_read / tokens_read by the reader (ahead of what was
  * served), tokens_per_s its throughput while busy; stall_seconds the time
  * batches waited on it. */

@@ -16,13 +16,19 @@
  * All of them are harmless no-ops in headless runs, so a script need not
  * care which mode it is in. Knob commands and quit are handled here in C;
  * the rest call the script's handlers, at a step boundary (bitlab.poll) or,
- * after a script error, from bl_runtime_serve_after_error. */
+ * after a script error, from bl_runtime_serve_after_error.
+ *
+ * Under mpirun only rank 0 has the dashboard: each command it takes at a
+ * step boundary is broadcast and run on every rank (a rotation, a knob or
+ * quit must happen everywhere; generations only where they are shown), so
+ * the ranks' students stay the same. */
 #include <float.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "dist/comm.h"
 #include "script/internal.h"
 #include "tokenizer/tokenizer.h"
 
@@ -287,9 +293,29 @@ static int run_command(lua_State *L) {
     return 0;
 }
 
+/* Rank 0's next command (blocking while paused) on every rank of a
+ * multi-process run; false: none, run the step. */
+static bool next_command(lua_State *L, BlRuntime *rt, DashCmd *c) {
+    if (bl_comm_size() <= 1) return !rt->quit && dash_next_command(rt->cfg.dash, c);
+    struct {
+        unsigned char has;
+        DashCmd c;
+    } m;
+    memset(&m, 0, sizeof m);
+    if (bl_comm_rank() == 0) {
+        m.has = !rt->quit && rt->cfg.dash && dash_next_command(rt->cfg.dash, &m.c);
+    }
+    BlError err = {{0}};
+    if (bl_comm_bcast(&m, sizeof m, &err)) luaL_error(L, "dashboard command: %s", err.msg);
+    *c = m.c;
+    return m.has;
+}
+
 void bl_dash_step_boundary(lua_State *L, BlRuntime *rt) {
     DashCmd c;
-    while (!rt->quit && dash_next_command(rt->cfg.dash, &c)) {
+    while (next_command(L, rt, &c)) {
+        /* a generation changes nothing a step reads: only the rank that shows it runs it */
+        if (bl_comm_rank() > 0 && (c.type == DASH_CMD_GENERATE || c.type == DASH_CMD_PROMPT)) continue;
         lua_pushcfunction(L, run_command);
         lua_pushlightuserdata(L, &c);
         lua_call(L, 1, 0); /* a handler's error is the script's error */

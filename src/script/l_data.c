@@ -1,6 +1,7 @@
 /* l_data.c - the Dataset and Batch userdata: building datasets from inline
  * chat pairs, texts and JSONL files, shuffling, batching, and the resumable
- * position. A Dataset keeps its Model alive (user value 1). */
+ * position. A Dataset keeps its Model alive (user value 1). bitlab.dataset
+ * {teacher = MODEL} hands over to the teacher-fed source in Lua. */
 #include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -154,14 +155,31 @@ static void add_file(lua_State *L, BlDataset *d, int idx) {
     if (bl_dataset_load_jsonl(d, luaL_checkstring(L, idx), &err)) bl_lua_fail(L, &err);
 }
 
+/* bitlab.dataset{teacher = MODEL, ...}: the teacher-fed source of
+ * lua/bitlab/teacher_data.lua (M.source), which samples its examples as
+ * the trainer asks for them; it lives in Lua with the rest of the teacher
+ * data (bitlab.sample, bitlab.filters), so this only hands the options on. */
+static int teacher_source(lua_State *L) {
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "bitlab.teacher_data");
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, "source");
+    lua_pushvalue(L, 1);
+    lua_call(L, 1, 1);
+    return 1;
+}
+
 /* bitlab.dataset{model=, chat={...}, text={...}, file=PATH, files={...},
  * response_only=true, template=NAME, seed=0, seq=N, long="truncate"}
  * seq: fit each example to N tokens as it is added, by `long`: "truncate"
  * (its first N tokens), "split" (pieces overlapping by one token) or "skip";
  * without seq examples stay whole and batches cut rows longer than their T
- * ("truncate" is then the only policy). Cuts and skips warn once. */
+ * ("truncate" is then the only policy). Cuts and skips warn once.
+ * teacher = MODEL instead: teacher_source above. */
 static int l_dataset(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
+    if (lua_getfield(L, 1, "teacher") != LUA_TNIL) return teacher_source(L);
+    lua_pop(L, 1);
     int seq = (int)bl_opt_int(L, 1, "seq", 0, 2, 1 << 20);
     BlLongPolicy policy = BL_LONG_TRUNCATE;
     int lt = lua_getfield(L, 1, "long");

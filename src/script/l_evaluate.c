@@ -2,8 +2,8 @@
  * Lua, returning the JSON report as a table and the printed table as text.
  *
  *   bitlab.eval{model=, student= | checkpoint=, data=, prompts=,
- *               max_tokens=64, seq=256, max_examples=0, act_bits=, json=,
- *               teacher_cache=DIR, step=}
+ *               max_tokens=64, seq=256, max_examples=0, tokens=, act_bits=,
+ *               json=, teacher_cache=DIR, step=}
  *     → report, text
  *
  * student= evaluates a live Student (at λ = 1, its activation width or
@@ -14,7 +14,11 @@
  * path or a list of strings. Both models run on the run's backend
  * (`--device`). teacher_cache= a directory (default: none): the teacher's
  * side is computed once per model, data and options and read back by later
- * calls (eval/evaluate.h, "teacher cache"; CPU backend only).
+ * calls (eval/evaluate.h, "teacher cache"; CPU backend only). tokens=N (an
+ * integer >= 1): the held-out set is its examples in order up to the first
+ * that brings the scored tokens to N (whole examples: the same set as
+ * max_examples = k, and the same as `bitlab eval --tokens N`); the report's
+ * scored_tokens says how many were scored, tokens_cap the cap.
  *
  * Every evaluation also logs one "eval" event to the metrics stream (the
  * only place the dashboard's held-out curve comes from): the report's
@@ -117,6 +121,7 @@ static int l_eval(lua_State *L) {
     BlEvalOptions opt = {.max_tokens = (int)bl_opt_int(L, 1, "max_tokens", BL_EVAL_DEFAULT_MAX_TOKENS, 1, 1 << 20),
                          .seq = (int)bl_opt_int(L, 1, "seq", BL_EVAL_DEFAULT_SEQ, 2, 1 << 20),
                          .max_examples = (int)bl_opt_int(L, 1, "max_examples", 0, 0, INT_MAX),
+                         .tokens = (long long)bl_opt_int(L, 1, "tokens", 0, 1, LLONG_MAX),
                          .checkpoint_path = opt_string(L, "checkpoint"),
                          .teacher_cache = opt_string(L, "teacher_cache")};
     int act_bits = (int)bl_opt_int(L, 1, "act_bits", 0, 0, 16);

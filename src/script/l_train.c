@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "data/dataset.h"
+#include "dist/comm.h"
 #include "train/checkpoint.h"
 #include "eval/student_eval.h"
 #include "script/internal.h"
@@ -187,6 +188,13 @@ static int s_lambda(lua_State *L) {
     return 1;
 }
 
+/* student:lambda_acts() → whether λ blends its BitLinear inputs too (what it
+ * was last trained with: BlStudentConfig.lambda_acts, checkpointed) */
+static int s_lambda_acts(lua_State *L) {
+    lua_pushboolean(L, check_student(L, 1)->cfg.lambda_acts);
+    return 1;
+}
+
 static int s_set_act_bits(lua_State *L) {
     BlStudent *s = check_student(L, 1);
     lua_Integer b = bl_check_int(L, 2, 4, 16);
@@ -317,6 +325,7 @@ static void read_loss_weights(lua_State *L, int idx, BlLossConfig *lc) {
     lc->w_topk = (float)bl_opt_num(L, idx, "topk", lc->w_topk, 0.0, BL_LOSS_WEIGHT_MAX);
     lc->w_cos = (float)bl_opt_num(L, idx, "cos", lc->w_cos, 0.0, BL_LOSS_WEIGHT_MAX);
     lc->w_mag = (float)bl_opt_num(L, idx, "mag", lc->w_mag, 0.0, BL_LOSS_WEIGHT_MAX);
+    lc->w_rel = (float)bl_opt_num(L, idx, "rel", lc->w_rel, 0.0, BL_LOSS_WEIGHT_MAX);
     lc->tau = (float)bl_opt_num(L, idx, "tau", lc->tau, BL_TAU_MIN, BL_TAU_MAX);
 }
 
@@ -379,12 +388,15 @@ static void use_trace(lua_State *L, LTrainer *u, BlTrace *t) {
 }
 
 /* bitlab.trainer{student=, batch=1, seq=, ce=1, kl=0, topk=0, k=0, cos=0,
- * mag=0, tau=1, clip=1, lr=1e-4, beta1=0.9, beta2=0.95, eps=1e-8,
+ * mag=0, rel=0, tau=1, clip=1, lr=1e-4, beta1=0.9, beta2=0.95, eps=1e-8,
  * weight_decay=0, trace=nil, data=nil, teacher_cache=true,
- * hidden_states=true, integer_forward=false, lambda_acts=nil}; batch and seq are the
+ * hidden_states=true, integer_forward=false, lambda_acts=nil,
+ * relation_layer=nil}; batch and seq are the
  * micro-batch capacity, k the
  * top-K capacity (0: no top-K loss), hidden_states whether the teacher's
- * block outputs are kept (the cos / mag losses need them); the loss weights,
+ * block outputs are kept (the cos / mag losses need them), relation_layer
+ * the layer (1-based, as block_grad_norm counts them: 1..n_layers) of the
+ * attention-relation loss rel (nil: none, and rel must stay 0); the loss weights,
  * τ and the AdamW settings are the defaults of every step. trace = a path or
  * a Trace: the teacher's outputs come from it (k defaults to its K; data,
  * when given, must be the dataset it was made from). integer_forward: at
@@ -424,6 +436,12 @@ static int l_trainer(lua_State *L) {
                          .ternary_fast_path = bl_opt_bool(L, 1, "integer_forward", 0)};
     if (!sh.hidden && (lc.w_cos != 0.0f || lc.w_mag != 0.0f))
         return luaL_error(L, "trainer: cos / mag losses need hidden_states = true");
+    int rl = (int)bl_opt_int(L, 1, "relation_layer", 0, 1, s->model->cfg.n_layers);
+    sh.relation = rl > 0;
+    sh.relation_layer = rl - 1;
+    if (!sh.relation && lc.w_rel != 0.0f)
+        return luaL_error(L, "trainer: the relation loss (rel) needs option 'relation_layer' "
+                             "(1..%d)", s->model->cfg.n_layers);
     int lambda_acts = read_lambda_acts(L, 1, -1);
     LTrainer *u = lua_newuserdatauv(L, sizeof *u, 2);
     u->live = 0;
@@ -484,6 +502,7 @@ static void push_result(lua_State *L, const BlTrainer *tr, const BlStepResult *r
     set_num(L, "topk", r->topk);
     set_num(L, "cos", r->cos);
     set_num(L, "mag", r->mag);
+    set_num(L, "rel", r->rel);
     set_num(L, "total", r->total);
     set_num(L, "grad_norm", r->grad_norm);
     int nl = tr->m->cfg.n_layers;
@@ -508,7 +527,23 @@ static void push_result(lua_State *L, const BlTrainer *tr, const BlStepResult *r
     lua_setfield(L, -2, "teacher");
 }
 
-/* trainer:step(batch [, {lr=, ce=, kl=, topk=, cos=, mag=, tau=, lambda_acts=}]) → result */
+/* A shared step's reduction over the processes (dist/comm.h): fixed order,
+ * the same bits on every rank. */
+static int comm_reduce(void *ctx, float *g, size_t n, double *s, int ns, BlError *err) {
+    (void)ctx;
+    return bl_comm_sum_floats(g, n, err) || bl_comm_sum_doubles(s, (size_t)ns, err) ? -1 : 0;
+}
+
+/* trainer:step(batch [, {lr=, ce=, kl=, topk=, cos=, mag=, rel=, tau=, lambda_acts=}]) → result
+ *
+ * Under mpirun (bitlab.world_size() N > 1) every rank passes the same global
+ * batch of B sequences and trains its slice, rows [rank·B/N, (rank+1)·B/N),
+ * in micro-batches of the trainer's batch; the gradients and losses are
+ * summed over the ranks in rank order (bl_trainer_step_reduce), so every
+ * rank takes the same update and returns the same result. It equals one
+ * process's step on the whole batch bit for bit when each rank's slice is
+ * one micro-batch (B = N · the trainer's batch), up to rounding otherwise.
+ * B must be a multiple of N · the trainer's batch. */
 static int t_step(lua_State *L) {
     LTrainer *u = check_trainer(L, 1);
     BlTrainer *tr = &u->t;
@@ -517,6 +552,10 @@ static int t_step(lua_State *L) {
     uint8_t *mask = batch->mask;
     if (T > tr->T) return luaL_error(L, "batch length %d exceeds the trainer's seq %d", T, tr->T);
     if (B % tr->B) return luaL_error(L, "batch of %d is not a multiple of the trainer's %d", B, tr->B);
+    int world = bl_comm_size(), rank = bl_comm_rank();
+    if (world > 1 && B % (world * tr->B))
+        return luaL_error(L, "batch of %d sequences does not split over %d processes in micro-batches "
+                          "of the trainer's %d: make batch a multiple of %d", B, world, tr->B, world * tr->B);
     int opts = bl_opt_table(L, 3);
     /* this call's parameters: the trainer's defaults, the call's overrides,
      * the student's λ and activation width as they are now */
@@ -530,9 +569,14 @@ static int t_step(lua_State *L) {
     if (!bl_device_student_current(&tr->ds) && bl_trainer_upload(tr, &err)) return bl_lua_fail(L, &err);
     if (bl_trainer_check_params(tr, &p, &err)) return bl_lua_fail(L, &err);
     double t0 = now_s();
-    BlMicroBatch mb = {.tokens = tokens, .lens = lens, .mask = mask,
-                       .doc_start = batch->doc_start, .B = tr->B, .T = T};
-    if (bl_trainer_step(tr, &mb, B / tr->B, &p, &r, &err))
+    /* this rank's slice of the global batch (all of it in one process) */
+    int Bl = B / world;
+    size_t r0 = (size_t)rank * Bl;
+    BlMicroBatch mb = {.tokens = tokens + r0 * T, .lens = lens + r0, .mask = mask ? mask + r0 * T : NULL,
+                       .doc_start = batch->doc_start ? batch->doc_start + r0 * T : NULL,
+                       .B = tr->B, .T = T};
+    BlStepReduce red = {.reduce = comm_reduce, .n_micro_total = B / tr->B};
+    if (bl_trainer_step_reduce(tr, &mb, Bl / tr->B, world > 1 ? &red : NULL, &p, &r, &err))
         return bl_lua_fail(L, &err);
     double dt = now_s() - t0;
     long ntok = 0;
@@ -570,7 +614,9 @@ static BlCheckpointOptions save_options(lua_State *L, int arg) {
 /* trainer:save(path [, state [, {frozen_adapters = "fp32" | "bf16"}]]):
  * state is any JSON-able table, stored with the knob values and the
  * bitlab.random state; bf16 frozen adapters make the file smaller but a
- * resume from it not bit for bit (checkpoint.h) */
+ * resume from it not bit for bit (checkpoint.h). Under mpirun only rank 0
+ * writes (every rank holds the same student); the others return at once,
+ * after the same argument checks. */
 static int t_save(lua_State *L) {
     LTrainer *u = check_trainer(L, 1);
     const char *path = luaL_checkstring(L, 2);
@@ -583,6 +629,10 @@ static int t_save(lua_State *L) {
         return luaL_argerror(L, 3, err.msg);
     }
     if (user) cJSON_AddItemToObject(o, "user", user);
+    if (bl_comm_rank() > 0) {
+        cJSON_Delete(o);
+        return 0;
+    }
     cJSON_AddItemToObject(o, "knobs", bl_knobs_json(rt));
     char rng[24];
     snprintf(rng, sizeof rng, "%016" PRIx64, rt->rng);
@@ -701,6 +751,7 @@ static int t_memory(lua_State *L) {
     set_num(L, "activations", (double)mem.activations);
     set_num(L, "scratch", (double)mem.scratch);
     set_num(L, "device_student", (double)mem.device_student);
+    set_num(L, "grad_accum", (double)mem.grad_accum);
     set_num(L, "student", (double)(mem.student.adapters_frozen + mem.student.adapters_trainable +
                                    mem.student.grads + mem.student.optimizer));
     set_num(L, "frozen_weights", (double)mem.student.frozen_weights);
@@ -723,7 +774,7 @@ void bl_open_train(lua_State *L) {
         {"add_adapter", s_add_adapter}, {"rotate", s_rotate},     {"n_adapters", s_n_adapters},
         {"set_lambda", s_set_lambda},   {"lambda", s_lambda},     {"set_act_bits", s_set_act_bits},
         {"act_bits", s_act_bits},       {"generate", s_generate}, {"forward", s_forward},
-        {"memory", s_memory},           {NULL, NULL}};
+        {"memory", s_memory},           {"lambda_acts", s_lambda_acts}, {NULL, NULL}};
     new_class(L, BL_MT_STUDENT, smeta, smethods);
     static const luaL_Reg tmeta[] = {{"__gc", t_gc}, {"__tostring", t_tostring}, {NULL, NULL}};
     static const luaL_Reg tmethods[] = {{"step", t_step},     {"save", t_save},   {"load", t_load},

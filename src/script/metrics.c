@@ -3,8 +3,11 @@
  * changes, script errors) interleaved in order. Lines are flushed at once so
  * a dashboard or `tail -f` sees them live and a crash loses nothing.
  * Records only ever gain fields (readers ignore the ones they do not know):
- * the first record, "run", names the backend (device, device_name), step
- * records carry its memory (device_mem). */
+ * the first record, "run", names the backend (device, device_name) and the
+ * number of processes (world_size), step records carry its memory
+ * (device_mem). Under mpirun the stream is rank 0's: the other ranks open no
+ * log and have no dashboard (host.c, cmd_run.c), so their records and
+ * events, the same steps, go nowhere. */
 #include "script/internal.h"
 
 void bl_metrics_write(BlRuntime *rt, cJSON *obj) {

@@ -1,8 +1,9 @@
 /* trainer.c - the trainer's step (see trainer.h): its buffers, the
  * teacher's outputs (computed through the backend, still there from the
  * previous micro-batch, or given by a provider), the token losses over
- * chunks of sequences, the hidden losses during the backward, and the update
- * (norms, non-finite skip, clip, guarded AdamW). */
+ * chunks of sequences, the hidden losses and the attention-relation loss
+ * (relation_loss.h) during the backward, and the update (norms, non-finite
+ * skip, clip, guarded AdamW). */
 #include "train/trainer.h"
 
 #include <math.h>
@@ -13,6 +14,7 @@
 #include "ops/ops.h"
 #include "ops/quant.h"
 #include "train/micro_loss.h"
+#include "train/relation_loss.h"
 
 #define MAX2(a, b) ((a) > (b) ? (a) : (b))
 
@@ -103,6 +105,14 @@ void bl_trainer_buffers(BlTrainerBuffers *out, const BlConfig *c, const BlStuden
     BUF(BL_BUF_TOPK_IDS, sh->topk > 0 ? M * K * sizeof(int) : 0, 0);
     BUF(BL_BUF_TOPK_LOGP, sh->topk > 0 ? M * K * F : 0, 0);
     BUF(BL_BUF_T_HIDDEN, sh->hidden ? L * M * D * F : 0, 0);
+    /* the relation loss: the teacher's q, k, v of its layer, and both
+     * relation-logit matrices of every head of one sequence */
+    bool rel = sh->relation;
+    BUF(BL_BUF_REL_TQ, rel ? M * qd * F : 0, 0);
+    BUF(BL_BUF_REL_TK, rel ? M * kvd * F : 0, 0);
+    BUF(BL_BUF_REL_TV, rel ? M * kvd * F : 0, 0);
+    BUF(BL_BUF_REL_SCRATCH,
+        rel ? bl_relation_scratch_floats(MAX2(c->n_heads, c->n_kv_heads), sh->seq) * F : 0, 0);
 #undef BUF
     for (int i = 0; i < BL_BUF_COUNT; i++)
         *(out->saved[i] ? &out->saved_total : &out->scratch_total) += out->bytes[i];
@@ -130,6 +140,8 @@ static void **act_slot(BlDevActs *a, int id) {
         [BL_BUF_DAO] = (void **)&a->dao, [BL_BUF_SLOGITS] = (void **)&a->slogits,
         [BL_BUF_DLOGITS] = (void **)&a->dlogits, [BL_BUF_TOPK_IDS] = (void **)&a->topk_ids,
         [BL_BUF_TOPK_LOGP] = (void **)&a->topk_logp, [BL_BUF_T_HIDDEN] = (void **)&a->t_hidden,
+        [BL_BUF_REL_TQ] = (void **)&a->rel_tq, [BL_BUF_REL_TK] = (void **)&a->rel_tk,
+        [BL_BUF_REL_TV] = (void **)&a->rel_tv, [BL_BUF_REL_SCRATCH] = (void **)&a->rel_scratch,
     };
     return slots[id];
 }
@@ -168,6 +180,9 @@ int bl_build_trainer(BlTrainer *tr, const BlBackend *be, BlStudent *st, const Bl
     if (sh->topk < 0 || (sh->topk > 0 && (sh->topk > BL_TOPK_MAX || sh->topk > c->vocab_size)))
         return bl_fail(err, "trainer: top-K %d is outside 1..%d", sh->topk,
                        c->vocab_size < BL_TOPK_MAX ? c->vocab_size : BL_TOPK_MAX);
+    if (sh->relation && (sh->relation_layer < 0 || sh->relation_layer >= c->n_layers))
+        return bl_fail(err, "trainer: relation_layer %d is outside 0..%d (the model has %d layers)",
+                       sh->relation_layer, c->n_layers - 1, c->n_layers);
     tr->be = be;
     tr->student = st;
     tr->shape = *sh;
@@ -227,6 +242,8 @@ void bl_free_trainer(BlTrainer *tr) {
     free(tr->t_backup);
     free(tr->block_gn);
     free_given(tr);
+    if (tr->g_acc) tr->be->free(tr->g_acc);
+    free(tr->g_host);
     bl_batch_key_free(&tr->cache);
     memset(tr, 0, sizeof *tr);
 }
@@ -322,6 +339,10 @@ static int check_source(const BlTrainer *tr, const BlStepParams *p, const char *
         return bl_fail(err, "the full KL (weight %g) needs the teacher's full logits, which %s "
                        "does not hold: set kl = 0 (the top-K KL is served) or run the teacher live",
                        lc->w_kl, what);
+    if (lc->w_rel != 0.0f)
+        return bl_fail(err, "the attention-relation loss (rel %g) needs the teacher's q, k, v, "
+                       "which %s does not hold: set rel = 0 or run the teacher live",
+                       lc->w_rel, what);
     if ((lc->w_cos != 0.0f || lc->w_mag != 0.0f) && !has_hidden)
         return bl_fail(err, "the hidden-state losses (cos %g, mag %g) need the teacher's hidden "
                        "states, which %s does not hold (make the trace with hidden states)",
@@ -344,9 +365,9 @@ int bl_trainer_check_params(const BlTrainer *tr, const BlStepParams *p, BlError 
         return bl_fail(err, "lambda: %g is outside [0, 1]", p->lambda);
     if (!(lc->tau > 0.0f) || !isfinite(lc->tau))
         return bl_fail(err, "tau: %g must be positive", lc->tau);
-    float w[5] = {lc->w_ce, lc->w_kl, lc->w_topk, lc->w_cos, lc->w_mag};
-    static const char *const wn[5] = {"ce", "kl", "topk", "cos", "mag"};
-    for (int i = 0; i < 5; i++)
+    float w[6] = {lc->w_ce, lc->w_kl, lc->w_topk, lc->w_cos, lc->w_mag, lc->w_rel};
+    static const char *const wn[6] = {"ce", "kl", "topk", "cos", "mag", "rel"};
+    for (int i = 0; i < 6; i++)
         if (!(w[i] >= 0.0f) || !isfinite(w[i]))
             return bl_fail(err, "%s: loss weight %g must be finite and >= 0", wn[i], w[i]);
     if (lc->w_topk != 0.0f && tr->shape.topk == 0)
@@ -354,6 +375,9 @@ int bl_trainer_check_params(const BlTrainer *tr, const BlStepParams *p, BlError 
     if ((lc->w_cos != 0.0f || lc->w_mag != 0.0f) && !tr->shape.hidden)
         return bl_fail(err, "cos/mag: the hidden-state losses need a trainer that keeps the "
                        "teacher's hidden states");
+    if (lc->w_rel != 0.0f && !tr->shape.relation)
+        return bl_fail(err, "rel: the attention-relation loss (weight %g) needs a trainer built "
+                       "with a relation_layer", lc->w_rel);
     const BlTeacherProvider *pv = &tr->provider;
     if (pv->fetch)
         return check_source(tr, p, pv->what ? pv->what : "the given teacher", pv->K, pv->tau,
@@ -434,6 +458,14 @@ static int live_teacher(BlTrainer *tr, const BlMicroBatch *mb, BlTeacherSource *
     be->embed(s->x, tr->m->tok_embd, s->ids, M, D);
     for (int l = 0; l < c->n_layers; l++) {
         bl_block_attn_inputs(s, l, M, s->k, s->v);
+        if (tr->shape.relation && l == tr->shape.relation_layer) {
+            /* what the teacher's attention sees (q, k after RoPE); kept
+             * whatever the step's w_rel, so the cache serves a later one */
+            int qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
+            be->copy2d(tr->a.rel_tq, qd, s->q, qd, M, qd);
+            be->copy2d(tr->a.rel_tk, kvd, s->k, kvd, M, kvd);
+            be->copy2d(tr->a.rel_tv, kvd, s->v, kvd, M, kvd);
+        }
         be->attention(s->ao, s->att, s->q, s->k, s->v, s->lens, bl_forward_doc_start(s), B, T,
                       c->n_heads, c->n_kv_heads, c->head_dim);
         bl_block_tail(s, l, M);
@@ -534,6 +566,8 @@ static int token_losses(BlTrainer *tr, const BlLossConfig *lc, bool given, float
 typedef struct {
     BlTrainer *tr;
     BlMicroLoss ml;
+    const BlLossConfig *lc;
+    float weight;
 } HiddenCtx;
 
 /* Adds layer l's cosine / magnitude gradient into dh, its values into acc. */
@@ -545,6 +579,31 @@ static void hidden_grad(void *vctx, int l, float *dh) {
                          tr->a.t_hidden + (size_t)l * M * D, dh, tr->a.hid_mask, (int)M, (int)D);
 }
 
+/* At the relation layer: the relation loss's gradient into dq, dk, dv (the
+ * student's saved q, k are post-RoPE, as the teacher's captured ones), its
+ * value into acc. */
+static void relation_grad(void *vctx, int l, float *dq, float *dk, float *dv) {
+    HiddenCtx *h = vctx;
+    BlTrainer *tr = h->tr;
+    if (l != tr->shape.relation_layer || h->lc->w_rel == 0.0f) return;
+    const BlConfig *c = &tr->m->cfg;
+    int B = tr->cur_B, T = tr->cur_T;
+    size_t M = (size_t)B * T;
+    int qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
+    const BlDevActs *a = &tr->a;
+    BlRelationInput in[3] = {
+        {.s = a->q + (size_t)l * M * qd, .t = a->rel_tq, .ds = dq, .heads = c->n_heads, .ld = qd},
+        {.s = a->k + (size_t)l * M * kvd, .t = a->rel_tk, .ds = dk, .heads = c->n_kv_heads,
+         .ld = kvd},
+        {.s = a->v + (size_t)l * M * kvd, .t = a->rel_tv, .ds = dv, .heads = c->n_kv_heads,
+         .ld = kvd},
+    };
+    double rel = bl_relation_loss(tr->be, in, B, T, c->head_dim, a->hid_mask, tr->h_hid,
+                                  bl_forward_doc_start(&tr->teacher), h->lc->w_rel * h->weight,
+                                  a->rel_scratch);
+    h->ml.acc->rel += h->weight * rel;
+}
+
 // ----------------------------------------------------------------------------
 // the step
 
@@ -553,12 +612,15 @@ static int student_pass(BlTrainer *tr, int B, int T, bool given, float weight,
                         const BlStepParams *p, BlStepResult *acc, BlError *err) {
     const BlConfig *c = &tr->m->cfg;
     if (bl_trainer_forward(tr, B, T, p, err)) return -1;
-    HiddenCtx hc = {.tr = tr};
+    HiddenCtx hc = {.tr = tr, .lc = &p->loss, .weight = weight};
+    double rel0 = acc->rel;
     bl_micro_loss_begin(&hc.ml, &p->loss, tr->be->hidden_loss, c->n_layers, weight, acc);
     if (token_losses(tr, &p->loss, given, weight, acc, err)) return bl_fail_prefix(err, "losses");
-    bl_trainer_backward(tr, p, tr->a.t_hidden ? hidden_grad : NULL, &hc);
+    bl_trainer_backward(tr, p, tr->a.t_hidden ? hidden_grad : NULL,
+                        tr->shape.relation ? relation_grad : NULL, &hc);
     if (tr->be->sync(err)) return bl_fail_prefix(err, "backward");
     bl_micro_loss_end(&hc.ml);
+    acc->total += p->loss.w_rel * (acc->rel - rel0); /* micro_loss.c knows the other terms */
     return 0;
 }
 
@@ -691,24 +753,7 @@ void bl_trainer_zero_grads(BlTrainer *tr) {
     tr->be->zero(tr->ds.g, sizeof(float) * tr->ds.n_floats);
 }
 
-int bl_trainer_step(BlTrainer *tr, const BlMicroBatch *batch, int n_micro, const BlStepParams *p,
-                    BlStepResult *res, BlError *err) {
-    memset(res, 0, sizeof *res);
-    if (n_micro <= 0) return bl_fail(err, "step: %d micro-batches", n_micro);
-    for (int i = 0; i < n_micro; i++) {
-        size_t off = (size_t)i * batch->B * batch->T;
-        BlMicroBatch mb = {.tokens = batch->tokens + off,
-                           .lens = batch->lens + (size_t)i * batch->B,
-                           .mask = batch->mask ? batch->mask + off : NULL,
-                           .doc_start = batch->doc_start ? batch->doc_start + off : NULL,
-                           .B = batch->B, .T = batch->T};
-        if (bl_trainer_accumulate(tr, &mb, 1.0f / n_micro, p, res, err)) {
-            bl_trainer_zero_grads(tr);
-            return -1;
-        }
-    }
-    return bl_trainer_update(tr, p, res, err);
-}
+/* bl_trainer_step, bl_trainer_step_reduce: trainer_step.c */
 
 void bl_trainer_memory(const BlTrainer *tr, BlTrainerMemory *out) {
     bl_student_memory(tr->student, &out->student);
@@ -721,4 +766,5 @@ void bl_trainer_memory(const BlTrainer *tr, BlTrainerMemory *out) {
                    bl_forward_state_bytes(c, t->B, t->T, t->att != NULL, t->logits_rows) +
                    (tr->g_ids ? M * ((sizeof(int) + sizeof(float)) * tr->provider.K + sizeof(float)) : 0) +
                    (tr->g_hidden ? M * c->n_layers * c->dim * sizeof(float) : 0);
+    out->grad_accum = sizeof(float) * (tr->acc_n + tr->host_n);
 }

@@ -9,6 +9,17 @@
  *   the non-finite skip, global clipping → AdamW under the update guard.
  *
  *   total = w_ce·CE + w_kl·KL(τ) + w_topk·TopK-KL(K, τ) + w_cos·(1 − cos) + w_mag·mag
+ *           + w_rel·rel
+ *
+ * rel is BitDistill's attention-relation distillation (MiniLM-v2 style,
+ * arXiv 2510.13998; train/relation_loss.h has the definition): at one layer
+ * (BlTrainerShape.relation_layer), the mean over X in {q, k, v} (q and k
+ * after RoPE: what the attention sees) of the KL between the teacher's and
+ * the student's softmax-normalised X·Xᵀ/sqrt(hd) relations over each
+ * selected row's causal window within its document, averaged over heads and
+ * selected rows. The teacher's q, k, v of that layer are captured by the
+ * live teacher forward (and kept with the teacher cache); its gradient joins
+ * dq, dk, dv of that layer in the backward before RoPE's backward.
  *
  * What is fixed when the trainer is built (BlTrainerShape: the micro-batch
  * capacity, top-K capacity, whether the teacher's hidden states are kept)
@@ -34,7 +45,9 @@
  * are refused there and need the live teacher.
  *
  * Gradient accumulation: bl_trainer_accumulate on each micro-batch (with
- * weight 1/n), then bl_trainer_update; bl_trainer_step does both. Given the
+ * weight 1/n), then bl_trainer_update; bl_trainer_step does both (several
+ * micro-batches through a step accumulator, so that a step shared by
+ * processes, bl_trainer_step_reduce, can equal it bit for bit). Given the
  * same inputs, backend and thread count the step is deterministic.
  *
  * The teacher's outputs of a micro-batch come from one of three places
@@ -93,11 +106,18 @@ typedef struct {
     int loss_chunk_seqs;
     /* BL_ATT_BACKEND_DEFAULT: bl_trainer_attention_probs's choice */
     BlAttentionProbs attention_probs;
+    /* the attention-relation loss (w_rel) possible: the teacher's q, k, v
+     * of layer relation_layer (0-based, < n_layers) and the relation
+     * scratch are allocated. A flag beside the layer so that a shape left
+     * zero (every other field's default) keeps no such buffers. */
+    bool relation;
+    int relation_layer;
 } BlTrainerShape;
 
 /* The loss mix of a step. */
 typedef struct {
     float w_ce, w_kl, w_topk, w_cos, w_mag;
+    float w_rel;            /* the attention-relation loss: needs shape.relation */
     float tau;              /* temperature of both KLs */
     const float *layer_w;   /* [n_layers] hidden-loss weights, or NULL = all 1 */
 } BlLossConfig;
@@ -171,7 +191,7 @@ typedef struct {
 } BlTeacherProvider;
 
 typedef struct {
-    double ce, kl, topk, cos, mag, total;
+    double ce, kl, topk, cos, mag, rel, total; /* rel: the relation loss (0 when w_rel = 0) */
     double grad_norm;                     /* global, before clipping */
     const double *block_grad_norm;        /* [n_layers], the trainer's, valid until its next update */
     double kind_grad_norm[BL_GRAD_KINDS]; /* per BlLinearKind, then the norm weights */
@@ -194,6 +214,7 @@ typedef enum {
     BL_BUF_DX, BL_BUF_DX2, BL_BUF_DXN, BL_BUF_DXF, BL_BUF_DGU, BL_BUF_DACT, BL_BUF_DQ,
     BL_BUF_DK, BL_BUF_DV, BL_BUF_DAO,
     BL_BUF_SLOGITS, BL_BUF_DLOGITS, BL_BUF_TOPK_IDS, BL_BUF_TOPK_LOGP, BL_BUF_T_HIDDEN,
+    BL_BUF_REL_TQ, BL_BUF_REL_TK, BL_BUF_REL_TV, BL_BUF_REL_SCRATCH,
     BL_BUF_COUNT
 } BlTrainerBuffer;
 
@@ -238,6 +259,9 @@ typedef struct {
     int *topk_ids;                    /* [M, K]: computed per chunk, or given for the micro-batch */
     float *topk_logp;
     float *t_hidden;                  /* [n_layers, M, dim] the teacher's block outputs, or NULL */
+    /* shape.relation: the teacher's q, k (after RoPE), v of the relation
+     * layer [M, qd], [M, kvd], [M, kvd], and bl_relation_loss's scratch */
+    float *rel_tq, *rel_tk, *rel_tv, *rel_scratch;
 } BlDevActs;
 
 typedef struct BlTrainer {
@@ -265,6 +289,10 @@ typedef struct BlTrainer {
     BlTeacherProvider provider;
     int *g_ids;             /* [M, provider K] host buffers the provider fills */
     float *g_logp, *g_other, *g_hidden; /* [M, K], [M], [n_layers, M, dim] */
+    /* the step's gradient accumulator (backend, n_micro > 1) and the host copy
+     * a shared step reduces (trainer_step.c); acc_n / host_n floats, 0: none yet */
+    float *g_acc, *g_host;
+    size_t acc_n, host_n;
 } BlTrainer;
 
 /* Uploads the model (once) and the student onto be. */
@@ -293,8 +321,9 @@ int bl_trainer_set_teacher(BlTrainer *tr, const BlTeacherProvider *p, BlError *e
 
 /* Refuses (naming the knob) step parameters the trainer cannot serve: a
  * top-K weight without top-K buffers, hidden terms without hidden states,
- * the full KL or another K or τ from a provider; a bad λ or width. Every
- * accumulate checks them too. */
+ * w_rel without shape.relation, the full KL, the relation loss (no q, k, v)
+ * or another K or τ from a provider; a bad λ or width. Every accumulate
+ * checks them too. */
 int bl_trainer_check_params(const BlTrainer *tr, const BlStepParams *p, BlError *err);
 
 /* Forward + losses + backward of one micro-batch; gradients accumulate with
@@ -320,9 +349,45 @@ void bl_trainer_zero_grads(BlTrainer *tr);
 
 /* n_micro micro-batches of batch->B sequences each, back to back in
  * batch's arrays: tokens, mask and doc_start [n_micro·B·T] (mask and
- * doc_start may be NULL), lens [n_micro·B]; each weighted 1/n_micro. */
+ * doc_start may be NULL), lens [n_micro·B]; each weighted 1/n_micro.
+ *
+ * With n_micro > 1 each micro-batch's gradient is formed in the zeroed
+ * gradient arena and then added, in micro-batch order, into the step's
+ * accumulator (a second arena of n_floats, allocated on first use and
+ * reported as grad_accum): sum = ((m0 + m1) + m2) + …, each m_i rounded on
+ * its own, and each micro-batch's losses likewise into the step's result.
+ * That is what a multi-process step (bl_trainer_step_reduce) can reproduce
+ * bit for bit; accumulating inside the backward's GEMMs (beta = 1) would
+ * round fl(G + alpha·acc) instead. One micro-batch takes the plain path. */
 int bl_trainer_step(BlTrainer *tr, const BlMicroBatch *batch, int n_micro, const BlStepParams *p,
                     BlStepResult *res, BlError *err);
+
+/* A step shared by several processes (data parallel, src/dist through the
+ * script layer): reduce sums, over every process, the gradient arena (a
+ * host copy g[n]) and the step's loss scalars s[ns] (ce, kl, topk, cos,
+ * mag, rel, total: every double loss of BlStepResult), leaving the same bits on each, so every process takes the
+ * same update. n_micro_total counts the micro-batches of all processes:
+ * each is weighted 1/n_micro_total, as one process would weigh them (the
+ * mean of micro-batch means, as bl_trainer_step; weighting by each
+ * micro-batch's share of the global loss rows would make the step the mean
+ * over all rows, but would change the one-process accumulation that the
+ * reference step, tests/c/ref, checks, and is not done). */
+typedef struct {
+    int (*reduce)(void *ctx, float *g, size_t n, double *s, int ns, BlError *err);
+    void *ctx;
+    int n_micro_total;
+} BlStepReduce;
+
+/* bl_trainer_step over this process's n_micro micro-batches of a step
+ * shared through red (NULL: bl_trainer_step): the local sum (as above),
+ * then red->reduce, then bl_trainer_update. When red->reduce adds the
+ * processes' sums in process order, the step equals one process's step
+ * over all the micro-batches bit for bit exactly when each process has one
+ * micro-batch (((m0 + m1) + m2) … either way); with several per process it
+ * is (m0 + m1) + (m2 + m3), equal up to rounding. */
+int bl_trainer_step_reduce(BlTrainer *tr, const BlMicroBatch *batch, int n_micro,
+                           const BlStepReduce *red, const BlStepParams *p, BlStepResult *res,
+                           BlError *err);
 
 typedef struct {
     BlStudentMemory student;  /* the host student */
@@ -331,6 +396,8 @@ typedef struct {
     size_t activations; /* saved by the student forward for the backward */
     size_t scratch;     /* the block scratch, the teacher's forward state and
                          * logits, its hidden states, the loss chunks */
+    size_t grad_accum;  /* the step's gradient accumulator (several micro-batches) and
+                         * the host copy a multi-process step reduces; 0 until used */
 } BlTrainerMemory;
 
 void bl_trainer_memory(const BlTrainer *tr, BlTrainerMemory *out);
@@ -339,18 +406,24 @@ void bl_trainer_memory(const BlTrainer *tr, BlTrainerMemory *out);
  * 2·M·N·K of every GEMM (teacher forward, student forward, the student's
  * input gradients: W is frozen, so no weight-gradient GEMM), the LoRA
  * factors' products and gradients, Weff's low-rank product (forward and
- * backward), and causal attention (QKᵀ and PV, ×2 in the backward). */
+ * backward), and causal attention (QKᵀ and PV, ×2 in the backward). The
+ * attention-relation loss is not counted (it is optional per step: w_rel
+ * may be 0 on a trainer that could serve it). */
 double bl_trainer_flops(const BlTrainer *tr, int B, int T);
 
 // ----------------------------------------------------------------------------
 // internal: shared by trainer*.c
 
 /* the student's forward of the micro-batch whose ids/pos/lens/doc_start the
- * teacher state holds; its backward from a.dxf, calling hidden_grad per layer */
+ * teacher state holds; its backward from a.dxf, calling hidden_grad per layer
+ * (dh = dL/d(block output)) and, when not NULL, attn_grad per layer after
+ * the attention backward with dL/dq, dL/dk (both before RoPE's backward:
+ * w.r.t. the post-RoPE q, k the forward saved) and dL/dv to add into */
 int bl_trainer_forward(BlTrainer *tr, int B, int T, const BlStepParams *p, BlError *err);
 typedef void (*BlHiddenGradFn)(void *ctx, int l, float *dh);
+typedef void (*BlAttnGradFn)(void *ctx, int l, float *dq, float *dk, float *dv);
 void bl_trainer_backward(BlTrainer *tr, const BlStepParams *p, BlHiddenGradFn hidden_grad,
-                         void *ctx);
+                         BlAttnGradFn attn_grad, void *ctx);
 
 // ----------------------------------------------------------------------------
 // benchmark

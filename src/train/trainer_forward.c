@@ -178,7 +178,8 @@ int bl_trainer_forward(BlTrainer *tr, int B, int T, const BlStepParams *p, BlErr
 // ----------------------------------------------------------------------------
 // the backward: from a.dx = dL/d(block output) to a.dx = dL/d(block input)
 
-static void block_backward(BlTrainer *tr, int l, const BlStepParams *p) {
+static void block_backward(BlTrainer *tr, int l, const BlStepParams *p, BlAttnGradFn attn_grad,
+                           void *ctx) {
     const BlBackend *be = tr->be;
     const BlConfig *c = &tr->m->cfg;
     const BlLayer *ly = &tr->m->layers[l];
@@ -236,6 +237,9 @@ static void block_backward(BlTrainer *tr, int l, const BlStepParams *p) {
     be->attention_backward(a->dq, a->dk, a->dv, a->dao, att, q, k, v, ts->lens,
                            bl_forward_doc_start(ts), B, T, c->n_heads, c->n_kv_heads,
                            c->head_dim);
+    /* a loss on the attention inputs (the relation loss): its gradient is
+     * w.r.t. the saved post-RoPE q, k, so it joins here, before RoPE's */
+    if (attn_grad) attn_grad(ctx, l, a->dq, a->dk, a->dv);
     be->rope_backward(a->dq, ts->pos, M, c->n_heads, c->head_dim, c->rope_theta,
                       c->rope_interleaved);
     be->rope_backward(a->dk, ts->pos, M, c->n_kv_heads, c->head_dim, c->rope_theta,
@@ -259,13 +263,13 @@ static void block_backward(BlTrainer *tr, int l, const BlStepParams *p) {
 }
 
 void bl_trainer_backward(BlTrainer *tr, const BlStepParams *p, BlHiddenGradFn hidden_grad,
-                         void *ctx) {
+                         BlAttnGradFn attn_grad, void *ctx) {
     const BlConfig *c = &tr->m->cfg;
     int M = tr->cur_B * tr->cur_T;
     tr->be->rmsnorm_backward(tr->a.dx, NULL, tr->a.dxf, tr->a.xs + (size_t)c->n_layers * M * c->dim,
                              tr->m->out_norm, tr->a.rstd_f, M, c->dim);
     for (int l = c->n_layers - 1; l >= 0; l--) {
         if (hidden_grad) hidden_grad(ctx, l, tr->a.dx);
-        block_backward(tr, l, p);
+        block_backward(tr, l, p, attn_grad, ctx);
     }
 }

@@ -773,6 +773,33 @@ static void mk_hidden(Case *c, int L, int M, int D, int masked, int weighted) {
     c->stol = 1e-9;
 }
 
+/* relation_kl: s (logits in, gradient out), t, sel, lo */
+static int run_relation(const Case *c, const BlBackend *be, void **d, double *s, BlError *e) {
+    (void)e;
+    s[0] = be->relation_kl(FP(0), FP(1), c->i[0], c->i[1], (const uint8_t *)d[2],
+                           c->i[2] ? IP(3) : NULL, c->f[0]);
+    return 0;
+}
+static void mk_relation(Case *c, int n, int T, int packed) {
+    snprintf(c->label, sizeof c->label, "relation_kl n=%d T=%d%s", n, T,
+             packed ? " packed windows" : "");
+    ftens(c, "s", INOUT, (size_t)n * T * T, -3, 3);
+    ftens(c, "t", IN, (size_t)n * T * T, -3, 3);
+    uint8_t *sel = tens(c, "sel", U8, IN, T);
+    int *lo = tens(c, "lo", I32, IN, T);
+    for (int i = 0, start = 0; i < T; i++) {
+        sel[i] = urand() < 0.7;
+        if (i > 0 && urand() < 0.25) start = i; /* documents of random lengths */
+        lo[i] = start;
+    }
+    c->i[0] = n, c->i[1] = T, c->i[2] = packed;
+    c->f[0] = frand(0.2f, 2.0f);
+    c->nscal = 1;
+    c->run = run_relation;
+    c->tol = 1e-9;
+    c->stol = 1e-9;
+}
+
 /* adamw: p, g, m, v */
 static const BlAdamWConfig adamw_cfg = {.lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f,
                                         .weight_decay = 0.01f};
@@ -1021,6 +1048,9 @@ static void build_cases(bool perf) {
     mk_topk_kl(new_case("topk_kl_loss"), 2, 5, 33, 5, 1.0f, 0, 1);
     mk_hidden(new_case("hidden_loss"), 3, 17, 33, 1, 1);
     mk_hidden(new_case("hidden_loss"), 2, 5, 576, 0, 0);
+    mk_relation(new_case("relation_kl"), 3, 17, 0);
+    mk_relation(new_case("relation_kl"), 4, 300, 1);
+    mk_relation(new_case("relation_kl"), 1, 1, 0);
     mk_adamw(new_case("adamw_step"), 1001, 1);
     mk_adamw(new_case("adamw_step"), 4097, 7);
     mk_adamw_check(new_case("adamw_check"), 1, 1, ADAMW_FINITE);

@@ -23,10 +23,70 @@
  * (2⁻⁸ relative) on a rare element. Bounds: STRICT below. The emulated
  * device's CI tests run this (--quick: the 6 cases of QUICK_CASES).
  *
+ * The attention-relation loss (w_rel, BlTrainerShape.relation_layer) has a
+ * check of its own (check_relation: ref_step.c knows no relation loss, so
+ * it needs a trainer on ref_backend), run with the last quick case.
+ *
  * Exit 77 without a device ("no CUDA device") or in a build without CUDA;
  * a CUDA module that fails to load is a failure. */
 #define DEVICE_STEP_NO_MAIN
 #include "test_device_step.c"
+
+/* CE + the relation loss at each layer, unpacked and packed micro-batches,
+ * on be against the trainer on ref_backend: rel, total and every gradient
+ * within the case bounds b (the relation GEMMs are fp32 on both sides, so
+ * only the student's bf16 forward separates them). */
+static void check_relation(const BlBackend *be, const Bounds *b) {
+    if (!ref_backend) {
+        printf("  %-44s skipped: ref_step.c has no relation loss\n", "relation loss");
+        return;
+    }
+    BlError err = {{0}};
+    BlModel *m = tiny_model(BL_ARCH_LLAMA, 32, 2, 4, 48, 61, 0x5eed0 + BL_ARCH_LLAMA);
+    if (bf16_weights) bf16_round_model(m);
+    StepCase k = {.name = "relation", .arch = BL_ARCH_LLAMA, .lambda = 1.0f, .bits = 8};
+    int tokens[SB * ST], lens[SB], doc_start[SB * ST];
+    uint8_t mask[SB * ST];
+    make_batch(tokens, lens, mask, m->cfg.vocab_size, 4321);
+    make_doc_start(doc_start, lens, 8765);
+    for (int layer = 0; layer < m->cfg.n_layers; layer++)
+        for (int packed = 0; packed < 2; packed++) {
+            char what[96];
+            snprintf(what, sizeof what, "relation loss at layer %d%s", layer,
+                     packed ? ", packed rows" : "");
+            BlStudent sref, sdev;
+            BlTrainer tref, tdev;
+            memset(&tref, 0, sizeof tref);
+            memset(&tdev, 0, sizeof tdev);
+            BlTrainerShape sh = {.batch = SB, .seq = ST, .teacher_cache = true, .relation = true,
+                                 .relation_layer = layer};
+            BlStepParams sp = {.loss = {.w_ce = 1.0f, .w_rel = 1.0f, .tau = 1.0f},
+                               .lambda = k.lambda, .act_bits = k.bits};
+            bool ok = make_student(&sref, m, &k, 77, &err) == 0 &&
+                      make_student(&sdev, m, &k, 77, &err) == 0 &&
+                      bl_build_trainer(&tref, ref_backend, &sref, &sh, &err) == 0 &&
+                      bl_build_trainer(&tdev, be, &sdev, &sh, &err) == 0;
+            CHECK(ok, "%s: %s", what, err.msg);
+            BlMicroBatch mb = {tokens, lens, mask, packed ? doc_start : NULL, SB, ST};
+            BlStepResult rr = {0}, rd = {0};
+            ok = ok && bl_trainer_accumulate(&tref, &mb, 1.0f, &sp, &rr, &err) == 0 &&
+                 bl_trainer_accumulate(&tdev, &mb, 1.0f, &sp, &rd, &err) == 0 &&
+                 bl_trainer_download_grads(&tref, &err) == 0;
+            CHECK(ok, "%s: step: %s", what, err.msg);
+            if (ok) {
+                CHECK(rr.rel > 0.0 && scal_close(rd.rel, rr.rel, b->scal),
+                      "%s: rel %.9g vs reference %.9g", what, rd.rel, rr.rel);
+                compare_results(what, &rd, &rr, m->cfg.n_layers, b);
+                compare_grads(what, &tdev, &sref, b);
+                printf("  %-44s rel %.6g (reference %.6g)\n", what, rd.rel, rr.rel);
+            }
+            if (tdev.be) bl_free_trainer(&tdev);
+            if (tref.be) bl_free_trainer(&tref);
+            bl_free_student(&sdev);
+            bl_free_student(&sref);
+        }
+    tiny_free(m);
+}
 
 int main(int argc, char **argv) {
     bool no_quant = false, dev_cpu_bf16 = false, quick = false;
@@ -89,6 +149,7 @@ int main(int argc, char **argv) {
         run_case(&k, cuda, &b);
     }
     if (!only && index <= 0) check_refusals(cuda);
+    if (!only && (index < 0 || (size_t)index == n_cases - 1)) check_relation(cuda, &b);
     if (cuda->sync(&err)) CHECK(0, "cuda: %s", err.msg);
     if (failures) fprintf(stderr, "%d check(s) failed\n", failures);
     return failures ? 1 : 0;

@@ -2,7 +2,8 @@
 -- `batches` packed batches and logs each (its arrays and the position after
 -- it) as a "corpus_batch" event; then, on a fresh corpus of the same options,
 -- seeks to the position after batch `resume_at` and logs the batches that
--- follow as "corpus_resumed"; then the stats, the files and __tostring.
+-- follow as "corpus_resumed" and its stats as "corpus_resumed_stats"; then
+-- the stats, the files and __tostring.
 -- Arguments: MODEL key=value... with keys seq, B, batches, seed, piece_bytes,
 -- queue_tokens, resume_at, shards (a folder) and path (repeatable).
 local m = bitlab.load_model(arg[1])
@@ -38,5 +39,6 @@ if resume_at then
   local d = bitlab.corpus(o)
   d:seek(positions[resume_at])
   for i = resume_at + 1, n do record("corpus_resumed", i, d:batch(B), d) end
+  bitlab.event("corpus_resumed_stats", {stats = d:stats()})
 end
 print("corpus.lua done")

@@ -45,6 +45,8 @@ local st2 = bitlab.student{model = m, lambda = 1, act_bits = 4}
 local tr2 = bitlab.trainer{student = st2, batch = 1, seq = T, ce = 1, kl = 1, lr = 0}
 tr2:load(tmp .. "/lambda_acts.ckpt")
 check.eq(st2:lambda(), 0.5, "the checkpoint restores lambda")
+check.eq(st2:lambda_acts(), true, "student:lambda_acts() reads what the checkpoint restored")
+check.eq(st:lambda_acts(), true, "student:lambda_acts() is what the last step trained with")
 check.eq(tr2:step(b).total, on.total, "after a resume the step blends the activations as before")
 check.eq(tr2:step(b, {lambda_acts = false}).total, off.total, "and can still be overridden")
 check.done()

@@ -119,6 +119,9 @@ local CASES = {
   ["bitlab.random"] = {args = function() return {10} end},
   ["bitlab.seed"] = {args = function() return {42} end},
   ["bitlab.clock"] = {args = function() return {} end},
+  ["bitlab.rank"] = {args = function() return {} end},
+  ["bitlab.world_size"] = {args = function() return {} end},
+  ["bitlab.broadcast"] = {args = function() return {{x = 1, s = "a"}} end},
   ["bitlab.device"] = {args = function() return {} end},
   ["bitlab.train"] = {args = function()
       local n = 0 -- stop after one step, whatever steps= says
@@ -166,6 +169,7 @@ local CASES = {
   ["Student:lambda"] = {args = function() return {st} end},
   ["Student:set_act_bits"] = {args = function() return {st, 8} end},
   ["Student:act_bits"] = {args = function() return {st} end},
+  ["Student:lambda_acts"] = {args = function() return {st} end},
   ["Student:generate"] = {args = function() return {st, "hi", {max_tokens = 2}} end,
     fields = {[3] = {"max_tokens", "chat", "system"}}},
   ["Student:forward"] = {args = function() return {st, ids} end},

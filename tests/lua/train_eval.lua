@@ -7,6 +7,8 @@
 --   KL (bitlab.eval of that checkpoint gives that KL; the teacher cache makes
 --   both read the teacher's side from the same file, so they differ by float
 --   rounding at most when the first evaluation, which wrote it, was the best);
+--   eval.tokens = N evaluates the same first examples every time, as
+--   bitlab.eval{tokens = N} of the checkpoint does;
 --   export = {...} writes the final student; bad options are refused.
 local check = require "check"
 local m = bitlab.load_model(arg[1])
@@ -57,6 +59,24 @@ check.eq(t:load(run.best.path).step, run.best.step, "the best checkpoint records
 check.ok(run.export and run.export.path == dir .. "/student.gguf" and io.open(run.export.path, "rb") ~= nil,
   "export = {out = ...} writes the final student")
 check.eq(run.ended_by, "steps", "ended by its step budget")
+
+-- eval.tokens: the held-out set cut after the first example reaching the cap
+-- (here 1 token: the first example alone), the same set at every evaluation
+-- and the set bitlab.eval{tokens =} of the final checkpoint scores
+local _, tg1 = held:example(1)
+local rows1 = 0
+for t = 2, #tg1 do rows1 = rows1 + tg1[t] end -- row t-1 is scored when token t is a target
+local ck2 = dir .. "/capped.ckpt"
+local capped = train{checkpoint = ck2, eval = {data = held, every = 5, tokens = 1, teacher_cache = false, best = false}}
+local all_first = #capped.evals == 2
+for _, e in ipairs(capped.evals) do all_first = all_first and e.scored_tokens == rows1 end
+check.ok(all_first, "eval.tokens = 1: every evaluation scores the first example's " .. rows1 .. " tokens")
+local whole = bitlab.eval{model = m, checkpoint = ck2, data = held}
+check.ok(whole.scored_tokens > rows1, "the uncapped set is larger (" .. whole.scored_tokens .. " tokens)")
+local again = bitlab.eval{model = m, checkpoint = ck2, data = held, tokens = 1}
+check.ok(again.kl == capped.evals[2].kl and again.scored_tokens == rows1,
+  "bitlab.eval{tokens = 1} of the final checkpoint gives the last evaluation's KL")
+check.raises(function() train{eval = {data = held, tokens = 0}} end, "'eval.tokens'", "refused: eval.tokens = 0")
 
 for _, bad in ipairs{{eval = {every = 2}, name = "'eval'"}, {eval = {data = held, every = 0}, name = "'eval.every'"},
                      {eval = {data = held, best = 3}, name = "'eval.best'"}, {export = {format = "gguf"}, name = "'export'"}} do

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 BIN = os.environ.get("BITLAB_BIN", "build/bitlab")
-SANITIZER_MARKS = ("AddressSanitizer", "LeakSanitizer", "runtime error:")
+SANITIZER_MARKS = ("AddressSanitizer", "LeakSanitizer", "ThreadSanitizer", "runtime error:")
 # the words the tests' held-out and training text is made of
 WORDS = ["the", "model", "ternary", "weights", "hello", "world", "student", "teacher",
          "learns", "from", "tokens", "and", "bits", "42", "2024", "is", "a", "of"]

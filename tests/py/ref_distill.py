@@ -48,6 +48,13 @@ Definitions (HF semantics)
           logit + "other" = 1 − Σ, clamped ≥ 1e-12, same for the student)
   cos   = Σ_l w_l·mean_sel_hid(1 − cos(h_s, h_t)) / Σ_l w_l
   mag   = Σ_l w_l·mean_sel_hid((log‖h_s‖ − log‖h_t‖)²) / Σ_l w_l
+  rel   = attention-relation distillation (BitDistill / MiniLM-v2) at one
+          layer l (rel_layer, 0-based; off when None): for X in {q, k, v}
+          as the attention sees them (q, k after RoPE, v as is; q has nh
+          heads, k and v nkv), per row b, head h and selected row i,
+          R_X[i, j] = softmax_j(X_i·X_j / sqrt(hd)) over j in
+          [doc_start(i), i] (j < len), and
+          rel = mean_X (1/(heads_X·n_sel)) Σ_h Σ_{i ∈ sel_hid} KL(R^T_X[i] ‖ R^S_X[i])
   total = Σ wᵢ·Lᵢ.  Teacher quantities are detached.  A loss over an empty
   selection is 0.
 * AdamW (adamw_update): global grad-norm clipping first
@@ -95,8 +102,8 @@ import sys
 import numpy as np
 import torch
 
-LOSS_NAMES = ("ce", "kl", "topk", "cos", "mag")
-DEFAULT_LOSS_WEIGHTS = {"ce": 1.0, "kl": 1.0, "topk": 1.0, "cos": 1.0, "mag": 1.0}
+LOSS_NAMES = ("ce", "kl", "topk", "cos", "mag", "rel")
+DEFAULT_LOSS_WEIGHTS = {"ce": 1.0, "kl": 1.0, "topk": 1.0, "cos": 1.0, "mag": 1.0, "rel": 1.0}
 
 # BitLinear names per layer in adapters.bin order, and their HF keys.
 LINEAR_KEYS = {
@@ -284,26 +291,31 @@ def read_tokens(path: str) -> np.ndarray:
     return np.frombuffer(data, dtype="<i4", count=B * T, offset=8).reshape(B, T).astype(np.int64)
 
 
-def write_step_out(path: str, losses: dict, dA: list, dB: list) -> None:
+def _out_names(rel: bool):
+    """out.bin's losses: six doubles, seven with the relation loss (rel
+    before total)."""
+    return ("ce", "kl", "topk", "cos", "mag") + (("rel",) if rel else ()) + ("total",)
+
+
+def write_step_out(path: str, losses: dict, dA: list, dB: list, rel: bool = False) -> None:
     with open(path, "wb") as f:
-        f.write(np.array([losses[k] for k in ("ce", "kl", "topk", "cos", "mag", "total")],
-                         dtype="<f8").tobytes())
+        f.write(np.array([losses[k] for k in _out_names(rel)], dtype="<f8").tobytes())
         for a, b in zip(dA, dB):
             f.write(np.ascontiguousarray(a, dtype="<f4").tobytes())
             f.write(np.ascontiguousarray(b, dtype="<f4").tobytes())
 
 
-def read_step_out(path: str, slots, rank: int):
+def read_step_out(path: str, slots, rank: int, rel: bool = False):
     data = open(path, "rb").read()
-    losses = np.frombuffer(data, dtype="<f8", count=6, offset=0)
-    off = 48
+    names = _out_names(rel)
+    losses = np.frombuffer(data, dtype="<f8", count=len(names), offset=0)
+    off = 8 * len(names)
     dA, dB = [], []
     for (_l, _n, out, inp) in slots:
         dA.append(np.frombuffer(data, "<f4", rank * inp, off).reshape(rank, inp)); off += 4 * rank * inp
         dB.append(np.frombuffer(data, "<f4", out * rank, off).reshape(out, rank)); off += 4 * out * rank
     if off != len(data):
         raise ValueError(f"{path}: size {len(data)}, expected {off}")
-    names = ("ce", "kl", "topk", "cos", "mag", "total")
     return {k: float(v) for k, v in zip(names, losses)}, dA, dB
 
 
@@ -556,7 +568,9 @@ class Ref:
         rot = torch.cat([-x[..., h:], x[..., :h]], dim=-1)
         return x * cos + rot * sin
 
-    def _attention(self, q, k, v, lens, doc_start=None):
+    def _attention(self, q, k, v, lens, doc_start=None, states=None):
+        """states: a list that receives (q, k, v) as the scores see them,
+        [B, heads, T, hd], q and k after RoPE (the relation loss)."""
         B, T, _ = q.shape
         q = q.view(B, T, self.nh, self.hd).transpose(1, 2)
         k = k.view(B, T, self.nkv, self.hd).transpose(1, 2)
@@ -567,6 +581,8 @@ class Ref:
         cos, sin = self._rope(pos[:, None, :])
         q = self._apply_rope(q, cos, sin)
         k = self._apply_rope(k, cos, sin)
+        if states is not None:
+            states.append((q, k, v))
         rep = self.nh // self.nkv
         k = k.repeat_interleave(rep, dim=1)
         v = v.repeat_interleave(rep, dim=1)
@@ -584,7 +600,8 @@ class Ref:
     # -- forward --------------------------------------------------------------
 
     def _forward(self, tokens, lens, student, lam=0.0, act_bits=16, adapters=(),
-                 train=None, subln=None, post_attn=None, lambda_acts=False, doc_start=None):
+                 train=None, subln=None, post_attn=None, lambda_acts=False, doc_start=None,
+                 states=None):
         tokens = torch.as_tensor(np.asarray(tokens), dtype=torch.long)
         lens = torch.as_tensor(np.asarray(lens), dtype=torch.long)
         B, T = tokens.shape
@@ -632,7 +649,7 @@ class Ref:
                 q, k, v = qkv[..., :nq], qkv[..., nq:nq + nk], qkv[..., nq + nk:]
             else:
                 q, k, v = lin("q", L, h), lin("k", L, h), lin("v", L, h)
-            a = self._attention(q, k, v, lens, doc_start)
+            a = self._attention(q, k, v, lens, doc_start, states)
             o = lin("o", L, a)
             if post_attn is not None:
                 o = rmsnorm(o, post_attn[i], self.eps)
@@ -650,9 +667,9 @@ class Ref:
         logits = x @ self.lm_head.T
         return logits, hiddens
 
-    def teacher_forward(self, tokens, lens, doc_start=None):
+    def teacher_forward(self, tokens, lens, doc_start=None, states=None):
         with torch.no_grad():
-            return self._forward(tokens, lens, student=False, doc_start=doc_start)
+            return self._forward(tokens, lens, student=False, doc_start=doc_start, states=states)
 
     def _norm_params(self, subln, post_attn_norm, requires_grad=False):
         def mk(v, n, width):
@@ -715,9 +732,39 @@ def selections(tokens, lens, mask=None, doc_start=None):
     return sel, sel
 
 
+def relation_loss(s_states, t_states, sel, lens, doc_start=None):
+    """rel of the module docstring from one layer's (q, k, v) of the student
+    and the teacher ([B, heads, T, hd] each), rows sel [B, T]."""
+    lens = torch.as_tensor(np.asarray(lens), dtype=torch.long)
+    B, _, T, _ = s_states[0].shape
+    n_sel = int(sel.sum())
+    if n_sel == 0:
+        return s_states[0].sum() * 0.0
+    t = torch.arange(T)
+    win = (t[None, :] <= t[:, None])[None] & (t[None, None, :] < lens[:, None, None])  # [B,T,T]
+    ds = _doc_start(doc_start, lens, T)
+    if ds is not None:  # j ≥ the document start of row i
+        win = win & (t[None, None, :] >= ds[:, :, None])
+    win = win[:, None]                                            # [B,1,T,T]
+    rows = sel[:, None, :]                                        # [B,1,T]
+    terms = []
+    for xs, xt in zip(s_states, t_states):
+        hd, heads = xs.shape[-1], xs.shape[1]
+        ss = (xs @ xs.transpose(-1, -2)) / math.sqrt(hd)
+        st = (xt.detach() @ xt.detach().transpose(-1, -2)) / math.sqrt(hd)
+        # a large finite fill: rows outside every window (padding) stay finite
+        ls = torch.log_softmax(ss.masked_fill(~win, -1e30), dim=-1)
+        lt = torch.log_softmax(st.masked_fill(~win, -1e30), dim=-1)
+        kl = torch.where(win, lt.exp() * (lt - ls), torch.zeros_like(ls)).sum(-1)  # [B,H,T]
+        kl = torch.where(rows, kl, torch.zeros_like(kl))
+        terms.append(kl.sum() / (heads * n_sel))
+    return sum(terms) / 3.0
+
+
 def distill_losses(s_logits, t_logits, s_hid, t_hid, tokens, lens, mask=None, tau=2.0,
-                   topk=8, layer_weights=None, doc_start=None):
-    """Every loss term (tensors, differentiable in the student's quantities)."""
+                   topk=8, layer_weights=None, doc_start=None, s_rel=None, t_rel=None):
+    """Every loss term (tensors, differentiable in the student's quantities);
+    s_rel / t_rel: the relation layer's (q, k, v) (None: rel = 0)."""
     tokens = torch.as_tensor(np.asarray(tokens), dtype=torch.long)
     sel_tok, sel_hid = selections(tokens, lens, mask, doc_start)
     dt = s_logits.dtype
@@ -764,17 +811,19 @@ def distill_losses(s_logits, t_logits, s_hid, t_hid, tokens, lens, mask=None, ta
         out["mag"] = (torch.stack(mag_l) * lw).sum() / lw.sum()
     else:
         out["cos"] = out["mag"] = zero
+    out["rel"] = zero if s_rel is None else relation_loss(s_rel, t_rel, sel_hid, lens, doc_start)
     return out
 
 
 def distill_step(ref: Ref, tokens, lens, lam, act_bits, adapters, mask=None, tau=2.0,
                  topk=8, loss_weights=None, layer_weights=None, subln=None,
-                 post_attn_norm=None, lambda_acts=False, doc_start=None):
+                 post_attn_norm=None, lambda_acts=False, doc_start=None, rel_layer=None):
     """One distillation step's forward + backward (lambda_acts: λ blends the
-    BitLinear inputs too, x + λ·(actq(x) − x), straight-through).
+    BitLinear inputs too, x + λ·(actq(x) − x), straight-through; rel_layer:
+    the 0-based layer of the relation loss, None: rel = 0).
 
     Returns dict with
-      losses : {"ce","kl","topk","cos","mag","total"} python floats
+      losses : {"ce","kl","topk","cos","mag","rel","total"} python floats
       dA, dB : lists (adapters.bin order) of numpy float64/float32 gradients of
                the newest adapter (empty when there is no adapter)
       dsubln, dpost : gradients of the SubLN / post-attention norm weights
@@ -785,7 +834,8 @@ def distill_step(ref: Ref, tokens, lens, lam, act_bits, adapters, mask=None, tau
     if loss_weights:
         w.update(loss_weights)
     adapters = list(adapters)
-    t_logits, t_hid = ref.teacher_forward(tokens, lens, doc_start)
+    t_states, s_states = [], []
+    t_logits, t_hid = ref.teacher_forward(tokens, lens, doc_start, states=t_states)
     train = None
     params = []
     if adapters:
@@ -797,9 +847,11 @@ def distill_step(ref: Ref, tokens, lens, lam, act_bits, adapters, mask=None, tau
     params += (sub or []) + (post or [])
     s_logits, s_hid = ref._forward(tokens, lens, True, lam, act_bits, adapters, train=train,
                                    subln=sub, post_attn=post, lambda_acts=lambda_acts,
-                                   doc_start=doc_start)
+                                   doc_start=doc_start, states=s_states)
+    rl = rel_layer
     L = distill_losses(s_logits, t_logits, s_hid, t_hid, tokens, lens, mask, tau, topk,
-                       layer_weights, doc_start)
+                       layer_weights, doc_start, s_rel=None if rl is None else s_states[rl],
+                       t_rel=None if rl is None else t_states[rl])
     total = sum(w[k] * L[k] for k in LOSS_NAMES)
     grads = torch.autograd.grad(total, params, allow_unused=True) if params else []
     grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
@@ -908,7 +960,8 @@ def _fd_check(arch, seed=1):
     sub = [(1 + 0.1 * rng.standard_normal(s[3])) for s in ref.slots]
     post = [(1 + 0.1 * rng.standard_normal(ref.dim)) for _ in range(ref.n_layers)]
     kw = dict(tau=1.5, topk=5, layer_weights=np.arange(1, ref.n_layers + 1, dtype=np.float64),
-              loss_weights={"ce": 1.0, "kl": 0.7, "topk": 0.5, "cos": 2.0, "mag": 1.3})
+              loss_weights={"ce": 1.0, "kl": 0.7, "topk": 0.5, "cos": 2.0, "mag": 1.3, "rel": 1.7},
+              rel_layer=ref.n_layers - 1)
     mask = np.ones((B, T), bool)
     mask[0, 2] = False
 
@@ -982,8 +1035,9 @@ def _packed_check(arch, seed=5):
     rlens = np.array([n for _, _, n in docs], np.int64)
     ads = [new_adapter(ref.slots, 4, 8.0, seed=seed, b_std=0.05),
            new_adapter(ref.slots, 4, 8.0, seed=seed + 1, b_std=0.05)]
-    packed = distill_step(ref, tokens, lens, 0.5, 16, ads, tau=2.0, topk=4, doc_start=ds)
-    one = distill_step(ref, rows, rlens, 0.5, 16, ads, tau=2.0, topk=4)
+    packed = distill_step(ref, tokens, lens, 0.5, 16, ads, tau=2.0, topk=4, doc_start=ds,
+                          rel_layer=0)
+    one = distill_step(ref, rows, rlens, 0.5, 16, ads, tau=2.0, topk=4, rel_layer=0)
     err = compare_step(one, packed["losses"], packed["dA"], packed["dB"])
     finite = all(math.isfinite(v) for v in packed["losses"].values())
     return _check(f"{arch}: packed rows == the documents one per row ({len(docs)} documents, f64)",
@@ -1148,7 +1202,9 @@ def compare_step(ref_res, got_losses_or_res, dA=None, dB=None):
     else:
         got_l = got_losses_or_res
     err = 0.0
-    for k in ("ce", "kl", "topk", "cos", "mag", "total"):
+    for k in ("ce", "kl", "topk", "cos", "mag", "rel", "total"):
+        if k not in got_l:  # out.bin without the relation loss
+            continue
         a, b = float(got_l[k]), float(ref_res["losses"][k])
         err = max(err, abs(a - b) / max(abs(b), 1e-6))
     for g, r in zip(list(dA) + list(dB), ref_res["dA"] + ref_res["dB"]):
@@ -1206,6 +1262,8 @@ def main(argv=None):
     st.add_argument("--topk", type=int, default=8)
     for k in LOSS_NAMES:
         st.add_argument(f"--w-{k}", type=float, default=1.0)
+    st.add_argument("--rel-layer", type=int, default=None,
+                    help="0-based layer of the relation loss (out.bin gets rel)")
     st.add_argument("--dtype", choices=("f32", "f64"), default="f64")
     st.add_argument("--out", required=True)
     st.add_argument("--json", action="store_true", help="also print the losses as JSON")
@@ -1220,8 +1278,9 @@ def main(argv=None):
     lens = _parse_lens(a.lens, *tokens.shape)
     ads = read_adapters(a.adapters, ref.slots)
     r = distill_step(ref, tokens, lens, a.lam, a.bits, ads, tau=a.tau, topk=a.topk,
-                     loss_weights={k: getattr(a, f"w_{k}") for k in LOSS_NAMES})
-    write_step_out(a.out, r["losses"], r["dA"], r["dB"])
+                     loss_weights={k: getattr(a, f"w_{k}") for k in LOSS_NAMES},
+                     rel_layer=a.rel_layer)
+    write_step_out(a.out, r["losses"], r["dA"], r["dB"], rel=a.rel_layer is not None)
     if a.json:
         print(json.dumps(r["losses"]))
     return 0

@@ -33,23 +33,11 @@ from tokenizers import Tokenizer
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import make_tiny_model as tiny  # noqa: E402
 
-BIN = os.environ.get("BITLAB_BIN", "build/bitlab")
-SANITIZER_MARKS = ("AddressSanitizer", "LeakSanitizer", "runtime error:", "ThreadSanitizer")
-failures = []
-
-
-def check(ok, what):
-    print(("ok   " if ok else "FAIL ") + what)
-    if not ok:
-        failures.append(what)
+from bitlab_run import BIN, check, finish, run  # noqa: E402
 
 
 def run_lua(script, log, *args, timeout=600):
-    p = subprocess.run([BIN, script, "--headless", "--log", log, "--", *args],
-                       capture_output=True, text=True, timeout=timeout)
-    if any(m in p.stderr for m in SANITIZER_MARKS):
-        failures.append(f"sanitizer report from {script}")
-        print(p.stderr[-3000:])
+    p = run([script, "--headless", "--log", log, "--", *args], timeout=timeout)
     recs = []
     if os.path.exists(log):
         with open(log) as f:
@@ -248,6 +236,9 @@ def sources_part(tmp, model, ref, docs):
           and [r["doc_start"] for r in res] == [g["doc_start"] for g in got[4:]]
           and [r["position"] for r in res] == [g["position"] for g in got[4:]],
           f"seek(position after batch 4): the {len(res)} batches that follow, token for token")
+    rs = batches_of(recs, "corpus_resumed_stats")[0]["stats"]
+    check(all(rs[k] == s[k] for k in ("documents", "rows", "tokens", "padding_fraction")),
+          f"a resumed corpus's stats count from the start, not the resume ({rs} vs {s})")
 
     # a position inside the big file: resume there too
     k = next(i for i, g in enumerate(got) if g["position"]["file"] == files.index(big)
@@ -354,10 +345,7 @@ def lua_errors(tmp, model, cases):
                     f"out[#out + 1] = {json.dumps(name)} .. '\\t' .. (ok and 'NO ERROR' or tostring(e)):gsub('\\n', ' ') end")
     body.append("for _, l in ipairs(out) do print(l) end")
     write(script, "\n".join(body) + "\n")
-    p = subprocess.run([BIN, script, "--headless", "--", model], capture_output=True, text=True, timeout=600)
-    if any(m in p.stderr for m in SANITIZER_MARKS):
-        failures.append("sanitizer report from the error cases")
-        print(p.stderr[-3000:])
+    p = run([script, "--headless", "--", model])
     check(p.returncode == 0, "the error cases run to the end (no crash)")
     return dict(line.split("\t", 1) for line in p.stdout.splitlines() if "\t" in line)
 
@@ -500,10 +488,7 @@ def main():
         shard_dir, shard_paths = shards_part(tmp, w.gguf_path, ref, file_docs, root, w.config["vocab_size"])
         errors_part(tmp, w.gguf_path, root, shard_dir, shard_paths, other.gguf_path)
         train_part(tmp, w.gguf_path, root)
-    if failures:
-        print(f"{len(failures)} check(s) failed")
-        sys.exit(1)
-    print("all checks passed")
+    finish()
 
 
 if __name__ == "__main__":

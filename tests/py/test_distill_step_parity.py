@@ -6,13 +6,16 @@ ref_distill.py, on tiny random models (make_tiny_model.py) of each arch, for
 activations too (lambda_acts) at λ ∈ {0.3, 0.7}; and packed batches (2–3
 documents of random lengths a row, a padded tail: doc_start, positions
 restarting per document, block-diagonal causal attention, the row rule's
-document clause) at λ ∈ {0.5, 1}, 8 bits.
+document clause) at λ ∈ {0.5, 1}, 8 bits; and the attention-relation loss
+(w_rel = 1 at a chosen layer, on top of every other term) unpacked at
+λ ∈ {0.5, 1} and packed at λ = 0.5.
 
 Protocol of tests/tools/step_tool (C side)
 ------------------------------------------
     step_tool --model DIR --adapters adapters.bin --tokens tokens.bin
               --lens L0,L1,... --lam LAMBDA --bits {4,8,16}
-              --tau TAU --topk K [--lambda-acts 1] [--doc-start S,...] --out out.bin
+              --tau TAU --topk K [--lambda-acts 1] [--doc-start S,...]
+              [--rel-layer L] --out out.bin
 
 * --model: a Hugging Face folder (config.json + model.safetensors).
 * adapters.bin (little-endian): int32 n_adapters; per adapter: int32 rank,
@@ -23,7 +26,8 @@ Protocol of tests/tools/step_tool (C side)
 * tokens.bin (little-endian): int32 B, int32 T, then int32 tokens [B, T]
   row-major.  --lens: B comma-separated lengths (right padding, 1..T).
   --doc-start: B·T comma-separated entries (BlMicroBatch.doc_start), a
-  packed batch.
+  packed batch.  --rel-layer: the relation loss at layer L (0-based) with
+  weight 1 (BlTrainerShape.relation_layer, BlLossConfig.w_rel).
 * The step is THE trainer's (src/train/trainer.h on the CPU backend:
   bl_trainer_accumulate, then bl_trainer_download_grads into the host
   student): teacher forward (plain linears) and student forward (BitLinear,
@@ -33,7 +37,8 @@ Protocol of tests/tools/step_tool (C side)
   CE, KL(τ), top-K KL(τ, K), hidden 1−cos, hidden log-magnitude², all with
   weight 1 (total = their sum), layer weights all 1; backward to the newest
   adapter's A and B.  No optimizer update.
-* out.bin (little-endian): float64 [ce, kl, topk_kl, cos, mag, total], then
+* out.bin (little-endian): float64 [ce, kl, topk_kl, cos, mag, total] (with
+  --rel-layer [ce, kl, topk_kl, cos, mag, rel, total]), then
   for every BitLinear in the adapters.bin order: dA float32 [r, in], dB
   float32 [out, r] of the newest adapter.  Nothing else (size is checked).
 * Exit status 0 on success; anything else fails the test.
@@ -75,6 +80,8 @@ CASES = ([(lam, bits, False) for lam in (0.0, 0.5, 1.0) for bits in (8, 4)]
          + [(lam, bits, True) for lam in (0.3, 0.7) for bits in (8, 4)])
 MODELS = [("llama", False), ("qwen2", False), ("phi3", False), ("llama", True)]
 PACKED_CASES = [(0.5, 8), (1.0, 8)]  # λ=1 at 4 bits: a tie at every document start
+# the relation loss: (λ, bits, layer, packed); layer −1: the last
+REL_CASES = [(0.5, 8, -1, False), (1.0, 8, 0, False), (0.5, 8, -1, True)]
 
 
 def tool():
@@ -83,7 +90,8 @@ def tool():
     return os.path.join(os.environ.get("BITLAB_BUILD_DIR", "build"), "step_tool")
 
 
-def bitlab_step(model_dir, ref, ads, tokens, lens, lam, bits, lambda_acts, tmp, doc_start=None):
+def bitlab_step(model_dir, ref, ads, tokens, lens, lam, bits, lambda_acts, tmp, doc_start=None,
+                rel_layer=None):
     ap, tp, op = (os.path.join(tmp, n) for n in ("adapters.bin", "tokens.bin", "out.bin"))
     rd.write_adapters(ap, ads)
     rd.write_tokens(tp, tokens)
@@ -95,17 +103,21 @@ def bitlab_step(model_dir, ref, ads, tokens, lens, lam, bits, lambda_acts, tmp, 
             "--lambda-acts", "1" if lambda_acts else "0", "--out", op]
     if doc_start is not None:
         args += ["--doc-start", ",".join(str(int(x)) for x in np.asarray(doc_start).ravel())]
+    if rel_layer is not None:
+        args += ["--rel-layer", str(int(rel_layer))]
     r = subprocess.run(args, capture_output=True, text=True)
     if r.returncode != 0:
         raise AssertionError(f"step_tool failed ({r.returncode}): {' '.join(args)}\n"
                              f"{r.stdout}{r.stderr}")
-    return rd.read_step_out(op, ref.slots, ads[-1].rank)
+    return rd.read_step_out(op, ref.slots, ads[-1].rank, rel=rel_layer is not None)
 
 
 def detail(ref_res, losses, dA, dB, ref):
     """Where the largest errors are, for the failure message."""
     rows = []
-    for k in ("ce", "kl", "topk", "cos", "mag", "total"):
+    for k in ("ce", "kl", "topk", "cos", "mag", "rel", "total"):
+        if k not in losses:
+            continue
         a, b = losses[k], ref_res["losses"][k]
         rows.append((abs(a - b) / max(abs(b), 1e-6), f"loss {k}: bitlab {a:.9g} ref {b:.9g}"))
     for which, got, want in (("dA", dA, ref_res["dA"]), ("dB", dB, ref_res["dB"])):
@@ -155,6 +167,28 @@ def check_model(arch, tied, seed, outdir):
         if not (finite and err < TOL):
             failures.append(f"{tag}: max rel err {err:.2e} ≥ {TOL:g} (reference finite: "
                             f"{finite}): " + detail(want, losses, dA, dB, ref))
+    for ci, (lam, bits, layer, packed) in enumerate(REL_CASES):
+        layer = layer % ref.n_layers
+        sd0 = seed * 10 + 80 + ci
+        lens, ds = None, None
+        if packed:
+            lens, ds, _docs = rd.random_packing(np.random.default_rng(sd0), 2, 10)
+        tokens, lens, ads, margins, sd = rd.pick_inputs(ref, lam, bits, B=2, T=10 if packed else 8,
+                                                        seed=sd0, topk=TOPK, lens=lens,
+                                                        doc_start=ds)
+        want = rd.distill_step(ref, tokens, lens, lam, bits, ads, tau=TAU, topk=TOPK,
+                               doc_start=ds, rel_layer=layer)
+        losses, dA, dB = bitlab_step(w.hf_dir, ref, ads, tokens, lens, lam, bits, False, outdir,
+                                     doc_start=ds, rel_layer=layer)
+        err = rd.compare_step(want, losses, dA, dB)
+        tag = (f"{arch}{'-tied' if tied else ''} rel layer {layer}{' packed' if packed else ''} "
+               f"λ={lam:g} bits={bits}")
+        rel = want["losses"]["rel"]
+        print(f"  {tag}: rel {rel:.6g} (bitlab {losses['rel']:.6g}), max rel err {err:.2e} "
+              f"(input seed {sd})")
+        if not (rel > 0 and err < TOL):
+            failures.append(f"{tag}: rel {rel:.3g}, max rel err {err:.2e} ≥ {TOL:g}: "
+                            + detail(want, losses, dA, dB, ref))
     return failures
 
 

@@ -26,7 +26,9 @@ count of higher-ranked tokens in bitlab),
 greedy ids and common prefixes, every memory field, QEI = (ppl_T/ppl_S) /
 (bytes_S/bytes_T), token counts, the JSON fields; the JSONL (chat) path
 through the Lua binding on examples read with ds:example; a fresh student;
---max-examples; bad inputs (missing/empty data, a checkpoint of another
+--max-examples; --tokens N (whole chunks up to the one reaching N scored
+tokens, counted from the tokenizers package's chunks; equal to --max-examples
+k, also from Lua, bad values refused by name); bad inputs (missing/empty data, a checkpoint of another
 model, a missing prompts file) exit 1 naming the file.
 """
 import json
@@ -342,7 +344,7 @@ def compare_prompts(tag, got, ref, ck, hf_tok, prompts, max_new):
 
 
 JSON_FIELDS = ("model", "checkpoint", "student_source", "data", "data_format", "seq",
-               "max_examples", "examples", "examples_truncated", "tokens", "scored_tokens",
+               "max_examples", "tokens_cap", "examples", "examples_truncated", "tokens", "scored_tokens",
                "student", "teacher_perplexity", "student_perplexity", "teacher_nll",
                "student_nll", "kl", "kl_tau", "agreement", "agreement_tokens", "prompts",
                "memory", "qei", "qei_definition", "seconds",
@@ -468,6 +470,42 @@ def main():
               and got["scored_tokens"] == 126, "seq 64: 2 chunks, 8 / 32 / 63 rows of each scored")
         compare_scores("seq 64", got, ref_eval_envelope(ref, None, text_chunks(tok, held_text, 64)[:2]))
 
+    # --tokens N: the chunks in order up to the first that brings the scored
+    # tokens (here every chunk's len - 1 rows, from the tokenizers package) to
+    # N, whole chunks, so the set is --max-examples k's
+    rows = [len(ids) - 1 for ids, _ in chunks]
+    for n_tok, k, what in ((rows[0] + rows[1] + 5, 3, "inside the third chunk"),
+                           (rows[0] + rows[1], 2, "exactly at the end of the second")):
+        outs = {}
+        for tag, extra in (("tokens", ["--tokens", str(n_tok)]), ("examples", ["--max-examples", str(k)])):
+            outs[tag] = os.path.join(tmp, f"cap_{n_tok}_{tag}.json")
+            p = run(["eval", "--model", model, "--checkpoint", cks["plain"][0], "--data", held,
+                     "--seq", str(seq), "--json", outs[tag], *extra])
+            check(p.returncode == 0, f"bitlab eval {' '.join(extra)}")
+            if tag == "tokens":
+                check("up to the first reaching" in p.stdout, f"--tokens {n_tok}: the table names the cap")
+        if not all(os.path.exists(o) for o in outs.values()):
+            continue
+        got, ex = json.load(open(outs["tokens"])), json.load(open(outs["examples"]))
+        check(got["examples"] == k and got["scored_tokens"] == sum(rows[:k]) and got["tokens_cap"] == n_tok
+              and ex["tokens_cap"] == 0,
+              f"--tokens {n_tok} ({what}): {k} chunks, {sum(rows[:k])} scored tokens "
+              f"(got {got['examples']}, {got['scored_tokens']})")
+        same = [f for f in ("kl", "teacher_nll", "student_nll", "agreement", "agreement_top5",
+                            "scored_tokens", "tokens", "examples") if got[f] != ex[f]]
+        check(not same, f"--tokens {n_tok} equals --max-examples {k} exactly (differing: {same})")
+        compare_scores(f"tokens {n_tok}", got, ref_eval_envelope(ref, cks["plain"][1], chunks[:k]))
+    out = os.path.join(tmp, "cap_all.json")
+    p = run(["eval", "--model", model, "--data", held, "--seq", str(seq), "--tokens", str(sum(rows) + 1000),
+             "--json", out, "--quiet"])
+    if check(p.returncode == 0, "bitlab eval --tokens beyond the data"):
+        got = json.load(open(out))
+        check(got["examples"] == len(chunks) and got["scored_tokens"] == sum(rows)
+              and "fewer than the cap" in p.stdout, "a cap beyond the data: every chunk, and the table says so")
+    for bad in ("0", "-3", "x"):
+        p = run(["eval", "--model", model, "--data", held, "--tokens", bad])
+        check(p.returncode == 2 and "--tokens" in p.stderr, f"--tokens {bad}: usage error naming --tokens")
+
     # chat lines score assistant turns only, after the prompt: no row at
     # positions < 8, the agreement there is null (n/a in the table)
     chat_only = os.path.join(tmp, "chat_only.jsonl")
@@ -517,6 +555,15 @@ local rep2 = bitlab.eval{student = st, data = ds}
 bitlab.event("report2", {report = rep2})
 local ok, err = pcall(bitlab.eval, {model = m, data = arg[5]})
 bitlab.event("missing", {ok = ok, err = tostring(err)})
+local capped = bitlab.eval{student = st, data = ds, tokens = 1}
+local first = bitlab.eval{student = st, data = ds, max_examples = 1}
+bitlab.event("capped", {capped = capped, first = first})
+local bad = {}
+for i, v in ipairs{0, -1, 2.5, "many"} do
+  local ok2, e2 = pcall(bitlab.eval, {student = st, data = ds, tokens = v})
+  bad[i] = {ok = ok2, err = tostring(e2)}
+end
+bitlab.event("bad_tokens", {list = bad})
 """)
     p = run([lua_eval, "--headless", "--log", log, "--",
              model, path, jsonl, lua_json, os.path.join(tmp, "nope.jsonl")])
@@ -543,6 +590,14 @@ bitlab.event("missing", {ok = ok, err = tostring(err)})
         compare_scores("lua dataset + live fresh student", rep2, ref_eval_envelope(ref, None, examples))
         check(ev["missing"]["ok"] is False and "nope.jsonl" in ev["missing"]["err"],
               "lua: a missing data file raises an error naming it")
+        cap, first = ev["capped"]["capped"], ev["capped"]["first"]
+        rows0 = sum(examples[0][1][1:])  # row t is scored when token t+1 is a target
+        check(cap["examples"] == 1 and cap["scored_tokens"] == rows0 == first["scored_tokens"]
+              and cap["kl"] == first["kl"] and cap["tokens_cap"] == 1,
+              f"lua: tokens = 1 is the first example ({rows0} scored rows), = max_examples 1")
+        bad = ev["bad_tokens"]["list"]
+        check(all(not b["ok"] and "'tokens'" in b["err"] for b in bad),
+              f"lua: tokens 0, -1, 2.5, a string refused naming 'tokens' ({[b['err'][:80] for b in bad]})")
     else:
         print(p.stdout[-2000:], p.stderr[-2000:])
 

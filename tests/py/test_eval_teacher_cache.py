@@ -13,7 +13,9 @@ magnitudes: the terms are about logZ_S ≈ NLL_S + |max logit| (bounded here
 by NLL_S + NLL_T + log V), each a dim-long fp32 product (relative error
 ≲ dim·2⁻²⁴), so |ΔKL| ≤ 4·dim·2⁻²⁴·(NLL_S + NLL_T + log V).
 A truncated cache file is named on stderr, the teacher recomputed, the
-numbers right, and the file rewritten.
+numbers right, and the file rewritten. Other options (--max-examples 2) key
+another file; so does --tokens N choosing those same 2 chunks (the cap is in
+the key), with the same numbers, and a rerun with the cap reads its file.
 """
 import json
 import math
@@ -123,6 +125,20 @@ def main():
     if other is not None:
         check(other["teacher_cache"] == "written" and len(os.listdir(cache)) == 2,
               "other options: another key, another file")
+        # the tokens cap is in the key: --tokens N choosing the same 2 chunks as
+        # --max-examples 2 still writes a file of its own, which a rerun reads
+        cap = other["scored_tokens"]
+        capped, p = ev("capped", "--teacher-cache", cache, "--tokens", str(cap))
+        if capped is not None:
+            check(capped["examples"] == 2 and capped["teacher_cache"] == "written"
+                  and len(os.listdir(cache)) == 3, "--tokens: the cap in the key, a third file")
+            for k in EXACT + ["kl"]:
+                check(capped[k] == other[k], f"--tokens {cap}: {k} identical to --max-examples 2")
+        recap, p = ev("recap", "--teacher-cache", cache, "--tokens", str(cap))
+        if recap is not None:
+            check(recap["teacher_cache"] == "read" and len(os.listdir(cache)) == 3,
+                  "--tokens again: its own file is read")
+            compare("recap", recap, other, kl_tol)
 
     # Lua: two bitlab.eval{} in one run, the second from the first's cache
     lua = os.path.join(tmp, "eval.lua")

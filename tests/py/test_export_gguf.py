@@ -224,7 +224,9 @@ def check_manifest(tag, man_path, model_path, log_path, act_bits, r):
           and len(lam["points"]) == 6, f"{tag}: manifest lambda schedule samples")
     check(m["act_bits_schedule"]["final"] == act_bits and m["student"]["act_bits"] == act_bits,
           f"{tag}: manifest activation bits")
-    check(m["loss_mix"] == {"ce": 1, "kl": 1, "topk": 0, "cos": 0.5, "mag": 0, "tau": 2},
+    check(m["student"]["lambda_acts"] is False, f"{tag}: manifest lambda_acts ({m['student']})")
+    # every term of bitlab.loss.TERMS, 0 when the mix leaves it out (rel: the relation loss)
+    check(m["loss_mix"] == {"ce": 1, "kl": 1, "topk": 0, "cos": 0.5, "mag": 0, "rel": 0, "tau": 2},
           f"{tag}: manifest loss mix ({m.get('loss_mix')})")
     last = steps[-1]
     check(all(m["final_metrics"][k] == last[k] for k in ("ce", "kl", "cos", "total", "grad_norm")),

@@ -2,7 +2,8 @@
 
 On a tiny random llama GGUF (make_tiny_model) runs tests/lua/*.lua headless:
 every primitive (api.lua), lambda_acts (lambda_acts.lua), a packed corpus batch
-through trainer:step (packed.lua), schedule shapes (schedule.lua), budgets and
+through trainer:step (packed.lua), the attention-relation loss rel and
+relation_layer (relation.lua), schedule shapes (schedule.lua), budgets and
 schedules in fractions of the run (budget.lua), held-out evaluation, best
 checkpoint and export inside bitlab.train (train_eval.lua), a knob changed
 through --control taking effect at the next step (knob_control.lua, checked
@@ -69,7 +70,7 @@ def main():
     model = tiny.write_tiny(tmp, arch="llama", seed=3, fmt="gguf").gguf_path
 
     # every primitive, schedules
-    for name in ("api", "schedule", "budget", "train_eval", "lambda_acts", "packed"):
+    for name in ("api", "schedule", "budget", "train_eval", "lambda_acts", "packed", "relation"):
         d = os.path.join(tmp, name)
         os.makedirs(d)
         if name == "packed":  # a corpus of documents of several lengths

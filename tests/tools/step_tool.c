@@ -4,13 +4,15 @@
  *   step_tool --model DIR --adapters adapters.bin --tokens tokens.bin
  *             --lens L0,L1,... --lam LAMBDA --bits {4,8,16} --tau TAU --topk K
  *             [--lambda-acts 1] [--doc-start S0,S1,... (B·T entries: packed rows)]
+ *             [--rel-layer L (0-based: the attention-relation loss at layer L, weight 1)]
  *             --out out.bin
  *
  * The parity mode runs one accumulate of THE trainer (train/trainer.h, on the
  * CPU backend: teacher + student forward, every loss with weight 1,
  * backward; no update), downloads the gradients into the host student
  * (bl_trainer_download_grads) and writes the losses and the newest adapter's
- * gradients. (The step benchmark is `bitlab bench step`.) */
+ * gradients; with --rel-layer the losses are 7 doubles, rel before total.
+ * (The step benchmark is `bitlab bench step`.) */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -89,11 +91,13 @@ static int load_adapters(BlStudent *st, const char *path, BlError *err) {
 // ----------------------------------------------------------------------------
 // parity mode
 
-static int write_out(BlStudent *st, const BlStepResult *res, const char *path, BlError *err) {
+static int write_out(BlStudent *st, const BlStepResult *res, bool rel, const char *path,
+                     BlError *err) {
     FILE *f = fopen(path, "wb");
     if (!f) return bl_fail(err, "%s: cannot write", path);
-    double losses[6] = {res->ce, res->kl, res->topk, res->cos, res->mag, res->total};
-    int ok = fwrite(losses, sizeof losses, 1, f) == 1;
+    double losses[7] = {res->ce, res->kl, res->topk, res->cos, res->mag, res->total, 0.0};
+    if (rel) losses[5] = res->rel, losses[6] = res->total;
+    int ok = fwrite(losses, sizeof(double) * (rel ? 7 : 6), 1, f) == 1;
     for (int l = 0; ok && l < st->model->cfg.n_layers; l++)
         for (int k = 0; ok && k < BL_LIN_KINDS; k++) {
             if (!bl_student_has(st, l, k)) continue;
@@ -132,10 +136,13 @@ static int run_step(BlModel *m, int argc, char **argv, BlError *err) {
     }
     BlStudentConfig sc = {.lambda = strtof(arg(argc, argv, "--lam", "1"), NULL),
                           .act_bits = atoi(arg(argc, argv, "--bits", "8"))};
+    const char *rl = arg(argc, argv, "--rel-layer", NULL);
     BlLossConfig lc = {.w_ce = 1, .w_kl = 1, .w_topk = 1, .w_cos = 1, .w_mag = 1,
+                       .w_rel = rl ? 1.0f : 0.0f,
                        .tau = strtof(arg(argc, argv, "--tau", "2"), NULL)};
     BlTrainerShape sh = {.batch = B, .seq = T, .topk = atoi(arg(argc, argv, "--topk", "8")),
-                         .hidden = true};
+                         .hidden = true, .relation = rl != NULL,
+                         .relation_layer = rl ? atoi(rl) : 0};
     BlOptConfig oc = {.adamw = {.lr = 0}};
     BlStudent st;
     BlTrainer tr;
@@ -151,7 +158,7 @@ static int run_step(BlModel *m, int argc, char **argv, BlError *err) {
             BlMicroBatch mb = {tk + 2, lens, NULL, doc_start, B, T};
             rc = bl_trainer_accumulate(&tr, &mb, 1.0f, &sp, &res, err);
             if (rc == 0) rc = bl_trainer_download_grads(&tr, err);
-            if (rc == 0) rc = write_out(&st, &res, op, err);
+            if (rc == 0) rc = write_out(&st, &res, rl != NULL, op, err);
             bl_free_trainer(&tr);
         }
         bl_free_student(&st);
