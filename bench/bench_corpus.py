@@ -1,5 +1,5 @@
 """bench_corpus.py - the streaming corpus (bitlab.corpus) against the padded
-in-memory dataset (bitlab.dataset), three figures:
+in-memory dataset (bitlab.dataset), four figures:
 
   (a) padding: the fraction of batch positions that are padding, packed rows
       of the corpus against one example per row of the dataset, on the same
@@ -10,13 +10,21 @@ in-memory dataset (bitlab.dataset), three figures:
       batches waited on its reader (target: no stall);
   (c) memory: peak RSS of a short bitlab.train run on a generated ~1 GB
       corpus (written under --tmp, deleted after) against one on a 1 MB
-      corpus (target: within 5 %).
+      corpus (target: within 5 %);
+  (d) loader overhead, the issue's way: step time with the streaming loader
+      against step time on an in-memory batch, in one process on one trainer,
+      the two kinds of step interleaved, in alternating order (so drifts in
+      machine load hit both alike): a stream step takes its batch from the corpus (its reader
+      tokenising in the background) and trains on it, a memory step trains
+      on a batch of the same corpus read into memory before the first step
+      (other rows of the same size, so the teacher cache never serves it);
+      medians of each kind after a warm-up pair (target: within 2 %).
 
   python3 bench/bench_corpus.py [--bin build/bitlab]
       [--model models/SmolLM2-135M-Instruct.Q4_1.gguf] [--data experiments/data/heldout.txt]
-      [--steps 6] [--batch 4] [--seq 128] [--gb 1.0] [--tmp /tmp]
+      [--steps 6] [--batch 4] [--seq 128] [--gb 1.0] [--loader-steps 8] [--tmp /tmp]
 
-Without the default model, (b) uses a tiny random model (tests/py/make_tiny_model.py);
+Without the default model, (b) and (d) use a tiny random model (tests/py/make_tiny_model.py);
 (c) always does, so that the corpus's own memory is not lost in the model's.
 """
 import argparse
@@ -45,6 +53,39 @@ if arg[2] == "corpus" then
   local s = data:stats()
   print(string.format("CORPUS %d %.6f %.1f", s.documents, s.stall_seconds, s.tokens_per_s))
 end
+"""
+
+LOADER = """local m = bitlab.load_model(arg[1])
+local path, n, B, T = arg[2], tonumber(arg[3]), tonumber(arg[4]), tonumber(arg[5])
+local stream = bitlab.corpus{model = m, path = path, seq = T}
+local ahead = bitlab.corpus{model = m, path = path, seq = T}
+for _ = 1, n + 1 do ahead:batch(B) end -- past the stream's batches: other rows
+local held = {}
+for i = 1, n + 1 do held[i] = ahead:batch(B) end
+local st = bitlab.student{model = m, lambda = 1, act_bits = 8}
+st:add_adapter{rank = 16, alpha = 32, seed = 1}
+local tr = bitlab.trainer{student = st, batch = B, seq = T, ce = 1, kl = 1, cos = 1, lr = 1e-4}
+local function timed(f)
+  local t0 = bitlab.clock()
+  f()
+  return bitlab.clock() - t0
+end
+local ts, tm = {}, {}
+for i = 1, n + 1 do
+  local s_, m_
+  local function s() s_ = timed(function() tr:step(stream:batch(B)) end) end
+  local function mem() m_ = timed(function() tr:step(held[i]) end) end
+  -- the order alternates, so that what the first step of a pair pays
+  -- (or the second saves) falls on both kinds alike
+  if i % 2 == 1 then s() mem() else mem() s() end
+  if i > 1 then ts[#ts + 1], tm[#tm + 1] = s_, m_ end
+end
+local function median(x)
+  table.sort(x)
+  local k = #x // 2
+  return #x % 2 == 1 and x[k + 1] or (x[k] + x[k + 1]) / 2
+end
+print(string.format("LOADER %.6f %.6f %.6f %d", median(ts), median(tm), stream:stats().stall_seconds, n))
 """
 
 PAD = """local m = bitlab.load_model(arg[1])
@@ -113,6 +154,70 @@ def make_big(folder, texts, total_bytes):
     return written
 
 
+def fig_padding(a, model, small, prose, texts, scripts, tmp):
+    # (a) padding
+    out = run([a.bin, scripts["pad"], "--headless", "--", model, prose, str(a.seq), str(a.batch), "20"])
+    ds_pad, c_pad, n = out.split("PAD ")[1].split()[:3]
+    print(f"(a) padding, {n} paragraphs of {a.data}, {20 * a.batch} rows of {a.seq} tokens "
+          f"({os.path.basename(model)} tokenizer):")
+    print(f"    dataset (one example per row, right-padded): {100 * float(ds_pad):.2f} %")
+    print(f"    corpus (packed rows):                        {100 * float(c_pad):.2f} %")
+
+
+def fig_step_time(a, model, small, prose, texts, scripts, tmp):
+    # (b) step time
+    rows = []
+    for kind in ("dataset", "corpus"):
+        log = os.path.join(tmp, kind + ".jsonl")
+        out, rss = run_rss([a.bin, scripts["train"], "--headless", "--log", log, "--", model, kind, prose,
+                            str(a.steps), str(a.batch), str(a.seq)])
+        st = step_times(log)[1:]  # the first step pays the warm-up
+        secs = [s for s, _ in st]
+        tok_s = sum(n for _, n in st) / sum(secs)
+        extra = out.split("CORPUS ")[1].split() if kind == "corpus" else None
+        rows.append((kind, statistics.median(secs), min(secs), tok_s, rss, extra))
+    print(f"(b) bitlab.train, {a.steps} steps of {a.batch} x {a.seq} on {os.path.basename(model)} "
+          "(median / min step seconds after the first; tokens trained on per second):")
+    for kind, med, mn, tok_s, rss, extra in rows:
+        line = f"    {kind:8s} {med:.3f} / {mn:.3f} s/step, {tok_s:.1f} tok/s, peak RSS {rss:.0f} MiB"
+        if extra:
+            line += (f"; the reader: {int(extra[0])} documents served, batches waited "
+                     f"{1e3 * float(extra[1]):.2f} ms in all, {float(extra[2]):.0f} tok/s tokenising")
+        print(line)
+    print(f"    corpus / dataset: step time {rows[1][1] / rows[0][1]:.3f}x, tokens/s "
+          f"{rows[1][3] / rows[0][3]:.3f}x (the dataset's padded rows hold fewer tokens to train on)")
+
+
+def fig_memory(a, model, small, prose, texts, scripts, tmp):
+    # (c) memory on 1 GB against 1 MB (the tiny model: the corpus's own memory shows)
+    mb = os.path.join(tmp, "mb")
+    gb = os.path.join(tmp, "gb")
+    n_mb = make_big(mb, texts, 1 << 20)
+    n_gb = make_big(gb, texts, int(a.gb * (1 << 30)))
+    res = []
+    for name, folder, size in (("1 MB", mb, n_mb), (f"{a.gb:g} GB", gb, n_gb)):
+        log = os.path.join(tmp, "rss.jsonl")
+        out, rss = run_rss([a.bin, scripts["train"], "--headless", "--log", log, "--", small, "corpus",
+                            folder, "20", str(a.batch), str(a.seq)])
+        res.append((name, size, rss))
+    print(f"(c) peak RSS of 20 steps of {a.batch} x {a.seq} on a tiny model, streaming corpus:")
+    for name, size, rss in res:
+        print(f"    {name:6s} ({size / (1 << 20):8.1f} MiB of .txt): {rss:.1f} MiB")
+    print(f"    ratio: {res[1][2] / res[0][2]:.3f}")
+
+
+def fig_loader(a, model, small, prose, texts, scripts, tmp):
+    # (d) loader overhead: streaming against in-memory batches, interleaved
+    out = run([a.bin, scripts["loader"], "--headless", "--", model, prose, str(a.loader_steps),
+               str(a.batch), str(a.seq)])
+    med_s, med_m, stall, n = out.split("LOADER ")[1].split()[:4]
+    med_s, med_m = float(med_s), float(med_m)
+    print(f"(d) loader overhead, {n} pairs of {a.batch} x {a.seq} steps on {os.path.basename(model)}, "
+          "stream and in-memory interleaved (median seconds per step after a warm-up pair):")
+    print(f"    streaming corpus {med_s:.3f} s, in-memory batch {med_m:.3f} s: "
+          f"{100 * (med_s / med_m - 1):+.2f} % (the reader kept batches waiting {1e3 * float(stall):.2f} ms in all)")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--bin", default="build/bitlab")
@@ -122,6 +227,8 @@ def main():
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--gb", type=float, default=1.0)
+    ap.add_argument("--loader-steps", type=int, default=8, help="step pairs of (d)")
+    ap.add_argument("--only", default="abcd", help="the figures to measure, e.g. d")
     ap.add_argument("--tmp", default="/tmp")
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="bitlab_bench_corpus_", dir=a.tmp)
@@ -132,56 +239,15 @@ def main():
         prose = os.path.join(tmp, "prose.jsonl")
         write_jsonl(prose, texts)
         scripts = {}
-        for name, body in (("train", TRAIN), ("pad", PAD)):
+        for name, body in (("train", TRAIN), ("pad", PAD), ("loader", LOADER)):
             scripts[name] = os.path.join(tmp, name + ".lua")
             with open(scripts[name], "w") as f:
                 f.write(body)
 
-        # (a) padding
-        out = run([a.bin, scripts["pad"], "--headless", "--", model, prose, str(a.seq), str(a.batch), "20"])
-        ds_pad, c_pad, n = out.split("PAD ")[1].split()[:3]
-        print(f"(a) padding, {n} paragraphs of {a.data}, {20 * a.batch} rows of {a.seq} tokens "
-              f"({os.path.basename(model)} tokenizer):")
-        print(f"    dataset (one example per row, right-padded): {100 * float(ds_pad):.2f} %")
-        print(f"    corpus (packed rows):                        {100 * float(c_pad):.2f} %")
-
-        # (b) step time
-        rows = []
-        for kind in ("dataset", "corpus"):
-            log = os.path.join(tmp, kind + ".jsonl")
-            out, rss = run_rss([a.bin, scripts["train"], "--headless", "--log", log, "--", model, kind, prose,
-                                str(a.steps), str(a.batch), str(a.seq)])
-            st = step_times(log)[1:]  # the first step pays the warm-up
-            secs = [s for s, _ in st]
-            tok_s = sum(n for _, n in st) / sum(secs)
-            extra = out.split("CORPUS ")[1].split() if kind == "corpus" else None
-            rows.append((kind, statistics.median(secs), min(secs), tok_s, rss, extra))
-        print(f"(b) bitlab.train, {a.steps} steps of {a.batch} x {a.seq} on {os.path.basename(model)} "
-              "(median / min step seconds after the first; tokens trained on per second):")
-        for kind, med, mn, tok_s, rss, extra in rows:
-            line = f"    {kind:8s} {med:.3f} / {mn:.3f} s/step, {tok_s:.1f} tok/s, peak RSS {rss:.0f} MiB"
-            if extra:
-                line += (f"; the reader: {int(extra[0])} documents served, batches waited "
-                         f"{1e3 * float(extra[1]):.2f} ms in all, {float(extra[2]):.0f} tok/s tokenising")
-            print(line)
-        print(f"    corpus / dataset: step time {rows[1][1] / rows[0][1]:.3f}x, tokens/s "
-              f"{rows[1][3] / rows[0][3]:.3f}x (the dataset's padded rows hold fewer tokens to train on)")
-
-        # (c) memory on 1 GB against 1 MB (the tiny model: the corpus's own memory shows)
-        mb = os.path.join(tmp, "mb")
-        gb = os.path.join(tmp, "gb")
-        n_mb = make_big(mb, texts, 1 << 20)
-        n_gb = make_big(gb, texts, int(a.gb * (1 << 30)))
-        res = []
-        for name, folder, size in (("1 MB", mb, n_mb), (f"{a.gb:g} GB", gb, n_gb)):
-            log = os.path.join(tmp, "rss.jsonl")
-            out, rss = run_rss([a.bin, scripts["train"], "--headless", "--log", log, "--", small, "corpus",
-                                folder, "20", str(a.batch), str(a.seq)])
-            res.append((name, size, rss))
-        print(f"(c) peak RSS of 20 steps of {a.batch} x {a.seq} on a tiny model, streaming corpus:")
-        for name, size, rss in res:
-            print(f"    {name:6s} ({size / (1 << 20):8.1f} MiB of .txt): {rss:.1f} MiB")
-        print(f"    ratio: {res[1][2] / res[0][2]:.3f}")
+        figures = {"a": fig_padding, "b": fig_step_time, "d": fig_loader, "c": fig_memory}
+        for k in "abdc":  # the memory figure last: it writes the big corpus
+            if k in a.only:
+                figures[k](a, model, small, prose, texts, scripts, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
