@@ -68,7 +68,7 @@ elseif r.data == "corpus" then
 else -- the teacher writes the training text itself, from the start-of-text token
   -- (passes of 64 samples, 16 a call, sampled as one batch)
   data = bitlab.dataset{teacher = model, bos = true, n = 64, chunk = 16, batch = 16, seq = T,
-                        max_tokens = T, temperature = 1.0, top_p = 0.95, seed = 1}
+                        max_tokens = T - 1, temperature = 1.0, top_p = 0.95, seed = 1}
 end
 local budget = parse_budget(budget_arg)
 local run = bitlab.train{
