@@ -22,8 +22,8 @@
  *
  * Bounds. 1: both sides do the softmaxes and KL in double from the same
  * float inputs; the op's row sums are over at most T terms, so values agree
- * to T·DBL_EPSILON relative to Σ|row KL| (taken as 1e3·T·DBL_EPSILON of the
- * magnitude), and each gradient entry is a double rounded once to float:
+ * to T·DBL_EPSILON relative to the terms' magnitude Σ p·(|log p| + |log q|)
+ * (taken as 1e3·T·DBL_EPSILON of it: the logs and exps round too), and each gradient entry is a double rounded once to float:
  * |Δ| ≤ FLT_EPSILON·|g| + tiny. 2: the central difference with step h has
  * truncation error h²/6·|f'''| and rounding error ≈ ε_f·n·|L|/h, n = hd
  * products a score (float GEMMs); with h = 1e-2 and O(1) inputs both are
@@ -47,7 +47,8 @@
 // 1. the op against the definition
 
 /* KL of one row and its gradient from the definition, in double */
-static double ref_row(const float *s, const float *t, int a, int i, double g, double *grad, int T) {
+static double ref_row(const float *s, const float *t, int a, int i, double g, double *grad, int T,
+                      double *mag) {
     double zs = 0.0, zt = 0.0, ms = -INFINITY, mt = -INFINITY;
     for (int j = a; j <= i; j++) ms = fmax(ms, s[j]), mt = fmax(mt, t[j]);
     for (int j = a; j <= i; j++) zs += exp(s[j] - ms), zt += exp(t[j] - mt);
@@ -56,6 +57,7 @@ static double ref_row(const float *s, const float *t, int a, int i, double g, do
     for (int j = a; j <= i; j++) {
         double p = exp(t[j] - mt) / zt, q = exp(s[j] - ms) / zs;
         kl += p * log(p / q);
+        *mag += p * (fabs(log(p)) + fabs(log(q))); /* what the sum's rounding scales with */
         grad[j] = g * (q - p);
     }
     return kl;
@@ -83,12 +85,13 @@ static void test_op(int n, int T, bool packed, float scale) {
     sel[T - 1] = 1;
     if (packed) random_docs(lo, T);
     float g = frand(0.3f, 2.0f);
-    double got = bl_relation_kl(s, t, n, T, sel, packed ? lo : NULL, g), want = 0.0, worst = 0.0;
+    double got = bl_relation_kl(s, t, n, T, sel, packed ? lo : NULL, g), want = 0.0, worst = 0.0,
+           mag = 0.0;
     for (int m = 0; m < n; m++)
         for (int i = 0; i < T; i++) {
             const float *sr = s0 + ((size_t)m * T + i) * T, *tr = t + ((size_t)m * T + i) * T;
             const float *gr = s + ((size_t)m * T + i) * T;
-            if (sel[i]) want += ref_row(sr, tr, packed ? lo[i] : 0, i, g, grad, T);
+            if (sel[i]) want += ref_row(sr, tr, packed ? lo[i] : 0, i, g, grad, T, &mag);
             else
                 for (int j = 0; j < T; j++) grad[j] = 0.0;
             for (int j = 0; j < T; j++) {
@@ -99,7 +102,9 @@ static void test_op(int n, int T, bool packed, float scale) {
             }
         }
     CHECK(want > 0.0, "op: the reference KL is %g", want);
-    CHECK(fabs(got - want) <= 1e3 * T * DBL_EPSILON * want, "op n=%d T=%d%s: %.17g vs %.17g", n, T,
+    /* relative to the terms' magnitude, not to the KL: a small KL is a
+     * sum of terms that cancel */
+    CHECK(fabs(got - want) <= 1e3 * T * DBL_EPSILON * mag, "op n=%d T=%d%s: %.17g vs %.17g", n, T,
           packed ? " packed" : "", got, want);
     printf("  op n=%d T=%d%s: KL %.6g (ref %.6g), worst gradient |Δ| %.2e\n", n, T,
            packed ? " packed" : "", got, want, worst);
@@ -267,7 +272,12 @@ enum { T = 10, BP = 2, MAX_DOCS = 6, DIM = 32, LAYERS = 2, HEADS = 4, HIDDEN = 4
 static BlStudent make_student(const BlModel *m) {
     BlStudent st;
     BlError err = {{0}};
-    BlStudentConfig sc = {.lambda = 0.5f, .act_bits = 8};
+    /* activations unquantised: packed and one-per-row rows reach the same
+     * values by different float summation orders, and an 8-bit activation
+     * rounding that flips between them would be a jump no n·ε tolerance
+     * covers (it does, about once in 40 seeds); the relation loss's windows
+     * are what this compares */
+    BlStudentConfig sc = {.lambda = 0.5f, .act_bits = 16};
     tiny_rng = 0x5e1a;
     CHECK(bl_build_student(&st, m, &sc, &err) == 0 && tiny_perturb_student(&st, &err) == 0,
           "student: %s", err.msg);
