@@ -9,6 +9,11 @@ perplexity, KL and top-1 agreement against tokens trained on, one line per
 run, into a PNG.
 
   python3 bench/study/report.py --png docs/distill-default-model.png RUNS/*.jsonl
+  python3 bench/study/report.py --trim OUT_DIR RUNS/*.jsonl
+
+--trim writes each log's eval events and the step records' fields the
+report and a reader of the curves need (step, tokens, step_seconds, the loss
+terms, lambda, lr) into OUT_DIR/NAME.jsonl: what the study commits.
 """
 import argparse
 import json
@@ -33,12 +38,33 @@ def read_run(path):
     return os.path.basename(path).rsplit(".", 1)[0], evals, cum, secs, steps
 
 
+STEP_KEEP = ("step", "tokens", "step_seconds", "total", "ce", "kl", "cos", "rel", "lambda", "lr")
+
+
+def trim(path, out_dir):
+    os.makedirs(out_dir, exist_ok=True)
+    out = os.path.join(out_dir, os.path.basename(path))
+    with open(path) as f, open(out, "w") as g:
+        for line in f:
+            r = json.loads(line)
+            if r.get("event") == "eval":
+                g.write(json.dumps(r) + "\n")
+            elif r.get("event") is None and "step" in r and "tokens" in r:
+                g.write(json.dumps({k: r[k] for k in STEP_KEEP if k in r}) + "\n")
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("logs", nargs="+")
     ap.add_argument("--png", help="write the chart here (needs matplotlib)")
     ap.add_argument("--title", default="held-out evaluation against tokens trained on")
+    ap.add_argument("--trim", metavar="OUT_DIR", help="write the trimmed logs there and stop")
     a = ap.parse_args()
+    if a.trim:
+        for p in a.logs:
+            print(trim(p, a.trim))
+        return
     runs = [read_run(p) for p in a.logs]
     runs = [r for r in runs if r[1]]
     if not runs:

@@ -6,7 +6,8 @@
  *     documents, a length-1 one and a padded tail) and the same documents
  *     laid out one per row (padded) give the same losses (CE, KL, top-K KL,
  *     cosine, magnitude) and the same gradient of every trainable tensor,
- *     within float32 summation order (bound below);
+ *     within float32 summation order (bound below; activations unquantised,
+ *     see make_student);
  *  2. isolation, bit for bit: changing a token of a document changes no
  *     other document's teacher logits (bl_forward) nor student block
  *     outputs (the trainer's forward), while it does change its own; the
@@ -80,10 +81,14 @@ static void unpack(const Packed *p, int *tokens, int *lens, uint8_t *mask) {
     }
 }
 
-static BlStudent make_student(const BlModel *m) {
+/* act_bits 16 for the equivalence check: both layouts reach each value by
+ * other float summation orders, and an 8-bit activation rounding that flips
+ * between them is a jump no n·ε bound covers (it happened in CI); 8 where
+ * the comparison is bit for bit within one layout */
+static BlStudent make_student(const BlModel *m, int act_bits) {
     BlStudent st;
     BlError err = {{0}};
-    BlStudentConfig sc = {.lambda = 1.0f, .act_bits = 8};
+    BlStudentConfig sc = {.lambda = 1.0f, .act_bits = act_bits};
     tiny_rng = 0xd0c5; /* both students the same */
     CHECK(bl_build_student(&st, m, &sc, &err) == 0 && tiny_perturb_student(&st, &err) == 0,
           "student: %s", err.msg);
@@ -114,7 +119,7 @@ static double max_abs(const float *x, size_t n) {
 static void test_equivalence(const BlModel *m, const Packed *p) {
     BlError err = {{0}};
     const BlBackend *cpu = bl_backend_cpu();
-    BlStudent sp = make_student(m), su = make_student(m);
+    BlStudent sp = make_student(m, 16), su = make_student(m, 16);
     BlTrainer tp, tu;
     BlTrainerShape shp = shape_of(BP), shu = shape_of(p->n_docs);
     CHECK(bl_build_trainer(&tp, cpu, &sp, &shp, &err) == 0, "packed trainer: %s", err.msg);
@@ -207,7 +212,7 @@ static void test_isolation(const BlModel *m, const Packed *p0) {
     bl_free_forward_state(&fs);
 
     /* the student's forward: the trainer's last block outputs (CPU: host memory) */
-    BlStudent st = make_student(m);
+    BlStudent st = make_student(m, 8);
     BlTrainer tr;
     BlTrainerShape sh = shape_of(BP);
     CHECK(bl_build_trainer(&tr, cpu, &st, &sh, &err) == 0, "trainer: %s", err.msg);
@@ -262,7 +267,7 @@ static int no_fetch(void *ctx, const int *tokens, const int *lens, int B, int Tn
 
 static void test_provider_refuses(const BlModel *m, const Packed *p) {
     BlError err = {{0}};
-    BlStudent st = make_student(m);
+    BlStudent st = make_student(m, 8);
     BlTrainer tr;
     BlTrainerShape sh = shape_of(BP);
     sh.hidden = false;
