@@ -1,4 +1,4 @@
-// context.cu - the CUDA backend's process-wide state: device 0, one stream,
+// context.cu - the CUDA backend's process-wide state: one device, one stream,
 // the cuBLAS and cuBLASLt handles, growable scratch slots, the sticky first
 // error, and the registry of bf16 weight tensors (see context.cuh).
 //
@@ -24,6 +24,7 @@ struct Range {
 
 struct Context {
     bool ready;
+    int device;  // the one cudaSetDevice chose (valid when ready)
     cudaStream_t stream;
     cublasHandle_t blas;
     cublasLtHandle_t lt;
@@ -130,21 +131,27 @@ int bl_cuda_device_count(int *n, BlError *err) {
     return 0;
 }
 
-int bl_cuda_init(BlError *err) {
-    if (ctx.ready) return 0;
+int bl_cuda_init(int device, BlError *err) {
+    if (ctx.ready && device == ctx.device) return 0;
+    if (ctx.ready)
+        return bl_fail(err, "cuda: this process runs on device %d (%s); it cannot also open device %d "
+                       "(one device per process)", ctx.device, ctx.name, device);
     int n;
     if (bl_cuda_device_count(&n, err)) return -1;
     if (n == 0) return bl_fail(err, "no CUDA device");
-    cudaError_t e = cudaSetDevice(0);
+    if (device < 0 || device >= n)
+        return bl_fail(err, "cuda: no device %d (%d visible: 0..%d)", device, n, n - 1);
+    cudaError_t e = cudaSetDevice(device);
     cudaDeviceProp prop;
-    if (e == cudaSuccess) e = cudaGetDeviceProperties(&prop, 0);
+    if (e == cudaSuccess) e = cudaGetDeviceProperties(&prop, device);
     if (e == cudaSuccess) e = cudaStreamCreateWithFlags(&ctx.stream, cudaStreamNonBlocking);
     if (e != cudaSuccess)
-        return bl_fail(err, "cuda: device 0: %s (%s)", cudaGetErrorName(e), cudaGetErrorString(e));
+        return bl_fail(err, "cuda: device %d: %s (%s)", device, cudaGetErrorName(e),
+                       cudaGetErrorString(e));
     if (prop.major < 8) {
         cudaStreamDestroy(ctx.stream);
-        return bl_fail(err, "cuda: %s is sm_%d%d; bitlab's kernels need sm_80 or newer", prop.name,
-                       prop.major, prop.minor);
+        return bl_fail(err, "cuda: %s (device %d) is sm_%d%d; bitlab's kernels need sm_80 or newer",
+                       prop.name, device, prop.major, prop.minor);
     }
     cublasStatus_t s = cublasCreate(&ctx.blas);
     if (s == CUBLAS_STATUS_SUCCESS) s = cublasSetStream(ctx.blas, ctx.stream);
@@ -153,11 +160,15 @@ int bl_cuda_init(BlError *err) {
         cudaStreamDestroy(ctx.stream);
         return bl_fail(err, "cuda: creating the cuBLAS handles: %s", cublas_status_name(s));
     }
-    snprintf(ctx.name, sizeof ctx.name, "%.200s (sm_%d%d)", prop.name, prop.major, prop.minor);
+    snprintf(ctx.name, sizeof ctx.name, "%.200s (sm_%d%d, device %d)", prop.name, prop.major,
+             prop.minor, device);
+    ctx.device = device;
     ctx.err[0] = '\0';
     ctx.ready = true;
     return 0;
 }
+
+int bl_cuda_device(void) { return ctx.ready ? ctx.device : -1; }
 
 void bl_cuda_shutdown(void) {
     if (!ctx.ready) return;

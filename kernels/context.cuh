@@ -24,12 +24,16 @@ extern "C" {
  * with err set for any other failure. */
 int bl_cuda_device_count(int *n, BlError *err);
 
-/* Selects device 0 and creates the stream and the cuBLAS/cuBLASLt handles;
- * idempotent. Fails with "no CUDA device" when there is none. */
-int bl_cuda_init(BlError *err);
+/* Selects `device` and creates the stream and the cuBLAS/cuBLASLt handles;
+ * idempotent for the same device. Fails with "no CUDA device" when there is
+ * none, and when the process already holds another device (one device per
+ * process: the stream, handles, scratch and weights live on it). */
+int bl_cuda_init(int device, BlError *err);
+/* the device bl_cuda_init selected, -1 before */
+int bl_cuda_device(void);
 /* Frees scratch and handles (registered weights must be freed first). */
 void bl_cuda_shutdown(void);
-/* "NVIDIA H100 80GB HBM3 (sm_90)" after init, else "" */
+/* "NVIDIA H100 80GB HBM3 (sm_90, device 1)" after init, else "" */
 const char *bl_cuda_device_name(void);
 
 /* zero-filled device memory */

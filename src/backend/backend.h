@@ -172,10 +172,30 @@ typedef enum {
 } BlCudaStatus;
 BlCudaStatus bl_backend_cuda_status(BlError *err);
 
-/* The CUDA backend (kernels/) on device 0, initialised on first use; NULL
- * with err set (as bl_backend_cuda_status says, or why device 0 cannot be
- * used) otherwise. */
+/* The CUDA backend (kernels/) on device `device` (0-based), initialised on
+ * first use; NULL with err set (as bl_backend_cuda_status says, or why the
+ * device cannot be used) otherwise. A process holds one device: once the
+ * backend runs on one, asking for another is an error naming both (a
+ * data-parallel run takes one GPU per local rank, cli/args.c). */
+const BlBackend *bl_backend_cuda_on(int device, BlError *err);
+/* The CUDA backend on the device the process holds, device 0 before any. */
 const BlBackend *bl_backend_cuda(BlError *err);
+/* Devices visible to the process (0 when none), -1 with err set when the
+ * module does not load or the driver fails. */
+int bl_backend_cuda_device_count(BlError *err);
+
+/* NCCL between the processes' GPUs (cuda_module.h; the library is loaded
+ * on first use, so only a data-parallel CUDA run needs it installed):
+ * rank 0's unique id, which every rank passes to nccl_init with its rank
+ * and the world size (dist/device_comm.h bootstraps it over MPI), then
+ * in-place sums of device buffers of the CUDA backend, ordered on its
+ * stream. Each fails with err set ("data-parallel on CUDA needs NCCL: ..."). */
+#define BL_NCCL_ID_BYTES 128 /* NCCL_UNIQUE_ID_BYTES */
+int bl_backend_cuda_nccl_unique_id(unsigned char id[BL_NCCL_ID_BYTES], BlError *err);
+int bl_backend_cuda_nccl_init(const unsigned char id[BL_NCCL_ID_BYTES], int rank, int size,
+                              BlError *err);
+int bl_backend_cuda_nccl_sum(float *x, size_t n, BlError *err);
+void bl_backend_cuda_nccl_free(void);
 /* bl_backend_cuda_status() == BL_CUDA_READY */
 bool bl_backend_cuda_available(void);
 

@@ -7,6 +7,9 @@
 #include "backend/backend.h"
 #include "backend/cuda_module.h"
 #include "cuda_ops.h"
+#include "nccl.cuh"
+
+_Static_assert(BL_NCCL_ID_BYTES == BL_CUDA_NCCL_ID_BYTES, "NCCL's unique id size");
 
 static BlCudaWeff to_cuda_weff(const BlWeffSpec *w) {
     return (BlCudaWeff){.w = w->w, .dense = w->dense, .lora_b = w->lora_b, .lora_a = w->lora_a,
@@ -71,8 +74,8 @@ static const BlBackend cuda_backend = {
     .weights_free = bl_cuda_weights_free,
 };
 
-static const BlBackend *cuda_open(BlError *err) {
-    return bl_cuda_init(err) == 0 ? &cuda_backend : NULL;
+static const BlBackend *cuda_open(int device, BlError *err) {
+    return bl_cuda_init(device, err) == 0 ? &cuda_backend : NULL;
 }
 
 static const BlCudaModule cuda_module = {
@@ -82,6 +85,11 @@ static const BlCudaModule cuda_module = {
     .device_count = bl_cuda_device_count,
     .backend = cuda_open,
     .set_int8_engine = bl_cuda_set_int8_engine,
+    .nccl_load = bl_cuda_nccl_load,
+    .nccl_unique_id = bl_cuda_nccl_unique_id,
+    .nccl_init = bl_cuda_nccl_init,
+    .nccl_sum = bl_cuda_nccl_sum,
+    .nccl_free = bl_cuda_nccl_free,
 };
 
 /* the module's only exported symbol (it is built with hidden visibility) */

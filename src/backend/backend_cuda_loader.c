@@ -12,7 +12,9 @@
  * so a broken installation never reads as "built without CUDA".
  *
  * The module is loaded once per process and never closed: cudart registers
- * exit handlers that must outlive every use of the backend. */
+ * exit handlers that must outlive every use of the backend. The functions of
+ * backend.h below forward to its table: the backend on a device, and NCCL
+ * (whose library the module loads in its turn, on first use). */
 #include <dlfcn.h>
 #include <limits.h>
 #include <pthread.h>
@@ -127,10 +129,51 @@ BlCudaStatus bl_backend_cuda_status(BlError *err) {
     return BL_CUDA_READY;
 }
 
-const BlBackend *bl_backend_cuda(BlError *err) {
+/* the device the backend was opened on, -1 before (the module refuses a
+ * second one; this only lets bl_backend_cuda return the one in use) */
+static int opened_device = -1;
+
+const BlBackend *bl_backend_cuda_on(int device, BlError *err) {
     const BlCudaModule *m = bl_cuda_module(err);
+    if (!m) return NULL;
     /* the module's own init says "no CUDA device" when there is none */
-    return m ? m->backend(err) : NULL;
+    const BlBackend *be = m->backend(device, err);
+    if (be) opened_device = device;
+    return be;
+}
+
+const BlBackend *bl_backend_cuda(BlError *err) {
+    return bl_backend_cuda_on(opened_device >= 0 ? opened_device : 0, err);
+}
+
+int bl_backend_cuda_device_count(BlError *err) {
+    const BlCudaModule *m = bl_cuda_module(err);
+    int n = 0;
+    return m && m->device_count(&n, err) == 0 ? n : -1;
+}
+
+// ----------------------------------------------------------------------------
+// NCCL (cuda_module.h): thin wrappers over the module's entries
+
+int bl_backend_cuda_nccl_unique_id(unsigned char id[BL_NCCL_ID_BYTES], BlError *err) {
+    const BlCudaModule *m = bl_cuda_module(err);
+    return m ? m->nccl_unique_id(id, err) : -1;
+}
+
+int bl_backend_cuda_nccl_init(const unsigned char id[BL_NCCL_ID_BYTES], int rank, int size,
+                              BlError *err) {
+    const BlCudaModule *m = bl_cuda_module(err);
+    return m ? m->nccl_init(id, rank, size, err) : -1;
+}
+
+int bl_backend_cuda_nccl_sum(float *x, size_t n, BlError *err) {
+    const BlCudaModule *m = bl_cuda_module(err);
+    return m ? m->nccl_sum(x, n, err) : -1;
+}
+
+void bl_backend_cuda_nccl_free(void) {
+    /* nothing to free in a process that never loaded the module */
+    if (loader.module) loader.module->nccl_free();
 }
 
 bool bl_backend_cuda_available(void) {

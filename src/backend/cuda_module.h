@@ -23,7 +23,7 @@
 #define BL_CUDA_MODULE_FILE "libbitlab_cuda.so"
 #define BL_CUDA_MODULE_ENTRY "bl_cuda_module_entry"
 /* bump when BlCudaModule changes */
-#define BL_CUDA_MODULE_ABI 1
+#define BL_CUDA_MODULE_ABI 2
 
 typedef struct {
     int abi;              /* BL_CUDA_MODULE_ABI of the module's build */
@@ -33,12 +33,38 @@ typedef struct {
     /* devices visible to the process: 0 (returning 0) when there is none or
      * no usable driver; -1 with err set for any other failure */
     int (*device_count)(int *n, BlError *err);
-    /* initialises device 0 (idempotent) and returns the backend, or NULL
-     * with err set ("no CUDA device", a too old GPU, ...) */
-    const BlBackend *(*backend)(BlError *err);
+    /* initialises device `device` (idempotent for the same one) and returns
+     * the backend, or NULL with err set ("no CUDA device", no such device, a
+     * too old GPU, ...). The process holds one device: asking for another
+     * after the first is an error naming both. */
+    const BlBackend *(*backend)(int device, BlError *err);
     /* the ternary GEMM's engine: 0 = cuBLASLt int8, 1 = always the own
      * __dp4a kernel (test_backend_ops compares the two) */
     void (*set_int8_engine)(int engine);
+
+    /* ---- NCCL, for data-parallel runs on several GPUs (kernels/nccl.cuh).
+     * The library is dlopened on first use ($BITLAB_NCCL_LIBRARY, else
+     * libnccl.so.2), so a single-GPU process needs no NCCL installed; each
+     * entry fails with err set when it cannot load ("data-parallel on CUDA
+     * needs NCCL: cannot load ...") or when the module was built without
+     * nccl.h ("built without NCCL").
+     *
+     * Loads the library and resolves every function the module calls;
+     * touches no device. */
+    int (*nccl_load)(BlError *err);
+    /* ncclGetUniqueId: the id one rank makes and every rank passes to nccl_init */
+    int (*nccl_unique_id)(unsigned char id[BL_NCCL_ID_BYTES], BlError *err);
+    /* ncclCommInitRank on the backend's device (backend() first); creates
+     * the communicator's own stream; once per process */
+    int (*nccl_init)(const unsigned char id[BL_NCCL_ID_BYTES], int rank, int size, BlError *err);
+    /* x[n] (device memory) <- the sum over the ranks, in place: an
+     * ncclAllReduce on the NCCL stream, ordered after the work queued on the
+     * compute stream and before the work queued after it, by events (no host
+     * synchronisation). NCCL's ring sum is not in rank order: the ranks hold
+     * the same bits, but not those of one process, only equal up to rounding. */
+    int (*nccl_sum)(float *x, size_t n, BlError *err);
+    /* ncclCommDestroy and the stream; a no-op without nccl_init */
+    void (*nccl_free)(void);
 } BlCudaModule;
 
 typedef const BlCudaModule *(*BlCudaModuleEntry)(void);

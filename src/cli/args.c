@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dist/comm.h"
+
 // ----------------------------------------------------------------------------
 // help
 
@@ -220,6 +222,32 @@ bool cli_has(const CliArgs *a, const char *name) {
     return a->val[index_of(a, name, (CliKind)-1)] != NULL;
 }
 
+/* The CUDA backend of this process: under mpirun one GPU per local rank,
+ * device local_rank % count. More processes on a node than visible GPUs
+ * share them, with a warning, rather than being refused: where each process
+ * is shown its own GPU (CUDA_VISIBLE_DEVICES per rank, as Slurm's
+ * --gpus-per-task does) every one sees a single device 0 and that is right,
+ * and this process cannot tell that case from two ranks on one GPU, which
+ * NCCL itself refuses ("Duplicate GPU detected") at the first shared step. */
+static const BlBackend *cuda_of_rank(BlError *err) {
+    int world = bl_comm_size();
+    if (world <= 1) return bl_backend_cuda(err);
+    int n = bl_backend_cuda_device_count(err);
+    if (n < 0) return NULL;
+    if (n == 0) {
+        bl_fail(err, "no CUDA device");
+        return NULL;
+    }
+    int local = bl_comm_local_rank(), dev = local % n;
+    if (local >= n)
+        fprintf(stderr, "bitlab: rank %d of %d: process %d of this node, which shows it %d CUDA "
+                "device%s: it takes device %d, which another process of the node has too (fine "
+                "when each process is shown its own GPU, e.g. CUDA_VISIBLE_DEVICES per rank; "
+                "otherwise start at most %d processes per node)\n",
+                bl_comm_rank(), world, local, n, n == 1 ? "" : "s", dev, n);
+    return bl_backend_cuda_on(dev, err);
+}
+
 const BlBackend *cli_backend(const CliArgs *a, const char *dflt) {
     const char *name = cli_str(a, "--device", dflt ? dflt : "cpu");
     if (strcmp(name, "cpu") != 0 && strcmp(name, "cuda") != 0 && strcmp(name, "auto") != 0) {
@@ -227,7 +255,9 @@ const BlBackend *cli_backend(const CliArgs *a, const char *dflt) {
         return NULL;
     }
     BlError err = {{0}};
-    const BlBackend *be = bl_backend_select(name, &err);
+    bool cuda = strcmp(name, "cuda") == 0 ||
+                (strcmp(name, "auto") == 0 && bl_backend_cuda_available());
+    const BlBackend *be = cuda ? cuda_of_rank(&err) : bl_backend_select(name, &err);
     if (!be) fprintf(stderr, "bitlab %s: --device %s: %s\n", a->spec->name, name, err.msg);
     return be;
 }

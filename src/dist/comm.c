@@ -1,6 +1,7 @@
 /* comm.c - the processes of a data-parallel run (see comm.h): MPI when the
  * build has it (BITLAB_HAVE_MPI) and mpirun started us, else one process. */
 #include "dist/comm.h"
+#include "dist/device_comm.h"
 
 #include <limits.h>
 #include <stdint.h>
@@ -35,6 +36,7 @@ int bl_comm_launcher_size(const char **var) {
 static struct {
     bool joined;
     int rank, size;
+    int local_rank; /* among the processes of this node */
     void *scratch; /* rank 0's receive buffer of the sums, grown as needed */
     size_t scratch_bytes;
 } g = {.size = 1};
@@ -42,6 +44,7 @@ static struct {
 bool bl_comm_built_with_mpi(void) { return true; }
 int bl_comm_rank(void) { return g.rank; }
 int bl_comm_size(void) { return g.size; }
+int bl_comm_local_rank(void) { return g.local_rank; }
 
 static int mpi_fail(int rc, const char *what, BlError *err) {
     char msg[MPI_MAX_ERROR_STRING];
@@ -61,6 +64,12 @@ int bl_comm_init(int *argc, char ***argv, BlError *err) {
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
     MPI_Comm_rank(MPI_COMM_WORLD, &g.rank);
     MPI_Comm_size(MPI_COMM_WORLD, &g.size);
+    /* the processes that share this node's memory: one GPU each */
+    MPI_Comm node;
+    rc = MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, g.rank, MPI_INFO_NULL, &node);
+    if (rc != MPI_SUCCESS) return mpi_fail(rc, "finding the processes of this node", err);
+    MPI_Comm_rank(node, &g.local_rank);
+    MPI_Comm_free(&node);
     if (provided < MPI_THREAD_SERIALIZED && g.size > 1)
         return bl_fail(err, "rank %d: this MPI offers thread level %d, bitlab needs "
                        "MPI_THREAD_SERIALIZED (%d)", g.rank, provided, MPI_THREAD_SERIALIZED);
@@ -69,6 +78,7 @@ int bl_comm_init(int *argc, char ***argv, BlError *err) {
 
 void bl_comm_finalize(void) {
     if (!g.joined) return;
+    bl_device_comm_free(); /* its communicator was made over MPI (and may live on it) */
     free(g.scratch);
     g.scratch = NULL;
     g.scratch_bytes = 0;
@@ -135,6 +145,7 @@ int bl_comm_bcast(void *buf, size_t n, BlError *err) {
 bool bl_comm_built_with_mpi(void) { return false; }
 int bl_comm_rank(void) { return 0; }
 int bl_comm_size(void) { return 1; }
+int bl_comm_local_rank(void) { return 0; }
 
 int bl_comm_init(int *argc, char ***argv, BlError *err) {
     (void)argc, (void)argv, (void)err;

@@ -30,11 +30,15 @@
 /* Joins the job when built with MPI and launched by mpirun (else nothing:
  * one process). Idempotent. */
 int bl_comm_init(int *argc, char ***argv, BlError *err);
-/* Leaves it (MPI_Finalize) after a successful run; a no-op otherwise. */
+/* Leaves it (MPI_Finalize) after a successful run, leaving the device
+ * collective (device_comm.h) first; a no-op otherwise. */
 void bl_comm_finalize(void);
 
 int bl_comm_rank(void);       /* 0-based */
 int bl_comm_size(void);       /* 1 without a job */
+/* This process's rank among those on its node (MPI_COMM_TYPE_SHARED), 0
+ * without a job: a multi-GPU run takes device local_rank (cli/args.c). */
+int bl_comm_local_rank(void);
 bool bl_comm_built_with_mpi(void);
 
 /* The number of processes the launcher started (OMPI_COMM_WORLD_SIZE,

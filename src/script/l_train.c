@@ -20,6 +20,7 @@
 
 #include "data/dataset.h"
 #include "dist/comm.h"
+#include "dist/device_comm.h"
 #include "train/checkpoint.h"
 #include "eval/student_eval.h"
 #include "script/internal.h"
@@ -534,6 +535,22 @@ static int comm_reduce(void *ctx, float *g, size_t n, double *s, int ns, BlError
     return bl_comm_sum_floats(g, n, err) || bl_comm_sum_doubles(s, (size_t)ns, err) ? -1 : 0;
 }
 
+/* NCCL between the ranks' GPUs (the CUDA module's entries, backend.h) */
+static const BlDeviceCollective nccl = {
+    .name = "NCCL",
+    .unique_id = bl_backend_cuda_nccl_unique_id,
+    .init = bl_backend_cuda_nccl_init,
+    .sum = bl_backend_cuda_nccl_sum,
+    .free = bl_backend_cuda_nccl_free,
+};
+
+/* On CUDA the arena is summed on the devices (dist/device_comm.h), joined
+ * at the first shared step; the losses still go through comm_reduce. */
+static int device_sum(void *ctx, float *g, size_t n, BlError *err) {
+    (void)ctx;
+    return bl_device_comm_init(&nccl, err) || bl_device_comm_sum(g, n, err) ? -1 : 0;
+}
+
 /* trainer:step(batch [, {lr=, ce=, kl=, topk=, cos=, mag=, rel=, tau=, lambda_acts=}]) → result
  *
  * Under mpirun (bitlab.world_size() N > 1) every rank passes the same global
@@ -543,7 +560,10 @@ static int comm_reduce(void *ctx, float *g, size_t n, double *s, int ns, BlError
  * rank takes the same update and returns the same result. It equals one
  * process's step on the whole batch bit for bit when each rank's slice is
  * one micro-batch (B = N · the trainer's batch), up to rounding otherwise.
- * B must be a multiple of N · the trainer's batch. */
+ * B must be a multiple of N · the trainer's batch. On CUDA the gradients
+ * are summed between the GPUs by NCCL (on the device, its own stream), whose
+ * sum is not in rank order: there the step equals one process's only up to
+ * rounding. */
 static int t_step(lua_State *L) {
     LTrainer *u = check_trainer(L, 1);
     BlTrainer *tr = &u->t;
@@ -575,7 +595,8 @@ static int t_step(lua_State *L) {
     BlMicroBatch mb = {.tokens = tokens + r0 * T, .lens = lens + r0, .mask = mask ? mask + r0 * T : NULL,
                        .doc_start = batch->doc_start ? batch->doc_start + r0 * T : NULL,
                        .B = tr->B, .T = T};
-    BlStepReduce red = {.reduce = comm_reduce, .n_micro_total = B / tr->B};
+    BlStepReduce red = {.reduce = comm_reduce, .n_micro_total = B / tr->B,
+                        .sum_device = strcmp(tr->be->name, "cuda") == 0 ? device_sum : NULL};
     if (bl_trainer_step_reduce(tr, &mb, Bl / tr->B, world > 1 ? &red : NULL, &p, &r, &err))
         return bl_lua_fail(L, &err);
     double dt = now_s() - t0;

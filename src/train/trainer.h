@@ -374,6 +374,12 @@ int bl_trainer_step(BlTrainer *tr, const BlMicroBatch *batch, int n_micro, const
  * reference step, tests/c/ref, checks, and is not done). */
 typedef struct {
     int (*reduce)(void *ctx, float *g, size_t n, double *s, int ns, BlError *err);
+    /* NULL (the host path above), or the arena's sum over the processes in
+     * place in backend memory (NCCL between GPUs, dist/device_comm.h): the
+     * arena then never leaves the device (no host copy is allocated) and
+     * reduce gets only the scalars (g NULL, n 0). Real NCCL's sum is not in
+     * process order, so the step equals one process's up to rounding. */
+    int (*sum_device)(void *ctx, float *g_backend, size_t n, BlError *err);
     void *ctx;
     int n_micro_total;
 } BlStepReduce;

@@ -28,7 +28,8 @@ static void add_result(BlStepResult *acc, const BlStepResult *r) {
 }
 
 /* The accumulator (backend) and host copy for the arena as it is now (a
- * rotation may change its length). */
+ * rotation may change its length); the host copy only for a reduction on
+ * the host (a device sum reduces the arena where it is). */
 static int ensure_buffers(BlTrainer *tr, bool acc, bool host, BlError *err) {
     size_t n = tr->ds.n_floats;
     if (acc && tr->acc_n != n) {
@@ -48,15 +49,23 @@ static int ensure_buffers(BlTrainer *tr, bool acc, bool host, BlError *err) {
     return 0;
 }
 
-/* The arena's sum and the step's scalars summed over the processes. */
+/* The arena's sum and the step's scalars summed over the processes: in
+ * backend memory when the reduction offers it (the all-reduce is queued on
+ * the device while the scalars go through the host), else through the host
+ * copy. */
 static int reduce(BlTrainer *tr, const BlStepReduce *red, BlStepResult *res, BlError *err) {
     const BlBackend *be = tr->be;
     size_t n = tr->ds.n_floats;
     double s[N_SCALARS] = {res->ce, res->kl, res->topk, res->cos, res->mag, res->rel, res->total};
-    if (be->download(tr->g_host, tr->ds.g, sizeof(float) * n, err) || be->sync(err) ||
-        red->reduce(red->ctx, tr->g_host, n, s, N_SCALARS, err) ||
-        be->upload(tr->ds.g, tr->g_host, sizeof(float) * n, err))
+    if (red->sum_device) {
+        if (red->sum_device(red->ctx, tr->ds.g, n, err) ||
+            red->reduce(red->ctx, NULL, 0, s, N_SCALARS, err))
+            return -1;
+    } else if (be->download(tr->g_host, tr->ds.g, sizeof(float) * n, err) || be->sync(err) ||
+               red->reduce(red->ctx, tr->g_host, n, s, N_SCALARS, err) ||
+               be->upload(tr->ds.g, tr->g_host, sizeof(float) * n, err)) {
         return -1;
+    }
     res->ce = s[0], res->kl = s[1], res->topk = s[2], res->cos = s[3], res->mag = s[4],
     res->rel = s[5], res->total = s[6];
     return 0;
@@ -73,7 +82,7 @@ int bl_trainer_step_reduce(BlTrainer *tr, const BlMicroBatch *batch, int n_micro
     const BlBackend *be = tr->be;
     BlDeviceStudent *ds = &tr->ds;
     bool sep = n_micro > 1; /* each micro-batch in the zeroed arena, then into g_acc */
-    if (ensure_buffers(tr, sep, red != NULL, err)) return -1;
+    if (ensure_buffers(tr, sep, red && !red->sum_device, err)) return -1;
     float w = 1.0f / (red ? red->n_micro_total : n_micro);
     for (int i = 0; i < n_micro; i++) {
         size_t off = (size_t)i * batch->B * batch->T;

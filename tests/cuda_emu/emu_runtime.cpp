@@ -84,6 +84,19 @@ bool device_absent() {
     return e && *e && strcmp(e, "0") != 0;
 }
 
+// BITLAB_EMU_DEVICES: how many devices cudaGetDeviceCount reports (default
+// 1), all alike, so that a data-parallel run on one host can take one
+// "GPU" per rank; every one is the same host memory
+int device_count() {
+    static int n = [] {
+        const char *e = getenv("BITLAB_EMU_DEVICES");
+        int v = e && *e ? atoi(e) : 1;
+        return v < 1 ? 1 : v;
+    }();
+    return n;
+}
+int current_device = 0;
+
 // ----------------------------------------------------------------------------
 // errors: the last error (cudaGetLastError) and a pending asynchronous one
 // (a kernel failure: returned by the next synchronisation too)
@@ -637,21 +650,24 @@ cudaError_t cudaGetDeviceCount(int *count) {
         *count = 0;
         return set_error(cudaErrorNoDevice);
     }
-    *count = 1;
+    *count = device_count();
     return cudaSuccess;
 }
 
 cudaError_t cudaSetDevice(int device) {
-    return device == 0 && !device_absent() ? cudaSuccess : set_error(cudaErrorInvalidDevice);
+    if (device < 0 || device >= device_count() || device_absent())
+        return set_error(cudaErrorInvalidDevice);
+    current_device = device;
+    return cudaSuccess;
 }
 
 cudaError_t cudaGetDevice(int *device) {
-    *device = 0;
+    *device = current_device;
     return cudaSuccess;
 }
 
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int device) {
-    if (device != 0) return set_error(cudaErrorInvalidDevice);
+    if (device < 0 || device >= device_count()) return set_error(cudaErrorInvalidDevice);
     memset(p, 0, sizeof *p);
     snprintf(p->name, sizeof p->name, "bitlab emulated CUDA device (CPU)");
     p->totalGlobalMem = device_total_bytes();
@@ -858,6 +874,10 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
     return cudaSuccess;
 }
 cudaError_t cudaStreamSynchronize(cudaStream_t) { return set_error(take_pending()); }
+// every stream runs at the call: waiting on an event is already done
+cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t e, unsigned int) {
+    return e ? cudaSuccess : set_error(cudaErrorInvalidResourceHandle);
+}
 cudaError_t cudaDeviceSynchronize(void) { return set_error(take_pending()); }
 
 static double now_ms() {
@@ -869,6 +889,7 @@ cudaError_t cudaEventCreate(cudaEvent_t *e) {
     *e = (cudaEvent_t) new EmuEvent{0};
     return cudaSuccess;
 }
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned int) { return cudaEventCreate(e); }
 cudaError_t cudaEventDestroy(cudaEvent_t e) {
     delete (EmuEvent *)e;
     return cudaSuccess;
