@@ -27,6 +27,9 @@
  * step record has been logged (the training loop polls, then logs, the same
  * step), else none -- a standalone evaluation belongs to no step.
  *
+ * Under mpirun every rank evaluates (the same student, the same report) and
+ * only rank 0 writes json= (and the metrics stream, as always).
+ *
  * Every Lua argument is checked before anything is allocated, and the C
  * resources are freed before an evaluation failure is raised. */
 #include <limits.h>
@@ -34,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dist/comm.h"
 #include "eval/evaluate.h"
 #include "train/checkpoint.h"
 #include "script/internal.h"
@@ -190,7 +194,8 @@ static int l_eval(lua_State *L) {
         BlStudentMode mode = {.lambda = 1.0f, .act_bits = act_bits ? act_bits : st->cfg.act_bits};
         rc = bl_evaluate(bl_rt_backend(bl_rt(L)), st, mode, data, &opt, &rep, &err);
     }
-    if (rc == 0 && json) rc = bl_eval_report_write_json(json, &opt, &rep, &err);
+    /* every rank evaluates (the same weights, the same figures); one writes */
+    if (rc == 0 && json && bl_comm_rank() == 0) rc = bl_eval_report_write_json(json, &opt, &rep, &err);
     int pushed = rc == 0 ? push_results(L, &opt, &rep, step) : 0;
     bl_eval_report_free(&rep);
     bl_eval_free_prompts(file_prompts, file_prompts ? opt.n_prompts : 0);
