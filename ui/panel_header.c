@@ -21,6 +21,17 @@ static int seg(WINDOW *w, int y, int x, int end, const char *label, const char *
     return x + 2;
 }
 
+/* A data source's three figures, "label N1 unit1 N2 unit2 N3 unit3": a
+ * streamed corpus's documents and tokens served and its reader's tok/s, or
+ * teacher-written data's kept and rejected answers and the teacher's tok/s. */
+static int source_seg(WINDOW *w, int y, int x, int end, const char *label, const double v[3],
+                      const char *const unit[3]) {
+    char n[3][32], c[128];
+    for (int i = 0; i < 3; i++) ui_fmt_num(n[i], sizeof n[i], v[i]);
+    snprintf(c, sizeof c, "%s %s %s %s %s %s", n[0], unit[0], n[1], unit[1], n[2], unit[2]);
+    return seg(w, y, x, end, label, c);
+}
+
 static void draw(Panel *p, WINDOW *w, const DashState *s) {
     int y = p->y, x0 = p->x + 1, end = p->x + p->w - 1;
     char buf[400], a[48], b[48];
@@ -81,21 +92,10 @@ static void draw(Panel *p, WINDOW *w, const DashState *s) {
     x = seg(w, y, x, end, "tok/s ", a);
     ui_fmt_duration(a, sizeof a, dash_now() - s->t_start);
     x = seg(w, y, x, end, "elapsed ", a);
-    if (isfinite(s->corpus[0])) { /* a streamed corpus: what it served, how fast it reads */
-        char d[32], t[32], r[32], c[112];
-        ui_fmt_num(d, sizeof d, s->corpus[0]);
-        ui_fmt_num(t, sizeof t, s->corpus[1]);
-        ui_fmt_num(r, sizeof r, s->corpus[2]);
-        snprintf(c, sizeof c, "%s docs %s tok %s tok/s", d, t, r);
-        seg(w, y, x, end, "corpus ", c);
-    } else if (isfinite(s->teacher[0])) { /* teacher-written data: what it kept, how fast */
-        char k[32], r[32], t[32], c[128];
-        ui_fmt_num(k, sizeof k, s->teacher[0]);
-        ui_fmt_num(r, sizeof r, s->teacher[1]);
-        ui_fmt_num(t, sizeof t, s->teacher[2]);
-        snprintf(c, sizeof c, "%s kept %s rejected %s tok/s", k, r, t);
-        seg(w, y, x, end, "teacher ", c);
-    }
+    static const char *const CORPUS[3] = {"docs", "tok", "tok/s"};
+    static const char *const TEACHER[3] = {"kept", "rejected", "tok/s"};
+    if (isfinite(s->corpus[0])) source_seg(w, y, x, end, "corpus ", s->corpus, CORPUS);
+    else if (isfinite(s->teacher[0])) source_seg(w, y, x, end, "teacher ", s->teacher, TEACHER);
 
     /* line 3: the student and memory */
     y++;

@@ -39,9 +39,10 @@ struct BlGgufWriter {
 // ----------------------------------------------------------------------------
 // little-endian serialisation
 
+/* size: 1..8 bytes (the bound in the loop says so to the compiler too) */
 static void put_le(BlByteBuf *b, uint64_t v, int size) {
     uint8_t x[8];
-    for (int i = 0; i < size; i++) x[i] = (uint8_t)(v >> (8 * i));
+    for (int i = 0; i < size && i < (int)sizeof x; i++) x[i] = (uint8_t)(v >> (8 * i));
     bl_bytebuf_put(b, x, (size_t)size);
 }
 
@@ -244,6 +245,7 @@ int bl_gguf_copy_kv(BlGgufWriter *w, const BlGgufKV *kv, BlError *err) {
 int bl_gguf_add_tensor(BlGgufWriter *w, const char *name, uint32_t type, int n_dims,
                        const uint64_t *ne, const void *data, size_t nbytes, bool own,
                        BlError *err) {
+    if (!name) return bl_fail(err, "gguf: a tensor without a name");
     int rc = 0;
     const char *tn = bl_ggml_type_name(type);
     uint64_t rows = 1;
