@@ -1,5 +1,5 @@
 -- distill.lua - the real job on one page: a ternary student that is good on
--- text it never saw. Train on a file of text or chat (TRAIN), for a budget of
+-- text it never saw. Train on a corpus of text or chat (TRAIN), for a budget of
 -- time, tokens or steps, with the held-out set (HELDOUT) evaluated every
 -- tenth of the run (perplexity, KL(teacher||student), top-1 / top-5
 -- agreement at lambda 1; the teacher's side computed once and cached), the
@@ -10,7 +10,9 @@
 --   MODEL    default $BITLAB_MODEL, then models/SmolLM2-135M-Instruct.Q4_1.gguf
 --   BUDGET   "30m" or "90s" (wall time), "200k" / "1.5M" / "5000t" (tokens
 --            trained on), or a plain number of steps; default "30m"
---   TRAIN    .txt / .jsonl (text or chat); default experiments/data/chat_small.jsonl;
+--   TRAIN    a file, folder or glob of .txt / .md / .jsonl (text or chat), packed into
+--            full rows (bitlab.corpus: documents end to end, no padding, attention
+--            within each document); default experiments/data/chat_small.jsonl;
 --            or "teacher" / "teacher:PROMPTS.txt": no corpus, the teacher writes the
 --            training data as the run needs it (bitlab.dataset{teacher = ...}):
 --            answers to the prompts (default experiments/data/prompts.txt, cycled
@@ -56,7 +58,7 @@ if teacher_prompts then
                         top_p = 0.95, seed = 1, batch = 16, chunk = 32, seq = T, long = "split",
                         jsonl = out .. ".teacher.jsonl"}
 else
-  data = bitlab.dataset{model = model, file = train_file, seq = T, long = "split", seed = 1}
+  data = bitlab.corpus{model = model, path = train_file, seq = T, seed = 1}
 end
 local budget = parse_budget(budget_arg)
 
