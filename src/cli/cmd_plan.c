@@ -22,6 +22,8 @@ static const CliOpt OPTS[] = {
     CLI_FLAG_OPT("post-attn-norm"),
     CLI_INT_OPT("act-bits", 1, 32),
     CLI_INT_OPT("topk", 0, 1 << 24),
+    CLI_INT_OPT("micro", 1, 1 << 20),
+    CLI_INT_OPT("ranks", 1, 1 << 20),
     CLI_NUM_OPT("baseline-mib", 0, 1e9),
     CLI_STR_OPT("json"),
     CLI_END};
@@ -30,13 +32,16 @@ const CliSpec cli_plan_spec = {
     .name = "plan",
     .synopsis = "bitlab plan (--config CONFIG.json | --model PATH) [--batch B] [--seq T] [--rank R]\n"
                 "            [--adapters K] [--dense] [--subln] [--post-attn-norm] [--act-bits N]\n"
-                "            [--topk K] [--baseline-mib X] [--json OUT]",
+                "            [--topk K] [--micro N] [--ranks N] [--baseline-mib X] [--json OUT]",
     .summary = "the memory a distillation run needs, without loading any weight: the CPU\n"
                "trainer's exact allocations by category plus the measured process baseline,\n"
                "tokenizer and load peak; a GPU design estimate (bf16 weights, fp32 optimizer);\n"
                "compared with a separate student weight copy and a dense trainable dW",
     .details = "Defaults 4 x 128, one LoRA r=16, A8 (--act-bits 4, 8 or 16), no top-K loss\n"
-               "(--topk 0). --baseline-mib X replaces the measured process baseline. --json OUT\n"
+               "(--topk 0), one micro-batch per step (--micro N: N micro-batches of B, each\n"
+               "formed alone and summed: a second gradient arena) in one process (--ranks N:\n"
+               "data parallel; the CPU reduces through a host copy of the gradients, GPUs by\n"
+               "NCCL in place). --baseline-mib X replaces the measured process baseline. --json OUT\n"
                "writes every figure in bytes (OUT = - prints only the JSON). Exit 1 on a bad\n"
                "config or run, 2 on bad options",
     .opts = OPTS,
@@ -50,6 +55,8 @@ static void run_options(const CliArgs *a, BlPlanRun *r, double *baseline) {
                      .adapters = cli_int(a, "--adapters", 1),
                      .act_bits = cli_int(a, "--act-bits", 8),
                      .topk = cli_int(a, "--topk", 0),
+                     .micro = cli_int(a, "--micro", 1),
+                     .ranks = cli_int(a, "--ranks", 1),
                      .dense = cli_flag(a, "--dense"),
                      .subln = cli_flag(a, "--subln"),
                      .post_attn_norm = cli_flag(a, "--post-attn-norm")};

@@ -32,6 +32,7 @@ static const struct { const char *key, *label; } CATS[BL_PLAN_CATS] = {
     [BL_PLAN_WEFF] = {"weff", "Weff of the largest linear"},
     [BL_PLAN_LORA_SCRATCH] = {"lora_scratch", "LoRA backward scratch"},
     [BL_PLAN_DEVICE_STUDENT] = {"device_student", "student in backend memory (see notes)"},
+    [BL_PLAN_GRAD_ACCUM] = {"grad_accum", "step's gradient sum (micro-batches, ranks)"},
     [BL_PLAN_BOOKKEEPING] = {"bookkeeping", "bookkeeping (param lists, staging)"},
     [BL_PLAN_BASELINE] = {"baseline", "process: binary, libs, OpenBLAS"},
     [BL_PLAN_TOKENIZER] = {"tokenizer", "tokenizer"},
@@ -207,6 +208,13 @@ static void plan_side(BlPlanSide *s, const BlConfig *c, const BlPlanRun *r, cons
         gpu ? F * MAX2((size_t)1, k >= 1 ? rank * pairs * L : 0)
             : F * (MAX2((size_t)1, cat) + 4 * MAX2((size_t)1, trainable));
 
+    /* trainer_step.c: with several micro-batches a second gradient arena
+     * (each micro-batch's gradient is formed alone, then added in order), and
+     * for a step shared by processes on the host path its host copy; the
+     * GPUs' NCCL sums their arenas in place */
+    size_t arena = bl_trainer_grad_arena_bytes(trainable);
+    b[BL_PLAN_GRAD_ACCUM] = (r->micro > 1 ? arena : 0) + (!gpu && r->ranks > 1 ? arena : 0);
+
     if (!gpu) {
         /* host-side structs and staging no figure of bl_trainer_memory
          * counts: the student's linears, adapters and parameter lists; the
@@ -251,6 +259,9 @@ static int check_run(const BlConfig *c, const BlPlanRun *r, BlError *err) {
     int kmax = c->vocab_size < BL_TOPK_MAX ? c->vocab_size : BL_TOPK_MAX;
     if (r->topk < 0 || r->topk > kmax)
         return bl_fail(err, "plan: top-K %d is outside 0..%d (0: no top-K loss)", r->topk, kmax);
+    if (r->micro < 0 || r->ranks < 0)
+        return bl_fail(err, "plan: %d micro-batches on %d processes (0 or 1: one)", r->micro,
+                       r->ranks);
     if (r->loss_chunk_seqs < 0)
         return bl_fail(err, "plan: loss chunk of %d sequences (0: the backend's choice)",
                        r->loss_chunk_seqs);
@@ -300,6 +311,7 @@ void bl_plan_trainer_memory(const BlPlan *p, BlTrainerMemory *out) {
     out->student.grads = b[BL_PLAN_GRADS];
     out->student.optimizer = b[BL_PLAN_OPTIMIZER];
     out->device_student = b[BL_PLAN_DEVICE_STUDENT];
+    out->grad_accum = b[BL_PLAN_GRAD_ACCUM];
     out->activations = b[BL_PLAN_ACTIVATIONS];
     out->scratch = b[BL_PLAN_TEACHER_STATE] + b[BL_PLAN_TEACHER_LOGITS] +
                    b[BL_PLAN_TEACHER_HIDDEN] + b[BL_PLAN_LOSS_CHUNKS] + b[BL_PLAN_BLOCK_SCRATCH] +

@@ -50,6 +50,8 @@ typedef struct {
      * false: no cos / mag loss); false, the default, keeps them */
     bool no_teacher_hidden;
     int loss_chunk_seqs; /* BlTrainerShape.loss_chunk_seqs; 0: the backend's choice */
+    int micro;          /* micro-batches of B per process and step (0 or 1: one) */
+    int ranks;          /* processes of a data-parallel run (0 or 1: one) */
 } BlPlanRun;
 
 typedef enum {
@@ -72,6 +74,9 @@ typedef enum {
     BL_PLAN_DEVICE_STUDENT = BL_PLAN_TRAINER_CATS, /* the student in backend memory: CPU its
                               * LoRA cat, values, gradients, moments (a second copy);
                               * GPU the newest adapter's copy in the cat */
+    BL_PLAN_GRAD_ACCUM,      /* the step's gradient accumulator (micro > 1) and, on the
+                              * CPU, the host copy a multi-process step reduces (a GPU
+                              * run's NCCL sums its arena in place) */
     BL_PLAN_BOOKKEEPING,     /* CPU: parameter lists, staging, pointers */
     BL_PLAN_BASELINE,        /* CPU: binary, libraries, startup heap, OpenBLAS buffers (measured) */
     BL_PLAN_TOKENIZER,       /* CPU: the tokenizer's heap (measured) */

@@ -12,7 +12,8 @@ static bool on_cpu(int c) {
 }
 
 static bool on_gpu(int c) {
-    return c < BL_PLAN_TRAINER_CATS || c == BL_PLAN_DEVICE_STUDENT || c == BL_PLAN_CUDA_CONTEXT ||
+    return c < BL_PLAN_TRAINER_CATS || c == BL_PLAN_DEVICE_STUDENT || c == BL_PLAN_GRAD_ACCUM ||
+           c == BL_PLAN_CUDA_CONTEXT ||
            c == BL_PLAN_CUBLAS;
 }
 
@@ -115,6 +116,8 @@ cJSON *bl_plan_to_json(const BlPlan *p, const BlPlanSource *src) {
     add_num(rj, "topk", r->topk);
     cJSON_AddBoolToObject(rj, "teacher_hidden", !r->no_teacher_hidden);
     add_num(rj, "loss_chunk_seqs", r->loss_chunk_seqs);
+    add_num(rj, "micro_batches", r->micro > 1 ? r->micro : 1);
+    add_num(rj, "ranks", r->ranks > 1 ? r->ranks : 1);
 
     cJSON *cpu = side_json(&p->cpu, false);
     BlTrainerMemory tm;
@@ -184,12 +187,14 @@ void bl_plan_print_table(FILE *f, const BlPlan *p, const BlPlanSource *src) {
             p->params / 1e6, c->n_layers, c->dim, c->hidden_dim, c->n_heads, c->n_kv_heads,
             c->head_dim, c->vocab_size, c->tied_embeddings ? "tied" : "untied", p->n_linears);
     fprintf(f, "  run:   batch %d x seq %d, %d LoRA adapter%s of rank %d on every block linear%s%s%s, "
-               "A%d, top-K %s%s\n\n",
+               "A%d, top-K %s%s; %d micro-batch%s per step on %d process%s\n\n",
             r->B, r->T, r->adapters, r->adapters == 1 ? "" : "s", r->rank,
             r->dense ? " + dense dW" : "", r->subln ? ", SubLN" : "",
             r->post_attn_norm ? ", post-attention norm" : "", r->act_bits,
             r->topk ? (snprintf(buf, sizeof buf, "%d", r->topk), buf) : "off",
-            r->no_teacher_hidden ? ", no teacher hidden states" : "");
+            r->no_teacher_hidden ? ", no teacher hidden states" : "",
+            r->micro > 1 ? r->micro : 1, r->micro > 1 ? "es" : "", r->ranks > 1 ? r->ranks : 1,
+            r->ranks > 1 ? "es" : "");
     fprintf(f, "  %-44s %14s %14s\n", "category", "CPU", "GPU (design)");
     for (int i = 0; i < BL_PLAN_TRAINER_CATS; i++)
         row(f, bl_plan_category_label((BlPlanCategory)i), true, p->cpu.bytes[i], true,

@@ -766,5 +766,6 @@ void bl_trainer_memory(const BlTrainer *tr, BlTrainerMemory *out) {
                    bl_forward_state_bytes(c, t->B, t->T, t->att != NULL, t->logits_rows) +
                    (tr->g_ids ? M * ((sizeof(int) + sizeof(float)) * tr->provider.K + sizeof(float)) : 0) +
                    (tr->g_hidden ? M * c->n_layers * c->dim * sizeof(float) : 0);
-    out->grad_accum = sizeof(float) * (tr->acc_n + tr->host_n);
+    out->grad_accum = (tr->acc_n ? bl_trainer_grad_arena_bytes(tr->acc_n) : 0) +
+                      (tr->host_n ? bl_trainer_grad_arena_bytes(tr->host_n) : 0);
 }

@@ -408,6 +408,11 @@ typedef struct {
 
 void bl_trainer_memory(const BlTrainer *tr, BlTrainerMemory *out);
 
+/* The bytes of one of a shared step's gradient buffers (the accumulator,
+ * the host copy; trainer_step.c) for an arena of n_floats: what the trainer
+ * allocates and the planner counts (plan/plan.h, grad_accum). */
+size_t bl_trainer_grad_arena_bytes(size_t n_floats);
+
 /* Model FLOPs of one step on a micro-batch of B full sequences of T tokens:
  * 2·M·N·K of every GEMM (teacher forward, student forward, the student's
  * input gradients: W is frozen, so no weight-gradient GEMM), the LoRA

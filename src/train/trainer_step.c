@@ -27,6 +27,10 @@ static void add_result(BlStepResult *acc, const BlStepResult *r) {
     if (r->teacher > acc->teacher) acc->teacher = r->teacher;
 }
 
+size_t bl_trainer_grad_arena_bytes(size_t n_floats) {
+    return sizeof(float) * (n_floats ? n_floats : 1); /* at least one float: alloc(0) is no buffer */
+}
+
 /* The accumulator (backend) and host copy for the arena as it is now (a
  * rotation may change its length); the host copy only for a reduction on
  * the host (a device sum reduces the arena where it is). */
@@ -35,14 +39,14 @@ static int ensure_buffers(BlTrainer *tr, bool acc, bool host, BlError *err) {
     if (acc && tr->acc_n != n) {
         if (tr->g_acc) tr->be->free(tr->g_acc);
         tr->acc_n = 0;
-        if (!(tr->g_acc = tr->be->alloc(sizeof(float) * (n ? n : 1), err)))
+        if (!(tr->g_acc = tr->be->alloc(bl_trainer_grad_arena_bytes(n), err)))
             return bl_fail_prefix(err, "trainer: the step's gradient accumulator");
         tr->acc_n = n;
     }
     if (host && tr->host_n != n) {
         free(tr->g_host);
         tr->host_n = 0;
-        if (!(tr->g_host = bl_malloc(sizeof(float) * (n ? n : 1), err)))
+        if (!(tr->g_host = bl_malloc(bl_trainer_grad_arena_bytes(n), err)))
             return bl_fail_prefix(err, "trainer: the host copy of the gradients");
         tr->host_n = n;
     }

@@ -3,8 +3,9 @@
  * models of each architecture (llama, qwen2's q/k/v biases, phi3's fused qkv
  * and gate_up) and runs with several adapters, ranks, a dense ΔW, SubLN, the
  * post-attention norm, a top-K loss, no teacher hidden states and a given
- * loss chunk, a student and trainer are built and one distillation step is
- * taken; bl_trainer_memory must then equal bl_plan_trainer_memory in every
+ * loss chunk, several micro-batches and processes (the step's gradient
+ * accumulator and host copy), a student and trainer are built and one
+ * distillation step is taken; bl_trainer_memory must then equal bl_plan_trainer_memory in every
  * field, byte for byte, and the plan's student in backend memory what the
  * device student allocated. The weights figure is checked against the
  * tensors the test model actually allocated. Also: bad runs are refused with
@@ -32,6 +33,12 @@ static size_t tiny_weight_bytes(const BlModel *m) {
         }
     }
     return n * sizeof(float);
+}
+
+/* a reduction over processes that leaves every value as it is */
+static int keep(void *ctx, float *g, size_t n, double *s, int ns, BlError *err) {
+    (void)ctx, (void)g, (void)n, (void)s, (void)ns, (void)err;
+    return 0;
 }
 
 typedef struct {
@@ -66,15 +73,19 @@ static void check_case(const Case *cs) {
         tiny_free(m);
         return;
     }
-    /* one step on fresh random tokens, some sequences shorter than T */
-    int M = r->B * r->T;
-    int *tokens = malloc(sizeof(int) * M), *lens = malloc(sizeof(int) * r->B);
+    /* one step on fresh random tokens, some sequences shorter than T, in
+     * the run's micro-batches; a multi-process run's step as one of its
+     * processes takes it (the reduction itself a no-op here) */
+    int micro = r->micro > 1 ? r->micro : 1, ranks = r->ranks > 1 ? r->ranks : 1;
+    int M = micro * r->B * r->T;
+    int *tokens = malloc(sizeof(int) * M), *lens = malloc(sizeof(int) * micro * r->B);
     for (int i = 0; i < M; i++) tokens[i] = (int)((tiny_frand() + 1.0f) * 0.5f * (cs->vocab - 1));
-    for (int b = 0; b < r->B; b++) lens[b] = b % 2 ? r->T : r->T - b % 3;
+    for (int b = 0; b < micro * r->B; b++) lens[b] = b % 2 ? r->T : r->T - b % 3;
     BlStepResult res;
     BlStepParams sp = bl_step_params(&st, &lc, &oc);
-    rc = bl_trainer_step(&tr, &(BlMicroBatch){tokens, lens, NULL, NULL, r->B, r->T},
-                         1, &sp, &res, &err);
+    BlStepReduce red = {.reduce = keep, .n_micro_total = micro * ranks};
+    rc = bl_trainer_step_reduce(&tr, &(BlMicroBatch){tokens, lens, NULL, NULL, r->B, r->T}, micro,
+                                ranks > 1 ? &red : NULL, &sp, &res, &err);
     CHECK(rc == 0, "%s: step: %s", cs->name, err.msg);
 
     BlTrainerMemory got, want;
@@ -96,6 +107,7 @@ static void check_case(const Case *cs) {
     SAME(device_student);
     SAME(activations);
     SAME(scratch);
+    SAME(grad_accum);
 #undef SAME
     /* the student in backend memory: what bl_build_device_student allocated
      * (bl_device_student_bytes counts the one-float minimum allocations) */
@@ -173,6 +185,8 @@ static void check_refusals(void) {
         {{.B = 1 << 30, .T = 1 << 30, .rank = 4, .adapters = 1, .act_bits = 8}, "10^18"},
         {{.B = 1, .T = 8, .rank = 4, .adapters = 1, .act_bits = 8, .loss_chunk_seqs = -1},
          "loss chunk"},
+        {{.B = 1, .T = 8, .rank = 4, .adapters = 1, .act_bits = 8, .micro = -1}, "micro-batches"},
+        {{.B = 1, .T = 8, .rank = 4, .adapters = 1, .act_bits = 8, .ranks = -3}, "processes"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         BlError err = {{0}};
@@ -196,6 +210,13 @@ int main(void) {
         {"llama dense + r2 x2", BL_ARCH_LLAMA, 32, 2, 4, 48, 50,
          {.B = 2, .T = 8, .rank = 2, .adapters = 2, .act_bits = 8, .dense = true, .subln = true,
           .post_attn_norm = true}},
+        {"llama r4 micro 3", BL_ARCH_LLAMA, 48, 2, 6, 80, 61,
+         {.B = 2, .T = 12, .rank = 4, .adapters = 2, .act_bits = 8, .micro = 3}},
+        {"qwen2 r8 2 ranks", BL_ARCH_QWEN2, 64, 2, 4, 96, 120,
+         {.B = 1, .T = 10, .rank = 8, .adapters = 1, .act_bits = 8, .ranks = 2}},
+        {"llama dense micro 2 x 4 ranks", BL_ARCH_LLAMA, 32, 2, 4, 48, 50,
+         {.B = 2, .T = 8, .rank = 2, .adapters = 1, .act_bits = 8, .dense = true, .micro = 2,
+          .ranks = 4}},
         {"phi3 no adapters", BL_ARCH_PHI3, 32, 1, 2, 40, 40,
          {.B = 1, .T = 5, .rank = 0, .adapters = 0, .act_bits = 8, .post_attn_norm = true}},
         {"qwen2 no teacher hidden, topk", BL_ARCH_QWEN2, 48, 2, 4, 64, 70,
