@@ -22,12 +22,18 @@
 --   HELDOUT  .txt / .jsonl never trained on; default experiments/data/heldout.txt
 --   OUT      path prefix of the checkpoint and the export; default distill
 --
--- The recipe: a rank-32 LoRA stack on the frozen weights, rotated every 200
--- steps (ReLoRA); lambda ramped 0 -> 1 over the first 30 % of the budget (the
--- student starts as the teacher and is quantised gradually), 8-bit
--- activations; LR warm-up over 5 % then cosine from 1e-3 to 1e-4; loss
--- CE + KL (tau 2) + hidden-state cosine. Schedules are fractions of the
--- budget, so the same recipe fits a 2-minute try and an overnight run.
+-- The recipe (chosen by the study in docs/distill-default-model.md): a dense
+-- trainable delta-W on the frozen weights of every block linear; lambda
+-- ramped 0 -> 1 over the first 30 % of the budget (the student starts as
+-- the teacher and is quantised gradually), 8-bit activations; LR warm-up
+-- over 5 % then cosine from 1e-3 to 1e-4; loss CE + KL (tau 2) +
+-- hidden-state cosine. Schedules are fractions of the budget, so the same
+-- recipe fits a 2-minute try and an overnight run. A dense delta-W with its
+-- gradient and AdamW moments costs 16 bytes per block weight (`bitlab plan
+-- --dense`: a 4.7 GiB training peak on the CPU for the default model, 1.3 GB
+-- checkpoints); BITLAB_DISTILL_LORA=1 trains a rank-32 LoRA stack rotated
+-- every 200 steps (ReLoRA) instead (a 1.8 GiB peak), the choice for a 1B-8B
+-- teacher.
 local S = bitlab.schedule
 
 local path = arg[1] or os.getenv("BITLAB_MODEL") or "models/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -61,11 +67,13 @@ else
   data = bitlab.corpus{model = model, path = train_file, seq = T, seed = 1}
 end
 local budget = parse_budget(budget_arg)
+local lora = os.getenv("BITLAB_DISTILL_LORA") == "1"
 
 local run = bitlab.train{
   model = model, data = data, batch = 4, seq = T,
   steps = budget.steps, tokens = budget.tokens, seconds = budget.seconds,
-  adapter = {rank = 32, alpha = 32, seed = 1}, rotate_every = 200,
+  dense = not lora, adapter = lora and {rank = 32, alpha = 32, seed = 1},
+  rotate_every = lora and 200 or nil,
   lambda = S.ramp(0, 1, 0.3), act_bits = 8,
   lr = S.warmup_cosine{peak = 1e-3, warmup = 0.05, min = 1e-4},
   loss = {ce = 1, kl = 1, cos = 1, tau = 2},

@@ -21,10 +21,11 @@ local RECIPES = {
   -- paragraph a row, padded; one rank-16 LoRA; lambda 0 -> 1 over 40 %
   gradual = {data = "dataset", adapter = {rank = 16, alpha = 32, seed = 1},
              lambda = S.ramp(0, 1, 0.4), loss = {ce = 1, kl = 1, cos = 1, tau = 2}},
-  -- distill.lua's recipe: packed corpus rows, a rank-32 LoRA stack rotated
-  -- every 200 steps, lambda 0 -> 1 over 30 %
+  -- distill.lua's recipe before the study (its BITLAB_DISTILL_LORA=1 form):
+  -- packed corpus rows, a rank-32 LoRA stack rotated every 200 steps,
+  -- lambda 0 -> 1 over 30 %
   distill = {},
-  -- one change each against distill
+  -- one change each against distill; dense is the recipe distill.lua ships
   dense = {adapter = false, dense = true},
   lambda1 = {lambda = 1},
   nocos = {loss = {ce = 1, kl = 1, tau = 2}},
