@@ -555,7 +555,8 @@ static int device_sum(void *ctx, float *g, size_t n, BlError *err) {
  *
  * Under mpirun (bitlab.world_size() N > 1) every rank passes the same global
  * batch of B sequences and trains its slice, rows [rank·B/N, (rank+1)·B/N),
- * in micro-batches of the trainer's batch; the gradients and losses are
+ * in micro-batches of the trainer's batch, each weighted by its share of
+ * the global batch's loss rows; the gradients and losses are
  * summed over the ranks in rank order (bl_trainer_step_reduce), so every
  * rank takes the same update and returns the same result. It equals one
  * process's step on the whole batch bit for bit when each rank's slice is
@@ -595,7 +596,9 @@ static int t_step(lua_State *L) {
     BlMicroBatch mb = {.tokens = tokens + r0 * T, .lens = lens + r0, .mask = mask ? mask + r0 * T : NULL,
                        .doc_start = batch->doc_start ? batch->doc_start + r0 * T : NULL,
                        .B = tr->B, .T = T};
-    BlStepReduce red = {.reduce = comm_reduce, .n_micro_total = B / tr->B,
+    BlMicroBatch global = {.tokens = tokens, .lens = lens, .mask = mask, .doc_start = batch->doc_start,
+                           .B = B, .T = T};
+    BlStepReduce red = {.reduce = comm_reduce, .rows_total = bl_micro_batch_rows(&global),
                         .sum_device = strcmp(tr->be->name, "cuda") == 0 ? device_sum : NULL};
     if (bl_trainer_step_reduce(tr, &mb, Bl / tr->B, world > 1 ? &red : NULL, &p, &r, &err))
         return bl_lua_fail(L, &err);

@@ -388,13 +388,27 @@ int bl_trainer_check_params(const BlTrainer *tr, const BlStepParams *p, BlError 
 // ----------------------------------------------------------------------------
 // the micro-batch: checks, staging, the teacher
 
+/* the row rule (trainer.h) at row t of sequence b, lens[b] in 0..T */
+static bool row_selected(const BlMicroBatch *mb, int b, int t) {
+    size_t i = (size_t)b * mb->T + t;
+    return t + 1 < mb->lens[b] && (!mb->mask || mb->mask[i]) &&
+           (!mb->doc_start || mb->doc_start[i + 1] == mb->doc_start[i]);
+}
+
+long bl_micro_batch_rows(const BlMicroBatch *mb) {
+    long n = 0;
+    for (int b = 0; b < mb->B; b++)
+        if (mb->lens[b] >= 0 && mb->lens[b] <= mb->T)
+            for (int t = 0; t + 1 < mb->T; t++) n += row_selected(mb, b, t);
+    return n;
+}
+
 /* Validates tokens, lens and doc_start (as the host forward) and uploads ids
  * (padding → token 0), positions, lens and doc_start into the teacher
  * state, and the loss rows. */
 static int stage_batch(BlTrainer *tr, const BlMicroBatch *mb, BlError *err) {
     const BlBackend *be = tr->be;
     const int *tokens = mb->tokens, *lens = mb->lens, *ds = mb->doc_start;
-    const uint8_t *mask = mb->mask;
     int V = tr->m->cfg.vocab_size, B = mb->B, T = mb->T;
     if (B < 1 || B > tr->B || T < 1 || T > tr->T)
         return bl_fail(err, "micro-batch %d x %d exceeds the trainer's %d x %d", B, T, tr->B,
@@ -415,20 +429,17 @@ static int stage_batch(BlTrainer *tr, const BlMicroBatch *mb, BlError *err) {
             tr->h_ids[i] = valid ? tokens[i] : 0;
             tr->h_pos[i] = t;
             tr->h_targets[i] = valid ? tokens[i] : -1;
-            /* the row rule of trainer.h: row t predicts token t + 1 */
-            tr->h_tok[i] = tr->h_hid[i] = t + 1 < lens[b] && (!mask || mask[i]);
         }
         tr->h_lens[b] = lens[b];
     }
     if (ds && bl_doc_start_check(ds, lens, B, T, err)) return bl_fail_prefix(err, "student");
+    /* row t predicts token t + 1 */
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++)
+            tr->h_tok[(size_t)b * T + t] = tr->h_hid[(size_t)b * T + t] = row_selected(mb, b, t);
     size_t M = (size_t)B * T;
     BlForwardState *ts = &tr->teacher;
-    if (ds) {
-        bl_positions(tr->h_pos, ds, lens, B, T);
-        /* the row rule's document clause: t + 1 < lens[b] already holds */
-        for (size_t i = 0; i + 1 < M; i++)
-            if (tr->h_tok[i] && ds[i + 1] != ds[i]) tr->h_tok[i] = tr->h_hid[i] = 0;
-    }
+    if (ds) bl_positions(tr->h_pos, ds, lens, B, T);
     ts->packed = ds != NULL;
     if (ds && be->upload(ts->doc_start, ds, sizeof(int) * M, err)) return -1;
     if (be->upload(ts->ids, tr->h_ids, sizeof(int) * M, err) ||

@@ -45,7 +45,8 @@
  * are refused there and need the live teacher.
  *
  * Gradient accumulation: bl_trainer_accumulate on each micro-batch (with
- * weight 1/n), then bl_trainer_update; bl_trainer_step does both (several
+ * weight its share of the step's selected rows, bl_micro_batch_rows), then
+ * bl_trainer_update; bl_trainer_step does both (several
  * micro-batches through a step accumulator, so that a step shared by
  * processes, bl_trainer_step_reduce, can equal it bit for bit). Given the
  * same inputs, backend and thread count the step is deterministic.
@@ -164,6 +165,11 @@ typedef struct {
     const int *doc_start;
     int B, T;
 } BlMicroBatch;
+
+/* The rows of mb the row rule selects (the rows every loss averages over).
+ * Rows of a sequence whose lens[b] is outside 0..T count as none (the
+ * accumulate refuses such a batch, naming the entry). */
+long bl_micro_batch_rows(const BlMicroBatch *mb);
 
 /* Precomputed teacher outputs of one micro-batch [B, T], rows r = b·T + t,
  * in host memory. */
@@ -328,6 +334,9 @@ int bl_trainer_check_params(const BlTrainer *tr, const BlStepParams *p, BlError 
 
 /* Forward + losses + backward of one micro-batch; gradients accumulate with
  * the losses scaled by weight, and weight·(each loss) is added into acc.
+ * Each loss is the mean over the micro-batch's selected rows, so the
+ * weight bl_micro_batch_rows(mb) / (the step's selected rows) makes the
+ * step's loss the mean over every row of the step, however it is split.
  * With a teacher provider a packed micro-batch is refused. */
 int bl_trainer_accumulate(BlTrainer *tr, const BlMicroBatch *mb, float weight,
                           const BlStepParams *p, BlStepResult *acc, BlError *err);
@@ -349,7 +358,10 @@ void bl_trainer_zero_grads(BlTrainer *tr);
 
 /* n_micro micro-batches of batch->B sequences each, back to back in
  * batch's arrays: tokens, mask and doc_start [n_micro·B·T] (mask and
- * doc_start may be NULL), lens [n_micro·B]; each weighted 1/n_micro.
+ * doc_start may be NULL), lens [n_micro·B]; each weighted by its share of
+ * the step's selected rows, so that the losses are means over the whole
+ * batch's rows (a padded batch's short sequences weigh as few rows, not as
+ * a micro-batch), as one micro-batch of n_micro·B sequences would give.
  *
  * With n_micro > 1 each micro-batch's gradient is formed in the zeroed
  * gradient arena and then added, in micro-batch order, into the step's
@@ -366,12 +378,10 @@ int bl_trainer_step(BlTrainer *tr, const BlMicroBatch *batch, int n_micro, const
  * script layer): reduce sums, over every process, the gradient arena (a
  * host copy g[n]) and the step's loss scalars s[ns] (ce, kl, topk, cos,
  * mag, rel, total: every double loss of BlStepResult), leaving the same bits on each, so every process takes the
- * same update. n_micro_total counts the micro-batches of all processes:
- * each is weighted 1/n_micro_total, as one process would weigh them (the
- * mean of micro-batch means, as bl_trainer_step; weighting by each
- * micro-batch's share of the global loss rows would make the step the mean
- * over all rows, but would change the one-process accumulation that the
- * reference step, tests/c/ref, checks, and is not done). */
+ * same update. rows_total counts the selected rows of the whole shared
+ * step, every process's micro-batches (bl_micro_batch_rows of the global
+ * batch): each micro-batch is weighted by its share of them, as one process
+ * would weigh it, so the losses are normalised by the global row count. */
 typedef struct {
     int (*reduce)(void *ctx, float *g, size_t n, double *s, int ns, BlError *err);
     /* NULL (the host path above), or the arena's sum over the processes in
@@ -381,7 +391,7 @@ typedef struct {
      * process order, so the step equals one process's up to rounding. */
     int (*sum_device)(void *ctx, float *g_backend, size_t n, BlError *err);
     void *ctx;
-    int n_micro_total;
+    long rows_total;
 } BlStepReduce;
 
 /* bl_trainer_step over this process's n_micro micro-batches of a step

@@ -75,26 +75,38 @@ static int reduce(BlTrainer *tr, const BlStepReduce *red, BlStepResult *res, BlE
     return 0;
 }
 
+/* micro-batch i of batch's back-to-back arrays */
+static BlMicroBatch micro_batch(const BlMicroBatch *batch, int i) {
+    size_t off = (size_t)i * batch->B * batch->T;
+    return (BlMicroBatch){.tokens = batch->tokens + off,
+                          .lens = batch->lens + (size_t)i * batch->B,
+                          .mask = batch->mask ? batch->mask + off : NULL,
+                          .doc_start = batch->doc_start ? batch->doc_start + off : NULL,
+                          .B = batch->B, .T = batch->T};
+}
+
 int bl_trainer_step_reduce(BlTrainer *tr, const BlMicroBatch *batch, int n_micro,
                            const BlStepReduce *red, const BlStepParams *p, BlStepResult *res,
                            BlError *err) {
     memset(res, 0, sizeof *res);
     if (n_micro <= 0) return bl_fail(err, "step: %d micro-batches", n_micro);
-    if (red && red->n_micro_total < n_micro)
-        return bl_fail(err, "step: %d micro-batches of a shared step of %d", n_micro,
-                       red->n_micro_total);
+    long rows = 0;
+    for (int i = 0; i < n_micro; i++) {
+        BlMicroBatch mb = micro_batch(batch, i);
+        rows += bl_micro_batch_rows(&mb);
+    }
+    if (red && red->rows_total < rows)
+        return bl_fail(err, "step: %ld selected rows here, more than the %ld of the shared step",
+                       rows, red->rows_total);
+    if (red) rows = red->rows_total;
     const BlBackend *be = tr->be;
     BlDeviceStudent *ds = &tr->ds;
     bool sep = n_micro > 1; /* each micro-batch in the zeroed arena, then into g_acc */
     if (ensure_buffers(tr, sep, red && !red->sum_device, err)) return -1;
-    float w = 1.0f / (red ? red->n_micro_total : n_micro);
     for (int i = 0; i < n_micro; i++) {
-        size_t off = (size_t)i * batch->B * batch->T;
-        BlMicroBatch mb = {.tokens = batch->tokens + off,
-                           .lens = batch->lens + (size_t)i * batch->B,
-                           .mask = batch->mask ? batch->mask + off : NULL,
-                           .doc_start = batch->doc_start ? batch->doc_start + off : NULL,
-                           .B = batch->B, .T = batch->T};
+        BlMicroBatch mb = micro_batch(batch, i);
+        /* its share of the step's rows: the losses are means over them all */
+        float w = rows > 0 ? (float)((double)bl_micro_batch_rows(&mb) / (double)rows) : 0.0f;
         /* this micro-batch's losses on their own, added to the step's in
          * order (the total of one is its own terms, not a difference of
          * running sums) */

@@ -83,7 +83,9 @@ static void check_case(const Case *cs) {
     for (int b = 0; b < micro * r->B; b++) lens[b] = b % 2 ? r->T : r->T - b % 3;
     BlStepResult res;
     BlStepParams sp = bl_step_params(&st, &lc, &oc);
-    BlStepReduce red = {.reduce = keep, .n_micro_total = micro * ranks};
+    /* the other processes' rows as many as this one's */
+    BlMicroBatch here = {tokens, lens, NULL, NULL, micro * r->B, r->T};
+    BlStepReduce red = {.reduce = keep, .rows_total = bl_micro_batch_rows(&here) * ranks};
     rc = bl_trainer_step_reduce(&tr, &(BlMicroBatch){tokens, lens, NULL, NULL, r->B, r->T}, micro,
                                 ranks > 1 ? &red : NULL, &sp, &res, &err);
     CHECK(rc == 0, "%s: step: %s", cs->name, err.msg);

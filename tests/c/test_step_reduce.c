@@ -112,14 +112,16 @@ int main(void) {
     if (failures) return 1;
     BlStepParams p = bl_step_params(&one, &lc, &oc);
     Handover h = {0};
-    BlStepReduce red1 = {.reduce = give, .ctx = &h, .n_micro_total = 2};
-    BlStepReduce red0 = {.reduce = take, .ctx = &h, .n_micro_total = 2};
+    BlStepReduce red1 = {.reduce = give, .ctx = &h}, red0 = {.reduce = take, .ctx = &h};
     tiny_rng = 99;
     for (int step = 1; step <= STEPS; step++) {
         int tokens[2 * B * T], lens[2 * B];
         for (int i = 0; i < 2 * B * T; i++) tokens[i] = (int)((tiny_frand() + 1.0f) * 0.5f * VOCAB) % VOCAB;
         for (int b = 0; b < 2 * B; b++) lens[b] = T / 2 + (int)((tiny_frand() + 1.0f) * 0.5f * (T / 2)) % (T / 2 + 1);
         BlStepResult ra, rb, rc;
+        /* the global batch's rows, as every rank counts them */
+        red0.rows_total = red1.rows_total =
+            bl_micro_batch_rows(&(BlMicroBatch){tokens, lens, NULL, NULL, 2 * B, T});
         CHECK(bl_trainer_step(&t_one, &(BlMicroBatch){tokens, lens, NULL, NULL, B, T}, 2, &p, &ra,
                               &err) == 0, "one process, step %d: %s", step, err.msg);
         /* rank 1 first: its reduce hands over; then rank 0 adds it to its own */

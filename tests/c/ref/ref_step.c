@@ -409,14 +409,25 @@ void bl_ref_update(BlRefTrainer *tr, BlStepResult *res) {
     bl_student_zero_grad(st);
 }
 
+/* the rows of n sequences the row rule selects (t + 1 < lens[b], mask) */
+static long selected_rows(const int *lens, const uint8_t *mask, int n, int T) {
+    long rows = 0;
+    for (int b = 0; b < n; b++)
+        for (int t = 0; t + 1 < lens[b] && t + 1 < T; t++) rows += !mask || mask[(size_t)b * T + t];
+    return rows;
+}
+
 int bl_ref_distill_step(BlRefTrainer *tr, const int *tokens, const int *lens, const uint8_t *mask,
                     int n_micro, int B, int T, BlStepResult *res, BlError *err) {
     memset(res, 0, sizeof *res);
     if (n_micro <= 0) return bl_fail(err, "step: %d micro-batches", n_micro);
+    long all = selected_rows(lens, mask, n_micro * B, T);
     for (int i = 0; i < n_micro; i++) {
         size_t off = (size_t)i * B * T;
-        if (bl_ref_accumulate(tr, tokens + off, lens + (size_t)i * B, mask ? mask + off : NULL,
-                                  B, T, 1.0f / n_micro, res, err)) {
+        const uint8_t *mk = mask ? mask + off : NULL;
+        long rows = selected_rows(lens + (size_t)i * B, mk, B, T);
+        float w = all > 0 ? (float)((double)rows / (double)all) : 0.0f;
+        if (bl_ref_accumulate(tr, tokens + off, lens + (size_t)i * B, mk, B, T, w, res, err)) {
             bl_student_zero_grad(tr->student);
             return -1;
         }

@@ -125,7 +125,8 @@ int bl_ref_check_teacher(const BlRefTrainer *tr, BlError *err);
 void bl_ref_update(BlRefTrainer *tr, BlStepResult *res);
 
 /* n_micro micro-batches of B sequences each: tokens [n_micro·B·T], lens
- * [n_micro·B], mask [n_micro·B·T] or NULL; each weighted 1/n_micro. */
+ * [n_micro·B], mask [n_micro·B·T] or NULL; each weighted by its share of
+ * the step's selected rows (the losses are means over all of them). */
 int bl_ref_distill_step(BlRefTrainer *tr, const int *tokens, const int *lens, const uint8_t *mask,
                     int n_micro, int B, int T, BlStepResult *res, BlError *err);
 
