@@ -17,7 +17,9 @@ in-memory dataset (bitlab.dataset), four figures:
       machine load hit both alike): a stream step takes its batch from the corpus (its reader
       tokenising in the background) and trains on it, a memory step trains
       on a batch of the same corpus read into memory before the first step
-      (other rows of the same size, so the teacher cache never serves it);
+      (the same rows, read by a twin corpus that is then closed; the trainer
+      has no teacher cache, so both compute their teacher); the reader's busy
+      time is printed too;
       medians of each kind after a warm-up pair (target: within 2 %).
 
   python3 bench/bench_corpus.py [--bin build/bitlab]
@@ -57,14 +59,20 @@ end
 
 LOADER = """local m = bitlab.load_model(arg[1])
 local path, n, B, T = arg[2], tonumber(arg[3]), tonumber(arg[4]), tonumber(arg[5])
-local stream = bitlab.corpus{model = m, path = path, seq = T}
-local ahead = bitlab.corpus{model = m, path = path, seq = T}
-for _ = 1, n + 1 do ahead:batch(B) end -- past the stream's batches: other rows
+-- the in-memory batches: the very rows the stream will serve, read by a
+-- twin corpus beforehand, which is then closed (its reader gone)
 local held = {}
-for i = 1, n + 1 do held[i] = ahead:batch(B) end
+do
+  local twin <close> = bitlab.corpus{model = m, path = path, seq = T}
+  for i = 1, n + 1 do held[i] = twin:batch(B) end
+end
+local stream = bitlab.corpus{model = m, path = path, seq = T}
 local st = bitlab.student{model = m, lambda = 1, act_bits = 8}
 st:add_adapter{rank = 16, alpha = 32, seed = 1}
-local tr = bitlab.trainer{student = st, batch = B, seq = T, ce = 1, kl = 1, cos = 1, lr = 1e-4}
+-- no teacher cache: the memory step after a stream step on the same rows
+-- computes its teacher too
+local tr = bitlab.trainer{student = st, batch = B, seq = T, ce = 1, kl = 1, cos = 1, lr = 1e-4,
+                          teacher_cache = false}
 local function timed(f)
   local t0 = bitlab.clock()
   f()
@@ -85,7 +93,9 @@ local function median(x)
   local k = #x // 2
   return #x % 2 == 1 and x[k + 1] or (x[k] + x[k + 1]) / 2
 end
-print(string.format("LOADER %.6f %.6f %.6f %d", median(ts), median(tm), stream:stats().stall_seconds, n))
+local s = stream:stats()
+print(string.format("LOADER %.6f %.6f %.6f %d %.6f", median(ts), median(tm), s.stall_seconds, n,
+                    s.tokens_per_s > 0 and s.tokens_read / s.tokens_per_s or 0))
 """
 
 PAD = """local m = bitlab.load_model(arg[1])
@@ -210,12 +220,13 @@ def fig_loader(a, model, small, prose, texts, scripts, tmp):
     # (d) loader overhead: streaming against in-memory batches, interleaved
     out = run([a.bin, scripts["loader"], "--headless", "--", model, prose, str(a.loader_steps),
                str(a.batch), str(a.seq)])
-    med_s, med_m, stall, n = out.split("LOADER ")[1].split()[:4]
-    med_s, med_m = float(med_s), float(med_m)
+    med_s, med_m, stall, n, busy = out.split("LOADER ")[1].split()[:5]
+    med_s, med_m, n = float(med_s), float(med_m), int(n)
     print(f"(d) loader overhead, {n} pairs of {a.batch} x {a.seq} steps on {os.path.basename(model)}, "
-          "stream and in-memory interleaved (median seconds per step after a warm-up pair):")
+          "stream and in-memory interleaved on the same rows (median seconds per step after a warm-up pair):")
     print(f"    streaming corpus {med_s:.3f} s, in-memory batch {med_m:.3f} s: "
-          f"{100 * (med_s / med_m - 1):+.2f} % (the reader kept batches waiting {1e3 * float(stall):.2f} ms in all)")
+          f"{100 * (med_s / med_m - 1):+.2f} % (the reader kept batches waiting {1e3 * float(stall):.2f} ms in all; "
+          f"it was busy tokenising {float(busy):.3f} s in all, {1e3 * float(busy) / (n + 1):.1f} ms per stream step)")
 
 
 def main():
