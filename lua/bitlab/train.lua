@@ -123,7 +123,9 @@
 -- (trainer:step shards and sums the gradients in rank order, so all ranks
 -- take the same step: with one micro-batch per rank the very step of one
 -- process with micro_batch = batch / N); batch must be a multiple of N x
--- micro_batch. Rank 0 writes the metrics, checkpoints, exports and progress
+-- micro_batch. The losses are means over the loss rows of the whole batch
+-- (each micro-batch weighs by its share of them), however it is split.
+-- Rank 0 writes the metrics, checkpoints, exports and progress
 -- lines and has the dashboard; its knob, control-file and dashboard commands
 -- reach every rank at the same step (bitlab.poll), and the step time and
 -- stop() are rank 0's (bitlab.broadcast), so budgets end everywhere alike.

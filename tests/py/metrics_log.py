@@ -23,3 +23,12 @@ def step_records(path):
 def step_diffs(a, b, fields=STEP_FIELDS):
     """(step, field) pairs where b's steps differ from a's (steps missing from a count)."""
     return [(s, k) for s in b for k in fields if s not in a or a[s].get(k) != b[s].get(k)]
+
+
+def steps_equal(ref, got, steps, fields=STEP_FIELDS, shown=5):
+    """Whether got holds exactly the step numbers `steps`, each equal to ref's
+    in every field; the first differences are printed."""
+    diff = step_diffs(ref, got, fields)
+    for s, k in diff[:shown]:
+        print(f"  step {s} {k}: {ref.get(s, {}).get(k)!r} vs {got[s].get(k)!r}")
+    return sorted(got) == list(steps) and not diff

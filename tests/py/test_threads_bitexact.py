@@ -11,7 +11,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import make_tiny_model as tiny  # noqa: E402
-from metrics_log import step_diffs, step_records  # noqa: E402
+from metrics_log import step_records, steps_equal  # noqa: E402
 
 BIN = os.environ.get("BITLAB_BIN", "build/bitlab")
 STEPS = 6
@@ -40,10 +40,7 @@ def run(model, d, threads, steps, log, resume=None):
 
 
 def same(a, b, what):
-    diff = step_diffs(b, a)
-    check(bool(a) and not diff and sorted(a) == sorted(b), what)
-    for s, k in diff[:4]:
-        print(f"  step {s} {k}: {a[s].get(k)!r} vs {b.get(s, {}).get(k)!r}")
+    check(bool(a) and steps_equal(b, a, sorted(b), shown=4), what)
 
 
 def main():
